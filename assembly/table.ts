@@ -1,0 +1,306 @@
+// TCE tables with the userspace view (struct iommu_table and it_userspace).
+//
+// A table descriptor (TBL_*) points at two trees of identical shape:
+//
+//   TBL.root   ─► [u32 child]·2^bits ─► … ─► leaf [u64 TCE]·2^bits
+//   TBL.uaRoot ─► [u32 child]·2^bits ─► … ─► leaf [u64 ua ]·2^bits
+//
+// Level L (L = levels-1 at the root, 0 at the leaves) indexes bits
+// [L·bits, (L+1)·bits) of the entry index relative to it_offset. A child
+// slot of 0 means the level is absent. Virtual mode (OP_ALLOC) allocates
+// absent levels and installs them with compare-and-swap; real mode never
+// allocates and answers -ENOMEM, which the hypercall layer turns into
+// H_TOO_HARD (pnv_tce with alloc=false; kvmppc_rm_tce_iommu_mapped_dec).
+//
+// Bit 0 of a view slot is a per-entry lock bit (uas are page aligned): every
+// change of a valid entry holds it, so concurrent vCPUs on one entry keep
+// each region's `mapped` exact. The kernel relies on its callers instead.
+import {
+  TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT,
+  TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES,
+  TCE_READ, TCE_WRITE, TCE_PERM_MASK, OP_ALLOC, OP_CHECK_PID,
+  EINVAL, ENOMEM, EPERM, ENXIO,
+} from './generated/layout';
+import { alloc, free, blockShift } from './alloc';
+import { regionLookup, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
+
+/** Level at which the last failed read-only walk found a level missing. */
+let absentLevel: u32 = 0;
+
+/** Bytes of a tree node (leaf: u64 slots, interior: u32 child offsets); 0 if too large. */
+export function nodeSize(isLeaf: bool, bits: u32): u32 {
+  const bytes: u64 = (isLeaf ? <u64>8 : <u64>4) << <u64>bits;
+  return bytes > 0x80000000 ? 0 : <u32>bytes;
+}
+
+@inline function blockBytes(bytes: u32): u64 {
+  return <u64>1 << <u64>blockShift(bytes);
+}
+
+/** Entry index relative to it_offset, or -1 when `entry` is outside the table. */
+@inline function relIndex(tbl: u32, entry: u64): i64 {
+  const off = load<u64>(tbl + TBL_OFFSET);
+  if (entry < off) return -1;
+  const idx = entry - off;
+  if (idx >= load<u64>(tbl + TBL_SIZE)) return -1;
+  return <i64>idx;
+}
+
+/**
+ * Pointer to the leaf slot of relative index `idx` in the tree whose root is
+ * at `tbl + rootField`; 0 when a level is absent and `grow` is false, or when
+ * allocation fails. Sets `absentLevel` on a read-only miss.
+ */
+function slot(tbl: u32, rootField: u32, bytesField: u32, idx: u64, grow: bool): u32 {
+  let node = atomic.load<u32>(tbl + rootField);
+  const levels = load<u32>(tbl + TBL_LEVELS);
+  if (node == 0) {
+    absentLevel = levels;
+    return 0;
+  }
+  const bits = load<u32>(tbl + TBL_LEVEL_BITS);
+  const mask: u64 = (<u64>1 << <u64>bits) - 1;
+  for (let lvl = levels - 1; lvl >= 1; lvl--) {
+    const sp = node + (<u32>((idx >> <u64>(lvl * bits)) & mask) << 2);
+    let child = atomic.load<u32>(sp);
+    if (child == 0) {
+      if (!grow) {
+        absentLevel = lvl;
+        return 0;
+      }
+      const sz = nodeSize(lvl == 1, bits);
+      const fresh = sz == 0 ? 0 : alloc(sz);
+      if (fresh == 0) return 0;
+      const prev = atomic.cmpxchg<u32>(sp, 0, fresh);
+      if (prev != 0) {
+        free(fresh, sz);
+        child = prev;
+      } else {
+        child = fresh;
+        atomic.add<u64>(tbl + bytesField, blockBytes(sz));
+      }
+    }
+    node = child;
+  }
+  return node + (<u32>(idx & mask) << 3);
+}
+
+/** First relative index after the subtree that the last read-only miss found absent. */
+@inline function skipAbsent(tbl: u32, idx: u64): u64 {
+  const span = <u64>absentLevel * <u64>load<u32>(tbl + TBL_LEVEL_BITS);
+  return span >= 64 ? <u64>-1 : (idx | ((<u64>1 << span) - 1)) + 1;
+}
+
+function rootSize(tbl: u32): u32 {
+  return nodeSize(load<u32>(tbl + TBL_LEVELS) == 1, load<u32>(tbl + TBL_LEVEL_BITS));
+}
+
+/** Allocates the TCE tree root of a described table: 0 or -ENOMEM. */
+export function tableInit(tbl: u32): i32 {
+  if (load<u32>(tbl + TBL_ROOT) != 0) return 0;
+  const sz = rootSize(tbl);
+  const root = sz == 0 ? 0 : alloc(sz);
+  if (root == 0) return -ENOMEM;
+  store<u32>(tbl + TBL_ROOT, root);
+  store<u64>(tbl + TBL_NODE_BYTES, blockBytes(sz));
+  return 0;
+}
+
+/** Allocates the userspace view root if it is absent: 0 or -ENOMEM. */
+export function tableUaAlloc(tbl: u32): i32 {
+  if (atomic.load<u32>(tbl + TBL_UA_ROOT) != 0) return 0;
+  const sz = rootSize(tbl);
+  const root = sz == 0 ? 0 : alloc(sz);
+  if (root == 0) return -ENOMEM;
+  if (atomic.cmpxchg<u32>(tbl + TBL_UA_ROOT, 0, root) != 0) {
+    free(root, sz);
+    return 0;
+  }
+  store<u64>(tbl + TBL_UA_NODE_BYTES, blockBytes(sz));
+  return 0;
+}
+
+function freeTree(node: u32, lvl: u32, bits: u32): void {
+  if (node == 0) return;
+  if (lvl > 0) {
+    const n: u32 = 1 << bits;
+    for (let i: u32 = 0; i < n; i++) freeTree(load<u32>(node + (i << 2)), lvl - 1, bits);
+  }
+  free(node, nodeSize(lvl == 0, bits));
+}
+
+/** Frees the userspace view (ownership released or table freed). */
+export function tableUaFree(tbl: u32): void {
+  freeTree(load<u32>(tbl + TBL_UA_ROOT), load<u32>(tbl + TBL_LEVELS) - 1, load<u32>(tbl + TBL_LEVEL_BITS));
+  store<u32>(tbl + TBL_UA_ROOT, 0);
+  store<u64>(tbl + TBL_UA_NODE_BYTES, 0);
+}
+
+/** Frees both trees of a table; the descriptor itself is the caller's. */
+export function tableFree(tbl: u32): void {
+  tableUaFree(tbl);
+  freeTree(load<u32>(tbl + TBL_ROOT), load<u32>(tbl + TBL_LEVELS) - 1, load<u32>(tbl + TBL_LEVEL_BITS));
+  store<u32>(tbl + TBL_ROOT, 0);
+  store<u64>(tbl + TBL_NODE_BYTES, 0);
+}
+
+/** The TCE at absolute `entry`; 0 when absent or outside the table. */
+export function tableGet(tbl: u32, entry: u64): u64 {
+  const idx = relIndex(tbl, entry);
+  if (idx < 0) return 0;
+  const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, <u64>idx, false);
+  return p == 0 ? 0 : atomic.load<u64>(p);
+}
+
+/** The userspace address recorded for absolute `entry`; 0 when none. */
+export function tableUaGet(tbl: u32, entry: u64): u64 {
+  const idx = relIndex(tbl, entry);
+  if (idx < 0) return 0;
+  const p = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, <u64>idx, false);
+  return p == 0 ? 0 : atomic.load<u64>(p) & ~(<u64>1);
+}
+
+/** The first absolute entry in [entry, end) holding a non-zero TCE, or -1; skips absent levels. */
+export function tableNextValid(tbl: u32, entry: u64, end: u64): i64 {
+  const off = load<u64>(tbl + TBL_OFFSET);
+  const size = load<u64>(tbl + TBL_SIZE);
+  let idx: u64 = entry > off ? entry - off : 0;
+  const stop: u64 = end <= off ? 0 : end - off < size ? end - off : size;
+  while (idx < stop) {
+    const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
+    if (p == 0) {
+      idx = skipAbsent(tbl, idx);
+      continue;
+    }
+    if (atomic.load<u64>(p) != 0) return <i64>(idx + off);
+    idx++;
+  }
+  return -1;
+}
+
+/**
+ * Exchanges the TCE at `entry` (iommu_tce_xchg / pnv_tce_xchg): stores
+ * `tce` (host address | permission; WRITE implies READ, as on PowerNV) and
+ * returns the old TCE, or -errno. Clearing an absent level succeeds without
+ * allocating; setting one needs OP_ALLOC, else -ENOMEM. No view bookkeeping:
+ * this is the v1 path.
+ */
+export function tableXchg(tbl: u32, entry: u64, tce: u64, flags: u32): i64 {
+  const idx = relIndex(tbl, entry);
+  if (idx < 0 || (tce >> 62) != 0) return -EINVAL;
+  let word = tce;
+  if (word & <u64>TCE_WRITE) word |= <u64>TCE_READ;
+  const grow = (word & <u64>TCE_PERM_MASK) != 0 && (flags & <u32>OP_ALLOC) != 0;
+  const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, <u64>idx, grow);
+  if (p == 0) return (word & <u64>TCE_PERM_MASK) == 0 ? 0 : -ENOMEM;
+  if ((word & <u64>TCE_PERM_MASK) == 0) word = 0;
+  return <i64>atomic.xchg<u64>(p, word);
+}
+
+/** Takes the lock bit of a view slot and returns the ua it held. */
+@inline function lockView(pua: u32): u64 {
+  for (;;) {
+    const v = atomic.load<u64>(pua);
+    if ((v & 1) == 0 && atomic.cmpxchg<u64>(pua, v, v | 1) == v) return v;
+  }
+  return 0;
+}
+
+/** Decrements the region an old entry was mapped from, looked up in `mm` (tce_iommu_unuse_page_v2). */
+@inline function unuseUa(mm: u32, ua: u64, pageShift: u32): void {
+  if (ua == 0) return;
+  const r = regionLookup(mm, ua, <u64>1 << <u64>pageShift);
+  if (r != 0 && regionUaToHpa(r, ua, pageShift) >= 0) regionMappedDec(r);
+}
+
+/**
+ * Maps one entry from a pre-registered userspace address (tce_iommu_build_v2,
+ * one iteration; kvmppc_tce_iommu_do_map): looks `ua` up in `mm`, translates
+ * it, counts the new region, exchanges the TCE, releases the old entry's
+ * region, records `ua` in the view. Returns 0 or -errno with nothing changed.
+ */
+export function buildOneV2(tbl: u32, mm: u32, idx: u64, ua: u64, perm: u32, flags: u32, pid: u32): i32 {
+  if ((flags & <u32>OP_CHECK_PID) != 0 && load<u32>(tbl + TBL_OWNER_PID) != pid) return -EPERM;
+  const grow = (flags & <u32>OP_ALLOC) != 0;
+  const shift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  const pua = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, grow);
+  if (pua == 0) return -ENOMEM;
+  const r = regionLookup(mm, ua, <u64>1 << <u64>shift);
+  if (r == 0) return -EINVAL;
+  const hpa = regionUaToHpa(r, ua, shift);
+  if (hpa < 0) return -EINVAL;
+  const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, grow);
+  if (p == 0) return -ENOMEM;
+  if (regionMappedInc(r) != 0) return -ENXIO;
+  let word = <u64>hpa | <u64>(perm & <u32>TCE_PERM_MASK);
+  if (word & <u64>TCE_WRITE) word |= <u64>TCE_READ;
+  const oldUa = lockView(pua);
+  const old = atomic.xchg<u64>(p, word);
+  if ((old & <u64>TCE_PERM_MASK) != 0) unuseUa(mm, oldUa, shift);
+  atomic.store<u64>(pua, ua);
+  return 0;
+}
+
+/**
+ * Clears one valid entry (one iteration of tce_iommu_clear, v2): the TCE
+ * becomes 0 and the region its view names, looked up in `mm`, loses one
+ * mapping. Returns the old TCE (0 if it was already clear) or -EPERM.
+ */
+export function clearOne(tbl: u32, mm: u32, idx: u64, p: u32, flags: u32, pid: u32): i64 {
+  if ((flags & <u32>OP_CHECK_PID) != 0 && load<u32>(tbl + TBL_OWNER_PID) != pid) return -EPERM;
+  const pua = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, false);
+  if (pua == 0) return <i64>atomic.xchg<u64>(p, 0);
+  const oldUa = lockView(pua);
+  const old = atomic.xchg<u64>(p, 0);
+  if ((old & <u64>TCE_PERM_MASK) != 0) unuseUa(mm, oldUa, load<u32>(tbl + TBL_PAGE_SHIFT));
+  atomic.store<u64>(pua, 0);
+  return <i64>old;
+}
+
+/**
+ * Clears `n` entries from absolute `entry` (tce_iommu_clear), skipping absent
+ * levels so that a sparse window clears in time proportional to what is
+ * mapped. Returns 0, -EINVAL for a range outside the table, or -EPERM (owner
+ * check; entries before the refused one stay cleared, as each write is checked).
+ */
+export function tableClearV2(tbl: u32, mm: u32, entry: u64, n: u64, flags: u32, pid: u32): i32 {
+  const start = relIndex(tbl, entry);
+  if (start < 0 || n > load<u64>(tbl + TBL_SIZE) - <u64>start) return n == 0 ? 0 : -EINVAL;
+  let idx = <u64>start;
+  const end = idx + n;
+  while (idx < end) {
+    const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
+    if (p == 0) {
+      idx = skipAbsent(tbl, idx);
+      continue;
+    }
+    if (atomic.load<u64>(p) != 0) {
+      const r = clearOne(tbl, mm, idx, p, flags, pid);
+      if (r < 0) return <i32>r;
+    }
+    idx++;
+  }
+  return 0;
+}
+
+/**
+ * Maps `n` consecutive entries from absolute `entry` to consecutive IOMMU
+ * pages starting at `ua` (tce_iommu_build_v2). On a failure at page k the
+ * entries [0, k) written by this call are cleared again, as the kernel does,
+ * and -errno is returned.
+ */
+export function tableBuildV2(tbl: u32, mm: u32, entry: u64, n: u64, ua: u64, perm: u32, flags: u32, pid: u32): i32 {
+  const start = relIndex(tbl, entry);
+  if (start < 0 || n > load<u64>(tbl + TBL_SIZE) - <u64>start) return n == 0 ? 0 : -EINVAL;
+  if ((perm & <u32>TCE_PERM_MASK) == 0 || (perm & ~<u32>TCE_PERM_MASK) != 0) return -EINVAL;
+  const shift = <u64>load<u32>(tbl + TBL_PAGE_SHIFT);
+  const idx0 = <u64>start;
+  for (let i: u64 = 0; i < n; i++) {
+    const r = buildOneV2(tbl, mm, idx0 + i, ua + (i << shift), perm, flags, pid);
+    if (r < 0) {
+      tableClearV2(tbl, mm, entry, i, flags & ~<u32>OP_CHECK_PID, pid);
+      return r;
+    }
+  }
+  return 0;
+}

@@ -1,0 +1,190 @@
+// The simulated host: one shared linear memory, one engine over it, the
+// host's physical memory, its processes and address spaces, and every TCE
+// table. Everything else hangs off a Host.
+import { LinearMemory } from './memory.js';
+import type { Engine } from './engine/engine.js';
+import { createWasmEngine } from './engine/wasm.js';
+import { loadNative, nativeLoadError } from './engine/native.js';
+import { HostMemory } from './hostmem.js';
+import { Mm } from './mm.js';
+import { Process } from './process.js';
+import type { IommuTable } from './table.js';
+import { checkInvariants } from './invariants.js';
+import { TceError } from './errors.js';
+import * as v from './validate.js';
+import {
+  HEADER_BASE, HEAP_BASE, HDR_ALLOC_BYTES, HDR_ALLOC_BLOCKS, HDR_ALLOC_TOP, HDR_OWNER_CHECK,
+  HDR_PID_PLACEMENT, MM_REGION_COUNT, OWNER_CHECK_NONE, OWNER_CHECK_PID, OWNER_CHECK_MM, PID_CHECK_CALL, PID_CHECK_ENTRY,
+} from './generated/layout.js';
+
+/** Who may change a container: nobody is stopped, only the owner's pid, or only the owner's mm. */
+export type OwnerCheck = 'none' | 'pid' | 'mm';
+
+/** Options of Host.create. */
+export interface HostOptions {
+  ownerCheck?: OwnerCheck;
+  /** Where the pid check sits on the real-mode path: once per hypercall or at every view write. */
+  pidCheck?: 'call' | 'entry';
+  engine?: 'wasm' | 'native';
+  /** The host kernel's PAGE_SHIFT: 16 (64 KiB, ppc64 server) by default, or 12. */
+  pageShift?: number;
+  /** Bytes of linear memory (fixed for the host's life): 128 MiB by default. */
+  maxMemory?: number;
+  /** RLIMIT_MEMLOCK of spawned processes: bytes, 'host' (this process's real limit) or 'unlimited' (default). */
+  memlockLimit?: bigint | 'host' | 'unlimited';
+}
+
+const OWNER_CODES: Record<OwnerCheck, number> = { none: OWNER_CHECK_NONE, pid: OWNER_CHECK_PID, mm: OWNER_CHECK_MM };
+
+/** The simulated host. */
+export class Host {
+  readonly mem: LinearMemory;
+  readonly engine: Engine;
+  readonly hostmem: HostMemory;
+  readonly pageShift: number;
+  readonly ownerCheck: OwnerCheck;
+  readonly pidCheck: 'call' | 'entry';
+  readonly memlockLimit: bigint | null;
+  readonly mms = new Set<Mm>();
+  readonly tables = new Set<IommuTable>();
+  /** Things the host could not do for real and simulated instead, said once each. */
+  readonly fallbacks: string[] = [];
+  private lastId = 0;
+  private lastTid = 999;
+
+  private constructor(o: Required<Omit<HostOptions, 'memlockLimit'>> & { memlockLimit: bigint | null }) {
+    this.pageShift = o.pageShift;
+    this.ownerCheck = o.ownerCheck;
+    this.pidCheck = o.pidCheck;
+    this.memlockLimit = o.memlockLimit;
+    this.mem = LinearMemory.create(o.maxMemory);
+    this.engine = createWasmEngine(this.mem.memory);
+    if (this.engine.init(this.mem.byteLength, this.pageShift) !== 0) throw new Error('spapr-tce: the memory layout of the engine does not match');
+    this.hostmem = new HostMemory(this.pageShift);
+    this.mem.setU32(HEADER_BASE + HDR_OWNER_CHECK, OWNER_CODES[o.ownerCheck]);
+    this.mem.setU32(HEADER_BASE + HDR_PID_PLACEMENT, o.pidCheck === 'entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL);
+  }
+
+  /** A new host with its own linear memory. */
+  static async create(opts?: HostOptions): Promise<Host> {
+    const o = v.options<HostOptions>('opts', opts);
+    const ownerCheck = v.oneOf('opts.ownerCheck', o.ownerCheck, ['none', 'pid', 'mm'] as const, 'mm');
+    const pidCheck = v.oneOf('opts.pidCheck', o.pidCheck, ['call', 'entry'] as const, 'call');
+    const engine = v.oneOf('opts.engine', o.engine, ['wasm', 'native'] as const, 'wasm');
+    const pageShift = o.pageShift === undefined ? 16 : v.int('opts.pageShift', o.pageShift, 12, 16);
+    if (pageShift !== 12 && pageShift !== 16) throw new RangeError(`opts.pageShift must be 12 or 16, got ${pageShift}`);
+    const maxMemory = o.maxMemory === undefined ? 128 << 20 : v.int('opts.maxMemory', o.maxMemory, 1 << 20, 4 * 1024 * 1024 * 1024 - 65536);
+    let memlockLimit: bigint | null = null;
+    if (o.memlockLimit === 'host') {
+      const addon = loadNative();
+      if (!addon) throw new Error(`spapr-tce: memlockLimit: 'host' needs the native addon: ${nativeLoadError()}`);
+      memlockLimit = addon.getMemlockLimit().soft;
+    } else if (o.memlockLimit !== undefined && o.memlockLimit !== 'unlimited') {
+      memlockLimit = v.u64('opts.memlockLimit', o.memlockLimit);
+    }
+    if (engine === 'native') {
+      throw new Error(`spapr-tce: engine: 'native' is not available yet in this build${nativeLoadError() ? `: ${nativeLoadError()}` : ''}`);
+    }
+    return new Host({ ownerCheck, pidCheck, engine, pageShift, maxMemory, memlockLimit });
+  }
+
+  /** The shared WebAssembly.Memory holding all hot state. */
+  get memory(): WebAssembly.Memory {
+    return this.mem.memory;
+  }
+
+  /** A new process with its own address space. */
+  spawn(opts?: { memlockLimit?: bigint | 'unlimited' }): Process {
+    const o = v.options<{ memlockLimit: bigint | 'unlimited' }>('opts', opts);
+    let limit = this.memlockLimit;
+    if (o.memlockLimit === 'unlimited') limit = null;
+    else if (o.memlockLimit !== undefined) limit = v.u64('opts.memlockLimit', o.memlockLimit);
+    const pid = this.nextTid();
+    return new Process(this, pid, pid, this.newMm(), limit);
+  }
+
+  /** @internal a fresh address space. */
+  newMm(): Mm {
+    const desc = this.alloc(Mm.DESC_BYTES, 'mm descriptor');
+    const mm = new Mm(this, this.nextId(), desc);
+    this.mms.add(mm);
+    return mm;
+  }
+
+  /** @internal a new pid/tid. */
+  nextTid(): number {
+    return ++this.lastTid;
+  }
+
+  /** @internal a new descriptor id. */
+  nextId(): number {
+    return ++this.lastId;
+  }
+
+  /** @internal allocates linear memory (virtual mode); ENOMEM when full. */
+  alloc(bytes: number, what: string): number {
+    const p = this.engine.alloc(bytes);
+    if (p === 0) throw new TceError('ENOMEM', `linear memory is full (${this.mem.byteLength} bytes): no room for a ${what} of ${bytes} bytes; raise maxMemory`);
+    return p;
+  }
+
+  /** @internal */
+  free(ptr: number, bytes: number): void {
+    this.engine.free(ptr, bytes);
+  }
+
+  /** @internal pins the system page of `hpa`. */
+  pin(hpa: bigint): void {
+    this.hostmem.pin(hpa);
+  }
+
+  /** @internal */
+  unpin(hpa: bigint): void {
+    this.hostmem.unpin(hpa);
+  }
+
+  /** Counters: linear memory use, processes, regions, tables, pins. */
+  stats(): HostStats {
+    const h = HEADER_BASE;
+    let regions = 0;
+    let lockedPages = 0n;
+    for (const mm of this.mms) {
+      lockedPages += mm.lockedPages;
+      regions += this.mem.getU32(mm.desc + MM_REGION_COUNT);
+    }
+    return {
+      memory: {
+        bytes: this.mem.byteLength,
+        heapUsedBytes: Number(this.mem.getU64(h + HDR_ALLOC_BYTES)),
+        heapBlocks: this.mem.getU32(h + HDR_ALLOC_BLOCKS),
+        heapTop: this.mem.getU32(h + HDR_ALLOC_TOP) - HEAP_BASE,
+      },
+      mms: this.mms.size,
+      regions,
+      tables: this.tables.size,
+      lockedPages,
+      pins: this.hostmem.totalPins(),
+      engine: this.engine.kind,
+      ownerCheck: this.ownerCheck,
+      fallbacks: [...this.fallbacks],
+    };
+  }
+
+  /** Verifies the accounting invariants (kernel-behaviour §3); throws InvariantError listing each broken one. */
+  checkInvariants(): void {
+    checkInvariants(this);
+  }
+}
+
+/** What host.stats() returns. */
+export interface HostStats {
+  memory: { bytes: number; heapUsedBytes: number; heapBlocks: number; heapTop: number };
+  mms: number;
+  regions: number;
+  tables: number;
+  lockedPages: bigint;
+  pins: number;
+  engine: 'wasm' | 'native';
+  ownerCheck: OwnerCheck;
+  fallbacks: string[];
+}

@@ -1,0 +1,178 @@
+// The one declaration of the shared linear memory, the error numbers and the
+// hypercall numbers. `scripts/gen-layout.mjs` turns it into
+//   assembly/generated/layout.ts     (AssemblyScript constants)
+//   src/native/generated/layout.h    (C++ constexprs)
+//   src/generated/layout.ts          (TypeScript constants and struct metadata)
+// Nothing else in the repository spells an offset, an errno or an H_* number.
+//
+// Linear memory (one shared WebAssembly.Memory, fixed maximum):
+//
+//   0            64 KiB        68 KiB                                  end
+//   +------------+-------------+--------------------------------------+
+//   | AS statics | header      | heap: power-of-two blocks, 64 B min   |
+//   | (unused)   | (4 KiB)     | mm, region, table descriptors, hpas[] |
+//   |            |             | table nodes, userspace-view nodes,    |
+//   |            |             | vCPU register blocks, guest tables    |
+//   +------------+-------------+--------------------------------------+
+//
+// Every pointer stored in memory is a u32 byte offset into this memory;
+// 0 means "absent". Descriptors are plain structs below; their fields are
+// naturally aligned so 64-bit fields can be used with atomics.
+//
+// A TCE table (iommu_table) is a tree of `levels` levels, each indexing
+// `levelBits` bits of the entry index (the kernel's entries_shift,
+// ceil(log2(entries)/levels)). Interior nodes hold u32 child offsets, leaf
+// nodes hold u64 TCEs (host address | READ 1 | WRITE 2). The userspace view
+// (it_userspace) is a second tree of the same shape whose leaves hold the
+// userspace address each entry was mapped from.
+//
+//   table ─ root ─┬─ node ─┬─ leaf [tce tce tce …]
+//                 │        └─ (0: absent, allocated on demand)
+//   table ─ uaRoot ─ node ─ leaf [ua ua ua …]       (same index split)
+
+export const LAYOUT_VERSION = 1;
+
+/** Where the header lives; the heap follows it. */
+export const regions = {
+  HEADER_BASE: 65536,
+  HEAP_BASE: 65536 + 4096,
+  MIN_BLOCK_SHIFT: 6,
+  FREE_CLASSES: 32,
+};
+
+/** Structs in linear memory, in field order; offsets are computed by the generator. */
+export const structs = {
+  HDR: {
+    doc: 'host header: allocator state and host-wide settings',
+    size: 4096,
+    fields: [
+      ['magic', 'u32', 'LAYOUT_MAGIC once initialised'],
+      ['version', 'u32', 'LAYOUT_VERSION'],
+      ['memEnd', 'u32', 'end of the heap arena (bytes)'],
+      ['sysPageShift', 'u32', 'the host kernel PAGE_SHIFT (16 on ppc64 server)'],
+      ['allocLock', 'u32', 'spin lock of the allocator (virtual mode only)'],
+      ['allocTop', 'u32', 'bump pointer: first never-used heap byte'],
+      ['allocBytes', 'u64', 'bytes in live blocks'],
+      ['allocBlocks', 'u32', 'live blocks'],
+      ['ownerCheck', 'u32', 'OWNER_CHECK_* of this host'],
+      ['pidPlacement', 'u32', 'PID_CHECK_* for the pid mode'],
+      ['hostId', 'u32', 'random id of this host, for workers attaching'],
+      ['freeHeads', 'u32', 'free-list heads, one per power-of-two class', 32],
+    ],
+  },
+  MM: {
+    doc: 'an address space (struct mm_struct, the parts the IOMMU code reads)',
+    size: 64,
+    fields: [
+      ['id', 'u32', 'mm id, host-unique, non-zero'],
+      ['regions', 'u32', 'head of this mm\'s pre-registered region list'],
+      ['lockedPages', 'u64', 'locked_vm in system pages'],
+      ['regionCount', 'u32', 'regions in the list'],
+      ['pad', 'u32', ''],
+    ],
+  },
+  REG: {
+    doc: 'a pre-registered region (mm_iommu_table_group_mem_t)',
+    size: 64,
+    fields: [
+      ['next', 'u32', 'next region of the same mm'],
+      ['mm', 'u32', 'owning mm descriptor'],
+      ['ua', 'u64', 'userspace start address'],
+      ['entries', 'u64', 'size in system pages'],
+      ['mapped', 'u64', '1 + live TCEs into the region; 0 = dying (atomic)'],
+      ['pageShift', 'u32', 'largest IOMMU page shift the region can back'],
+      ['used', 'u32', 'containers referencing the region'],
+      ['hpas', 'u32', 'offset of u64[entries]: host address of each system page'],
+      ['flags', 'u32', 'REGION_F_*'],
+      ['devHpa', 'u64', 'device memory base (REGION_F_DEV)'],
+      ['id', 'u32', 'region id, host-unique'],
+      ['pad', 'u32', ''],
+    ],
+  },
+  TBL: {
+    doc: 'a TCE table (struct iommu_table) with its userspace view',
+    size: 128,
+    fields: [
+      ['offset', 'u64', 'it_offset: index of the first entry (bus start >> pageShift)'],
+      ['size', 'u64', 'it_size: number of entries'],
+      ['pageShift', 'u32', 'it_page_shift'],
+      ['levels', 'u32', 'number of levels (it_indirect_levels + 1)'],
+      ['levelBits', 'u32', 'index bits per level'],
+      ['root', 'u32', 'TCE tree root'],
+      ['uaRoot', 'u32', 'userspace view root; 0 until the first v2 map'],
+      ['ownerPid', 'u32', 'pid allowed to change the view (pid owner check); 0 = unclaimed'],
+      ['nodeBytes', 'u64', 'bytes of TCE tree nodes'],
+      ['uaNodeBytes', 'u64', 'bytes of userspace-view nodes'],
+      ['id', 'u32', 'table id, host-unique'],
+      ['flags', 'u32', 'TABLE_F_*'],
+      ['refs', 'u32', 'references (VFIO + each KVM link)'],
+      ['pad', 'u32', ''],
+    ],
+  },
+};
+
+/** Named constants, grouped only for readability; every name is global. */
+export const constants = {
+  layout: {
+    LAYOUT_MAGIC: 0x54434531, // "TCE1"
+  },
+  tce: {
+    TCE_READ: 1, // the device may read memory
+    TCE_WRITE: 2, // the device may write memory
+    TCE_PERM_MASK: 3,
+  },
+  flags: {
+    REGION_F_DEV: 1,
+    TABLE_F_V2: 1,
+    /** entry-operation flags */
+    OP_ALLOC: 1, // virtual mode: levels may be allocated
+    OP_CHECK_PID: 2, // compare the caller's pid with the table's owner at every view write
+  },
+  ownerCheck: {
+    OWNER_CHECK_NONE: 0,
+    OWNER_CHECK_PID: 1,
+    OWNER_CHECK_MM: 2,
+    PID_CHECK_CALL: 0,
+    PID_CHECK_ENTRY: 1,
+  },
+  /** Linux errno values (positive); internal routines return them negated. */
+  errno: {
+    EPERM: 1,
+    ENOENT: 2,
+    EIO: 5,
+    ENXIO: 6,
+    EBADF: 9,
+    ENOMEM: 12,
+    EFAULT: 14,
+    EBUSY: 16,
+    ENODEV: 19,
+    EINVAL: 22,
+    ENOTTY: 25,
+    ENOSPC: 28,
+  },
+  /** PAPR hypercall numbers (arch/powerpc/include/asm/hvcall.h). */
+  hcall: {
+    H_GET_TCE: 0x1c,
+    H_PUT_TCE: 0x20,
+    H_STUFF_TCE: 0x138,
+    H_PUT_TCE_INDIRECT: 0x13c,
+  },
+  /** Hypercall return codes; H_TOO_HARD is KVM-internal. */
+  hret: {
+    H_SUCCESS: 0,
+    H_HARDWARE: -1,
+    H_FUNCTION: -2,
+    H_PARAMETER: -4,
+    H_DEST_PARM: -14,
+    H_CLOSED: 2,
+    H_TOO_HARD: 9999,
+  },
+  vfio: {
+    VFIO_SPAPR_TCE_IOMMU: 2,
+    VFIO_SPAPR_TCE_V2_IOMMU: 7,
+    VFIO_EEH: 5,
+  },
+};
+
+/** Which constant groups are errno values (the generator also emits a name table for them). */
+export const errnoGroup = 'errno';

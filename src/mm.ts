@@ -1,0 +1,103 @@
+// An address space (the kernel's mm_struct, as far as the IOMMU code cares):
+// its mappings (what mmap returned), its pre-registered regions (in linear
+// memory, see prereg.ts) and its locked-memory count (locked_vm).
+import type { Host } from './host.js';
+import { fail } from './errors.js';
+import { MM_BYTES, MM_ID, MM_LOCKED_PAGES } from './generated/layout.js';
+
+/** One mmap'ed range: its pages' host addresses and, when backed, its bytes. */
+export interface Mapping {
+  readonly ua: bigint;
+  readonly size: bigint;
+  /** Page shift of the backing pages (the huge page shift, or the system page shift). */
+  readonly pageShift: number;
+  /** Host address of each backing page. */
+  readonly hpas: BigUint64Array;
+  readonly bytes: Uint8Array | undefined;
+}
+
+/** Userspace addresses start here, like a 64-bit Linux mmap base. */
+const MMAP_BASE = 0x7fff_0000_0000n;
+
+/** An address space. */
+export class Mm {
+  readonly host: Host;
+  readonly id: number;
+  /** Offset of this mm's descriptor in linear memory. */
+  readonly desc: number;
+  readonly mappings: Mapping[] = [];
+  private nextUa = MMAP_BASE;
+  /** Named locked-memory charges (pages), so the invariants can check locked_vm against its causes. */
+  readonly charges = new Map<string, bigint>();
+
+  constructor(host: Host, id: number, desc: number) {
+    this.host = host;
+    this.id = id;
+    this.desc = desc;
+    host.mem.setU32(desc + MM_ID, id);
+  }
+
+  /** Bytes a descriptor takes. */
+  static readonly DESC_BYTES = MM_BYTES;
+
+  /** locked_vm, in system pages. */
+  get lockedPages(): bigint {
+    return this.host.mem.getU64(this.desc + MM_LOCKED_PAGES);
+  }
+
+  /**
+   * Charges `pages` to locked_vm under `limitPages` (null: unlimited), as
+   * try_increment_locked_vm does: -ENOMEM and nothing changed when it would exceed.
+   */
+  account(key: string, pages: bigint, limitPages: bigint | null): void {
+    if (pages === 0n) return;
+    const locked = this.lockedPages + pages;
+    if (limitPages !== null && locked > limitPages) {
+      fail('ENOMEM', `locked memory would reach ${locked} pages, over the limit of ${limitPages}`);
+    }
+    this.host.mem.setU64(this.desc + MM_LOCKED_PAGES, locked);
+    this.charges.set(key, (this.charges.get(key) ?? 0n) + pages);
+  }
+
+  /** Returns a charge made by account(). */
+  unaccount(key: string, pages: bigint): void {
+    if (pages === 0n) return;
+    const cur = this.charges.get(key) ?? 0n;
+    if (cur - pages <= 0n) this.charges.delete(key);
+    else this.charges.set(key, cur - pages);
+    const locked = this.lockedPages;
+    // The kernel only warns on underflow; keep the count at zero as the older helper did.
+    this.host.mem.setU64(this.desc + MM_LOCKED_PAGES, locked >= pages ? locked - pages : 0n);
+  }
+
+  /** Maps `size` bytes; pages of 2^pageShift, ua aligned to the page. */
+  map(size: bigint, pageShift: number, backed: boolean, copyFrom?: Mapping): Mapping {
+    const page = 1n << BigInt(pageShift);
+    const ua = (this.nextUa + page - 1n) & ~(page - 1n);
+    // Leave one unmapped page after each mapping, so ranges across two mappings have a hole.
+    this.nextUa = ua + size + page;
+    const pages = Number(size >> BigInt(pageShift));
+    const hpas = this.host.hostmem.allocFrames(pages, pageShift);
+    let bytes: Uint8Array | undefined;
+    if (backed) bytes = copyFrom?.bytes ? copyFrom.bytes.slice() : new Uint8Array(Number(size));
+    const m: Mapping = { ua: copyFrom ? copyFrom.ua : ua, size, pageShift, hpas, bytes };
+    if (copyFrom && copyFrom.ua + copyFrom.size + page > this.nextUa) this.nextUa = copyFrom.ua + copyFrom.size + page;
+    this.mappings.push(m);
+    return m;
+  }
+
+  /** The mapping that contains `ua`, if any. */
+  findMapping(ua: bigint): Mapping | undefined {
+    for (const m of this.mappings) if (ua >= m.ua && ua - m.ua < m.size) return m;
+    return undefined;
+  }
+
+  /** Host address backing `ua` and the page shift of its page, or undefined for an unmapped address. */
+  translate(ua: bigint): { hpa: bigint; pageShift: number } | undefined {
+    const m = this.findMapping(ua);
+    if (!m) return undefined;
+    const off = ua - m.ua;
+    const sh = BigInt(m.pageShift);
+    return { hpa: m.hpas[Number(off >> sh)]! + (off & ((1n << sh) - 1n)), pageShift: m.pageShift };
+  }
+}

@@ -1,0 +1,204 @@
+// TCE tables (struct iommu_table) with their userspace view, as seen from
+// TypeScript: geometry and the kernel's size rules here, entry operations in
+// the engine (assembly/table.ts, src/native/).
+import type { Host } from './host.js';
+import type { Mm } from './mm.js';
+import { fail, errnoError } from './errors.js';
+import {
+  TBL_BYTES, TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT,
+  TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TBL_ID, TBL_FLAGS,
+  OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK,
+} from './generated/layout.js';
+
+/** Most levels a table may have (POWERNV_IOMMU_MAX_LEVELS). */
+export const MAX_LEVELS = 5;
+
+/** Geometry of a window, as TCE_CREATE / pnv_pci_ioda2_create_table take it. */
+export interface TableGeometry {
+  pageShift: number;
+  windowSize: bigint;
+  levels: number;
+  busOffset: bigint;
+}
+
+const log2 = (x: bigint): number => x.toString(2).length - 1;
+const isPow2 = (x: bigint): boolean => x > 0n && (x & (x - 1n)) === 0n;
+
+/**
+ * pnv_pci_ioda2_get_table_size: bytes the kernel allocates (and accounts)
+ * for a window, the TCE tree and its userspace copy; 0 for an impossible geometry.
+ */
+export function getTableSize(pageShift: number, windowSize: bigint, levels: number, sysPageShift: number): bigint {
+  if (levels < 1 || levels > MAX_LEVELS || !isPow2(windowSize)) return 0n;
+  const entriesShift = log2(windowSize) - pageShift;
+  if (entriesShift < 0) return 0n;
+  let tceTableSize = 1n << BigInt(entriesShift + 3);
+  if (tceTableSize < 0x1000n) tceTableSize = 0x1000n;
+  const perLevel = Math.ceil(entriesShift / levels);
+  const directSize = 1n << BigInt(Math.max(perLevel + 3, sysPageShift));
+  let bytes = 0n;
+  for (let l = levels; l > 0; l--) {
+    bytes += ((tceTableSize + directSize - 1n) / directSize) * directSize;
+    tceTableSize = (tceTableSize / directSize) << 3n;
+    if (tceTableSize < directSize) tceTableSize = directSize;
+  }
+  return bytes + bytes;
+}
+
+/**
+ * The kernel's checks of pnv_pci_ioda2_table_alloc_pages for a geometry: EINVAL
+ * for levels outside [1, 5], a window that is not a power of two or smaller
+ * than one page, or one whose levels would address 2^55 bytes or more.
+ */
+export function checkGeometry(g: TableGeometry, sysPageShift: number): void {
+  if (g.levels < 1 || g.levels > MAX_LEVELS) fail('EINVAL', `levels must be in [1, ${MAX_LEVELS}], got ${g.levels}`);
+  if (!isPow2(g.windowSize)) fail('EINVAL', `windowSize must be a power of two, got ${g.windowSize}`);
+  const entriesShift = log2(g.windowSize) - g.pageShift;
+  if (entriesShift < 0) fail('EINVAL', `windowSize ${g.windowSize} is smaller than one 2^${g.pageShift}-byte page`);
+  const levelShift = Math.max(Math.ceil(entriesShift / g.levels) + 3, sysPageShift);
+  if ((levelShift - 3) * g.levels + g.pageShift >= 55) {
+    fail('EINVAL', `${g.levels} level(s) of 2^${levelShift - 3} entries with 2^${g.pageShift}-byte pages address 2^55 bytes or more`);
+  }
+}
+
+/** A TCE table in linear memory. */
+export class IommuTable {
+  readonly host: Host;
+  readonly desc: number;
+  readonly busOffset: bigint;
+  /** The kernel's allocation for this table (HW tree + userspace copy, get_table_size). */
+  readonly kernelBytes: bigint;
+  /** The mm whose regions the userspace view points into (the owner's), once known. */
+  viewMm: Mm | undefined;
+  /** Whether entries are built through the userspace view (VFIO v2 / KVM) rather than pinned per page (v1). */
+  readonly v2: boolean;
+
+  private constructor(host: Host, desc: number, g: TableGeometry, v2: boolean) {
+    this.host = host;
+    this.desc = desc;
+    this.busOffset = g.busOffset;
+    this.kernelBytes = getTableSize(g.pageShift, g.windowSize, g.levels, host.pageShift);
+    this.v2 = v2;
+  }
+
+  /**
+   * Creates a table (pnv_pci_ioda2_create_table): checks the geometry,
+   * it_size = max(entries, one system page of TCEs) [the kernel pads tiny
+   * windows], index split ceil(log2(it_size)/levels) bits per level, root
+   * allocated now, everything else on demand. ENOMEM when memory is full.
+   */
+  static create(host: Host, g: TableGeometry, v2: boolean): IommuTable {
+    checkGeometry(g, host.pageShift);
+    const entriesShift = log2(g.windowSize) - g.pageShift;
+    const sizeShift = Math.max(entriesShift, host.pageShift - 3);
+    const bits = Math.max(1, Math.ceil(sizeShift / g.levels));
+    const desc = host.alloc(TBL_BYTES, 'table descriptor');
+    const mem = host.mem;
+    mem.setU64(desc + TBL_OFFSET, g.busOffset >> BigInt(g.pageShift));
+    mem.setU64(desc + TBL_SIZE, 1n << BigInt(sizeShift));
+    mem.setU32(desc + TBL_PAGE_SHIFT, g.pageShift);
+    mem.setU32(desc + TBL_LEVELS, g.levels);
+    mem.setU32(desc + TBL_LEVEL_BITS, bits);
+    mem.setU32(desc + TBL_ID, host.nextId());
+    mem.setU32(desc + TBL_FLAGS, v2 ? 1 : 0);
+    const rc = host.engine.tableInit(desc);
+    if (rc < 0) {
+      host.free(desc, TBL_BYTES);
+      throw errnoError(rc, `no linear memory left for a ${g.levels}-level table root`);
+    }
+    const t = new IommuTable(host, desc, g, v2);
+    host.tables.add(t);
+    return t;
+  }
+
+  get id(): number { return this.host.mem.getU32(this.desc + TBL_ID); }
+  /** it_offset: index of the first entry. */
+  get offset(): bigint { return this.host.mem.getU64(this.desc + TBL_OFFSET); }
+  /** it_size: number of entries. */
+  get size(): bigint { return this.host.mem.getU64(this.desc + TBL_SIZE); }
+  get pageShift(): number { return this.host.mem.getU32(this.desc + TBL_PAGE_SHIFT); }
+  get levels(): number { return this.host.mem.getU32(this.desc + TBL_LEVELS); }
+  get levelBits(): number { return this.host.mem.getU32(this.desc + TBL_LEVEL_BITS); }
+  /** Whether the userspace view has been allocated. */
+  get hasView(): boolean { return this.host.mem.getU32(this.desc + TBL_UA_ROOT) !== 0; }
+  /** Bytes of linear memory held by the TCE tree and the view. */
+  get memoryBytes(): bigint {
+    return this.host.mem.getU64(this.desc + TBL_NODE_BYTES) + this.host.mem.getU64(this.desc + TBL_UA_NODE_BYTES);
+  }
+  /** Pid allowed to change the view (pid owner check); 0 while unclaimed. */
+  get ownerPid(): number { return this.host.mem.getU32(this.desc + TBL_OWNER_PID); }
+  set ownerPid(pid: number) { this.host.mem.setU32(this.desc + TBL_OWNER_PID, pid); }
+  /** Bus address just past the window's last entry. */
+  get busEnd(): bigint { return (this.offset + this.size) << BigInt(this.pageShift); }
+
+  /** Whether [entry, entry + n) lies inside the table. */
+  contains(entry: bigint, n: bigint): boolean {
+    return entry >= this.offset && n <= this.size && entry - this.offset <= this.size - n;
+  }
+
+  /** The TCE at `entry` (0 when never set or outside). */
+  get(entry: bigint): bigint {
+    return this.host.engine.tableGet(this.desc, entry);
+  }
+
+  /** The userspace address the entry was mapped from (0 when none). */
+  getUa(entry: bigint): bigint {
+    return this.host.engine.tableUaGet(this.desc, entry);
+  }
+
+  /** Allocates the userspace view if absent (ENOMEM when memory is full). */
+  allocView(): void {
+    const rc = this.host.engine.tableUaAlloc(this.desc);
+    if (rc < 0) throw errnoError(rc, 'no linear memory left for the userspace view');
+  }
+
+  /** Frees the userspace view (ownership released). */
+  freeView(): void {
+    this.host.engine.tableUaFree(this.desc);
+  }
+
+  /**
+   * v2 build (tce_iommu_build_v2): maps n entries from `entry` to the IOMMU
+   * pages at `ua` in `mm`'s regions. Virtual mode (levels allocated) unless
+   * realMode. Rolls back this call's entries on failure and throws.
+   */
+  buildV2(mm: Mm, entry: bigint, n: bigint, ua: bigint, perm: number, opts: { realMode?: boolean; checkPidOf?: number } = {}): void {
+    if (!this.hasView && !opts.realMode) this.allocView();
+    const flags = (opts.realMode ? 0 : OP_ALLOC) | (opts.checkPidOf !== undefined ? OP_CHECK_PID : 0);
+    const rc = this.host.engine.tableBuildV2(this.desc, mm.desc, entry, n, ua, perm & TCE_PERM_MASK, flags, opts.checkPidOf ?? 0);
+    if (rc < 0) throw errnoError(rc, `mapping ${n} entr${n === 1n ? 'y' : 'ies'} at index 0x${entry.toString(16)} from ua 0x${ua.toString(16)}`);
+  }
+
+  /** v2 clear (tce_iommu_clear): n entries from `entry`; regions looked up in `mm`. */
+  clearV2(mm: Mm, entry: bigint, n: bigint, opts: { checkPidOf?: number } = {}): void {
+    const rc = this.host.engine.tableClearV2(this.desc, mm.desc, entry, n, opts.checkPidOf !== undefined ? OP_CHECK_PID : 0, opts.checkPidOf ?? 0);
+    if (rc < 0) throw errnoError(rc, `clearing ${n} entries at index 0x${entry.toString(16)}`);
+  }
+
+  /** Exchanges one TCE without view bookkeeping (v1): returns the old TCE. */
+  xchg(entry: bigint, tce: bigint): bigint {
+    const old = this.host.engine.tableXchg(this.desc, entry, tce, OP_ALLOC);
+    if (old < 0n) throw errnoError(Number(old), `exchanging the TCE at index 0x${entry.toString(16)}`);
+    return old;
+  }
+
+  /** The first entry in [entry, end) with a non-zero TCE, or -1n. */
+  nextValid(entry: bigint, end: bigint): bigint {
+    return this.host.engine.tableNextValid(this.desc, entry, end);
+  }
+
+  /** Every non-zero entry, ascending: [entry, tce, ua]. Costs O(allocated levels). */
+  *entries(): Generator<[bigint, bigint, bigint]> {
+    const end = this.offset + this.size;
+    for (let e = this.nextValid(this.offset, end); e >= 0n; e = this.nextValid(e + 1n, end)) {
+      yield [e, this.get(e), this.getUa(e)];
+    }
+  }
+
+  /** Frees the table's trees and descriptor. The caller has cleared it first. */
+  free(): void {
+    this.host.engine.tableFree(this.desc);
+    this.host.free(this.desc, TBL_BYTES);
+    this.host.tables.delete(this);
+  }
+}

@@ -1,0 +1,51 @@
+// Argument checks for every public entry point: wrong JavaScript types are
+// TypeError, values no u64/u32 can hold are RangeError, both naming the
+// argument. Kernel-level refusals (misalignment, ranges) are TceError and
+// live next to the operation they belong to.
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** A u64 argument: a bigint in [0, 2^64). */
+export function u64(name: string, v: unknown): bigint {
+  if (typeof v !== 'bigint') throw new TypeError(`${name} must be a bigint, got ${describe(v)}`);
+  if (v < 0n || v > U64_MAX) throw new RangeError(`${name} must be in [0, 2^64), got ${v}`);
+  return v;
+}
+
+/** A whole number in [min, max]. */
+export function int(name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number') throw new TypeError(`${name} must be a number, got ${describe(v)}`);
+  if (!Number.isInteger(v)) throw new RangeError(`${name} must be an integer, got ${v}`);
+  if (v < min || v > max) throw new RangeError(`${name} must be in [${min}, ${max}], got ${v}`);
+  return v;
+}
+
+/** A boolean, or the default when undefined. */
+export function bool(name: string, v: unknown, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'boolean') throw new TypeError(`${name} must be a boolean, got ${describe(v)}`);
+  return v;
+}
+
+/** One of a fixed set of strings, or the default when undefined. */
+export function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[], dflt: T): T {
+  if (v === undefined) return dflt;
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
+    throw new TypeError(`${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describe(v)}`);
+  }
+  return v as T;
+}
+
+/** An options object (or undefined → {}). */
+export function options<T extends object>(name: string, v: unknown): Partial<T> {
+  if (v === undefined) return {};
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError(`${name} must be an object, got ${describe(v)}`);
+  return v as Partial<T>;
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v === 'bigint') return `${v}n`;
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  return typeof v === 'object' ? (Array.isArray(v) ? 'an array' : 'an object') : `${typeof v} ${String(v)}`;
+}
