@@ -4,7 +4,7 @@
 import { LinearMemory } from './memory.js';
 import type { Engine } from './engine/engine.js';
 import { createWasmEngine } from './engine/wasm.js';
-import { loadNative, nativeLoadError } from './engine/native.js';
+import { loadNative, createNativeEngine } from './engine/native.js';
 import { HostMemory } from './hostmem.js';
 import { Mm } from './mm.js';
 import { Process } from './process.js';
@@ -58,7 +58,7 @@ export class Host {
     this.pidCheck = o.pidCheck;
     this.memlockLimit = o.memlockLimit;
     this.mem = LinearMemory.create(o.maxMemory);
-    this.engine = createWasmEngine(this.mem.memory);
+    this.engine = o.engine === 'native' ? createNativeEngine(this.mem.memory) : createWasmEngine(this.mem.memory);
     if (this.engine.init(this.mem.byteLength, this.pageShift) !== 0) throw new Error('spapr-tce: the memory layout of the engine does not match');
     this.hostmem = new HostMemory(this.pageShift);
     this.mem.setU32(HEADER_BASE + HDR_OWNER_CHECK, OWNER_CODES[o.ownerCheck]);
@@ -77,13 +77,10 @@ export class Host {
     let memlockLimit: bigint | null = null;
     if (o.memlockLimit === 'host') {
       const addon = loadNative();
-      if (!addon) throw new Error(`spapr-tce: memlockLimit: 'host' needs the native addon: ${nativeLoadError()}`);
+      if (!addon) throw new Error(`spapr-tce: memlockLimit: 'host' needs the native addon, which did not load; run \`npm rebuild\``);
       memlockLimit = addon.getMemlockLimit().soft;
     } else if (o.memlockLimit !== undefined && o.memlockLimit !== 'unlimited') {
       memlockLimit = v.u64('opts.memlockLimit', o.memlockLimit);
-    }
-    if (engine === 'native') {
-      throw new Error(`spapr-tce: engine: 'native' is not available yet in this build${nativeLoadError() ? `: ${nativeLoadError()}` : ''}`);
     }
     return new Host({ ownerCheck, pidCheck, engine, pageShift, maxMemory, memlockLimit });
   }

@@ -7,6 +7,7 @@ import type { Host } from './host.js';
 import type { Mm } from './mm.js';
 import type { Process } from './process.js';
 import { fail } from './errors.js';
+import * as v from './validate.js';
 import {
   REG_BYTES, REG_NEXT, REG_MM, REG_UA, REG_ENTRIES, REG_MAPPED, REG_PAGE_SHIFT,
   REG_USED, REG_HPAS, REG_FLAGS, REG_ID, MM_REGIONS, MM_REGION_COUNT, REGION_F_DEV,
@@ -52,6 +53,8 @@ export function findExact(mm: Mm, ua: bigint, entries: bigint): Region | undefin
 
 /** mm_iommu_get: the region at exactly (ua, entries) with used + 1, or undefined. */
 export function preregGet(mm: Mm, ua: bigint, entries: bigint): Region | undefined {
+  v.u64('ua', ua);
+  v.u64('entries', entries);
   const r = findExact(mm, ua, entries);
   if (r) mm.host.mem.setU32(r.desc + REG_USED, r.used + 1);
   return r;
@@ -66,8 +69,12 @@ export function preregGet(mm: Mm, ua: bigint, entries: bigint): Region | undefin
  */
 export function preregNew(proc: Process, ua: bigint, entries: bigint): Region {
   const { host, mm } = proc;
+  v.u64('ua', ua);
+  v.u64('entries', entries);
   const sh = BigInt(host.pageShift);
+  if (ua & ((1n << sh) - 1n)) fail('EINVAL', `registerMemory: ua 0x${ua.toString(16)} is not aligned to the 2^${sh} system page`);
   if (entries === 0n) fail('EINVAL', 'registerMemory: size must not be 0');
+  if (ua + (entries << sh) > (1n << 64n)) fail('EINVAL', 'registerMemory: the range wraps around the address space');
   if (entries > 0xffff_ffffn) fail('ENOMEM', `registerMemory: ${entries} pages is more than a region can hold`);
   const n = Number(entries);
   mm.account(`region@${ua.toString(16)}`, entries, proc.memlockLimitPages);

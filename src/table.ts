@@ -4,6 +4,7 @@
 import type { Host } from './host.js';
 import type { Mm } from './mm.js';
 import { fail, errnoError } from './errors.js';
+import * as v from './validate.js';
 import {
   TBL_BYTES, TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT,
   TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TBL_ID, TBL_FLAGS,
@@ -88,7 +89,12 @@ export class IommuTable {
    * allocated now, everything else on demand. ENOMEM when memory is full.
    */
   static create(host: Host, g: TableGeometry, v2: boolean): IommuTable {
+    v.int('pageShift', g.pageShift, 12, 40);
+    v.u64('windowSize', g.windowSize);
+    v.int('levels', g.levels, 0, 64);
+    v.u64('busOffset', g.busOffset);
     checkGeometry(g, host.pageShift);
+    if (g.busOffset & ((1n << BigInt(g.pageShift)) - 1n)) fail('EINVAL', `busOffset 0x${g.busOffset.toString(16)} is not aligned to the IOMMU page`);
     const entriesShift = log2(g.windowSize) - g.pageShift;
     const sizeShift = Math.max(entriesShift, host.pageShift - 3);
     const bits = Math.max(1, Math.ceil(sizeShift / g.levels));
@@ -138,11 +144,13 @@ export class IommuTable {
 
   /** The TCE at `entry` (0 when never set or outside). */
   get(entry: bigint): bigint {
+    v.u64('entry', entry);
     return this.host.engine.tableGet(this.desc, entry);
   }
 
   /** The userspace address the entry was mapped from (0 when none). */
   getUa(entry: bigint): bigint {
+    v.u64('entry', entry);
     return this.host.engine.tableUaGet(this.desc, entry);
   }
 
@@ -163,6 +171,13 @@ export class IommuTable {
    * realMode. Rolls back this call's entries on failure and throws.
    */
   buildV2(mm: Mm, entry: bigint, n: bigint, ua: bigint, perm: number, opts: { realMode?: boolean; checkPidOf?: number } = {}): void {
+    v.u64('entry', entry);
+    v.u64('n', n);
+    v.u64('ua', ua);
+    v.int('perm', perm, 1, 3);
+    if (!this.contains(entry, n)) fail('EINVAL', `entries [0x${entry.toString(16)}, +${n}) are outside the table`);
+    if (ua & ((1n << BigInt(this.pageShift)) - 1n)) fail('EINVAL', `ua 0x${ua.toString(16)} is not aligned to the IOMMU page`);
+    if (ua + (n << BigInt(this.pageShift)) > 1n << 64n) fail('EINVAL', 'the userspace range wraps around');
     if (!this.hasView && !opts.realMode) this.allocView();
     const flags = (opts.realMode ? 0 : OP_ALLOC) | (opts.checkPidOf !== undefined ? OP_CHECK_PID : 0);
     const rc = this.host.engine.tableBuildV2(this.desc, mm.desc, entry, n, ua, perm & TCE_PERM_MASK, flags, opts.checkPidOf ?? 0);
@@ -171,12 +186,18 @@ export class IommuTable {
 
   /** v2 clear (tce_iommu_clear): n entries from `entry`; regions looked up in `mm`. */
   clearV2(mm: Mm, entry: bigint, n: bigint, opts: { checkPidOf?: number } = {}): void {
+    v.u64('entry', entry);
+    v.u64('n', n);
+    if (!this.contains(entry, n)) fail('EINVAL', `entries [0x${entry.toString(16)}, +${n}) are outside the table`);
     const rc = this.host.engine.tableClearV2(this.desc, mm.desc, entry, n, opts.checkPidOf !== undefined ? OP_CHECK_PID : 0, opts.checkPidOf ?? 0);
     if (rc < 0) throw errnoError(rc, `clearing ${n} entries at index 0x${entry.toString(16)}`);
   }
 
   /** Exchanges one TCE without view bookkeeping (v1): returns the old TCE. */
   xchg(entry: bigint, tce: bigint): bigint {
+    v.u64('entry', entry);
+    v.u64('tce', tce);
+    if (!this.contains(entry, 1n)) fail('EINVAL', `entry 0x${entry.toString(16)} is outside the table`);
     const old = this.host.engine.tableXchg(this.desc, entry, tce, OP_ALLOC);
     if (old < 0n) throw errnoError(Number(old), `exchanging the TCE at index 0x${entry.toString(16)}`);
     return old;
@@ -184,6 +205,8 @@ export class IommuTable {
 
   /** The first entry in [entry, end) with a non-zero TCE, or -1n. */
   nextValid(entry: bigint, end: bigint): bigint {
+    v.u64('entry', entry);
+    v.u64('end', end);
     return this.host.engine.tableNextValid(this.desc, entry, end);
   }
 

@@ -2,6 +2,7 @@
 // missing, says why (dist/native-build.json) and how to rebuild.
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
+import type { Engine } from './engine.js';
 
 /** The addon's host memory services. */
 export interface NativeAddon {
@@ -39,4 +40,17 @@ export function loadNative(): NativeAddon | undefined {
 export function nativeLoadError(): string | undefined {
   loadNative();
   return cached?.error;
+}
+
+/**
+ * A native engine over `memory`: the C++ real-mode routines on the same bytes.
+ * Throws, saying why and how to rebuild, when the addon is unavailable.
+ */
+export function createNativeEngine(memory: WebAssembly.Memory): Engine {
+  const addon = loadNative();
+  if (!addon) throw new Error(`spapr-tce: engine: 'native' is unavailable: ${nativeLoadError()}`);
+  if (typeof (addon as unknown as { createEngine?: unknown }).createEngine !== 'function') {
+    throw new Error("spapr-tce: engine: 'native' is unavailable: this build of the addon has no C++ engine yet");
+  }
+  return (addon as unknown as { createEngine(view: Uint8Array): Engine }).createEngine(new Uint8Array(memory.buffer));
 }
