@@ -9,6 +9,7 @@ import { HostMemory } from './hostmem.js';
 import { Mm } from './mm.js';
 import { Process } from './process.js';
 import type { IommuTable } from './table.js';
+import { Group, type GroupOptions } from './group.js';
 import { checkInvariants } from './invariants.js';
 import { TceError } from './errors.js';
 import * as v from './validate.js';
@@ -47,6 +48,7 @@ export class Host {
   readonly memlockLimit: bigint | null;
   readonly mms = new Set<Mm>();
   readonly tables = new Set<IommuTable>();
+  readonly groups = new Set<Group>();
   /** Things the host could not do for real and simulated instead, said once each. */
   readonly fallbacks: string[] = [];
   private lastId = 0;
@@ -98,6 +100,13 @@ export class Host {
     else if (o.memlockLimit !== undefined) limit = v.u64('opts.memlockLimit', o.memlockLimit);
     const pid = this.nextTid();
     return new Process(this, pid, pid, this.newMm(), limit);
+  }
+
+  /** An IOMMU group (a PE) of this host, owned by the host until VFIO takes it. */
+  addGroup(opts?: GroupOptions): Group {
+    const g = new Group(this, this.nextId(), opts);
+    this.groups.add(g);
+    return g;
   }
 
   /** @internal a fresh address space. */

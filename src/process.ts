@@ -6,6 +6,7 @@ import type { Host } from './host.js';
 import type { Mm } from './mm.js';
 import * as v from './validate.js';
 import { fail } from './errors.js';
+import { Container, ContainerFd } from './container.js';
 
 /** What mmap() returns: a userspace range and, when backed, its bytes. */
 export interface MmapResult {
@@ -76,5 +77,18 @@ export class Process {
     if (backed && size > 1n << 31n) throw new RangeError(`mmap: a backed mapping is at most 2 GiB (got ${size}); pass backed: false`);
     const m = this.mm.map(size, shift, backed);
     return { ua: m.ua, size: m.size, bytes: m.bytes };
+  }
+
+  /** Opens a VFIO container (open("/dev/vfio/vfio")): a handle bound to this process. */
+  openContainer(): ContainerFd {
+    return new ContainerFd(this, new Container(this.host, this.host.nextId()));
+  }
+
+  /** The same container as `fd`, used from this process (what fork() or fd passing gives). */
+  inherit(fd: ContainerFd): ContainerFd {
+    if (!(fd instanceof ContainerFd)) throw new TypeError('inherit(fd): fd must be a ContainerFd');
+    if (fd.container.host !== this.host) throw new TypeError('inherit(fd): the container belongs to another host');
+    if (!fd.isOpen) throw new TypeError('inherit(fd): the handle is closed');
+    return new ContainerFd(this, fd.container);
   }
 }
