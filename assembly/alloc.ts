@@ -40,8 +40,11 @@ export function alloc(bytes: u32): u32 {
   const head = H + HDR_FREE_HEADS + (shift << 2);
   lock();
   let p = load<u32>(head);
+  // Never-used memory is still zero (a fresh WebAssembly memory is); only recycled blocks need clearing.
+  let dirty = false;
   if (p != 0) {
     store<u32>(head, load<u32>(p));
+    dirty = true;
   } else {
     const top = load<u32>(H + HDR_ALLOC_TOP);
     const end = load<u32>(H + HDR_MEM_END);
@@ -55,7 +58,7 @@ export function alloc(bytes: u32): u32 {
   store<u64>(H + HDR_ALLOC_BYTES, load<u64>(H + HDR_ALLOC_BYTES) + <u64>size);
   store<u32>(H + HDR_ALLOC_BLOCKS, load<u32>(H + HDR_ALLOC_BLOCKS) + 1);
   unlock();
-  memory.fill(p, 0, size);
+  if (dirty) memory.fill(p, 0, size);
   return p;
 }
 

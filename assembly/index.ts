@@ -28,3 +28,5 @@ export function init(memBytes: u32, sysPageShift: u32): i32 {
   atomic.store<u32>(h + HDR_MAGIC, <u32>LAYOUT_MAGIC);
   return 0;
 }
+export { hcall } from './hcall';
+export { sttFreePages } from './guest';

@@ -304,3 +304,27 @@ export function tableBuildV2(tbl: u32, mm: u32, entry: u64, n: u64, ua: u64, per
   }
   return 0;
 }
+
+/**
+ * Whether buildOneV2 on relative index `idx` could complete: 0, -ENOMEM when
+ * a level (or, in virtual mode, the view itself) is missing, -EINVAL when no
+ * region of `mm` backs `ua` with pages big enough. Changes nothing: the
+ * hypercall paths run it over every entry before writing any.
+ */
+export function checkMapOne(tbl: u32, mm: u32, idx: u64, ua: u64, grow: bool): i32 {
+  if (idx >= load<u64>(tbl + TBL_SIZE)) return -EINVAL;
+  if (grow) {
+    if (atomic.load<u32>(tbl + TBL_UA_ROOT) == 0) return -ENOMEM;
+  } else if (slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, false) == 0 || slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false) == 0) {
+    return -ENOMEM;
+  }
+  const shift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  const r = regionLookup(mm, ua, <u64>1 << <u64>shift);
+  if (r == 0 || regionUaToHpa(r, ua, shift) < 0) return -EINVAL;
+  return 0;
+}
+
+/** Clears `n` entries from relative index `idx` (the hypercall unmap path, kvmppc_tce_iommu_unmap). */
+export function clearRel(tbl: u32, mm: u32, idx: u64, n: u64, flags: u32, pid: u32): i32 {
+  return tableClearV2(tbl, mm, idx + load<u64>(tbl + TBL_OFFSET), n, flags, pid);
+}

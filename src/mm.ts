@@ -13,7 +13,10 @@ export interface Mapping {
   readonly pageShift: number;
   /** Host address of each backing page. */
   readonly hpas: BigUint64Array;
+  /** The bytes, a view of the host's linear memory (so real mode can read guest memory), when backed. */
   readonly bytes: Uint8Array | undefined;
+  /** Offset of `bytes` in linear memory; 0 when not backed. */
+  readonly hostOff: number;
 }
 
 /** Userspace addresses start here, like a 64-bit Linux mmap base. */
@@ -79,8 +82,15 @@ export class Mm {
     const pages = Number(size >> BigInt(pageShift));
     const hpas = this.host.hostmem.allocFrames(pages, pageShift);
     let bytes: Uint8Array | undefined;
-    if (backed) bytes = copyFrom?.bytes ? copyFrom.bytes.slice() : new Uint8Array(Number(size));
-    const m: Mapping = { ua: copyFrom ? copyFrom.ua : ua, size, pageShift, hpas, bytes };
+    let hostOff = 0;
+    if (backed) {
+      // Guest RAM lives in the linear memory, as v86 keeps it: real mode reads TCE lists from it.
+      if (size > 1n << 31n) fail('ENOMEM', `mmap: a backed mapping is at most 2 GiB (got ${size}); pass backed: false`);
+      hostOff = this.host.alloc(Number(size), `backed mapping of ${size} bytes (pass backed: false, or raise maxMemory)`);
+      bytes = this.host.mem.u8.subarray(hostOff, hostOff + Number(size));
+      if (copyFrom?.bytes) bytes.set(copyFrom.bytes);
+    }
+    const m: Mapping = { ua: copyFrom ? copyFrom.ua : ua, size, pageShift, hpas, bytes, hostOff };
     if (copyFrom && copyFrom.ua + copyFrom.size + page > this.nextUa) this.nextUa = copyFrom.ua + copyFrom.size + page;
     this.mappings.push(m);
     return m;

@@ -7,6 +7,7 @@ import type { Mm } from './mm.js';
 import * as v from './validate.js';
 import { fail } from './errors.js';
 import { Container, ContainerFd } from './container.js';
+import { Vm } from './vm.js';
 
 /** What mmap() returns: a userspace range and, when backed, its bytes. */
 export interface MmapResult {
@@ -74,7 +75,6 @@ export class Process {
     if (size === 0n) fail('EINVAL', 'mmap: size must not be 0');
     if (size & (page - 1n)) fail('EINVAL', `mmap: size ${size} is not a multiple of the page size 2^${shift}`);
     if (size > 1n << 46n) fail('ENOMEM', `mmap: size ${size} exceeds the simulated address space`);
-    if (backed && size > 1n << 31n) throw new RangeError(`mmap: a backed mapping is at most 2 GiB (got ${size}); pass backed: false`);
     const m = this.mm.map(size, shift, backed);
     return { ua: m.ua, size: m.size, bytes: m.bytes };
   }
@@ -90,5 +90,11 @@ export class Process {
     if (fd.container.host !== this.host) throw new TypeError('inherit(fd): the container belongs to another host');
     if (!fd.isOpen) throw new TypeError('inherit(fd): the handle is closed');
     return new ContainerFd(this, fd.container);
+  }
+
+  /** KVM_CREATE_VM: a guest whose memory and hypercall lookups use this process's mm. */
+  createVm(opts?: { profile?: 'kvm' | 'qemu' }): Vm {
+    const o = v.options<{ profile: 'kvm' | 'qemu' }>('opts', opts);
+    return new Vm(this, v.oneOf('opts.profile', o.profile, ['kvm', 'qemu'] as const, 'kvm'));
   }
 }

@@ -24,4 +24,7 @@ export interface Engine {
   tableXchg(tbl: number, entry: bigint, tce: bigint, flags: number): bigint;
   tableClearV2(tbl: number, mm: number, entry: bigint, n: bigint, flags: number, pid: number): number;
   tableBuildV2(tbl: number, mm: number, entry: bigint, n: bigint, ua: bigint, perm: number, flags: number, pid: number): number;
+  /** Runs the hypercall in a vCPU block at `level` (LEVEL_REAL: no allocation; LEVEL_VIRTUAL: may allocate). */
+  hcall(vcpu: number, level: number): number;
+  sttFreePages(stt: number): void;
 }

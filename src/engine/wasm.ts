@@ -44,5 +44,7 @@ export function createWasmEngine(memory: WebAssembly.Memory, module: WebAssembly
     tableXchg: x.tableXchg,
     tableClearV2: x.tableClearV2,
     tableBuildV2: x.tableBuildV2,
+    hcall: x.hcall,
+    sttFreePages: x.sttFreePages,
   };
 }

@@ -109,6 +109,62 @@ export const structs = {
       ['pad', 'u32', ''],
     ],
   },
+  VM: {
+    doc: 'a KVM guest: its mm, memslots and guest-visible TCE tables',
+    size: 64,
+    fields: [
+      ['mm', 'u32', 'the creator\'s mm descriptor (kvm->mm)'],
+      ['slots', 'u32', 'head of the memslot list'],
+      ['stts', 'u32', 'head of the guest TCE table list'],
+      ['profile', 'u32', 'PROFILE_*'],
+      ['id', 'u32', 'vm id'],
+      ['pad', 'u32', ''],
+    ],
+  },
+  SLOT: {
+    doc: 'a memslot: guest physical range backed by userspace memory',
+    size: 64,
+    fields: [
+      ['next', 'u32', 'next memslot of the VM'],
+      ['hostOff', 'u32', 'linear-memory offset of the bytes at gpa; 0 when not backed'],
+      ['gpa', 'u64', 'guest physical start'],
+      ['size', 'u64', 'bytes'],
+      ['ua', 'u64', 'userspace address of gpa'],
+    ],
+  },
+  STT: {
+    doc: 'a guest-visible TCE table (kvmppc_spapr_tce_table / QEMU SpaprTceTable)',
+    size: 128,
+    fields: [
+      ['next', 'u32', 'next table of the VM'],
+      ['vm', 'u32', 'owning VM descriptor'],
+      ['liobn', 'u64', 'logical I/O bus number'],
+      ['offset', 'u64', 'first entry index (bus offset >> pageShift)'],
+      ['size', 'u64', 'entries (0: a disabled QEMU table)'],
+      ['pageShift', 'u32', 'guest IOMMU page shift'],
+      ['npages', 'u32', 'pages of TCEs (each one system page)'],
+      ['pages', 'u32', 'u32[npages]: each page of TCEs, 0 until allocated'],
+      ['stitCount', 'u32', 'hardware tables linked (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE)'],
+      ['stits', 'u32', 'hardware table descriptors', 4],
+      ['stitRefs', 'u32', 'reference count of each link', 4],
+      ['id', 'u32', 'table id'],
+      ['flags', 'u32', 'STT_F_*'],
+    ],
+  },
+  VCPU: {
+    doc: 'a vCPU register block: GPRs and who runs it',
+    size: 512,
+    fields: [
+      ['gpr', 'u64', 'r0..r31: r3 hcall number in, status out; r4.. arguments and outputs', 32],
+      ['vm', 'u32', 'VM descriptor'],
+      ['pid', 'u32', 'pid of the thread running the vCPU'],
+      ['tid', 'u32', 'thread id'],
+      ['level', 'u32', 'LEVEL_* that finished the last hypercall'],
+      ['id', 'u32', 'vcpu index'],
+      ['pad', 'u32', ''],
+      ['stats', 'u32', 'completions per [hcall kind][level]: 4 kinds × 4 levels', 16],
+    ],
+  },
 };
 
 /** Named constants, grouped only for readability; every name is global. */
@@ -127,6 +183,24 @@ export const constants = {
     /** entry-operation flags */
     OP_ALLOC: 1, // virtual mode: levels may be allocated
     OP_CHECK_PID: 2, // compare the caller's pid with the table's owner at every view write
+  },
+  vm: {
+    PROFILE_KVM: 0,
+    PROFILE_QEMU: 1,
+    STT_F_DEFAULT: 1, // QEMU: the PHB's default window
+    MAX_STITS: 4,
+    /** Which level finished a hypercall. */
+    LEVEL_NONE: 0,
+    LEVEL_REAL: 1,
+    LEVEL_VIRTUAL: 2,
+    LEVEL_EXIT: 3,
+    /** hcall kinds, for the per-vCPU counters. */
+    KIND_PUT: 0,
+    KIND_INDIRECT: 1,
+    KIND_STUFF: 2,
+    KIND_GET: 3,
+    /** PAPR: at most 512 TCEs in an H_PUT_TCE_INDIRECT list, which must be 4 KiB aligned. */
+    INDIRECT_MAX: 512,
   },
   ownerCheck: {
     OWNER_CHECK_NONE: 0,
