@@ -12,7 +12,7 @@
 // only return H_SUCCESS or H_PARAMETER and may stop part-way.
 import {
   VCPU_GPR, VCPU_VM, VCPU_PID, VM_MM, VM_PROFILE, STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT,
-  STT_STIT_COUNT, STT_STITS, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET,
+  STT_STIT_COUNT, STT_STITS, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_FLAGS, TABLE_F_V2,
   HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY,
   H_GET_TCE, H_PUT_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT, H_SUCCESS, H_PARAMETER, H_TOO_HARD,
   OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, PROFILE_QEMU, INDIRECT_MAX, VCPU_LEVEL, VCPU_STATS,
@@ -123,6 +123,9 @@ function checkStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, grow: boo
   for (let i: u32 = 0; i < n; i++) {
     const tbl = load<u32>(stt + STT_STITS + (i << 2));
     if (checkPid != 0 && load<u32>(tbl + TBL_OWNER_PID) != pid) return false;
+    // A v1 table pins pages per entry, which only the VMM can do: every change exits (kernel: no
+    // userspace view, H_TOO_HARD), so a guest clear can never drop a pin behind VFIO's back.
+    if ((load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return false;
     if (perm == 0) continue;
     const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
     const sub: u64 = <u64>1 << <u64>(gshift - tshift);
@@ -261,6 +264,8 @@ function stuffTce(vm: u32, vcpu: u32, flags: u32): i32 {
     for (let i: u64 = 0; i < npages; i++) {
       if (!checkStits(stt, mm, entry + i, 0, 0, grow, checkPid, pid)) return H_TOO_HARD;
     }
+  } else if (npages != 0 && !checkStits(stt, mm, entry, 0, 0, grow, 0, pid)) {
+    return H_TOO_HARD;
   }
   const n = load<u32>(stt + STT_STIT_COUNT);
   const gshift = load<u32>(stt + STT_PAGE_SHIFT);

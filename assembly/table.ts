@@ -223,12 +223,13 @@ export function buildOneV2(tbl: u32, mm: u32, idx: u64, ua: u64, perm: u32, flag
   if ((flags & <u32>OP_CHECK_PID) != 0 && load<u32>(tbl + TBL_OWNER_PID) != pid) return -EPERM;
   const grow = (flags & <u32>OP_ALLOC) != 0;
   const shift = load<u32>(tbl + TBL_PAGE_SHIFT);
-  const pua = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, grow);
-  if (pua == 0) return -ENOMEM;
+  // Resolve the region before allocating levels, so a refused page allocates nothing.
   const r = regionLookup(mm, ua, <u64>1 << <u64>shift);
   if (r == 0) return -EINVAL;
   const hpa = regionUaToHpa(r, ua, shift);
   if (hpa < 0) return -EINVAL;
+  const pua = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, grow);
+  if (pua == 0) return -ENOMEM;
   const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, grow);
   if (p == 0) return -ENOMEM;
   if (regionMappedInc(r) != 0) return -ENXIO;

@@ -35,10 +35,9 @@ export interface Window {
   readonly pageShift: number;
   readonly levels: number;
   readonly table: IommuTable;
-  /** The mm charged for the table (and for its view once allocated); undefined for a borrowed legacy table. */
+  /** The mm charged for the table and its view; undefined for a borrowed legacy table. */
   readonly chargedMm: Mm | undefined;
   readonly tablePages: bigint;
-  viewPages: bigint;
 }
 
 /** What getInfo() returns (struct vfio_iommu_spapr_tce_info). */
@@ -253,7 +252,7 @@ export class Container {
 
   private legacyWindow(g: Group): Window {
     const t = g.legacyTable!;
-    return { startAddr: g.tce32Start, windowSize: g.tce32Size, pageShift: 12, levels: 1, table: t, chargedMm: undefined, tablePages: 0n, viewPages: 0n };
+    return { startAddr: g.tce32Start, windowSize: g.tce32Size, pageShift: 12, levels: 1, table: t, chargedMm: undefined, tablePages: 0n };
   }
 
   /** pnv_pci_ioda2_set_window: checks the group can hold the table. */
@@ -440,9 +439,10 @@ export class Container {
     const bytes = getTableSize(pageShift, windowSize, levels, this.host.pageShift);
     if (bytes === 0n) fail('EINVAL', `createWindow: no table of ${levels} level(s) for a ${hex(windowSize)}-byte window`);
     if (levels > g.maxLevels) fail('EINVAL', `createWindow: ${levels} levels exceed the group's ${g.maxLevels}`);
-    // The TCE tree is charged now; its userspace view (the other half of
-    // get_table_size) when the first map allocates it (39701e56f5f1).
-    const tablePages = (bytes / 2n) >> BigInt(this.host.pageShift);
+    // The whole of get_table_size (the TCE tree and its userspace copy) is
+    // charged now, to the owner, as tce_iommu_create_table does; the view's
+    // memory itself is only allocated at the first map (see buildV2).
+    const tablePages = bytes >> BigInt(this.host.pageShift);
     const mm = this.ctxMm(caller);
     const key = `container${this.id}:table${slot}`;
     mm.account(key, tablePages, caller.memlockLimitPages);
@@ -469,7 +469,7 @@ export class Container {
     }
     table.viewMm = mm;
     if (this.ownerPid) table.ownerPid = this.ownerPid;
-    this.windows[slot] = { startAddr: table.offset << BigInt(pageShift), windowSize, pageShift, levels, table, chargedMm: mm, tablePages, viewPages: 0n };
+    this.windows[slot] = { startAddr: table.offset << BigInt(pageShift), windowSize, pageShift, levels, table, chargedMm: mm, tablePages };
     return table.offset << BigInt(pageShift);
   }
 
@@ -519,9 +519,9 @@ export class Container {
     if (!w) return;
     this.windows[slot] = undefined;
     if (!w.chargedMm) return;
-    w.table.free();
+    // A KVM link may still hold the table; the last reference frees it.
+    w.table.release();
     w.chargedMm.unaccount(`container${this.id}:table${slot}`, w.tablePages);
-    if (w.viewPages) w.chargedMm.unaccount(`container${this.id}:view${slot}`, w.viewPages);
   }
 
   /** tce_iommu_find_table: the slot whose window contains `ioba`, or -1. */
@@ -575,24 +575,15 @@ export class Container {
   private buildV2(caller: Process, w: Window, entry: bigint, n: bigint, vaddr: bigint, perm: number): void {
     if (n === 0n) return;
     const mm = this.ctxMm(caller);
-    const slot = this.windows.indexOf(w);
-    // The userspace view is allocated at the first map and charged to the owner.
-    let charged = 0n;
-    if (!w.table.hasView && w.chargedMm) {
-      charged = w.tablePages;
-      mm.account(`container${this.id}:view${slot}`, charged, caller.memlockLimitPages);
-      try {
-        w.table.allocView();
-      } catch (e) {
-        mm.unaccount(`container${this.id}:view${slot}`, charged);
-        throw e;
+    // The userspace view exists only once something is mapped (it was charged with the table).
+    // A map refused at its first page must not leave it behind: resolve that page first.
+    if (!w.table.hasView) {
+      const e = this.host.engine;
+      const r = e.regionLookup(mm.desc, vaddr, 1n << BigInt(w.pageShift));
+      if (r === 0 || e.regionUaToHpa(r, vaddr, w.pageShift) < 0n) {
+        fail('EINVAL', `mapDma: vaddr ${hex(vaddr)} is in no pre-registered region able to back 2^${w.pageShift}-byte pages`);
       }
-      w.viewPages = charged;
-      if (mm !== w.chargedMm) {
-        // Mode none: the view was charged to the caller, not the table's mm; move the record there.
-        mm.unaccount(`container${this.id}:view${slot}`, charged);
-        w.chargedMm.account(`container${this.id}:view${slot}`, charged, null);
-      }
+      w.table.allocView();
     }
     w.table.viewMm ??= mm;
     w.table.buildV2(mm, entry, n, vaddr, perm);

@@ -44,7 +44,18 @@ export function checkInvariants(host: Host): void {
     }
   }
 
-  // 4. every valid v2 entry has a view entry inside a live region of its mm, and the right hpa.
+  // 4. every valid v2 entry: its host page belongs to a live region, whose
+  // userspace range holds the view's ua, in the mm the table maps for. The
+  // region is found from the TCE's host address, not from the view, so an
+  // entry whose view names the wrong region (the 2015 hazard) is caught.
+  const bySysPage = new Map<bigint, { region: Region; mm: Mm }>();
+  const sysShift = BigInt(host.pageShift);
+  for (const [mm, regions] of regionsByMm) {
+    for (const r of regions) {
+      if (r.isDevice) continue;
+      for (let p = 0; p < Number(r.entries); p++) bySysPage.set(r.hpa(p) >> sysShift, { region: r, mm });
+    }
+  }
   for (const t of host.tables) {
     if (!t.v2) continue;
     const pageSize = 1n << BigInt(t.pageShift);
@@ -55,21 +66,23 @@ export function checkInvariants(host: Host): void {
         continue;
       }
       if (tce & BigInt(TCE_WRITE) && !(tce & BigInt(TCE_READ))) problems.push(`${where}: write-only TCE ${hex(tce)} (WRITE implies READ)`);
+      const hpa = tce & ~BigInt(TCE_PERM_MASK);
+      const owner = bySysPage.get(hpa >> sysShift);
+      if (!owner) {
+        problems.push(`${where}: TCE ${hex(tce)} points at a host page of no live pre-registered region`);
+        continue;
+      }
+      pointing.set(owner.region.desc, (pointing.get(owner.region.desc) ?? 0n) + 1n);
       if (ua === 0n) {
         problems.push(`${where}: valid TCE ${hex(tce)} with no userspace address in the view`);
         continue;
       }
-      const mm = t.viewMm;
-      const region = mm && regionsByMm.get(mm)?.find((r) => ua >= r.ua && ua + pageSize <= r.ua + r.size);
-      if (!region) {
-        problems.push(`${where}: view ua ${hex(ua)} lies in no live region of ${mm ? `mm ${mm.id}` : 'any mm (the table has no owner)'}`);
-        continue;
-      }
-      pointing.set(region.desc, (pointing.get(region.desc) ?? 0n) + 1n);
-      const t2 = mm.translate(ua);
-      const expect = t2 ? t2.hpa & ~BigInt(TCE_PERM_MASK) : undefined;
-      if (expect === undefined || (tce & ~BigInt(TCE_PERM_MASK)) !== expect) {
-        problems.push(`${where}: TCE address ${hex(tce & ~3n)} is not the host page of ua ${hex(ua)} (${expect === undefined ? 'unmapped' : hex(expect)})`);
+      const { region, mm } = owner;
+      if (t.viewMm && mm !== t.viewMm) problems.push(`${where}: maps a page of mm ${mm.id}'s region at ${hex(region.ua)}, but the table belongs to mm ${t.viewMm.id}`);
+      if (ua < region.ua || ua + pageSize > region.ua + region.size) {
+        problems.push(`${where}: view ua ${hex(ua)} lies outside the region at ${hex(region.ua)} that backs its TCE`);
+      } else if (mm.translate(ua)?.hpa !== hpa) {
+        problems.push(`${where}: TCE address ${hex(hpa)} is not the host page of view ua ${hex(ua)} in mm ${mm.id}`);
       }
     }
   }

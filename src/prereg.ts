@@ -4,8 +4,8 @@
 // Regions live in linear memory so real mode can look them up; creating and
 // dropping them is virtual mode and happens here.
 import type { Host } from './host.js';
-import type { Mm } from './mm.js';
-import type { Process } from './process.js';
+import { Mm } from './mm.js';
+import { Process } from './process.js';
 import { fail } from './errors.js';
 import * as v from './validate.js';
 import {
@@ -18,11 +18,15 @@ export class Region {
   readonly host: Host;
   /** Offset of the descriptor. */
   readonly desc: number;
+  /** The region's id; a descriptor reused by a later region has another. */
+  readonly id: number;
   constructor(host: Host, desc: number) {
     this.host = host;
     this.desc = desc;
+    this.id = host.mem.getU32(desc + REG_ID);
   }
-  get id(): number { return this.host.mem.getU32(this.desc + REG_ID); }
+  /** Whether the region still exists (a handle outlives the region it named). */
+  get alive(): boolean { return this.id !== 0 && this.host.mem.getU32(this.desc + REG_ID) === this.id; }
   get ua(): bigint { return this.host.mem.getU64(this.desc + REG_UA); }
   /** Size in system pages. */
   get entries(): bigint { return this.host.mem.getU64(this.desc + REG_ENTRIES); }
@@ -39,6 +43,7 @@ export class Region {
 
 /** The regions of `mm`, in list order. */
 export function regionsOf(mm: Mm): Region[] {
+  v.instance('mm', mm, Mm, 'an Mm');
   const out: Region[] = [];
   for (let r = mm.host.mem.getU32(mm.desc + MM_REGIONS); r !== 0; r = mm.host.mem.getU32(r + REG_NEXT)) {
     out.push(new Region(mm.host, r));
@@ -53,6 +58,7 @@ export function findExact(mm: Mm, ua: bigint, entries: bigint): Region | undefin
 
 /** mm_iommu_get: the region at exactly (ua, entries) with used + 1, or undefined. */
 export function preregGet(mm: Mm, ua: bigint, entries: bigint): Region | undefined {
+  v.instance('mm', mm, Mm, 'an Mm');
   v.u64('ua', ua);
   v.u64('entries', entries);
   const r = findExact(mm, ua, entries);
@@ -68,13 +74,14 @@ export function preregGet(mm: Mm, ua: bigint, entries: bigint): Region | undefin
  * used = 1, mapped = 1. Any failure leaves nothing changed.
  */
 export function preregNew(proc: Process, ua: bigint, entries: bigint): Region {
+  v.instance('proc', proc, Process, 'a Process');
   const { host, mm } = proc;
   v.u64('ua', ua);
   v.u64('entries', entries);
   const sh = BigInt(host.pageShift);
   if (ua & ((1n << sh) - 1n)) fail('EINVAL', `registerMemory: ua 0x${ua.toString(16)} is not aligned to the 2^${sh} system page`);
   if (entries === 0n) fail('EINVAL', 'registerMemory: size must not be 0');
-  if (ua + (entries << sh) > (1n << 64n)) fail('EINVAL', 'registerMemory: the range wraps around the address space');
+  if (ua + (entries << sh) >= 1n << 64n) fail('EINVAL', 'registerMemory: the range wraps around the address space');
   if (entries > 0xffff_ffffn) fail('ENOMEM', `registerMemory: ${entries} pages is more than a region can hold`);
   const n = Number(entries);
   mm.account(`region@${ua.toString(16)}`, entries, proc.memlockLimitPages);
@@ -133,8 +140,13 @@ export function preregNew(proc: Process, ua: bigint, entries: bigint): Region {
  * else the reference is restored and EBUSY returned.
  */
 export function preregPut(mm: Mm, region: Region): void {
+  v.instance('mm', mm, Mm, 'an Mm');
+  v.instance('region', region, Region, 'a Region');
   const { host } = mm;
   const mem = host.mem;
+  if (region.host !== host) throw new TypeError('region belongs to another host');
+  // A stale handle, or a region of another mm, names no region of this mm (mm_iommu_put's list).
+  if (!region.alive || mem.getU32(region.desc + REG_MM) !== mm.desc) fail('ENOENT', `no region ${region.id} in mm ${mm.id}`);
   const used = region.used;
   if (used === 0) fail('ENOENT', 'region has no users');
   if (used > 1) {
@@ -145,6 +157,7 @@ export function preregPut(mm: Mm, region: Region): void {
     fail('EBUSY', `region at 0x${region.ua.toString(16)} still has ${region.mapped - 1n} TCE(s) pointing into it`);
   }
   mem.setU32(region.desc + REG_USED, 0);
+  mem.setU32(region.desc + REG_ID, 0);
   unlink(mm, region.desc);
   const n = Number(region.entries);
   for (let i = 0; i < n; i++) host.unpin(region.hpa(i));

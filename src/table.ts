@@ -2,12 +2,12 @@
 // TypeScript: geometry and the kernel's size rules here, entry operations in
 // the engine (assembly/table.ts, src/native/).
 import type { Host } from './host.js';
-import type { Mm } from './mm.js';
+import { Mm } from './mm.js';
 import { fail, errnoError } from './errors.js';
 import * as v from './validate.js';
 import {
   TBL_BYTES, TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT,
-  TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TBL_ID, TBL_FLAGS,
+  TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TBL_ID, TBL_FLAGS, TBL_REFS,
   OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK,
 } from './generated/layout.js';
 
@@ -30,6 +30,10 @@ const isPow2 = (x: bigint): boolean => x > 0n && (x & (x - 1n)) === 0n;
  * for a window, the TCE tree and its userspace copy; 0 for an impossible geometry.
  */
 export function getTableSize(pageShift: number, windowSize: bigint, levels: number, sysPageShift: number): bigint {
+  v.int('pageShift', pageShift, 0, 63);
+  v.u64('windowSize', windowSize);
+  v.int('levels', levels, 0, 0xffffffff);
+  v.int('sysPageShift', sysPageShift, 12, 16);
   if (levels < 1 || levels > MAX_LEVELS || !isPow2(windowSize)) return 0n;
   const entriesShift = log2(windowSize) - pageShift;
   if (entriesShift < 0) return 0n;
@@ -52,6 +56,11 @@ export function getTableSize(pageShift: number, windowSize: bigint, levels: numb
  * than one page, or one whose levels would address 2^55 bytes or more.
  */
 export function checkGeometry(g: TableGeometry, sysPageShift: number): void {
+  v.options<TableGeometry>('geometry', g);
+  v.int('pageShift', g.pageShift, 0, 63);
+  v.u64('windowSize', g.windowSize);
+  v.int('levels', g.levels, 0, 0xffffffff);
+  v.int('sysPageShift', sysPageShift, 12, 16);
   if (g.levels < 1 || g.levels > MAX_LEVELS) fail('EINVAL', `levels must be in [1, ${MAX_LEVELS}], got ${g.levels}`);
   if (!isPow2(g.windowSize)) fail('EINVAL', `windowSize must be a power of two, got ${g.windowSize}`);
   const entriesShift = log2(g.windowSize) - g.pageShift;
@@ -89,6 +98,8 @@ export class IommuTable {
    * allocated now, everything else on demand. ENOMEM when memory is full.
    */
   static create(host: Host, g: TableGeometry, v2: boolean): IommuTable {
+    v.options<TableGeometry>('geometry', g);
+    v.bool('v2', v2, false);
     v.int('pageShift', g.pageShift, 12, 40);
     v.u64('windowSize', g.windowSize);
     v.int('levels', g.levels, 0, 64);
@@ -107,6 +118,7 @@ export class IommuTable {
     mem.setU32(desc + TBL_LEVEL_BITS, bits);
     mem.setU32(desc + TBL_ID, host.nextId());
     mem.setU32(desc + TBL_FLAGS, v2 ? 1 : 0);
+    mem.setU32(desc + TBL_REFS, 1);
     const rc = host.engine.tableInit(desc);
     if (rc < 0) {
       host.free(desc, TBL_BYTES);
@@ -125,6 +137,19 @@ export class IommuTable {
   get pageShift(): number { return this.host.mem.getU32(this.desc + TBL_PAGE_SHIFT); }
   get levels(): number { return this.host.mem.getU32(this.desc + TBL_LEVELS); }
   get levelBits(): number { return this.host.mem.getU32(this.desc + TBL_LEVEL_BITS); }
+  private freed = false;
+
+  /** Throws for a freed table: its descriptor may belong to another table by now. */
+  private live(): void {
+    if (this.freed) throw new TypeError(`table ${this.host.mem.getU32(this.desc + TBL_ID) || ''} has been freed`);
+  }
+
+  private checkMm(mm: unknown): Mm {
+    v.instance('mm', mm, Mm, 'an Mm');
+    if ((mm as Mm).host !== this.host) throw new TypeError('mm belongs to another host');
+    return mm as Mm;
+  }
+
   /** Whether the userspace view has been allocated. */
   get hasView(): boolean { return this.host.mem.getU32(this.desc + TBL_UA_ROOT) !== 0; }
   /** Bytes of linear memory held by the TCE tree and the view. */
@@ -144,24 +169,28 @@ export class IommuTable {
 
   /** The TCE at `entry` (0 when never set or outside). */
   get(entry: bigint): bigint {
+    this.live();
     v.u64('entry', entry);
     return this.host.engine.tableGet(this.desc, entry);
   }
 
   /** The userspace address the entry was mapped from (0 when none). */
   getUa(entry: bigint): bigint {
+    this.live();
     v.u64('entry', entry);
     return this.host.engine.tableUaGet(this.desc, entry);
   }
 
   /** Allocates the userspace view if absent (ENOMEM when memory is full). */
   allocView(): void {
+    this.live();
     const rc = this.host.engine.tableUaAlloc(this.desc);
     if (rc < 0) throw errnoError(rc, 'no linear memory left for the userspace view');
   }
 
   /** Frees the userspace view (ownership released). */
   freeView(): void {
+    this.live();
     this.host.engine.tableUaFree(this.desc);
   }
 
@@ -171,6 +200,11 @@ export class IommuTable {
    * realMode. Rolls back this call's entries on failure and throws.
    */
   buildV2(mm: Mm, entry: bigint, n: bigint, ua: bigint, perm: number, opts: { realMode?: boolean; checkPidOf?: number } = {}): void {
+    this.live();
+    this.checkMm(mm);
+    v.options('opts', opts);
+    v.bool('opts.realMode', opts.realMode, false);
+    if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
     v.u64('entry', entry);
     v.u64('n', n);
     v.u64('ua', ua);
@@ -186,6 +220,10 @@ export class IommuTable {
 
   /** v2 clear (tce_iommu_clear): n entries from `entry`; regions looked up in `mm`. */
   clearV2(mm: Mm, entry: bigint, n: bigint, opts: { checkPidOf?: number } = {}): void {
+    this.live();
+    this.checkMm(mm);
+    v.options('opts', opts);
+    if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
     v.u64('entry', entry);
     v.u64('n', n);
     if (!this.contains(entry, n)) fail('EINVAL', `entries [0x${entry.toString(16)}, +${n}) are outside the table`);
@@ -195,6 +233,7 @@ export class IommuTable {
 
   /** Exchanges one TCE without view bookkeeping (v1): returns the old TCE. */
   xchg(entry: bigint, tce: bigint): bigint {
+    this.live();
     v.u64('entry', entry);
     v.u64('tce', tce);
     if (!this.contains(entry, 1n)) fail('EINVAL', `entry 0x${entry.toString(16)} is outside the table`);
@@ -205,6 +244,7 @@ export class IommuTable {
 
   /** The first entry in [entry, end) with a non-zero TCE, or -1n. */
   nextValid(entry: bigint, end: bigint): bigint {
+    this.live();
     v.u64('entry', entry);
     v.u64('end', end);
     return this.host.engine.tableNextValid(this.desc, entry, end);
@@ -218,8 +258,27 @@ export class IommuTable {
     }
   }
 
+  /** References held on the table (its creator's, plus one per KVM link: iommu_tce_table_get). */
+  get refs(): number { return this.host.mem.getU32(this.desc + TBL_REFS); }
+
+  /** Takes a reference (iommu_tce_table_get). */
+  hold(): void {
+    this.live();
+    this.host.mem.setU32(this.desc + TBL_REFS, this.refs + 1);
+  }
+
+  /** Drops a reference; the last one frees the table (iommu_tce_table_put). */
+  release(): void {
+    this.live();
+    const n = this.refs - 1;
+    this.host.mem.setU32(this.desc + TBL_REFS, n);
+    if (n === 0) this.free();
+  }
+
   /** Frees the table's trees and descriptor. The caller has cleared it first. */
   free(): void {
+    this.live();
+    this.freed = true;
     this.host.engine.tableFree(this.desc);
     this.host.free(this.desc, TBL_BYTES);
     this.host.tables.delete(this);

@@ -36,6 +36,12 @@ export function oneOf<T extends string>(name: string, v: unknown, allowed: reado
   return v as T;
 }
 
+/** An object of class `ctor` (by instanceof), named `what` in the message. */
+export function instance<T>(name: string, v: unknown, ctor: abstract new (...args: never[]) => T, what: string): T {
+  if (!(v instanceof ctor)) throw new TypeError(`${name} must be ${what}, got ${describe(v)}`);
+  return v;
+}
+
 /** An options object (or undefined → {}). */
 export function options<T extends object>(name: string, v: unknown): Partial<T> {
   if (v === undefined) return {};

@@ -6,6 +6,8 @@
 import type { Vm } from './vm.js';
 import type { Process } from './process.js';
 import type { Engine } from './engine/engine.js';
+import { wasmModule } from './engine/wasm.js';
+import type { WorkerVcpuData } from './worker.js';
 import {
   VCPU_BYTES, VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_TID, VCPU_LEVEL, VCPU_ID, VCPU_STATS,
   H_TOO_HARD, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT,
@@ -62,6 +64,11 @@ export class Vcpu {
   /** Real mode only (for benchmarks and tests of the fast path): H_TOO_HARD leaves r3 as it was. */
   hcallRealMode(): number {
     return this.engine.hcall(this.desc, LEVEL_REAL);
+  }
+
+  /** What a worker thread needs to run this vCPU (post it as workerData; see spapr-tce/worker). */
+  workerData(): WorkerVcpuData {
+    return { memory: this.vm.host.memory, module: wasmModule(), engine: this.engine.kind, vcpu: this.desc };
   }
 
   /** The level that finished the last hypercall. */

@@ -17,6 +17,11 @@ import {
   MAX_STITS, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT,
 } from './generated/layout.js';
 
+/** What translate() returns: the guest page behind an IOVA, or why there is none. */
+export type Translation =
+  | { ok: true; gpa: bigint; pageIova: bigint; pageSize: bigint; perm: number }
+  | { ok: false; fault: 'no-window' | 'out-of-range' | 'no-permission' };
+
 /** A guest memory slot. */
 export interface Memslot {
   gpa: bigint;
@@ -160,7 +165,8 @@ export class Vm {
     }
     const bus = t.offset << BigInt(t.pageShift);
     const span = t.size << BigInt(t.pageShift);
-    const hw = group.slots.find((tb): tb is IommuTable => !!tb && tb.pageShift <= t.pageShift && tb.offset << BigInt(tb.pageShift) === bus && tb.size << BigInt(tb.pageShift) >= span);
+    // Any table of the group qualifies: a DDW group's windows or a legacy group's own table.
+    const hw = [...group.slots, group.legacyTable].find((tb): tb is IommuTable => !!tb && tb.pageShift <= t.pageShift && tb.offset << BigInt(tb.pageShift) === bus && tb.size << BigInt(tb.pageShift) >= span);
     if (!hw) fail('EINVAL', `attachGroup: group ${group.id} has no hardware table compatible with LIOBN ${hex(liobn)}`);
     const mem = this.host.mem;
     const n = mem.getU32(t.desc + STT_STIT_COUNT);
@@ -171,6 +177,7 @@ export class Vm {
       }
     }
     if (n >= MAX_STITS) fail('ENOSPC', `attachGroup: LIOBN ${hex(liobn)} already links ${MAX_STITS} hardware tables`);
+    hw.hold();
     mem.setU32(t.desc + STT_STITS + n * 4, hw.desc);
     mem.setU32(t.desc + STT_STIT_REFS + n * 4, 1);
     mem.setU32(t.desc + STT_STIT_COUNT, n + 1);
@@ -185,6 +192,39 @@ export class Vm {
     const n = mem.getU32(t.desc + STT_STIT_COUNT);
     for (let i = 0; i < n; i++) out.push({ tableDesc: mem.getU32(t.desc + STT_STITS + i * 4), refs: mem.getU32(t.desc + STT_STIT_REFS + i * 4) });
     return out;
+  }
+
+  /** The guest TCE at relative index `idx` of a table (0 when its page was never allocated). */
+  guestEntry(t: GuestTable, idx: bigint): bigint {
+    const mem = this.host.mem;
+    const per = (1n << BigInt(this.host.pageShift)) / 8n;
+    const page = mem.getU32(mem.getU32(t.desc + STT_PAGES) + Number(idx / per) * 4);
+    return page === 0 ? 0n : mem.getU64(page + Number(idx % per) * 8);
+  }
+
+  /**
+   * The translation a device model gets for a DMA at `iova` through LIOBN
+   * `liobn` (spapr_tce_translate_iommu): the guest physical address and its
+   * page, or a fault. `access` 'read' needs the READ bit, 'write' the WRITE
+   * bit; without `access` only the window is checked.
+   */
+  translate(liobn: bigint, iova: bigint, access?: 'read' | 'write'): Translation {
+    v.u64('liobn', liobn);
+    v.u64('iova', iova);
+    if (access !== undefined) v.oneOf('access', access, ['read', 'write'] as const, 'read');
+    const t = this.tables.get(liobn);
+    if (!t || t.size === 0n) return { ok: false, fault: 'no-window' };
+    const shift = BigInt(t.pageShift);
+    const bus = t.offset << shift;
+    const idx = iova >= bus ? (iova - bus) >> shift : t.size;
+    if (idx >= t.size) return { ok: false, fault: 'out-of-range' };
+    const tce = this.guestEntry(t, idx);
+    const perm = Number(tce & 3n);
+    if ((access === 'read' && !(perm & 1)) || (access === 'write' && !(perm & 2)) || (access !== undefined && perm === 0)) {
+      return { ok: false, fault: 'no-permission' };
+    }
+    const mask = (1n << shift) - 1n;
+    return { ok: true, gpa: (tce & ~mask) | (iova & mask), pageIova: iova & ~mask, pageSize: 1n << shift, perm };
   }
 
   /** vCPU `index`, created on first use, run by `thread` (default: a new thread of the VM's process). */

@@ -1,7 +1,9 @@
-// The native addon: host memory services now; the C++ real-mode engine over
-// the shared linear memory joins it (see src/native/generated/layout.h).
+// The native addon: host memory services (host_memory.cc) and the C++
+// real-mode engine over the shared linear memory (engine.cc, wrapped by
+// engine_binding.cc).
 #include <napi.h>
 
+#include "engine_binding.h"
 #include "generated/layout.h"
 #include "host_memory.h"
 
@@ -9,6 +11,7 @@ namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   spapr::InitHostMemory(env, exports);
+  spapr::InitEngine(env, exports);
   exports.Set("layoutVersion", Napi::Number::New(env, spapr::LAYOUT_VERSION));
   return exports;
 }

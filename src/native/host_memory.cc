@@ -54,8 +54,16 @@ Napi::Value LockRange(const Napi::CallbackInfo& info, bool lock) {
     Napi::TypeError::New(env, "expected a typed array").ThrowAsJavaScriptException();
     return env.Undefined();
   }
+  // napi_get_typedarray_info gives the data pointer of any view, SharedArrayBuffer
+  // included (ArrayBuffer().Data() refuses a shared buffer: Node-API on Node 20
+  // has no SharedArrayBuffer type); the pointer already includes the byte offset.
   Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-  uint8_t* base = static_cast<uint8_t*>(ta.ArrayBuffer().Data()) + ta.ByteOffset();
+  void* data = nullptr;
+  if (napi_get_typedarray_info(env, ta, nullptr, nullptr, &data, nullptr, nullptr) != napi_ok) {
+    Napi::TypeError::New(env, "expected a typed array").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  uint8_t* base = static_cast<uint8_t*>(data);
   size_t len = ta.ByteLength();
   if (len == 0) return Napi::Number::New(env, 0);
   int rc = lock ? mlock(base, len) : munlock(base, len);

@@ -1,0 +1,596 @@
+// The C++ port of assembly/{alloc,region,table,index}.ts. Each routine
+// follows its AssemblyScript twin statement by statement (same loads, same
+// stores, same atomics, in the same order); the kernel function each one
+// stands for is named as in the AssemblyScript source.
+//
+// WebAssembly arithmetic, kept exactly:
+//  - u32 pointer arithmetic on computed indices wraps (node + (i << 2));
+//  - a descriptor field access `ptr + FIELD` does not wrap: Binaryen folds
+//    the constant into the instruction's offset (AssemblyScript marks low
+//    memory unused), and a WebAssembly effective address is ptr + offset
+//    without wrap-around. Such pointers (within 128 bytes below 2^32) are out
+//    of bounds of every memory a host creates, so both engines trap;
+//  - shift counts are taken modulo the operand width (i64.shl by 64 is a
+//    shift by 0), which C++ leaves undefined: shl64/shr64/shl32 mask them.
+#include "engine.h"
+
+#include <bit>
+#include <cstring>
+
+#include "generated/layout.h"
+
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+              "the linear memory is little-endian (WebAssembly) and its u64 fields are updated with host atomics "
+              "(atomic add included), which a big-endian host cannot do without a different layout");
+
+namespace spapr {
+namespace {
+
+constexpr uint32_t H = static_cast<uint32_t>(HEADER_BASE);
+constexpr uint64_t kPerm = static_cast<uint64_t>(TCE_PERM_MASK);
+constexpr uint64_t kRead = static_cast<uint64_t>(TCE_READ);
+constexpr uint64_t kWrite = static_cast<uint64_t>(TCE_WRITE);
+constexpr uint32_t kOpAlloc = static_cast<uint32_t>(OP_ALLOC);
+constexpr uint32_t kOpCheckPid = static_cast<uint32_t>(OP_CHECK_PID);
+constexpr uint32_t kMinBlockShift = static_cast<uint32_t>(MIN_BLOCK_SHIFT);
+// Real trees have at most 5 levels; deeper recursion in freeTree means a
+// corrupt tree (a cycle), where the WebAssembly build would exhaust its stack.
+constexpr uint32_t kMaxTreeDepth = 4096;
+
+inline uint64_t at(uint32_t p, uint32_t field) { return static_cast<uint64_t>(p) + field; }
+inline uint64_t shl64(uint64_t x, uint64_t n) { return x << (n & 63); }
+inline uint64_t shr64(uint64_t x, uint64_t n) { return x >> (n & 63); }
+inline uint32_t shl32(uint32_t x, uint32_t n) { return x << (n & 31); }
+
+}  // namespace
+
+uint32_t blockShift(uint32_t bytes) {
+  if (bytes == 0 || bytes > 0x80000000u) return 0;
+  const uint32_t s = 32 - static_cast<uint32_t>(std::countl_zero(bytes - 1));
+  return s < kMinBlockShift ? kMinBlockShift : s;
+}
+
+uint32_t nodeSize(bool isLeaf, uint32_t bits) {
+  const uint64_t bytes = shl64(isLeaf ? 8 : 4, bits);
+  return bytes > 0x80000000u ? 0 : static_cast<uint32_t>(bytes);
+}
+
+namespace {
+inline uint64_t blockBytes(uint32_t bytes) { return shl64(1, blockShift(bytes)); }
+}  // namespace
+
+TceEngine::TceEngine(uint8_t* base, uint64_t length) : base_(base), length_(length), limit_(length) {}
+
+void TceEngine::clearFault() {
+  fault_ = Fault::kNone;
+  faultAddr_ = 0;
+  faultSize_ = 0;
+  limit_ = length_;
+}
+
+// ---------------------------------------------------------------------------
+// Checked accesses.
+
+void TceEngine::trap(Fault why, uint64_t a, uint32_t size) {
+  if (fault_ == Fault::kNone) {
+    fault_ = why;
+    faultAddr_ = a;
+    faultSize_ = size;
+  }
+  limit_ = 0;
+}
+
+bool TceEngine::ok(uint64_t a, uint32_t size) {
+  // a < 2^33 (u32 pointer + u32 field), so a + size cannot overflow.
+  if (a + size <= limit_) return true;
+  trap(Fault::kOutOfBounds, a, size);
+  return false;
+}
+
+bool TceEngine::okAtomic(uint64_t a, uint32_t size) {
+  if (!ok(a, size)) return false;
+  if ((a & (size - 1)) == 0) return true;
+  trap(Fault::kUnaligned, a, size);
+  return false;
+}
+
+uint32_t TceEngine::ld32(uint64_t a) {
+  uint32_t v = 0;
+  if (ok(a, 4)) std::memcpy(&v, base_ + a, 4);
+  return v;
+}
+
+uint64_t TceEngine::ld64(uint64_t a) {
+  uint64_t v = 0;
+  if (ok(a, 8)) std::memcpy(&v, base_ + a, 8);
+  return v;
+}
+
+void TceEngine::st32(uint64_t a, uint32_t v) {
+  if (ok(a, 4)) std::memcpy(base_ + a, &v, 4);
+}
+
+void TceEngine::st64(uint64_t a, uint64_t v) {
+  if (ok(a, 8)) std::memcpy(base_ + a, &v, 8);
+}
+
+uint32_t TceEngine::ald32(uint64_t a) {
+  if (!okAtomic(a, 4)) return 0;
+  return __atomic_load_n(reinterpret_cast<uint32_t*>(base_ + a), __ATOMIC_SEQ_CST);
+}
+
+uint64_t TceEngine::ald64(uint64_t a) {
+  if (!okAtomic(a, 8)) return 0;
+  return __atomic_load_n(reinterpret_cast<uint64_t*>(base_ + a), __ATOMIC_SEQ_CST);
+}
+
+void TceEngine::ast32(uint64_t a, uint32_t v) {
+  if (okAtomic(a, 4)) __atomic_store_n(reinterpret_cast<uint32_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
+}
+
+void TceEngine::ast64(uint64_t a, uint64_t v) {
+  if (okAtomic(a, 8)) __atomic_store_n(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
+}
+
+// Returns the value found, as WebAssembly's atomic.rmw.cmpxchg does (0 after a fault).
+uint32_t TceEngine::acas32(uint64_t a, uint32_t expected, uint32_t desired) {
+  if (!okAtomic(a, 4)) return 0;
+  __atomic_compare_exchange_n(reinterpret_cast<uint32_t*>(base_ + a), &expected, desired, false, __ATOMIC_SEQ_CST,
+                              __ATOMIC_SEQ_CST);
+  return expected;
+}
+
+uint64_t TceEngine::acas64(uint64_t a, uint64_t expected, uint64_t desired) {
+  if (!okAtomic(a, 8)) return 0;
+  __atomic_compare_exchange_n(reinterpret_cast<uint64_t*>(base_ + a), &expected, desired, false, __ATOMIC_SEQ_CST,
+                              __ATOMIC_SEQ_CST);
+  return expected;
+}
+
+uint64_t TceEngine::axchg64(uint64_t a, uint64_t v) {
+  if (!okAtomic(a, 8)) return 0;
+  return __atomic_exchange_n(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
+}
+
+void TceEngine::aadd64(uint64_t a, uint64_t v) {
+  if (okAtomic(a, 8)) __atomic_fetch_add(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
+}
+
+// memory.fill: checks the whole range first and writes nothing when it fails (bulk memory semantics).
+void TceEngine::fill0(uint64_t a, uint32_t size) {
+  if (ok(a, size)) std::memset(base_ + a, 0, size);
+}
+
+// ---------------------------------------------------------------------------
+// index.ts
+
+/**
+ * Initialises the header of a fresh memory of `memBytes` bytes, or checks an
+ * existing one (a second instance attaching): 0, or -1 on a layout mismatch.
+ */
+int32_t TceEngine::init(uint32_t memBytes, uint32_t sysPageShift) {
+  if (ald32(at(H, HDR_MAGIC)) == static_cast<uint32_t>(LAYOUT_MAGIC)) {
+    return ld32(at(H, HDR_VERSION)) == static_cast<uint32_t>(LAYOUT_VERSION) ? 0 : -1;
+  }
+  st32(at(H, HDR_VERSION), static_cast<uint32_t>(LAYOUT_VERSION));
+  st32(at(H, HDR_MEM_END), memBytes);
+  st32(at(H, HDR_SYS_PAGE_SHIFT), sysPageShift);
+  st32(at(H, HDR_ALLOC_TOP), static_cast<uint32_t>(HEAP_BASE));
+  ast32(at(H, HDR_MAGIC), static_cast<uint32_t>(LAYOUT_MAGIC));
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// alloc.ts: power-of-two blocks from a bump pointer, one free list per size
+// class, all state in the header, guarded by the header's spin lock (shared
+// with every WebAssembly instance on the memory).
+
+void TceEngine::lock() {
+  // After a fault acas32 answers 0 ("acquired") and nothing is written.
+  while (acas32(at(H, HDR_ALLOC_LOCK), 0, 1) != 0) {
+  }
+}
+
+void TceEngine::unlock() { ast32(at(H, HDR_ALLOC_LOCK), 0); }
+
+/** Allocates a zeroed block of at least `bytes` bytes; 0 when the memory is full. */
+uint32_t TceEngine::alloc(uint32_t bytes) {
+  const uint32_t shift = blockShift(bytes);
+  if (shift == 0) return 0;
+  const uint32_t size = shl32(1, shift);
+  const uint32_t head = H + HDR_FREE_HEADS + (shift << 2);
+  lock();
+  uint32_t p = ld32(head);
+  // Never-used memory is still zero (a fresh WebAssembly memory is); only recycled blocks need clearing.
+  bool dirty = false;
+  if (p != 0) {
+    st32(head, ld32(p));
+    dirty = true;
+  } else {
+    const uint32_t top = ld32(at(H, HDR_ALLOC_TOP));
+    const uint32_t end = ld32(at(H, HDR_MEM_END));
+    if (top > end || size > end - top) {
+      unlock();
+      return 0;
+    }
+    p = top;
+    st32(at(H, HDR_ALLOC_TOP), top + size);
+  }
+  st64(at(H, HDR_ALLOC_BYTES), ld64(at(H, HDR_ALLOC_BYTES)) + size);
+  st32(at(H, HDR_ALLOC_BLOCKS), ld32(at(H, HDR_ALLOC_BLOCKS)) + 1);
+  unlock();
+  if (dirty) fill0(p, size);
+  return p;
+}
+
+/** Returns a block obtained from alloc(bytes) with the same `bytes`. */
+void TceEngine::free(uint32_t p, uint32_t bytes) {
+  const uint32_t shift = blockShift(bytes);
+  if (p == 0 || shift == 0) return;
+  const uint32_t size = shl32(1, shift);
+  const uint32_t head = H + HDR_FREE_HEADS + (shift << 2);
+  lock();
+  st32(p, ld32(head));
+  st32(head, p);
+  st64(at(H, HDR_ALLOC_BYTES), ld64(at(H, HDR_ALLOC_BYTES)) - size);
+  st32(at(H, HDR_ALLOC_BLOCKS), ld32(at(H, HDR_ALLOC_BLOCKS)) - 1);
+  unlock();
+}
+
+// ---------------------------------------------------------------------------
+// region.ts: pre-registered regions as real mode sees them
+// (arch/powerpc/mm/book3s64/iommu_api.c).
+
+/** The host's system page shift (PAGE_SHIFT). */
+uint64_t TceEngine::sysPageShift() { return ld32(at(H, HDR_SYS_PAGE_SHIFT)); }
+
+/** The first region of `mm` that contains all of [ua, ua + size); 0 if none (mm_iommu_lookup). */
+uint32_t TceEngine::regionLookup(uint32_t mm, uint64_t ua, uint64_t size) {
+  if (mm == 0) return 0;
+  const uint64_t sh = sysPageShift();
+  uint32_t r = ald32(at(mm, MM_REGIONS));
+  while (r != 0) {
+    const uint64_t rua = ld64(at(r, REG_UA));
+    const uint64_t rsize = shl64(ld64(at(r, REG_ENTRIES)), sh);
+    // Overflow-safe form of rua <= ua && ua + size <= rua + rsize.
+    if (ua >= rua && size <= rsize && ua - rua <= rsize - size) return r;
+    r = ald32(at(r, REG_NEXT));
+  }
+  return 0;
+}
+
+/**
+ * Host physical address backing `ua` in region `r` for an IOMMU page of
+ * 2^pageShift bytes, or -EFAULT when ua is outside the region or the
+ * region's pages are too small for such an IOMMU page (mm_iommu_ua_to_hpa).
+ */
+int64_t TceEngine::regionUaToHpa(uint32_t r, uint64_t ua, uint32_t pageShift) {
+  const uint64_t sh = sysPageShift();
+  const uint64_t rua = ld64(at(r, REG_UA));
+  if (ua < rua) return -ERRNO_EFAULT;
+  const uint64_t idx = shr64(ua - rua, sh);
+  if (idx >= ld64(at(r, REG_ENTRIES))) return -ERRNO_EFAULT;
+  if (pageShift > ld32(at(r, REG_PAGE_SHIFT))) return -ERRNO_EFAULT;
+  if (ld32(at(r, REG_FLAGS)) & static_cast<uint32_t>(REGION_F_DEV)) {
+    return static_cast<int64_t>(ld64(at(r, REG_DEV_HPA)) + (ua - rua));
+  }
+  const uint64_t pageMask = shl64(1, sh) - 1;
+  const uint32_t hpas = ld32(at(r, REG_HPAS));
+  const uint64_t hpa = ld64(static_cast<uint32_t>(hpas + static_cast<uint32_t>(idx << 3)));
+  return static_cast<int64_t>((hpa & ~pageMask) | (ua & pageMask));
+}
+
+/** mapped++ unless the region is dying (mapped == 0): 0 or -ENXIO (mm_iommu_mapped_inc). */
+int32_t TceEngine::regionMappedInc(uint32_t r) {
+  const uint64_t p = at(r, REG_MAPPED);
+  for (;;) {
+    const uint64_t old = ald64(p);
+    if (old == 0) return -ERRNO_ENXIO;
+    if (acas64(p, old, old + 1) == old) return 0;
+  }
+}
+
+/** mapped-- but never below 1 (mm_iommu_mapped_dec: atomic64_add_unless(-1, 1)). */
+void TceEngine::regionMappedDec(uint32_t r) {
+  const uint64_t p = at(r, REG_MAPPED);
+  for (;;) {
+    const uint64_t old = ald64(p);
+    if (old <= 1) return;
+    if (acas64(p, old, old - 1) == old) return;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// table.ts: TCE tables (struct iommu_table) with the userspace view
+// (it_userspace). Two trees of identical shape hang off a descriptor; level
+// L indexes bits [L*bits, (L+1)*bits) of the relative entry index; 0 child
+// slots are absent levels. Virtual mode (OP_ALLOC) allocates them, real mode
+// answers -ENOMEM (pnv_tce with alloc=false). Bit 0 of a view slot is the
+// per-entry lock bit.
+
+/** Entry index relative to it_offset, or -1 when `entry` is outside the table. */
+int64_t TceEngine::relIndex(uint32_t tbl, uint64_t entry) {
+  const uint64_t off = ld64(at(tbl, TBL_OFFSET));
+  if (entry < off) return -1;
+  const uint64_t idx = entry - off;
+  if (idx >= ld64(at(tbl, TBL_SIZE))) return -1;
+  return static_cast<int64_t>(idx);
+}
+
+/**
+ * Pointer to the leaf slot of relative index `idx` in the tree whose root is
+ * at `tbl + rootField`; 0 when a level is absent and `grow` is false, or when
+ * allocation fails. Sets absentLevel_ on a read-only miss (pnv_tce).
+ */
+uint32_t TceEngine::slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t idx, bool grow) {
+  uint32_t node = ald32(at(tbl, rootField));
+  const uint32_t levels = ld32(at(tbl, TBL_LEVELS));
+  if (node == 0) {
+    absentLevel_ = levels;
+    return 0;
+  }
+  const uint32_t bits = ld32(at(tbl, TBL_LEVEL_BITS));
+  const uint64_t mask = shl64(1, bits) - 1;
+  for (uint32_t lvl = levels - 1; lvl >= 1; lvl--) {
+    const uint32_t sp = node + (static_cast<uint32_t>(shr64(idx, lvl * bits) & mask) << 2);
+    uint32_t child = ald32(sp);
+    if (child == 0) {
+      if (!grow) {
+        absentLevel_ = lvl;
+        return 0;
+      }
+      const uint32_t sz = nodeSize(lvl == 1, bits);
+      const uint32_t fresh = sz == 0 ? 0 : alloc(sz);
+      if (fresh == 0) return 0;
+      const uint32_t prev = acas32(sp, 0, fresh);
+      if (prev != 0) {
+        free(fresh, sz);
+        child = prev;
+      } else {
+        child = fresh;
+        aadd64(at(tbl, bytesField), blockBytes(sz));
+      }
+    }
+    node = child;
+  }
+  return node + (static_cast<uint32_t>(idx & mask) << 3);
+}
+
+/** First relative index after the subtree that the last read-only miss found absent. */
+uint64_t TceEngine::skipAbsent(uint32_t tbl, uint64_t idx) {
+  const uint64_t span = static_cast<uint64_t>(absentLevel_) * static_cast<uint64_t>(ld32(at(tbl, TBL_LEVEL_BITS)));
+  return span >= 64 ? ~uint64_t{0} : (idx | ((uint64_t{1} << span) - 1)) + 1;
+}
+
+uint32_t TceEngine::rootSize(uint32_t tbl) {
+  const bool leaf = ld32(at(tbl, TBL_LEVELS)) == 1;
+  return nodeSize(leaf, ld32(at(tbl, TBL_LEVEL_BITS)));
+}
+
+/** Allocates the TCE tree root of a described table: 0 or -ENOMEM (pnv_pci_ioda2_table_alloc_pages). */
+int32_t TceEngine::tableInit(uint32_t tbl) {
+  if (ld32(at(tbl, TBL_ROOT)) != 0) return 0;
+  const uint32_t sz = rootSize(tbl);
+  const uint32_t root = sz == 0 ? 0 : alloc(sz);
+  if (root == 0) return -ERRNO_ENOMEM;
+  st32(at(tbl, TBL_ROOT), root);
+  st64(at(tbl, TBL_NODE_BYTES), blockBytes(sz));
+  return 0;
+}
+
+/** Allocates the userspace view root if it is absent: 0 or -ENOMEM (tce_iommu_userspace_view_alloc). */
+int32_t TceEngine::tableUaAlloc(uint32_t tbl) {
+  if (ald32(at(tbl, TBL_UA_ROOT)) != 0) return 0;
+  const uint32_t sz = rootSize(tbl);
+  const uint32_t root = sz == 0 ? 0 : alloc(sz);
+  if (root == 0) return -ERRNO_ENOMEM;
+  if (acas32(at(tbl, TBL_UA_ROOT), 0, root) != 0) {
+    free(root, sz);
+    return 0;
+  }
+  st64(at(tbl, TBL_UA_NODE_BYTES), blockBytes(sz));
+  return 0;
+}
+
+// pnv_pci_ioda2_table_do_free_pages: children first, in slot order, then the node.
+void TceEngine::freeTree(uint32_t node, uint32_t lvl, uint32_t bits, uint32_t depth) {
+  if (node == 0) return;
+  if (depth > kMaxTreeDepth) {
+    trap(Fault::kTooDeep, node, 0);
+    return;
+  }
+  if (lvl > 0) {
+    const uint32_t n = shl32(1, bits);
+    for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
+      freeTree(ld32(static_cast<uint32_t>(node + (i << 2))), lvl - 1, bits, depth + 1);
+    }
+  }
+  free(node, nodeSize(lvl == 0, bits));
+}
+
+/** Frees the userspace view (ownership released or table freed). */
+void TceEngine::tableUaFree(uint32_t tbl) {
+  const uint32_t root = ld32(at(tbl, TBL_UA_ROOT));
+  const uint32_t top = ld32(at(tbl, TBL_LEVELS)) - 1;
+  const uint32_t bits = ld32(at(tbl, TBL_LEVEL_BITS));
+  freeTree(root, top, bits, 0);
+  st32(at(tbl, TBL_UA_ROOT), 0);
+  st64(at(tbl, TBL_UA_NODE_BYTES), 0);
+}
+
+/** Frees both trees of a table; the descriptor itself is the caller's (iommu_table_free). */
+void TceEngine::tableFree(uint32_t tbl) {
+  tableUaFree(tbl);
+  const uint32_t root = ld32(at(tbl, TBL_ROOT));
+  const uint32_t top = ld32(at(tbl, TBL_LEVELS)) - 1;
+  const uint32_t bits = ld32(at(tbl, TBL_LEVEL_BITS));
+  freeTree(root, top, bits, 0);
+  st32(at(tbl, TBL_ROOT), 0);
+  st64(at(tbl, TBL_NODE_BYTES), 0);
+}
+
+/** The TCE at absolute `entry`; 0 when absent or outside the table (pnv_tce_get). */
+uint64_t TceEngine::tableGet(uint32_t tbl, uint64_t entry) {
+  const int64_t idx = relIndex(tbl, entry);
+  if (idx < 0) return 0;
+  const uint32_t p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, static_cast<uint64_t>(idx), false);
+  return p == 0 ? 0 : ald64(p);
+}
+
+/** The userspace address recorded for absolute `entry`; 0 when none (IOMMU_TABLE_USERSPACE_ENTRY_RO). */
+uint64_t TceEngine::tableUaGet(uint32_t tbl, uint64_t entry) {
+  const int64_t idx = relIndex(tbl, entry);
+  if (idx < 0) return 0;
+  const uint32_t p = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, static_cast<uint64_t>(idx), false);
+  return p == 0 ? 0 : ald64(p) & ~uint64_t{1};
+}
+
+/** The first absolute entry in [entry, end) holding a non-zero TCE, or -1; skips absent levels. */
+int64_t TceEngine::tableNextValid(uint32_t tbl, uint64_t entry, uint64_t end) {
+  const uint64_t off = ld64(at(tbl, TBL_OFFSET));
+  const uint64_t size = ld64(at(tbl, TBL_SIZE));
+  uint64_t idx = entry > off ? entry - off : 0;
+  const uint64_t stop = end <= off ? 0 : end - off < size ? end - off : size;
+  // The fault test only stops a scan the WebAssembly build would have trapped out of.
+  while (idx < stop && fault_ == Fault::kNone) {
+    const uint32_t p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
+    if (p == 0) {
+      idx = skipAbsent(tbl, idx);
+      continue;
+    }
+    if (ald64(p) != 0) return static_cast<int64_t>(idx + off);
+    idx++;
+  }
+  return -1;
+}
+
+/**
+ * Exchanges the TCE at `entry` (iommu_tce_xchg / pnv_tce_xchg): stores `tce`
+ * (WRITE implies READ, as on PowerNV) and returns the old TCE, or -errno.
+ * Clearing an absent level succeeds without allocating; setting one needs
+ * OP_ALLOC, else -ENOMEM. No view bookkeeping: the v1 path.
+ */
+int64_t TceEngine::tableXchg(uint32_t tbl, uint64_t entry, uint64_t tce, uint32_t flags) {
+  const int64_t idx = relIndex(tbl, entry);
+  if (idx < 0 || (tce >> 62) != 0) return -ERRNO_EINVAL;
+  uint64_t word = tce;
+  if (word & kWrite) word |= kRead;
+  const bool grow = (word & kPerm) != 0 && (flags & kOpAlloc) != 0;
+  const uint32_t p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, static_cast<uint64_t>(idx), grow);
+  if (p == 0) return (word & kPerm) == 0 ? 0 : -ERRNO_ENOMEM;
+  if ((word & kPerm) == 0) word = 0;
+  return static_cast<int64_t>(axchg64(p, word));
+}
+
+/** Takes the lock bit of a view slot and returns the ua it held. */
+uint64_t TceEngine::lockView(uint32_t pua) {
+  for (;;) {
+    // After a fault both atomics answer 0, which ends the loop.
+    const uint64_t v = ald64(pua);
+    if ((v & 1) == 0 && acas64(pua, v, v | 1) == v) return v;
+  }
+}
+
+/** Decrements the region an old entry was mapped from, looked up in `mm` (tce_iommu_unuse_page_v2). */
+void TceEngine::unuseUa(uint32_t mm, uint64_t ua, uint32_t pageShift) {
+  if (ua == 0) return;
+  const uint32_t r = regionLookup(mm, ua, shl64(1, pageShift));
+  if (r != 0 && regionUaToHpa(r, ua, pageShift) >= 0) regionMappedDec(r);
+}
+
+/**
+ * Maps one entry from a pre-registered userspace address (tce_iommu_build_v2,
+ * one iteration; kvmppc_tce_iommu_do_map): looks `ua` up in `mm`, translates
+ * it, counts the new region, exchanges the TCE, releases the old entry's
+ * region, records `ua` in the view. Returns 0 or -errno with nothing changed.
+ */
+int32_t TceEngine::buildOneV2(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, uint32_t perm, uint32_t flags,
+                              uint32_t pid) {
+  if ((flags & kOpCheckPid) != 0 && ld32(at(tbl, TBL_OWNER_PID)) != pid) return -ERRNO_EPERM;
+  const bool grow = (flags & kOpAlloc) != 0;
+  const uint32_t shift = ld32(at(tbl, TBL_PAGE_SHIFT));
+  // Resolve the region before allocating levels, so a refused page allocates nothing.
+  const uint32_t r = regionLookup(mm, ua, shl64(1, shift));
+  if (r == 0) return -ERRNO_EINVAL;
+  const int64_t hpa = regionUaToHpa(r, ua, shift);
+  if (hpa < 0) return -ERRNO_EINVAL;
+  const uint32_t pua = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, grow);
+  if (pua == 0) return -ERRNO_ENOMEM;
+  const uint32_t p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, grow);
+  if (p == 0) return -ERRNO_ENOMEM;
+  if (regionMappedInc(r) != 0) return -ERRNO_ENXIO;
+  uint64_t word = static_cast<uint64_t>(hpa) | (perm & kPerm);
+  if (word & kWrite) word |= kRead;
+  const uint64_t oldUa = lockView(pua);
+  const uint64_t old = axchg64(p, word);
+  if ((old & kPerm) != 0) unuseUa(mm, oldUa, shift);
+  ast64(pua, ua);
+  return 0;
+}
+
+/**
+ * Clears one valid entry (one iteration of tce_iommu_clear, v2): the TCE
+ * becomes 0 and the region its view names, looked up in `mm`, loses one
+ * mapping. Returns the old TCE (0 if it was already clear) or -EPERM.
+ */
+int64_t TceEngine::clearOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint32_t p, uint32_t flags, uint32_t pid) {
+  if ((flags & kOpCheckPid) != 0 && ld32(at(tbl, TBL_OWNER_PID)) != pid) return -ERRNO_EPERM;
+  const uint32_t pua = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, false);
+  if (pua == 0) return static_cast<int64_t>(axchg64(p, 0));
+  const uint64_t oldUa = lockView(pua);
+  const uint64_t old = axchg64(p, 0);
+  if ((old & kPerm) != 0) unuseUa(mm, oldUa, ld32(at(tbl, TBL_PAGE_SHIFT)));
+  ast64(pua, 0);
+  return static_cast<int64_t>(old);
+}
+
+/**
+ * Clears `n` entries from absolute `entry` (tce_iommu_clear), skipping absent
+ * levels. Returns 0, -EINVAL for a range outside the table, or -EPERM (owner
+ * check; entries before the refused one stay cleared).
+ */
+int32_t TceEngine::tableClearV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint64_t n, uint32_t flags, uint32_t pid) {
+  const int64_t start = relIndex(tbl, entry);
+  if (start < 0 || n > ld64(at(tbl, TBL_SIZE)) - static_cast<uint64_t>(start)) return n == 0 ? 0 : -ERRNO_EINVAL;
+  uint64_t idx = static_cast<uint64_t>(start);
+  const uint64_t end = idx + n;
+  while (idx < end && fault_ == Fault::kNone) {
+    const uint32_t p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
+    if (p == 0) {
+      idx = skipAbsent(tbl, idx);
+      continue;
+    }
+    if (ald64(p) != 0) {
+      const int64_t r = clearOne(tbl, mm, idx, p, flags, pid);
+      if (r < 0) return static_cast<int32_t>(r);
+    }
+    idx++;
+  }
+  return 0;
+}
+
+/**
+ * Maps `n` consecutive entries from absolute `entry` to consecutive IOMMU
+ * pages starting at `ua` (tce_iommu_build_v2). On a failure at page k the
+ * entries [0, k) are cleared again, as the kernel does, and -errno returned.
+ */
+int32_t TceEngine::tableBuildV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint64_t n, uint64_t ua, uint32_t perm,
+                                uint32_t flags, uint32_t pid) {
+  const int64_t start = relIndex(tbl, entry);
+  if (start < 0 || n > ld64(at(tbl, TBL_SIZE)) - static_cast<uint64_t>(start)) return n == 0 ? 0 : -ERRNO_EINVAL;
+  if ((perm & static_cast<uint32_t>(TCE_PERM_MASK)) == 0 || (perm & ~static_cast<uint32_t>(TCE_PERM_MASK)) != 0) {
+    return -ERRNO_EINVAL;
+  }
+  const uint64_t shift = ld32(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t idx0 = static_cast<uint64_t>(start);
+  for (uint64_t i = 0; i < n && fault_ == Fault::kNone; i++) {
+    const int32_t r = buildOneV2(tbl, mm, idx0 + i, ua + shl64(i, shift), perm, flags, pid);
+    if (r < 0) {
+      tableClearV2(tbl, mm, entry, i, flags & ~kOpCheckPid, pid);
+      return r;
+    }
+  }
+  return 0;
+}
+
+}  // namespace spapr

@@ -1,0 +1,131 @@
+// The C++ real-mode engine: the routines of assembly/ (alloc.ts, region.ts,
+// table.ts, index.ts#init), one for one, on the bytes of the shared linear
+// memory. Same arguments, same results, same bytes written in the same order,
+// same allocation order, so that a memory driven through this engine stays
+// byte-identical to one driven through the WebAssembly build (the
+// differential test, test/differential/engines.test.ts, checks exactly that).
+//
+// No N-API in here: engine_binding.cc wraps it for JavaScript, and a plain
+// C++ loop (the benchmark's baseline) can drive it directly.
+//
+// Memory model, as WebAssembly's:
+//  - every address is a u32 offset from `base`; pointer fields in memory are
+//    u32 offsets too, 0 meaning "absent";
+//  - little-endian, plain loads and stores may be unaligned;
+//  - where the AssemblyScript code uses atomic.*, this uses a sequentially
+//    consistent __atomic builtin on the same address (WebAssembly atomics are
+//    seq_cst), so both engines and several threads can share one memory;
+//  - a WebAssembly access outside the memory, or an unaligned atomic, traps.
+//    Here every access is checked first; a failing one records a fault and
+//    from then on every access of the call fails too (loads give 0, stores
+//    and atomics do nothing), so the memory is left exactly as the trapping
+//    WebAssembly instruction left it. The caller checks fault() after each
+//    routine; the binding turns a fault into a WebAssembly.RuntimeError.
+#pragma once
+
+#include <cstdint>
+
+namespace spapr {
+
+/** Why the last routine stopped early (the WebAssembly trap it stands for). */
+enum class Fault : uint8_t {
+  kNone = 0,
+  kOutOfBounds,  // "memory access out of bounds"
+  kUnaligned,    // "operation does not support unaligned accesses" (atomics)
+  kTooDeep,      // "Maximum call stack size exceeded" (freeTree on a corrupt tree)
+};
+
+class TceEngine {
+ public:
+  /** An engine over `length` bytes at `base` (8-byte aligned, so that aligned atomics are aligned on the host). */
+  TceEngine(uint8_t* base, uint64_t length);
+
+  // index.ts
+  int32_t init(uint32_t memBytes, uint32_t sysPageShift);
+
+  // alloc.ts
+  uint32_t alloc(uint32_t bytes);
+  void free(uint32_t p, uint32_t bytes);
+
+  // region.ts
+  uint32_t regionLookup(uint32_t mm, uint64_t ua, uint64_t size);
+  int64_t regionUaToHpa(uint32_t r, uint64_t ua, uint32_t pageShift);
+  int32_t regionMappedInc(uint32_t r);
+  void regionMappedDec(uint32_t r);
+
+  // table.ts
+  int32_t tableInit(uint32_t tbl);
+  int32_t tableUaAlloc(uint32_t tbl);
+  void tableUaFree(uint32_t tbl);
+  void tableFree(uint32_t tbl);
+  uint64_t tableGet(uint32_t tbl, uint64_t entry);
+  uint64_t tableUaGet(uint32_t tbl, uint64_t entry);
+  int64_t tableNextValid(uint32_t tbl, uint64_t entry, uint64_t end);
+  int64_t tableXchg(uint32_t tbl, uint64_t entry, uint64_t tce, uint32_t flags);
+  int32_t tableClearV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint64_t n, uint32_t flags, uint32_t pid);
+  int32_t tableBuildV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint64_t n, uint64_t ua, uint32_t perm, uint32_t flags,
+                       uint32_t pid);
+  int32_t buildOneV2(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, uint32_t perm, uint32_t flags, uint32_t pid);
+  int64_t clearOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint32_t p, uint32_t flags, uint32_t pid);
+
+  /** The fault of the routines run since the last clearFault(), if any. */
+  Fault fault() const { return fault_; }
+  /** Effective address of the access that faulted. */
+  uint64_t faultAddress() const { return faultAddr_; }
+  /** Bytes of the access that faulted. */
+  uint32_t faultSize() const { return faultSize_; }
+  /** Forgets a fault, so the next routine runs normally. */
+  void clearFault();
+
+  uint64_t length() const { return length_; }
+
+ private:
+  // Checked accesses; `a` is the effective address (see engine.cc on wrapping).
+  bool ok(uint64_t a, uint32_t size);
+  bool okAtomic(uint64_t a, uint32_t size);
+  void trap(Fault why, uint64_t a, uint32_t size);
+  uint32_t ld32(uint64_t a);
+  uint64_t ld64(uint64_t a);
+  void st32(uint64_t a, uint32_t v);
+  void st64(uint64_t a, uint64_t v);
+  uint32_t ald32(uint64_t a);
+  uint64_t ald64(uint64_t a);
+  void ast32(uint64_t a, uint32_t v);
+  void ast64(uint64_t a, uint64_t v);
+  uint32_t acas32(uint64_t a, uint32_t expected, uint32_t desired);
+  uint64_t acas64(uint64_t a, uint64_t expected, uint64_t desired);
+  uint64_t axchg64(uint64_t a, uint64_t v);
+  void aadd64(uint64_t a, uint64_t v);
+  void fill0(uint64_t a, uint32_t size);
+
+  void lock();
+  void unlock();
+  uint64_t sysPageShift();
+  int64_t relIndex(uint32_t tbl, uint64_t entry);
+  uint32_t slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t idx, bool grow);
+  uint64_t skipAbsent(uint32_t tbl, uint64_t idx);
+  uint32_t rootSize(uint32_t tbl);
+  void freeTree(uint32_t node, uint32_t lvl, uint32_t bits, uint32_t depth);
+  uint64_t lockView(uint32_t pua);
+  void unuseUa(uint32_t mm, uint64_t ua, uint32_t pageShift);
+
+  uint8_t* base_;
+  uint64_t length_;
+  // length_ while no fault is pending, 0 after one: every later access fails.
+  uint64_t limit_;
+  // The AssemblyScript module global of table.ts: level at which the last
+  // failed read-only walk found a level missing. Per engine, as the global is
+  // per WebAssembly instance.
+  uint32_t absentLevel_ = 0;
+  Fault fault_ = Fault::kNone;
+  uint32_t faultSize_ = 0;
+  uint64_t faultAddr_ = 0;
+};
+
+// Pure helpers of alloc.ts / table.ts, exposed for tests and the benchmark.
+/** Size class (log2 of the block size) for a request; 0 when impossible (alloc.ts#blockShift). */
+uint32_t blockShift(uint32_t bytes);
+/** Bytes of a tree node; 0 if too large (table.ts#nodeSize). */
+uint32_t nodeSize(bool isLeaf, uint32_t bits);
+
+}  // namespace spapr
