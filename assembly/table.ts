@@ -6,7 +6,8 @@
 //   TBL.uaRoot ─► [u32 child]·2^bits ─► … ─► leaf [u64 ua ]·2^bits
 //
 // Level L (L = levels-1 at the root, 0 at the leaves) indexes bits
-// [L·bits, (L+1)·bits) of the entry index relative to it_offset. A child
+// [L·bits, (L+1)·bits) of the entry index relative to it_offset; the root
+// indexes [(levels-1)·bits, +rootBits). A child
 // slot of 0 means the level is absent. Virtual mode (OP_ALLOC) allocates
 // absent levels and installs them with compare-and-swap; real mode never
 // allocates and answers -ENOMEM, which the hypercall layer turns into
@@ -16,7 +17,7 @@
 // change of a valid entry holds it, so concurrent vCPUs on one entry keep
 // each region's `mapped` exact. The kernel relies on its callers instead.
 import {
-  TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT,
+  TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT_BITS, TBL_ROOT,
   TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES,
   TCE_READ, TCE_WRITE, TCE_PERM_MASK, OP_ALLOC, OP_CHECK_PID,
   EINVAL, ENOMEM, EPERM, ENXIO,
@@ -59,9 +60,11 @@ function slot(tbl: u32, rootField: u32, bytesField: u32, idx: u64, grow: bool): 
     return 0;
   }
   const bits = load<u32>(tbl + TBL_LEVEL_BITS);
-  const mask: u64 = (<u64>1 << <u64>bits) - 1;
+  const lowMask: u64 = (<u64>1 << <u64>bits) - 1;
+  const rootMask: u64 = (<u64>1 << <u64>load<u32>(tbl + TBL_ROOT_BITS)) - 1;
   for (let lvl = levels - 1; lvl >= 1; lvl--) {
-    const sp = node + (<u32>((idx >> <u64>(lvl * bits)) & mask) << 2);
+    const m = lvl == levels - 1 ? rootMask : lowMask;
+    const sp = node + (<u32>((idx >> <u64>(lvl * bits)) & m) << 2);
     let child = atomic.load<u32>(sp);
     if (child == 0) {
       if (!grow) {
@@ -82,17 +85,18 @@ function slot(tbl: u32, rootField: u32, bytesField: u32, idx: u64, grow: bool): 
     }
     node = child;
   }
-  return node + (<u32>(idx & mask) << 3);
+  return node + (<u32>(idx & (levels == 1 ? rootMask : lowMask)) << 3);
 }
 
 /** First relative index after the subtree that the last read-only miss found absent. */
 @inline function skipAbsent(tbl: u32, idx: u64): u64 {
+  if (absentLevel >= load<u32>(tbl + TBL_LEVELS)) return <u64>-1;
   const span = <u64>absentLevel * <u64>load<u32>(tbl + TBL_LEVEL_BITS);
   return span >= 64 ? <u64>-1 : (idx | ((<u64>1 << span) - 1)) + 1;
 }
 
 function rootSize(tbl: u32): u32 {
-  return nodeSize(load<u32>(tbl + TBL_LEVELS) == 1, load<u32>(tbl + TBL_LEVEL_BITS));
+  return nodeSize(load<u32>(tbl + TBL_LEVELS) == 1, load<u32>(tbl + TBL_ROOT_BITS));
 }
 
 /** Allocates the TCE tree root of a described table: 0 or -ENOMEM. */
@@ -120,18 +124,19 @@ export function tableUaAlloc(tbl: u32): i32 {
   return 0;
 }
 
-function freeTree(node: u32, lvl: u32, bits: u32): void {
+/** Frees a subtree whose node at level `lvl` has 2^nodeBits slots. */
+function freeTree(node: u32, lvl: u32, nodeBits: u32, bits: u32): void {
   if (node == 0) return;
   if (lvl > 0) {
-    const n: u32 = 1 << bits;
-    for (let i: u32 = 0; i < n; i++) freeTree(load<u32>(node + (i << 2)), lvl - 1, bits);
+    const n: u32 = 1 << nodeBits;
+    for (let i: u32 = 0; i < n; i++) freeTree(load<u32>(node + (i << 2)), lvl - 1, bits, bits);
   }
-  free(node, nodeSize(lvl == 0, bits));
+  free(node, nodeSize(lvl == 0, nodeBits));
 }
 
 /** Frees the userspace view (ownership released or table freed). */
 export function tableUaFree(tbl: u32): void {
-  freeTree(load<u32>(tbl + TBL_UA_ROOT), load<u32>(tbl + TBL_LEVELS) - 1, load<u32>(tbl + TBL_LEVEL_BITS));
+  freeTree(load<u32>(tbl + TBL_UA_ROOT), load<u32>(tbl + TBL_LEVELS) - 1, load<u32>(tbl + TBL_ROOT_BITS), load<u32>(tbl + TBL_LEVEL_BITS));
   store<u32>(tbl + TBL_UA_ROOT, 0);
   store<u64>(tbl + TBL_UA_NODE_BYTES, 0);
 }
@@ -139,7 +144,7 @@ export function tableUaFree(tbl: u32): void {
 /** Frees both trees of a table; the descriptor itself is the caller's. */
 export function tableFree(tbl: u32): void {
   tableUaFree(tbl);
-  freeTree(load<u32>(tbl + TBL_ROOT), load<u32>(tbl + TBL_LEVELS) - 1, load<u32>(tbl + TBL_LEVEL_BITS));
+  freeTree(load<u32>(tbl + TBL_ROOT), load<u32>(tbl + TBL_LEVELS) - 1, load<u32>(tbl + TBL_ROOT_BITS), load<u32>(tbl + TBL_LEVEL_BITS));
   store<u32>(tbl + TBL_ROOT, 0);
   store<u64>(tbl + TBL_NODE_BYTES, 0);
 }

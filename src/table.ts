@@ -6,7 +6,7 @@ import { Mm } from './mm.js';
 import { fail, errnoError } from './errors.js';
 import * as v from './validate.js';
 import {
-  TBL_BYTES, TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT,
+  TBL_BYTES, TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT_BITS, TBL_ROOT,
   TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TBL_ID, TBL_FLAGS, TBL_REFS,
   OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK,
 } from './generated/layout.js';
@@ -71,6 +71,26 @@ export function checkGeometry(g: TableGeometry, sysPageShift: number): void {
   }
 }
 
+/** Index bits of the levels below the root, when the window allows: 16 slots, 64–128-byte nodes. */
+export const LOW_LEVEL_BITS = 4;
+/** Most index bits of the root of a multi-level table: a 16 KiB root. */
+export const ROOT_MAX_BITS = 12;
+
+/**
+ * How a table of 2^sizeShift entries splits its index over `levels` levels
+ * in linear memory: levels below the root take LOW_LEVEL_BITS bits (fewer
+ * if an even split gives fewer; more if the root would otherwise exceed
+ * ROOT_MAX_BITS), the root the rest. Small lower nodes make a sparse table cost per entry mapped;
+ * the kernel's equal split with system-page nodes decides only accounting.
+ */
+export function levelSplit(sizeShift: number, levels: number): { bits: number; rootBits: number } {
+  if (levels === 1) return { bits: sizeShift, rootBits: sizeShift };
+  const small = Math.max(1, Math.min(LOW_LEVEL_BITS, Math.ceil(sizeShift / levels), Math.floor((sizeShift - 1) / (levels - 1))));
+  // A huge window widens the lower levels instead of growing the root past ROOT_MAX_BITS.
+  const bits = Math.max(small, Math.ceil((sizeShift - ROOT_MAX_BITS) / (levels - 1)));
+  return { bits, rootBits: sizeShift - bits * (levels - 1) };
+}
+
 /** A TCE table in linear memory. */
 export class IommuTable {
   readonly host: Host;
@@ -108,7 +128,7 @@ export class IommuTable {
     if (g.busOffset & ((1n << BigInt(g.pageShift)) - 1n)) fail('EINVAL', `busOffset 0x${g.busOffset.toString(16)} is not aligned to the IOMMU page`);
     const entriesShift = log2(g.windowSize) - g.pageShift;
     const sizeShift = Math.max(entriesShift, host.pageShift - 3);
-    const bits = Math.max(1, Math.ceil(sizeShift / g.levels));
+    const { bits, rootBits } = levelSplit(sizeShift, g.levels);
     const desc = host.alloc(TBL_BYTES, 'table descriptor');
     const mem = host.mem;
     mem.setU64(desc + TBL_OFFSET, g.busOffset >> BigInt(g.pageShift));
@@ -116,6 +136,7 @@ export class IommuTable {
     mem.setU32(desc + TBL_PAGE_SHIFT, g.pageShift);
     mem.setU32(desc + TBL_LEVELS, g.levels);
     mem.setU32(desc + TBL_LEVEL_BITS, bits);
+    mem.setU32(desc + TBL_ROOT_BITS, rootBits);
     mem.setU32(desc + TBL_ID, host.nextId());
     mem.setU32(desc + TBL_FLAGS, v2 ? 1 : 0);
     mem.setU32(desc + TBL_REFS, 1);
@@ -137,6 +158,7 @@ export class IommuTable {
   get pageShift(): number { return this.host.mem.getU32(this.desc + TBL_PAGE_SHIFT); }
   get levels(): number { return this.host.mem.getU32(this.desc + TBL_LEVELS); }
   get levelBits(): number { return this.host.mem.getU32(this.desc + TBL_LEVEL_BITS); }
+  get rootBits(): number { return this.host.mem.getU32(this.desc + TBL_ROOT_BITS); }
   private freed = false;
 
   /** Throws for a freed table: its descriptor may belong to another table by now. */

@@ -19,9 +19,11 @@
 // 0 means "absent". Descriptors are plain structs below; their fields are
 // naturally aligned so 64-bit fields can be used with atomics.
 //
-// A TCE table (iommu_table) is a tree of `levels` levels, each indexing
-// `levelBits` bits of the entry index (the kernel's entries_shift,
-// ceil(log2(entries)/levels)). Interior nodes hold u32 child offsets, leaf
+// A TCE table (iommu_table) is a tree of `levels` levels. Levels below the
+// root index `levelBits` bits of the entry index (at most 4: 64–128-byte
+// nodes), the root the remaining `rootBits`, so memory follows what is
+// mapped rather than the window (the kernel uses equal levels of at least a
+// system page; see README). Interior nodes hold u32 child offsets, leaf
 // nodes hold u64 TCEs (host address | READ 1 | WRITE 2). The userspace view
 // (it_userspace) is a second tree of the same shape whose leaves hold the
 // userspace address each entry was mapped from.
@@ -97,7 +99,8 @@ export const structs = {
       ['size', 'u64', 'it_size: number of entries'],
       ['pageShift', 'u32', 'it_page_shift'],
       ['levels', 'u32', 'number of levels (it_indirect_levels + 1)'],
-      ['levelBits', 'u32', 'index bits per level'],
+      ['levelBits', 'u32', 'index bits of each level below the root'],
+      ['rootBits', 'u32', 'index bits of the root level (all of them for one level)'],
       ['root', 'u32', 'TCE tree root'],
       ['uaRoot', 'u32', 'userspace view root; 0 until the first v2 map'],
       ['ownerPid', 'u32', 'pid allowed to change the view (pid owner check); 0 = unclaimed'],
@@ -106,7 +109,6 @@ export const structs = {
       ['id', 'u32', 'table id, host-unique'],
       ['flags', 'u32', 'TABLE_F_*'],
       ['refs', 'u32', 'references (VFIO + each KVM link)'],
-      ['pad', 'u32', ''],
     ],
   },
   VM: {

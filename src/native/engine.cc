@@ -303,8 +303,8 @@ void TceEngine::regionMappedDec(uint32_t r) {
 // ---------------------------------------------------------------------------
 // table.ts: TCE tables (struct iommu_table) with the userspace view
 // (it_userspace). Two trees of identical shape hang off a descriptor; level
-// L indexes bits [L*bits, (L+1)*bits) of the relative entry index; 0 child
-// slots are absent levels. Virtual mode (OP_ALLOC) allocates them, real mode
+// L indexes bits [L*bits, (L+1)*bits) of the relative entry index, the root
+// [(levels-1)*bits, +rootBits); 0 child slots are absent levels. Virtual mode (OP_ALLOC) allocates them, real mode
 // answers -ENOMEM (pnv_tce with alloc=false). Bit 0 of a view slot is the
 // per-entry lock bit.
 
@@ -330,9 +330,11 @@ uint32_t TceEngine::slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, 
     return 0;
   }
   const uint32_t bits = ld32(at(tbl, TBL_LEVEL_BITS));
-  const uint64_t mask = shl64(1, bits) - 1;
+  const uint64_t lowMask = shl64(1, bits) - 1;
+  const uint64_t rootMask = shl64(1, ld32(at(tbl, TBL_ROOT_BITS))) - 1;
   for (uint32_t lvl = levels - 1; lvl >= 1; lvl--) {
-    const uint32_t sp = node + (static_cast<uint32_t>(shr64(idx, lvl * bits) & mask) << 2);
+    const uint64_t m = lvl == levels - 1 ? rootMask : lowMask;
+    const uint32_t sp = node + (static_cast<uint32_t>(shr64(idx, lvl * bits) & m) << 2);
     uint32_t child = ald32(sp);
     if (child == 0) {
       if (!grow) {
@@ -353,18 +355,19 @@ uint32_t TceEngine::slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, 
     }
     node = child;
   }
-  return node + (static_cast<uint32_t>(idx & mask) << 3);
+  return node + (static_cast<uint32_t>(idx & (levels == 1 ? rootMask : lowMask)) << 3);
 }
 
 /** First relative index after the subtree that the last read-only miss found absent. */
 uint64_t TceEngine::skipAbsent(uint32_t tbl, uint64_t idx) {
+  if (absentLevel_ >= ld32(at(tbl, TBL_LEVELS))) return ~uint64_t{0};
   const uint64_t span = static_cast<uint64_t>(absentLevel_) * static_cast<uint64_t>(ld32(at(tbl, TBL_LEVEL_BITS)));
   return span >= 64 ? ~uint64_t{0} : (idx | ((uint64_t{1} << span) - 1)) + 1;
 }
 
 uint32_t TceEngine::rootSize(uint32_t tbl) {
   const bool leaf = ld32(at(tbl, TBL_LEVELS)) == 1;
-  return nodeSize(leaf, ld32(at(tbl, TBL_LEVEL_BITS)));
+  return nodeSize(leaf, ld32(at(tbl, TBL_ROOT_BITS)));
 }
 
 /** Allocates the TCE tree root of a described table: 0 or -ENOMEM (pnv_pci_ioda2_table_alloc_pages). */
@@ -392,28 +395,30 @@ int32_t TceEngine::tableUaAlloc(uint32_t tbl) {
   return 0;
 }
 
-// pnv_pci_ioda2_table_do_free_pages: children first, in slot order, then the node.
-void TceEngine::freeTree(uint32_t node, uint32_t lvl, uint32_t bits, uint32_t depth) {
+// Frees a subtree whose node at level `lvl` has 2^nodeBits slots
+// (pnv_pci_ioda2_table_do_free_pages): children first, in slot order, then the node.
+void TceEngine::freeTree(uint32_t node, uint32_t lvl, uint32_t nodeBits, uint32_t bits, uint32_t depth) {
   if (node == 0) return;
   if (depth > kMaxTreeDepth) {
     trap(Fault::kTooDeep, node, 0);
     return;
   }
   if (lvl > 0) {
-    const uint32_t n = shl32(1, bits);
+    const uint32_t n = shl32(1, nodeBits);
     for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
-      freeTree(ld32(static_cast<uint32_t>(node + (i << 2))), lvl - 1, bits, depth + 1);
+      freeTree(ld32(static_cast<uint32_t>(node + (i << 2))), lvl - 1, bits, bits, depth + 1);
     }
   }
-  free(node, nodeSize(lvl == 0, bits));
+  free(node, nodeSize(lvl == 0, nodeBits));
 }
 
 /** Frees the userspace view (ownership released or table freed). */
 void TceEngine::tableUaFree(uint32_t tbl) {
   const uint32_t root = ld32(at(tbl, TBL_UA_ROOT));
   const uint32_t top = ld32(at(tbl, TBL_LEVELS)) - 1;
+  const uint32_t rootBits = ld32(at(tbl, TBL_ROOT_BITS));
   const uint32_t bits = ld32(at(tbl, TBL_LEVEL_BITS));
-  freeTree(root, top, bits, 0);
+  freeTree(root, top, rootBits, bits, 0);
   st32(at(tbl, TBL_UA_ROOT), 0);
   st64(at(tbl, TBL_UA_NODE_BYTES), 0);
 }
@@ -423,8 +428,9 @@ void TceEngine::tableFree(uint32_t tbl) {
   tableUaFree(tbl);
   const uint32_t root = ld32(at(tbl, TBL_ROOT));
   const uint32_t top = ld32(at(tbl, TBL_LEVELS)) - 1;
+  const uint32_t rootBits = ld32(at(tbl, TBL_ROOT_BITS));
   const uint32_t bits = ld32(at(tbl, TBL_LEVEL_BITS));
-  freeTree(root, top, bits, 0);
+  freeTree(root, top, rootBits, bits, 0);
   st32(at(tbl, TBL_ROOT), 0);
   st64(at(tbl, TBL_NODE_BYTES), 0);
 }

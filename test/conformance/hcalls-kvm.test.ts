@@ -318,30 +318,32 @@ describe('KVM TCE hypercalls (kernel §7 E38–E47)', () => {
   });
 
   it('E45: real mode, missing HW/view level → H_TOO_HARD with nothing changed; virtual mode succeeds and allocates; the next call on that level completes in real mode', async () => {
-    const { host, vm, vcpu, hw, region, ram } = await kvm(); // 4K pages, 2^18 entries, 2 levels of 2^9
-    expect(hw.levelBits).toBe(9);
+    const { host, vm, vcpu, hw, region, ram } = await kvm(); // 4K pages, 2^18 entries, 2 levels
+    expect(hw.levels).toBe(2);
+    // The first entry of the second leaf, and the two after it (leaves hold 2^levelBits entries).
+    const e = (k: bigint): bigint => (1n << BigInt(hw.levelBits)) + k;
     // entry 0: allocates the guest-table page and HW/view leaf 0
     expect(call(vcpu, H.PUT_TCE, LIOBN, 0n, 0x100000n | 3n)).toMatchObject({ ret: H.SUCCESS, level: 'virtual' });
     expect(call(vcpu, H.PUT_TCE, LIOBN, 0x1000n, 0x101000n | 3n)).toMatchObject({ ret: H.SUCCESS, level: 'real' });
-    // entry 600 lies in HW leaf 1, which is absent; the guest-table page is present
+    // entry e(0) lies in HW leaf 1, which is absent; the guest-table page is present
     const bytes0 = hw.memoryBytes;
     const before = snap(host, [vcpu]);
-    const r = callReal(vcpu, H.PUT_TCE, LIOBN, 600n << 12n, 0x180000n | 3n);
+    const r = callReal(vcpu, H.PUT_TCE, LIOBN, e(0n) << 12n, 0x180000n | 3n);
     expect(r.ret).toBe(H.TOO_HARD);
     expect(r.r3).toBe(BigInt(H.PUT_TCE)); // real mode leaves r3 alone on H_TOO_HARD
     expectUnchanged(host, before, [vcpu], 'real mode on a missing level');
     expect(hw.memoryBytes).toBe(bytes0);
-    expect(hw.get(600n)).toBe(0n);
+    expect(hw.get(e(0n))).toBe(0n);
     // the full chain: virtual mode allocates leaf 1 (both trees) and maps
     expect(vcpu.hcall()).toBe(H.SUCCESS);
     expect(vcpu.lastLevel).toBe('virtual');
     expect(hw.memoryBytes).toBeGreaterThan(bytes0);
-    expect(hw.getUa(600n)).toBe(ram.ua + 0x180000n);
+    expect(hw.getUa(e(0n))).toBe(ram.ua + 0x180000n);
     expect(region.mapped).toBe(4n);
     // the next entry of that leaf completes in real mode
-    expect(callReal(vcpu, H.PUT_TCE, LIOBN, 601n << 12n, 0x181000n | 3n)).toMatchObject({ ret: H.SUCCESS, level: 'real' });
-    expect(hw.getUa(601n)).toBe(ram.ua + 0x181000n);
-    expect(call(vcpu, H.PUT_TCE, LIOBN, 602n << 12n, 0x182000n | 3n)).toMatchObject({ ret: H.SUCCESS, level: 'real' });
+    expect(callReal(vcpu, H.PUT_TCE, LIOBN, e(1n) << 12n, 0x181000n | 3n)).toMatchObject({ ret: H.SUCCESS, level: 'real' });
+    expect(hw.getUa(e(1n))).toBe(ram.ua + 0x181000n);
+    expect(call(vcpu, H.PUT_TCE, LIOBN, e(2n) << 12n, 0x182000n | 3n)).toMatchObject({ ret: H.SUCCESS, level: 'real' });
     expect(vm.stats().H_PUT_TCE).toEqual({ real: 3, virtual: 2, exit: 0 });
     host.checkInvariants();
   });
