@@ -105,7 +105,7 @@ class TceEngine {
   uint32_t slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t idx, bool grow);
   uint64_t skipAbsent(uint32_t tbl, uint64_t idx);
   uint32_t rootSize(uint32_t tbl);
-  void freeTree(uint32_t node, uint32_t lvl, uint32_t bits, uint32_t depth);
+  void freeTree(uint32_t node, uint32_t lvl, uint32_t nodeBits, uint32_t bits, uint32_t depth);
   uint64_t lockView(uint32_t pua);
   void unuseUa(uint32_t mm, uint64_t ua, uint32_t pageShift);
 
