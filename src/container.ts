@@ -152,10 +152,6 @@ export class Container {
     if (this.v2 !== v2) fail('ENOTTY', `${what} is a ${v2 ? 'v2' : 'v1'} ioctl; this container is ${this.v2 ? 'v2' : 'v1'}`);
   }
 
-  private attachedGroups(): Group[] {
-    return this.iommuSet ? this.groups : [];
-  }
-
   // --- VFIO core --------------------------------------------------------------
 
   /** VFIO_CHECK_EXTENSION: 1 for the sPAPR TCE types, 0 otherwise. */

@@ -33,6 +33,8 @@ export interface HostOptions {
   maxMemory?: number;
   /** RLIMIT_MEMLOCK of spawned processes: bytes, 'host' (this process's real limit) or 'unlimited' (default). */
   memlockLimit?: bigint | 'host' | 'unlimited';
+  /** 'host': also mlock() the bytes behind each registered region (needs the addon); default 'simulated'. */
+  pin?: 'simulated' | 'host';
 }
 
 const OWNER_CODES: Record<OwnerCheck, number> = { none: OWNER_CHECK_NONE, pid: OWNER_CHECK_PID, mm: OWNER_CHECK_MM };
@@ -46,6 +48,7 @@ export class Host {
   readonly ownerCheck: OwnerCheck;
   readonly pidCheck: 'call' | 'entry';
   readonly memlockLimit: bigint | null;
+  readonly pinMode: 'simulated' | 'host';
   readonly mms = new Set<Mm>();
   readonly tables = new Set<IommuTable>();
   readonly groups = new Set<Group>();
@@ -56,6 +59,7 @@ export class Host {
 
   private constructor(o: Required<Omit<HostOptions, 'memlockLimit'>> & { memlockLimit: bigint | null }) {
     this.pageShift = o.pageShift;
+    this.pinMode = o.pin;
     this.ownerCheck = o.ownerCheck;
     this.pidCheck = o.pidCheck;
     this.memlockLimit = o.memlockLimit;
@@ -84,7 +88,9 @@ export class Host {
     } else if (o.memlockLimit !== undefined && o.memlockLimit !== 'unlimited') {
       memlockLimit = v.u64('opts.memlockLimit', o.memlockLimit);
     }
-    return new Host({ ownerCheck, pidCheck, engine, pageShift, maxMemory, memlockLimit });
+    const pin = v.oneOf('opts.pin', o.pin, ['simulated', 'host'] as const, 'simulated');
+    if (pin === 'host' && !loadNative()) throw new Error("spapr-tce: pin: 'host' needs the native addon, which did not load; run `npm rebuild`");
+    return new Host({ ownerCheck, pidCheck, engine, pageShift, maxMemory, memlockLimit, pin });
   }
 
   /** The shared WebAssembly.Memory holding all hot state. */
@@ -147,6 +153,30 @@ export class Host {
   /** @internal */
   unpin(hpa: bigint): void {
     this.hostmem.unpin(hpa);
+  }
+
+  /**
+   * @internal With pin: 'host', mlock()s the bytes behind [ua, ua + size) of
+   * `mm`; where that is impossible (no bytes, or the kernel refuses) the
+   * simulated pin stands alone and the reason is noted in stats().fallbacks.
+   */
+  lockBytes(mm: Mm, ua: bigint, size: bigint, lock: boolean): void {
+    if (this.pinMode !== 'host') return;
+    const m = mm.findMapping(ua);
+    const what = `${lock ? 'mlock' : 'munlock'} of ${size} bytes at 0x${ua.toString(16)}`;
+    if (!m?.bytes || ua + size > m.ua + m.size) {
+      this.noteFallback(`${what}: the range is not backed by bytes (mmap backed: false); pinned in simulation only`);
+      return;
+    }
+    const off = Number(ua - m.ua);
+    const view = m.bytes.subarray(off, off + Number(size));
+    const addon = loadNative()!;
+    const rc = lock ? addon.mlockRange(view) : addon.munlockRange(view);
+    if (rc !== 0) this.noteFallback(`${what}: the kernel refused (errno ${rc}); pinned in simulation only`);
+  }
+
+  private noteFallback(msg: string): void {
+    if (!this.fallbacks.includes(msg)) this.fallbacks.push(msg);
   }
 
   /** Counters: linear memory use, processes, regions, tables, pins. */

@@ -125,6 +125,7 @@ export function preregNew(proc: Process, ua: bigint, entries: bigint): Region {
     mem.setU32(mm.desc + MM_REGIONS, desc);
     mem.setU32(mm.desc + MM_REGION_COUNT, mem.getU32(mm.desc + MM_REGION_COUNT) + 1);
     ok = true;
+    host.lockBytes(mm, ua, entries << sh, true);
     return new Region(host, desc);
   } finally {
     if (!ok) {
@@ -161,6 +162,7 @@ export function preregPut(mm: Mm, region: Region): void {
   unlink(mm, region.desc);
   const n = Number(region.entries);
   for (let i = 0; i < n; i++) host.unpin(region.hpa(i));
+  host.lockBytes(mm, region.ua, region.size, false);
   mm.unaccount(`region@${region.ua.toString(16)}`, region.entries);
   host.free(mem.getU32(region.desc + REG_HPAS), n * 8);
   host.free(region.desc, REG_BYTES);

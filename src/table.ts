@@ -6,7 +6,7 @@ import { Mm } from './mm.js';
 import { fail, errnoError } from './errors.js';
 import * as v from './validate.js';
 import {
-  TBL_BYTES, TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT_BITS, TBL_ROOT,
+  TBL_BYTES, TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT_BITS,
   TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TBL_ID, TBL_FLAGS, TBL_REFS,
   OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK,
 } from './generated/layout.js';
