@@ -11,7 +11,7 @@
 //                           [u32 next | …]
 //   header.allocTop: first never-used byte; blocks below it are live or free.
 import {
-  HEADER_BASE, HDR_ALLOC_LOCK, HDR_ALLOC_TOP, HDR_MEM_END, HDR_ALLOC_BYTES,
+  HEADER_BASE, HEAP_BASE, HDR_ALLOC_LOCK, HDR_ALLOC_TOP, HDR_MEM_END, HDR_ALLOC_BYTES,
   HDR_ALLOC_BLOCKS, HDR_FREE_HEADS, MIN_BLOCK_SHIFT,
 } from './generated/layout';
 
@@ -32,6 +32,11 @@ export function blockShift(bytes: u32): u32 {
   atomic.store<u32>(H + HDR_ALLOC_LOCK, 0);
 }
 
+/** Whether `p` can be a block: inside [HEAP_BASE, top) and on a minimum-block boundary. */
+@inline function isBlock(p: u32, top: u32): bool {
+  return p >= <u32>HEAP_BASE && p < top && (p & ((<u32>1 << <u32>MIN_BLOCK_SHIFT) - 1)) == 0;
+}
+
 /** Allocates a zeroed block of at least `bytes` bytes; 0 when the memory is full. */
 export function alloc(bytes: u32): u32 {
   const shift = blockShift(bytes);
@@ -43,6 +48,11 @@ export function alloc(bytes: u32): u32 {
   // Never-used memory is still zero (a fresh WebAssembly memory is); only recycled blocks need clearing.
   let dirty = false;
   if (p != 0) {
+    // A corrupt free-list head: refuse it rather than trap while holding the lock.
+    if (!isBlock(p, load<u32>(H + HDR_ALLOC_TOP))) {
+      unlock();
+      return 0;
+    }
     store<u32>(head, load<u32>(p));
     dirty = true;
   } else {
@@ -66,6 +76,8 @@ export function alloc(bytes: u32): u32 {
 export function free(p: u32, bytes: u32): void {
   const shift = blockShift(bytes);
   if (p == 0 || shift == 0) return;
+  // A pointer no alloc() returned is refused before the lock is taken, so it never traps inside the critical section.
+  if (!isBlock(p, atomic.load<u32>(H + HDR_ALLOC_TOP))) return;
   const size: u32 = 1 << shift;
   const head = H + HDR_FREE_HEADS + (shift << 2);
   lock();

@@ -7,8 +7,19 @@ import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
 import type { Engine } from './engine.js';
 
-/** The routines the C++ engine implements (src/native/engine.h): all of Engine except the hypercall layer. */
-export type NativeEngineRoutines = Omit<Engine, 'hcall' | 'sttFreePages'>;
+/** The C++ engine (src/native/engine.h): every routine of Engine, and the benchmark's C floor. */
+export interface NativeEngineRoutines extends Omit<Engine, 'kind'> {
+  readonly kind: 'native';
+  /**
+   * The C floor of the benchmark (src/native/engine_binding.cc, BenchLoop):
+   * runs hcall(vcpuDesc, level) `iterations` times in a C++ loop, r3 and r4
+   * put back before each call, and returns the elapsed nanoseconds.
+   */
+  benchLoop(vcpuDesc: number, level: number, iterations: number): number;
+}
+
+/** An engine of kind 'native': the Engine routines plus benchLoop. */
+export type NativeEngine = Engine & Pick<NativeEngineRoutines, 'kind' | 'benchLoop'>;
 
 /** The addon's host memory services and its engine factory. */
 export interface NativeAddon {
@@ -55,7 +66,7 @@ export function nativeLoadError(): string | undefined {
  * A native engine over `memory`: the C++ real-mode routines on the same bytes.
  * Throws, saying why and how to rebuild, when the addon is unavailable.
  */
-export function createNativeEngine(memory: WebAssembly.Memory): Engine {
+export function createNativeEngine(memory: WebAssembly.Memory): NativeEngine {
   const addon = loadNative();
   if (!addon) throw new Error(`spapr-tce: engine: 'native' is unavailable: ${nativeLoadError()}`);
   if (typeof addon.createEngine !== 'function') {
@@ -63,9 +74,8 @@ export function createNativeEngine(memory: WebAssembly.Memory): Engine {
   }
   // Node-API on Node 20 has no SharedArrayBuffer type: the addon takes a view, whose bytes are the memory's own.
   const routines = addon.createEngine(new Uint8Array(memory.buffer));
-  // The hypercall layer (assembly/hcall.ts, assembly/guest.ts) has no C++ port yet: say so rather than fail with "not a function".
-  const missing = (name: string) => (): never => {
-    throw new Error(`spapr-tce: the native engine does not implement ${name} yet; use engine: 'wasm' for hypercalls`);
-  };
-  return { ...routines, kind: 'native', hcall: missing('hcall'), sttFreePages: missing('sttFreePages') };
+  if (typeof routines.hcall !== 'function') {
+    throw new Error("spapr-tce: engine: 'native' is unavailable: this build of the addon predates the hypercall port; rebuild it with `npm rebuild`");
+  }
+  return routines;
 }

@@ -1,4 +1,4 @@
-// The C++ port of assembly/{alloc,region,table,index}.ts. Each routine
+// The C++ port of assembly/{alloc,region,table,guest,hcall,index}.ts. Each routine
 // follows its AssemblyScript twin statement by statement (same loads, same
 // stores, same atomics, in the same order); the kernel function each one
 // stands for is named as in the AssemblyScript source.
@@ -33,6 +33,17 @@ constexpr uint64_t kWrite = static_cast<uint64_t>(TCE_WRITE);
 constexpr uint32_t kOpAlloc = static_cast<uint32_t>(OP_ALLOC);
 constexpr uint32_t kOpCheckPid = static_cast<uint32_t>(OP_CHECK_PID);
 constexpr uint32_t kMinBlockShift = static_cast<uint32_t>(MIN_BLOCK_SHIFT);
+constexpr uint32_t kHeapBase = static_cast<uint32_t>(HEAP_BASE);
+constexpr uint32_t kTableV2 = static_cast<uint32_t>(TABLE_F_V2);
+constexpr uint32_t kLevelNone = static_cast<uint32_t>(LEVEL_NONE);
+constexpr uint32_t kLevelReal = static_cast<uint32_t>(LEVEL_REAL);
+constexpr uint32_t kLevelVirtual = static_cast<uint32_t>(LEVEL_VIRTUAL);
+constexpr uint32_t kLevelExit = static_cast<uint32_t>(LEVEL_EXIT);
+constexpr uint64_t kHPut = static_cast<uint64_t>(H_PUT_TCE);
+constexpr uint64_t kHIndirect = static_cast<uint64_t>(H_PUT_TCE_INDIRECT);
+constexpr uint64_t kHStuff = static_cast<uint64_t>(H_STUFF_TCE);
+constexpr uint64_t kHGet = static_cast<uint64_t>(H_GET_TCE);
+constexpr uint64_t kIndirectMax = static_cast<uint64_t>(INDIRECT_MAX);
 // Real trees have at most 5 levels; deeper recursion in freeTree means a
 // corrupt tree (a cycle), where the WebAssembly build would exhaust its stack.
 constexpr uint32_t kMaxTreeDepth = 4096;
@@ -193,6 +204,13 @@ void TceEngine::lock() {
 
 void TceEngine::unlock() { ast32(at(H, HDR_ALLOC_LOCK), 0); }
 
+namespace {
+/** Whether `p` can be a block: inside [HEAP_BASE, top) and on a minimum-block boundary (alloc.ts#isBlock). */
+inline bool isBlock(uint32_t p, uint32_t top) {
+  return p >= kHeapBase && p < top && (p & (shl32(1, kMinBlockShift) - 1)) == 0;
+}
+}  // namespace
+
 /** Allocates a zeroed block of at least `bytes` bytes; 0 when the memory is full. */
 uint32_t TceEngine::alloc(uint32_t bytes) {
   const uint32_t shift = blockShift(bytes);
@@ -204,6 +222,11 @@ uint32_t TceEngine::alloc(uint32_t bytes) {
   // Never-used memory is still zero (a fresh WebAssembly memory is); only recycled blocks need clearing.
   bool dirty = false;
   if (p != 0) {
+    // A corrupt free-list head: refuse it rather than trap while holding the lock.
+    if (!isBlock(p, ld32(at(H, HDR_ALLOC_TOP)))) {
+      unlock();
+      return 0;
+    }
     st32(head, ld32(p));
     dirty = true;
   } else {
@@ -227,6 +250,8 @@ uint32_t TceEngine::alloc(uint32_t bytes) {
 void TceEngine::free(uint32_t p, uint32_t bytes) {
   const uint32_t shift = blockShift(bytes);
   if (p == 0 || shift == 0) return;
+  // A pointer no alloc() returned is refused before the lock is taken, so it never traps inside the critical section.
+  if (!isBlock(p, ald32(at(H, HDR_ALLOC_TOP)))) return;
   const uint32_t size = shl32(1, shift);
   const uint32_t head = H + HDR_FREE_HEADS + (shift << 2);
   lock();
@@ -597,6 +622,489 @@ int32_t TceEngine::tableBuildV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint6
     }
   }
   return 0;
+}
+
+/**
+ * Whether buildOneV2 on relative index `idx` could complete: 0, -ENOMEM when
+ * a level (or, in virtual mode, the view itself) is missing, -EINVAL when no
+ * region of `mm` backs `ua` with pages big enough. Changes nothing: the
+ * hypercall paths run it over every entry before writing any.
+ */
+int32_t TceEngine::checkMapOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, bool grow) {
+  if (idx >= ld64(at(tbl, TBL_SIZE))) return -ERRNO_EINVAL;
+  if (grow) {
+    if (ald32(at(tbl, TBL_UA_ROOT)) == 0) return -ERRNO_ENOMEM;
+  } else if (slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, false) == 0 ||
+             slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false) == 0) {
+    return -ERRNO_ENOMEM;
+  }
+  const uint32_t shift = ld32(at(tbl, TBL_PAGE_SHIFT));
+  const uint32_t r = regionLookup(mm, ua, shl64(1, shift));
+  if (r == 0 || regionUaToHpa(r, ua, shift) < 0) return -ERRNO_EINVAL;
+  return 0;
+}
+
+/** Clears `n` entries from relative index `idx` (the hypercall unmap path, kvmppc_tce_iommu_unmap). */
+int32_t TceEngine::clearRel(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t n, uint32_t flags, uint32_t pid) {
+  return tableClearV2(tbl, mm, idx + ld64(at(tbl, TBL_OFFSET)), n, flags, pid);
+}
+
+// ---------------------------------------------------------------------------
+// guest.ts: the guest side of a VM: memslots (guest physical -> userspace
+// address and the linear-memory bytes behind it) and the guest-visible TCE
+// tables (kvmppc_spapr_tce_table.pages[], QEMU's table), whose pages of
+// TCEs are allocated on demand.
+
+/** The guest TCE table of `vm` with this LIOBN, or 0 (kvmppc_find_table). */
+uint32_t TceEngine::findStt(uint32_t vm, uint64_t liobn) {
+  uint32_t s = ald32(at(vm, VM_STTS));
+  while (s != 0) {
+    if (ld64(at(s, STT_LIOBN)) == liobn) return s;
+    s = ald32(at(s, STT_NEXT));
+  }
+  return 0;
+}
+
+/** The memslot holding `gpa`, or 0. */
+uint32_t TceEngine::findSlot(uint32_t vm, uint64_t gpa) {
+  uint32_t s = ald32(at(vm, VM_SLOTS));
+  while (s != 0) {
+    const uint64_t base = ld64(at(s, SLOT_GPA));
+    if (gpa >= base && gpa - base < ld64(at(s, SLOT_SIZE))) return s;
+    s = ald32(at(s, SLOT_NEXT));
+  }
+  return 0;
+}
+
+/** Userspace address of a guest physical address, 0 outside every memslot (kvmppc_tce_to_ua). */
+uint64_t TceEngine::gpaToUa(uint32_t vm, uint64_t gpa) {
+  const uint32_t s = findSlot(vm, gpa);
+  return s == 0 ? 0 : ld64(at(s, SLOT_UA)) + (gpa - ld64(at(s, SLOT_GPA)));
+}
+
+/** Linear-memory offset of `len` guest bytes at `gpa`, 0 when not all backed by one memslot. */
+uint32_t TceEngine::gpaToHost(uint32_t vm, uint64_t gpa, uint64_t len) {
+  const uint32_t s = findSlot(vm, gpa);
+  if (s == 0) return 0;
+  const uint32_t host = ld32(at(s, SLOT_HOST_OFF));
+  const uint64_t off = gpa - ld64(at(s, SLOT_GPA));
+  if (host == 0 || len > ld64(at(s, SLOT_SIZE)) - off) return 0;
+  return host + static_cast<uint32_t>(off);
+}
+
+/** TCEs per page of a guest table (one system page of u64s: TCES_PER_PAGE). */
+uint64_t TceEngine::tcesPerPage() { return shl64(1, sysPageShift()) >> 3; }
+
+/** Pointer to the guest TCE of relative index `idx`; 0 if its page is absent and `grow` is false or allocation fails. */
+uint32_t TceEngine::sttSlot(uint32_t stt, uint64_t idx, bool grow) {
+  const uint64_t per = tcesPerPage();
+  if (per == 0) {
+    // i64.div_u by zero traps (a header whose system page shift is below 3).
+    trap(Fault::kDivByZero, stt, 0);
+    return 0;
+  }
+  const uint32_t pg = static_cast<uint32_t>(idx / per);
+  if (pg >= ld32(at(stt, STT_NPAGES))) return 0;
+  const uint32_t pp = ld32(at(stt, STT_PAGES)) + (pg << 2);
+  uint32_t page = ald32(pp);
+  if (page == 0) {
+    if (!grow) return 0;
+    const uint32_t bytes = static_cast<uint32_t>(per << 3);
+    const uint32_t fresh = alloc(bytes);
+    if (fresh == 0) return 0;
+    page = acas32(pp, 0, fresh);
+    if (page != 0) {
+      free(fresh, bytes);
+    } else {
+      page = fresh;
+    }
+  }
+  return page + (static_cast<uint32_t>(idx % per) << 3);
+}
+
+/** Whether every guest-table page of relative entries [idx, idx + n) exists (kvmppc_rm_ioba_validate). */
+bool TceEngine::sttPagesPresent(uint32_t stt, uint64_t idx, uint64_t n) {
+  if (n == 0) return true;
+  const uint64_t per = tcesPerPage();
+  const uint32_t pages = ld32(at(stt, STT_PAGES));
+  if (per == 0) {
+    trap(Fault::kDivByZero, stt, 0);
+    return false;
+  }
+  const uint64_t last = (idx + n - 1) / per;
+  // After a fault the atomic load answers 0, which ends the loop.
+  for (uint64_t pg = idx / per; pg <= last; pg++) {
+    if (ald32(static_cast<uint32_t>(pages + (static_cast<uint32_t>(pg) << 2))) == 0) return false;
+  }
+  return true;
+}
+
+/** The guest TCE at relative index `idx` (0 when its page is absent). */
+uint64_t TceEngine::sttGet(uint32_t stt, uint64_t idx) {
+  const uint32_t p = sttSlot(stt, idx, false);
+  return p == 0 ? 0 : ald64(p);
+}
+
+/** Frees every allocated page of a guest table. */
+void TceEngine::sttFreePages(uint32_t stt) {
+  const uint32_t n = ld32(at(stt, STT_NPAGES));
+  const uint32_t pages = ld32(at(stt, STT_PAGES));
+  const uint32_t bytes = static_cast<uint32_t>(tcesPerPage() << 3);
+  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
+    const uint32_t p = ld32(static_cast<uint32_t>(pages + (i << 2)));
+    if (p != 0) free(p, bytes);
+    st32(static_cast<uint32_t>(pages + (i << 2)), 0);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// hcall.ts: the TCE hypercalls on a vCPU register block (r3 = number, r4.. =
+// args). Profile kvm (book3s_64_vio_hv.c, the real-mode handlers of <=v5.18,
+// and book3s_64_vio.c): one routine serves both modes; real mode (no
+// OP_ALLOC) never allocates. Every call checks everything it needs before it
+// writes, so H_TOO_HARD and H_PARAMETER leave the tables as they were.
+// Profile qemu (hw/ppc/spapr_iommu.c): H_SUCCESS or H_PARAMETER, may stop
+// part-way.
+
+namespace {
+/** Counter index of a hypercall number (KIND_*), or -1. */
+inline int32_t kindOf(uint64_t nr) {
+  if (nr == kHPut) return KIND_PUT;
+  if (nr == kHIndirect) return KIND_INDIRECT;
+  if (nr == kHStuff) return KIND_STUFF;
+  if (nr == kHGet) return KIND_GET;
+  return -1;
+}
+}  // namespace
+
+// `n` is a constant at every call site: the field offset folds (no wrap-around), as in the WebAssembly build.
+uint64_t TceEngine::gpr(uint32_t vcpu, uint32_t n) { return ld64(at(vcpu, VCPU_GPR + (n << 3))); }
+
+void TceEngine::setGpr(uint32_t vcpu, uint32_t n, uint64_t v) { st64(at(vcpu, VCPU_GPR + (n << 3)), v); }
+
+/**
+ * Runs the hypercall in the vCPU's registers at `level` (LEVEL_REAL: real
+ * mode, never allocates; LEVEL_VIRTUAL: may allocate). Returns the H_*
+ * status; r3 receives it unless it is H_TOO_HARD. Unknown hypercall numbers
+ * are H_TOO_HARD. The QEMU profile runs at any level, as LEVEL_EXIT. Counts
+ * the completion in the vCPU's stats[kind][level].
+ */
+int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
+  const uint32_t vm = ld32(at(vcpu, VCPU_VM));
+  const uint64_t nr = gpr(vcpu, 3);
+  const uint32_t flags = level == kLevelReal ? 0 : kOpAlloc;
+  int32_t rc;
+  uint32_t done = level;
+  if (ld32(at(vm, VM_PROFILE)) == static_cast<uint32_t>(PROFILE_QEMU)) {
+    rc = qemuHcall(vm, vcpu, nr);
+    done = kLevelExit;
+  } else if (nr == kHPut) {
+    rc = putTce(vm, vcpu, flags);
+  } else if (nr == kHIndirect) {
+    rc = putTceIndirect(vm, vcpu, flags);
+  } else if (nr == kHStuff) {
+    rc = stuffTce(vm, vcpu, flags);
+  } else if (nr == kHGet) {
+    rc = getTce(vm, vcpu);
+  } else {
+    rc = H_TOO_HARD;
+  }
+  if (rc != H_TOO_HARD) {
+    setGpr(vcpu, 3, static_cast<uint64_t>(static_cast<int64_t>(rc)));
+  } else if (level == kLevelVirtual) {
+    done = kLevelExit;
+  } else {
+    done = kLevelNone;
+  }
+  st32(at(vcpu, VCPU_LEVEL), done);
+  const int32_t kind = kindOf(nr);
+  if (kind >= 0 && done != kLevelNone) {
+    const uint32_t c = vcpu + VCPU_STATS + ((static_cast<uint32_t>(kind) * 4 + done) << 2);
+    st32(c, ld32(c) + 1);
+  }
+  return rc;
+}
+
+int32_t TceEngine::hcallLoop(uint32_t vcpu, uint32_t level, uint64_t iterations) {
+  const uint64_t r3 = gpr(vcpu, 3);
+  const uint64_t r4 = gpr(vcpu, 4);
+  int32_t rc = 0;
+  for (uint64_t i = 0; i < iterations && fault_ == Fault::kNone; i++) {
+    setGpr(vcpu, 3, r3);
+    setGpr(vcpu, 4, r4);
+    rc = hcall(vcpu, level);
+  }
+  return rc;
+}
+
+// --- profile kvm ---------------------------------------------------------------
+
+/** kvmppc_ioba_validate: aligned to the guest page and [ioba, +npages) inside the table. */
+bool TceEngine::iobaOk(uint32_t stt, uint64_t ioba, uint64_t npages) {
+  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
+  if (ioba & (shl64(1, shift) - 1)) return false;
+  const uint64_t idx = shr64(ioba, shift);
+  const uint64_t off = ld64(at(stt, STT_OFFSET));
+  if (idx < off) return false;
+  const uint64_t size = ld64(at(stt, STT_SIZE));
+  return npages <= size && idx - off <= size - npages;
+}
+
+/** The pid check once per hypercall: every linked table must belong to the vCPU's process. */
+bool TceEngine::pidCallCheck(uint32_t stt, uint32_t pid) {
+  const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
+  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
+    const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (i << 2)));
+    if (ld32(at(tbl, TBL_OWNER_PID)) != pid) return false;
+  }
+  return true;
+}
+
+/** OP_CHECK_PID when the host checks the pid at every view write, else 0. */
+uint32_t TceEngine::entryCheckFlag() {
+  return ld32(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) &&
+                 ld32(at(H, HDR_PID_PLACEMENT)) == static_cast<uint32_t>(PID_CHECK_ENTRY)
+             ? kOpCheckPid
+             : 0;
+}
+
+/** The pid check at hypercall entry when the host places it there. */
+bool TceEngine::callCheckFails(uint32_t stt, uint32_t pid) {
+  return ld32(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) &&
+         ld32(at(H, HDR_PID_PLACEMENT)) != static_cast<uint32_t>(PID_CHECK_ENTRY) && !pidCallCheck(stt, pid);
+}
+
+/**
+ * Checks that guest entry `entry` (absolute) can be mapped to `ua` (perm != 0)
+ * or unmapped in every linked hardware table, subpage by subpage
+ * (kvmppc_tce_validate + the failure cases of kvmppc_rm_tce_iommu_do_map).
+ */
+bool TceEngine::checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, bool grow,
+                           uint32_t checkPid, uint32_t pid) {
+  const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
+  const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
+  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
+    const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (i << 2)));
+    if (checkPid != 0 && ld32(at(tbl, TBL_OWNER_PID)) != pid) return false;
+    // A v1 table pins pages per entry, which only the VMM can do: every change exits.
+    if ((ld32(at(tbl, TBL_FLAGS)) & kTableV2) == 0) return false;
+    if (perm == 0) continue;
+    const uint32_t tshift = ld32(at(tbl, TBL_PAGE_SHIFT));
+    const uint64_t sub = shl64(1, static_cast<uint32_t>(gshift - tshift));
+    const uint64_t rel = entry * sub - ld64(at(tbl, TBL_OFFSET));
+    for (uint64_t k = 0; k < sub && fault_ == Fault::kNone; k++) {
+      if (checkMapOne(tbl, mm, rel + k, ua + shl64(k, tshift), grow) != 0) return false;
+    }
+  }
+  return true;
+}
+
+/** Maps or unmaps guest entry `entry` in every linked table; checkStits has passed, so only an allocation can fail. */
+bool TceEngine::applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, uint32_t flags) {
+  const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
+  const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
+  const uint32_t f = flags & kOpAlloc;
+  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
+    const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (i << 2)));
+    const uint32_t tshift = ld32(at(tbl, TBL_PAGE_SHIFT));
+    const uint64_t sub = shl64(1, static_cast<uint32_t>(gshift - tshift));
+    const uint64_t rel = entry * sub - ld64(at(tbl, TBL_OFFSET));
+    if (perm == 0) {
+      clearRel(tbl, mm, rel, sub, 0, 0);
+      continue;
+    }
+    for (uint64_t k = 0; k < sub && fault_ == Fault::kNone; k++) {
+      if (buildOneV2(tbl, mm, rel + k, ua + shl64(k, tshift), perm, f, 0) < 0) {
+        // Only an allocation failure of virtual mode gets here: undo this table's subpages.
+        clearRel(tbl, mm, rel, k, 0, 0);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/** Stores a guest TCE (kvmppc_tce_put): an absent page is allocated unless the TCE is 0. */
+void TceEngine::sttPut(uint32_t stt, uint64_t idx, uint64_t tce, bool grow) {
+  const uint32_t p = sttSlot(stt, idx, grow && tce != 0);
+  if (p != 0) ast64(p, tce);
+}
+
+/** H_PUT_TCE(liobn, ioba, tce). */
+int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, uint32_t flags) {
+  const uint32_t stt = findStt(vm, gpr(vcpu, 4));
+  if (stt == 0) return H_TOO_HARD;
+  const uint64_t ioba = gpr(vcpu, 5);
+  const uint64_t tce = gpr(vcpu, 6);
+  if (!iobaOk(stt, ioba, 1)) return H_PARAMETER;
+  const bool grow = (flags & kOpAlloc) != 0;
+  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
+  const uint64_t entry = shr64(ioba, shift);
+  const uint64_t idx = entry - ld64(at(stt, STT_OFFSET));
+  if (!grow && tce != 0 && !sttPagesPresent(stt, idx, 1)) return H_TOO_HARD;
+  const uint32_t perm = static_cast<uint32_t>(tce & kPerm);
+  const uint32_t pid = ld32(at(vcpu, VCPU_PID));
+  if (callCheckFails(stt, pid)) return H_TOO_HARD;
+  const uint32_t mm = ld32(at(vm, VM_MM));
+  uint64_t ua = 0;
+  if (perm != 0) {
+    const uint64_t gpa = tce & ~kPerm;
+    if (gpa & (shl64(1, shift) - 1)) return H_PARAMETER;
+    ua = gpaToUa(vm, gpa);
+    if (ua == 0) return H_TOO_HARD;
+  }
+  if (!checkStits(stt, mm, entry, ua, perm, grow, entryCheckFlag(), pid)) return H_TOO_HARD;
+  if (!applyStits(stt, mm, entry, ua, perm, flags)) return H_TOO_HARD;
+  sttPut(stt, idx, tce, grow);
+  return H_SUCCESS;
+}
+
+/** H_PUT_TCE_INDIRECT(liobn, ioba, tce_list, npages): the list is big-endian in guest memory. */
+int32_t TceEngine::putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags) {
+  const uint32_t stt = findStt(vm, gpr(vcpu, 4));
+  if (stt == 0) return H_TOO_HARD;
+  const uint64_t ioba = gpr(vcpu, 5);
+  const uint64_t list = gpr(vcpu, 6);
+  const uint64_t npages = gpr(vcpu, 7);
+  if (npages > kIndirectMax) return H_PARAMETER;
+  if (list & 0xfff) return H_PARAMETER;
+  if (!iobaOk(stt, ioba, npages)) return H_PARAMETER;
+  const bool grow = (flags & kOpAlloc) != 0;
+  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
+  const uint64_t entry = shr64(ioba, shift);
+  const uint64_t idx = entry - ld64(at(stt, STT_OFFSET));
+  if (!grow && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
+  const uint32_t host = gpaToHost(vm, list, npages << 3);
+  if (host == 0 && npages != 0) return H_TOO_HARD;
+  const uint32_t pid = ld32(at(vcpu, VCPU_PID));
+  if (callCheckFails(stt, pid)) return H_TOO_HARD;
+  const uint32_t mm = ld32(at(vm, VM_MM));
+  const uint32_t checkPid = entryCheckFlag();
+  const uint64_t pageMask = shl64(1, shift) - 1;
+  // Validate every TCE before changing anything.
+  for (uint64_t i = 0; i < npages; i++) {
+    const uint64_t tce = __builtin_bswap64(ld64(static_cast<uint32_t>(host + static_cast<uint32_t>(i << 3))));
+    const uint32_t perm = static_cast<uint32_t>(tce & kPerm);
+    uint64_t ua = 0;
+    if (perm != 0) {
+      const uint64_t gpa = tce & ~kPerm;
+      if (gpa & pageMask) return H_PARAMETER;
+      ua = gpaToUa(vm, gpa);
+      if (ua == 0) return H_TOO_HARD;
+    }
+    if (!checkStits(stt, mm, entry + i, ua, perm, grow, checkPid, pid)) return H_TOO_HARD;
+  }
+  for (uint64_t i = 0; i < npages; i++) {
+    const uint64_t tce = __builtin_bswap64(ld64(static_cast<uint32_t>(host + static_cast<uint32_t>(i << 3))));
+    const uint32_t perm = static_cast<uint32_t>(tce & kPerm);
+    const uint64_t ua = perm != 0 ? gpaToUa(vm, tce & ~kPerm) : 0;
+    if (!applyStits(stt, mm, entry + i, ua, perm, flags)) return H_TOO_HARD;
+    sttPut(stt, idx + i, tce, grow);
+  }
+  return H_SUCCESS;
+}
+
+/** H_STUFF_TCE(liobn, ioba, value, npages): clears (KVM allows no permission bits) npages entries. */
+int32_t TceEngine::stuffTce(uint32_t vm, uint32_t vcpu, uint32_t flags) {
+  const uint32_t stt = findStt(vm, gpr(vcpu, 4));
+  if (stt == 0) return H_TOO_HARD;
+  const uint64_t ioba = gpr(vcpu, 5);
+  const uint64_t value = gpr(vcpu, 6);
+  const uint64_t npages = gpr(vcpu, 7);
+  if (!iobaOk(stt, ioba, npages)) return H_PARAMETER;
+  if (value & kPerm) return H_PARAMETER;
+  const bool grow = (flags & kOpAlloc) != 0;
+  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
+  const uint64_t entry = shr64(ioba, shift);
+  const uint64_t idx = entry - ld64(at(stt, STT_OFFSET));
+  if (!grow && value != 0 && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
+  const uint32_t pid = ld32(at(vcpu, VCPU_PID));
+  if (callCheckFails(stt, pid)) return H_TOO_HARD;
+  const uint32_t mm = ld32(at(vm, VM_MM));
+  const uint32_t checkPid = entryCheckFlag();
+  if (checkPid != 0) {
+    for (uint64_t i = 0; i < npages && fault_ == Fault::kNone; i++) {
+      if (!checkStits(stt, mm, entry + i, 0, 0, grow, checkPid, pid)) return H_TOO_HARD;
+    }
+  } else if (npages != 0 && !checkStits(stt, mm, entry, 0, 0, grow, 0, pid)) {
+    return H_TOO_HARD;
+  }
+  const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
+  const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
+  for (uint32_t s = 0; s < n && fault_ == Fault::kNone; s++) {
+    const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (s << 2)));
+    const uint64_t sub = shl64(1, static_cast<uint32_t>(gshift - ld32(at(tbl, TBL_PAGE_SHIFT))));
+    clearRel(tbl, mm, entry * sub - ld64(at(tbl, TBL_OFFSET)), npages * sub, 0, 0);
+  }
+  for (uint64_t i = 0; i < npages && fault_ == Fault::kNone; i++) sttPut(stt, idx + i, value, grow);
+  return H_SUCCESS;
+}
+
+/** H_GET_TCE(liobn, ioba) -> r4. */
+int32_t TceEngine::getTce(uint32_t vm, uint32_t vcpu) {
+  const uint32_t stt = findStt(vm, gpr(vcpu, 4));
+  if (stt == 0) return H_TOO_HARD;
+  const uint64_t ioba = gpr(vcpu, 5);
+  if (!iobaOk(stt, ioba, 1)) return H_PARAMETER;
+  const uint64_t idx = shr64(ioba, ld32(at(stt, STT_PAGE_SHIFT))) - ld64(at(stt, STT_OFFSET));
+  setGpr(vcpu, 4, sttGet(stt, idx));
+  return H_SUCCESS;
+}
+
+// --- profile qemu --------------------------------------------------------------
+
+/** QEMU's table lookup: a LIOBN with bits 32..63 set matches nothing. */
+uint32_t TceEngine::qemuFind(uint32_t vm, uint64_t liobn) { return liobn >> 32 != 0 ? 0 : findStt(vm, liobn); }
+
+/** put_tce_emu: ioba rounded down to the page; the index computed unsigned; raw value stored. */
+int32_t TceEngine::qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce) {
+  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
+  const uint64_t bus = shl64(ld64(at(stt, STT_OFFSET)), shift);
+  const uint64_t idx = shr64((ioba & ~(shl64(1, shift) - 1)) - bus, shift);
+  if (idx >= ld64(at(stt, STT_SIZE))) return H_PARAMETER;
+  sttPut(stt, idx, tce, true);
+  return H_SUCCESS;
+}
+
+int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
+  if (nr != kHPut && nr != kHIndirect && nr != kHStuff && nr != kHGet) return H_TOO_HARD;
+  const uint32_t stt = qemuFind(vm, gpr(vcpu, 4));
+  if (stt == 0) return H_PARAMETER;
+  const uint64_t ioba = gpr(vcpu, 5);
+  if (nr == kHPut) return qemuPut(stt, ioba, gpr(vcpu, 6));
+  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
+  const uint64_t psize = shl64(1, shift);
+  if (nr == kHGet) {
+    const uint64_t bus = shl64(ld64(at(stt, STT_OFFSET)), shift);
+    const uint64_t idx = shr64((ioba & ~(psize - 1)) - bus, shift);
+    if (idx >= ld64(at(stt, STT_SIZE))) return H_PARAMETER;
+    setGpr(vcpu, 4, sttGet(stt, idx));
+    return H_SUCCESS;
+  }
+  const uint64_t npages = gpr(vcpu, 7);
+  if (nr == kHIndirect) {
+    const uint64_t list = gpr(vcpu, 6);
+    if (npages > kIndirectMax || (list & 0xfff) != 0) return H_PARAMETER;
+    // The list must be guest RAM we can read; QEMU's behaviour outside RAM is unspecified (README).
+    const uint32_t host = gpaToHost(vm, list, npages << 3);
+    if (host == 0) return H_PARAMETER;
+    int32_t rc = H_PARAMETER;
+    for (uint64_t i = 0; i < npages; i++) {
+      rc = qemuPut(stt, ioba + shl64(i, shift),
+                   __builtin_bswap64(ld64(static_cast<uint32_t>(host + static_cast<uint32_t>(i << 3)))));
+      if (rc != H_SUCCESS) break;
+    }
+    return rc;
+  }
+  // H_STUFF_TCE
+  if (npages > ld64(at(stt, STT_SIZE))) return H_PARAMETER;
+  const uint64_t value = gpr(vcpu, 6);
+  int32_t rc = H_PARAMETER;
+  for (uint64_t i = 0; i < npages && fault_ == Fault::kNone; i++) {
+    rc = qemuPut(stt, ioba + shl64(i, shift), value);
+    if (rc != H_SUCCESS) break;
+  }
+  return rc;
 }
 
 }  // namespace spapr

@@ -1,5 +1,5 @@
 // The C++ real-mode engine: the routines of assembly/ (alloc.ts, region.ts,
-// table.ts, index.ts#init), one for one, on the bytes of the shared linear
+// table.ts, guest.ts, hcall.ts, index.ts#init), one for one, on the bytes of the shared linear
 // memory. Same arguments, same results, same bytes written in the same order,
 // same allocation order, so that a memory driven through this engine stays
 // byte-identical to one driven through the WebAssembly build (the
@@ -33,6 +33,7 @@ enum class Fault : uint8_t {
   kOutOfBounds,  // "memory access out of bounds"
   kUnaligned,    // "operation does not support unaligned accesses" (atomics)
   kTooDeep,      // "Maximum call stack size exceeded" (freeTree on a corrupt tree)
+  kDivByZero,    // "divide by zero" (guest tables with a header whose system page holds no TCE)
 };
 
 class TceEngine {
@@ -67,6 +68,30 @@ class TceEngine {
                        uint32_t pid);
   int32_t buildOneV2(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, uint32_t perm, uint32_t flags, uint32_t pid);
   int64_t clearOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint32_t p, uint32_t flags, uint32_t pid);
+  int32_t checkMapOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, bool grow);
+  int32_t clearRel(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t n, uint32_t flags, uint32_t pid);
+
+  // guest.ts
+  uint32_t findStt(uint32_t vm, uint64_t liobn);
+  uint64_t gpaToUa(uint32_t vm, uint64_t gpa);
+  uint32_t gpaToHost(uint32_t vm, uint64_t gpa, uint64_t len);
+  uint32_t sttSlot(uint32_t stt, uint64_t idx, bool grow);
+  bool sttPagesPresent(uint32_t stt, uint64_t idx, uint64_t n);
+  uint64_t sttGet(uint32_t stt, uint64_t idx);
+  void sttFreePages(uint32_t stt);
+
+  // hcall.ts
+  int32_t hcall(uint32_t vcpu, uint32_t level);
+
+  /**
+   * Not a port: the benchmark's C floor. Runs hcall(vcpu, level)
+   * `iterations` times in a plain loop, putting back before each call the
+   * two registers a hypercall writes (r3: number in, status out; r4:
+   * H_GET_TCE's result) as they were on entry, so every iteration runs the
+   * same call. Stops early at a fault. Returns the last status (H_TOO_HARD
+   * too; 0 when iterations is 0).
+   */
+  int32_t hcallLoop(uint32_t vcpu, uint32_t level, uint64_t iterations);
 
   /** The fault of the routines run since the last clearFault(), if any. */
   Fault fault() const { return fault_; }
@@ -108,6 +133,25 @@ class TceEngine {
   void freeTree(uint32_t node, uint32_t lvl, uint32_t nodeBits, uint32_t bits, uint32_t depth);
   uint64_t lockView(uint32_t pua);
   void unuseUa(uint32_t mm, uint64_t ua, uint32_t pageShift);
+  uint32_t findSlot(uint32_t vm, uint64_t gpa);
+  uint64_t tcesPerPage();
+  uint64_t gpr(uint32_t vcpu, uint32_t n);
+  void setGpr(uint32_t vcpu, uint32_t n, uint64_t v);
+  bool iobaOk(uint32_t stt, uint64_t ioba, uint64_t npages);
+  bool pidCallCheck(uint32_t stt, uint32_t pid);
+  uint32_t entryCheckFlag();
+  bool callCheckFails(uint32_t stt, uint32_t pid);
+  bool checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, bool grow, uint32_t checkPid,
+                  uint32_t pid);
+  bool applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, uint32_t flags);
+  void sttPut(uint32_t stt, uint64_t idx, uint64_t tce, bool grow);
+  int32_t putTce(uint32_t vm, uint32_t vcpu, uint32_t flags);
+  int32_t putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags);
+  int32_t stuffTce(uint32_t vm, uint32_t vcpu, uint32_t flags);
+  int32_t getTce(uint32_t vm, uint32_t vcpu);
+  uint32_t qemuFind(uint32_t vm, uint64_t liobn);
+  int32_t qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce);
+  int32_t qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr);
 
   uint8_t* base_;
   uint64_t length_;

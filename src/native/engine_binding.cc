@@ -2,7 +2,8 @@
 // view of the shared linear memory, as an object with the methods of the
 // Engine interface (src/engine/engine.ts): u32 arguments and results are
 // numbers, u64 ones bigints, i64 results signed bigints, as the WebAssembly
-// build's exports are.
+// build's exports are. One more method, benchLoop, is the benchmark's C
+// floor (documented at BenchLoop below).
 //
 // Node-API on Node 20 has no SharedArrayBuffer type, so the memory comes as a
 // typed-array view; Uint8Array::Data() points at the same bytes the
@@ -19,6 +20,7 @@
 // WebAssembly.RuntimeError the WebAssembly build throws.
 #include "engine_binding.h"
 
+#include <chrono>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -57,8 +59,15 @@ void ThrowTrap(Napi::Env env, const char* fn, const TceEngine& e) {
   }
   const char* what = "memory access out of bounds";
   if (e.fault() == Fault::kUnaligned) what = "operation does not support unaligned accesses";
-  std::snprintf(detail, sizeof detail, " (native engine, %s: %u-byte access at 0x%" PRIx64 ", memory of 0x%" PRIx64 " bytes)",
-                fn, e.faultSize(), e.faultAddress(), e.length());
+  if (e.fault() == Fault::kDivByZero) {
+    what = "divide by zero";
+    std::snprintf(detail, sizeof detail, " (native engine, %s: a header whose system page holds no TCE, guest table 0x%" PRIx64 ")",
+                  fn, e.faultAddress());
+  } else {
+    std::snprintf(detail, sizeof detail,
+                  " (native engine, %s: %u-byte access at 0x%" PRIx64 ", memory of 0x%" PRIx64 " bytes)", fn, e.faultSize(),
+                  e.faultAddress(), e.length());
+  }
   const std::string msg = std::string(what) + detail;
   Napi::Value wa = env.Global().Get("WebAssembly");
   if (!env.IsExceptionPending() && wa.IsObject()) {
@@ -78,6 +87,7 @@ Napi::Value ToJs(Napi::Env env, uint32_t v) { return Napi::Number::New(env, stat
 Napi::Value ToJs(Napi::Env env, int32_t v) { return Napi::Number::New(env, static_cast<double>(v)); }
 Napi::Value ToJs(Napi::Env env, uint64_t v) { return Napi::BigInt::New(env, v); }
 Napi::Value ToJs(Napi::Env env, int64_t v) { return Napi::BigInt::New(env, v); }
+Napi::Value ToJs(Napi::Env env, double v) { return Napi::Number::New(env, v); }
 
 /** One method call: argument conversion with checks, the engine call, the trap check. */
 class Call {
@@ -114,6 +124,17 @@ class Call {
       return true;
     }
     return rangeError(name, "a bigint in [-2^63, 2^64)");
+  }
+
+  /** An iteration count: an integral number in [0, 2^53]. */
+  bool count(size_t i, const char* name, uint64_t* out) {
+    if (i >= info_.Length() || !info_[i].IsNumber()) return typeError(name, "a number");
+    const double d = info_[i].As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || d != std::trunc(d) || d < 0 || d > 9007199254740992.0) {
+      return rangeError(name, "an integer in [0, 2^53]");
+    }
+    *out = static_cast<uint64_t>(d);
+    return true;
   }
 
   /** Runs `f` on the engine; its result as JavaScript, or undefined with a RuntimeError thrown on a fault. */
@@ -290,6 +311,53 @@ Napi::Value TableBuildV2(const Napi::CallbackInfo& info) {
   return c.run([&](TceEngine& e) { return e.tableBuildV2(tbl, mm, entry, n, ua, perm, flags, pid); });
 }
 
+Napi::Value Hcall(const Napi::CallbackInfo& info) {
+  Call c(info, "hcall");
+  uint32_t vcpu, level;
+  if (!c.u32(0, "vcpu", &vcpu) || !c.u32(1, "level", &level)) return c.env().Undefined();
+  return c.run([&](TceEngine& e) { return e.hcall(vcpu, level); });
+}
+
+Napi::Value SttFreePages(const Napi::CallbackInfo& info) {
+  Call c(info, "sttFreePages");
+  uint32_t stt;
+  if (!c.u32(0, "stt", &stt)) return c.env().Undefined();
+  return c.run([&](TceEngine& e) { e.sttFreePages(stt); });
+}
+
+/**
+ * benchLoop(vcpuDesc: number, level: number, iterations: number): number
+ *
+ * The benchmark's C floor, not part of the Engine interface: runs
+ * hcall(vcpuDesc, level) `iterations` times in a plain C++ loop
+ * (TceEngine::hcallLoop) with no JavaScript in between, and returns the
+ * elapsed nanoseconds of the whole loop (std::chrono::steady_clock), as a
+ * number. Before each call r3 and r4 are put back as they were on entry (a
+ * hypercall writes its status to r3 and H_GET_TCE its result to r4), so
+ * every iteration runs the same call from the same registers; those two
+ * stores are inside the timing, as the VMM's register writes are on the
+ * JavaScript path. Afterwards the registers hold the last call's result:
+ * r3 = its status, or still the hypercall number if it was H_TOO_HARD;
+ * VCPU_LEVEL says which level finished it. The vCPU's stats count every
+ * iteration. vcpuDesc and level are u32 as for hcall; iterations is an
+ * integer in [0, 2^53]. A fault stops the loop and throws the same
+ * WebAssembly.RuntimeError as hcall.
+ */
+Napi::Value BenchLoop(const Napi::CallbackInfo& info) {
+  Call c(info, "benchLoop");
+  uint32_t vcpu = 0, level = 0;
+  uint64_t iterations = 0;
+  if (!c.u32(0, "vcpuDesc", &vcpu) || !c.u32(1, "level", &level) || !c.count(2, "iterations", &iterations)) {
+    return c.env().Undefined();
+  }
+  return c.run([&](TceEngine& e) {
+    const auto t0 = std::chrono::steady_clock::now();
+    e.hcallLoop(vcpu, level, iterations);
+    const auto t1 = std::chrono::steady_clock::now();
+    return static_cast<double>(std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
+  });
+}
+
 struct Method {
   const char* name;
   Napi::Function::Callback cb;
@@ -313,6 +381,9 @@ constexpr Method kMethods[] = {
     {"tableXchg", TableXchg},
     {"tableClearV2", TableClearV2},
     {"tableBuildV2", TableBuildV2},
+    {"hcall", Hcall},
+    {"sttFreePages", SttFreePages},
+    {"benchLoop", BenchLoop},
 };
 
 /**

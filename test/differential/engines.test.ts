@@ -13,7 +13,10 @@
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, preregGet, preregPut, IommuTable, TceError, type Process, type Region } from '../../src/index.js';
 import { nativeLoadError } from '../../src/engine/native.js';
-import { HEADER_BASE, HDR_ALLOC_TOP, OP_ALLOC, OP_CHECK_PID } from '../../src/generated/layout.js';
+import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_TOP, OP_ALLOC, OP_CHECK_PID } from '../../src/generated/layout.js';
+
+/** A block size for a bad free(), varied by the pointer (deterministic). */
+const rng64 = (p: number): number => [64, 128, 4096][p % 3]!;
 
 /** xorshift32*-style generator: small, seedable, the same on every platform. */
 class Rng {
@@ -198,9 +201,12 @@ function nextOp(rng: Rng, w: World): Op {
     return { kind: 'regionRaw', i: w.regions.indexOf(r), ua, size: BigInt(rng.int(0, 1 << 20)), pageShift: rng.pick([12, 16, 21, 24, 30]) };
   }
   // Bad pointers: both engines must trap (or not) the same way and leave the same bytes.
-  // (Not free() or alloc(): a trap inside the allocator's critical section
-  // leaves its spin lock held in both engines, and the next allocation spins.)
+  // free() refuses a pointer outside [HEAP_BASE, allocTop) or off a 64-byte
+  // boundary before it takes the allocator's lock, so it neither traps nor
+  // leaves the lock held (the next allocation would spin).
+  const top = w.host.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
   const choices: [string, number][] = [
+    ['free', rng.pick([memLen + 64, HEAP_BASE + 8, HEAP_BASE - 64, top, top + 4096, 0xffff_ffc0])],
     ['tableGet', memLen + 8 * rng.int(0, 1000)],
     ['tableClearV2', memLen - 8 * rng.int(1, 16)],
     ['regionMappedInc', w.regions.length ? rng.pick(w.regions).r.desc + 4 : memLen],
@@ -346,6 +352,7 @@ function apply(w: World, op: Op): Outcome {
           case 'regionMappedInc': return e.regionMappedInc(p);
           case 'tableNextValid': return e.tableNextValid(p, 0n, 1n << 20n);
           case 'regionLookup': return e.regionLookup(p, 0n, 1n);
+          case 'free': return e.free(p, rng64(p));
           default: throw new Error(`unknown ${String(op.fn)}`);
         }
       });

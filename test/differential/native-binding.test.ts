@@ -6,10 +6,10 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable } from '../../src/index.js';
-import { loadNative, nativeLoadError, createNativeEngine, type NativeAddon } from '../../src/engine/native.js';
+import { loadNative, nativeLoadError, createNativeEngine, type NativeAddon, type NativeEngine } from '../../src/engine/native.js';
 import { createWasmEngine } from '../../src/engine/wasm.js';
 import type { Engine } from '../../src/engine/engine.js';
-import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_BLOCKS, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT, REG_MAPPED, OP_ALLOC } from '../../src/generated/layout.js';
+import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_BLOCKS, HDR_ALLOC_TOP, HDR_FREE_HEADS, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT, REG_MAPPED, OP_ALLOC } from '../../src/generated/layout.js';
 
 const addon = loadNative() as NativeAddon;
 
@@ -202,9 +202,59 @@ describe('native engine binding', () => {
     });
   }
 
-  it('hypercalls say they are not in the native engine yet', async () => {
+  it('hypercalls run in the native engine; a bad vCPU pointer traps as in WebAssembly', async () => {
     const host = await Host.create({ engine: 'native' });
-    expect(() => host.engine.hcall(0, 0)).toThrow(/native engine does not implement hcall/);
-    expect(createWasmEngine(host.memory).kind).toBe('wasm');
+    // A zeroed block as vCPU: r3 = 0 (no hypercall of ours), VM at 0: H_TOO_HARD, nothing counted.
+    expect(host.engine.hcall(HEAP_BASE, 1)).toBe(9999);
+    const wasm = createWasmEngine(host.memory);
+    expect(wasm.kind).toBe('wasm');
+    const len = host.mem.byteLength;
+    for (const vcpu of [len, len - 8, 0xffff_ff00]) {
+      expect(outcome(() => host.engine.hcall(vcpu, 1))).toEqual(outcome(() => wasm.hcall(vcpu, 1)));
+    }
+    expect(outcome(() => host.engine.sttFreePages(len))).toEqual(outcome(() => wasm.sttFreePages(len)));
+  });
+
+  it('free() and alloc() refuse bad pointers without taking the lock, in both engines', async () => {
+    const [a, b] = await pair();
+    for (const h of [a!, b!]) {
+      const e = h.engine;
+      const top = h.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
+      for (const p of [HEAP_BASE - 64, HEAP_BASE + 8, top, top + 64, h.mem.byteLength + 64, 0xffff_ffc0]) e.free(p, 64);
+      // The lock is free: an allocation completes.
+      const p = e.alloc(64);
+      expect(p).toBeGreaterThanOrEqual(HEAP_BASE);
+      // A corrupt free-list head (class 64 B) is refused too, and stays for the caller to see.
+      const head = HEADER_BASE + HDR_FREE_HEADS + 6 * 4;
+      h.mem.setU32(head, h.mem.byteLength + 4096);
+      expect(e.alloc(64)).toBe(0);
+      expect(e.alloc(128)).not.toBe(0);
+      h.mem.setU32(head, 0);
+    }
+    expect(Buffer.compare(a!.mem.u8, b!.mem.u8)).toBe(0);
+  });
+
+  it('benchLoop runs the hypercall in C++ and returns nanoseconds', async () => {
+    const host = await Host.create({ engine: 'native', ownerCheck: 'mm' });
+    const qemu = host.spawn();
+    const ram = qemu.mmap(1n << 20n);
+    const vm = qemu.createVm({ profile: 'qemu' });
+    vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+    vm.createTceTable({ liobn: 0x80000000n, pageShift: 12, offset: 0n, size: 4096n });
+    const vcpu = vm.vcpu(0);
+    vcpu.regs[3] = 0x1cn; // H_GET_TCE
+    vcpu.regs[4] = 0x80000000n;
+    vcpu.regs[5] = 0x1000n;
+    const e = host.engine as NativeEngine;
+    const ns = e.benchLoop(vcpu.desc, 1, 1000);
+    expect(typeof ns).toBe('number');
+    expect(ns).toBeGreaterThan(0);
+    expect(vcpu.regs[3]).toBe(0n);
+    expect(vcpu.regs[4]).toBe(0n);
+    expect(vm.stats().H_GET_TCE.exit).toBe(1000);
+    expect(e.benchLoop(vcpu.desc, 1, 0)).toBeGreaterThanOrEqual(0);
+    expect(() => e.benchLoop(vcpu.desc, 1, -1)).toThrow(RangeError);
+    expect(() => e.benchLoop(vcpu.desc, 1, 1.5)).toThrow(RangeError);
+    expect(() => e.benchLoop(host.mem.byteLength, 1, 10)).toThrow(WebAssembly.RuntimeError);
   });
 });
