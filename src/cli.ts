@@ -16,12 +16,12 @@ program
   .option('--snapshot-every <n>', 'snapshot and restore the host every N events', (x) => Number.parseInt(x, 10))
   .option('--json', 'print one JSON object on stdout')
   .action(async (file: string, o: { engine: 'wasm' | 'native'; ownerCheck: 'none' | 'pid' | 'mm'; snapshotEvery?: number; json?: boolean }) => {
-    if (o.snapshotEvery !== undefined) {
-      console.error('spapr-tce replay: --snapshot-every needs snapshot/restore, which this version does not have yet');
+    if (o.snapshotEvery !== undefined && !(Number.isInteger(o.snapshotEvery) && o.snapshotEvery > 0)) {
+      console.error('spapr-tce replay: --snapshot-every takes a positive whole number of events');
       process.exit(2);
     }
     const trace = readTrace(file);
-    const r = await replay(trace, { host: { engine: o.engine, ownerCheck: o.ownerCheck } });
+    const r = await replay(trace, { host: { engine: o.engine, ownerCheck: o.ownerCheck }, snapshotEvery: o.snapshotEvery });
     if (o.json) {
       console.log(JSON.stringify({ events: r.events, hypercalls: r.hypercalls, translations: r.translations, mismatches: r.mismatches, hypercallsPerSecond: Math.round(r.hypercallsPerSecond) }));
     } else {

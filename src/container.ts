@@ -16,7 +16,7 @@ import type { Mm } from './mm.js';
 import type { Process } from './process.js';
 import type { Group } from './group.js';
 import { IommuTable, getTableSize, checkGeometry } from './table.js';
-import { preregGet, preregNew, preregPut, findExact, type Region } from './prereg.js';
+import { preregGet, preregNew, preregPut, findExact, Region } from './prereg.js';
 import { fail, TceError } from './errors.js';
 import * as v from './validate.js';
 import { VFIO_SPAPR_TCE_IOMMU, VFIO_SPAPR_TCE_V2_IOMMU, TCE_READ, TCE_WRITE, TCE_PERM_MASK } from './generated/layout.js';
@@ -75,6 +75,22 @@ export interface CreateWindow {
   flags?: number;
 }
 
+/** Snapshot form of a Container (tables by descriptor, mms and groups by id, handles by thread id). */
+export interface ContainerState {
+  id: number;
+  v2: boolean | null;
+  enabled: boolean;
+  defWindowPending: boolean;
+  lockedPages: string;
+  v1ChargedMm: number | null;
+  mm: number | null;
+  ownerPid: number;
+  windows: ({ startAddr: string; windowSize: string; pageShift: number; levels: number; table: number; chargedMm: number | null; tablePages: string } | null)[];
+  groups: number[];
+  prereg: { region: number; mm: number }[];
+  fds: number[];
+}
+
 /** The container object shared by every handle on it. */
 export class Container {
   readonly host: Host;
@@ -96,11 +112,51 @@ export class Container {
   private readonly prereg: { region: Region; mm: Mm }[] = [];
   /** Open handles; the container is released when the last one closes. */
   handles = 0;
+  /** The open handles, by process. */
+  readonly fds = new Set<ContainerFd>();
 
   /** @internal */
   constructor(host: Host, id: number) {
     this.host = host;
     this.id = id;
+    host.containers.add(this);
+  }
+
+  /** State for snapshots. */
+  save(): ContainerState {
+    const h = (x: bigint): string => '0x' + x.toString(16);
+    return {
+      id: this.id, v2: this.v2 ?? null, enabled: this.enabled, defWindowPending: this.defWindowPending,
+      lockedPages: h(this.lockedPages), v1ChargedMm: this.v1ChargedMm?.id ?? null, mm: this.mm?.id ?? null, ownerPid: this.ownerPid,
+      windows: this.windows.map((w) => w ? { startAddr: h(w.startAddr), windowSize: h(w.windowSize), pageShift: w.pageShift, levels: w.levels, table: w.table.desc, chargedMm: w.chargedMm?.id ?? null, tablePages: h(w.tablePages) } : null),
+      groups: this.groups.map((g) => g.id),
+      prereg: this.prereg.map((p) => ({ region: p.region.desc, mm: p.mm.id })),
+      fds: [...this.fds].map((fd) => fd.process.tid),
+    };
+  }
+
+  /** The container a snapshot describes, with new handles for the processes that held it open. */
+  static restore(host: Host, s: ContainerState, ctx: { mms: Map<number, Mm>; groups: Map<number, Group>; tables: Map<number, IommuTable>; processes: Map<number, Process> }): Container {
+    const c = new Container(host, s.id);
+    const mm = (id: number | null): Mm | undefined => (id === null ? undefined : ctx.mms.get(id));
+    c.v2 = s.v2 ?? undefined;
+    c.enabled = s.enabled;
+    c.defWindowPending = s.defWindowPending;
+    c.lockedPages = BigInt(s.lockedPages);
+    c.v1ChargedMm = mm(s.v1ChargedMm);
+    c.mm = mm(s.mm);
+    c.ownerPid = s.ownerPid;
+    s.windows.forEach((w, i) => {
+      c.windows[i] = w ? { startAddr: BigInt(w.startAddr), windowSize: BigInt(w.windowSize), pageShift: w.pageShift, levels: w.levels, table: ctx.tables.get(w.table)!, chargedMm: mm(w.chargedMm), tablePages: BigInt(w.tablePages) } : undefined;
+    });
+    for (const id of s.groups) {
+      const g = ctx.groups.get(id)!;
+      c.groups.push(g);
+      g.container = c;
+    }
+    for (const p of s.prereg) c.prereg.push({ region: new Region(host, p.region), mm: mm(p.mm)! });
+    for (const tid of s.fds) new ContainerFd(ctx.processes.get(tid)!, c);
+    return c;
   }
 
   /** Regions this container references (its prereg_list). */
@@ -651,6 +707,7 @@ export class ContainerFd {
     this.process = process;
     this.container = container;
     container.handles++;
+    container.fds.add(this);
   }
 
   private c(): Container {
@@ -690,6 +747,7 @@ export class ContainerFd {
     if (!this.open) return;
     this.open = false;
     const c = this.container;
+    c.fds.delete(this);
     if (--c.handles === 0) {
       for (const g of [...c.groups]) g.container = undefined;
       c.release();

@@ -24,6 +24,22 @@ export interface GroupOptions {
   ddw?: boolean;
 }
 
+/** Snapshot form of a Group. */
+export interface GroupState {
+  id: number;
+  tce32Start: string;
+  tce32Size: string;
+  pageShifts: number[];
+  maxWindows: number;
+  maxLevels: number;
+  ddw: boolean;
+  hostDmaMappings: number;
+  owned: boolean;
+  hostWindow: boolean;
+  slots: number[];
+  legacyTable: number;
+}
+
 /** An IOMMU group. */
 export class Group {
   readonly host: Host;
@@ -64,6 +80,28 @@ export class Group {
       if (this.tce32Size === 0n || this.tce32Size & (this.tce32Size - 1n)) throw new RangeError('opts.tce32Size of a legacy group must be a power of two');
       this.legacyTable = IommuTable.create(host, { pageShift: 12, windowSize: this.tce32Size, levels: 1, busOffset: this.tce32Start }, false);
     }
+  }
+
+  /** State for snapshots (tables by descriptor, 0 for none); the container records its groups. */
+  save(): GroupState {
+    return {
+      id: this.id, tce32Start: '0x' + this.tce32Start.toString(16), tce32Size: '0x' + this.tce32Size.toString(16),
+      pageShifts: [...this.pageShifts], maxWindows: this.maxWindows, maxLevels: this.maxLevels, ddw: this.ddw,
+      hostDmaMappings: this.hostDmaMappings, owned: this.owned, hostWindow: this.hostWindow,
+      slots: this.slots.map((t) => t?.desc ?? 0), legacyTable: this.legacyTable?.desc ?? 0,
+    };
+  }
+
+  /** The group a snapshot describes. */
+  static restore(host: Host, s: GroupState, tables: Map<number, IommuTable>): Group {
+    const g = Object.create(Group.prototype) as Group;
+    Object.assign(g, {
+      host, id: s.id, tce32Start: BigInt(s.tce32Start), tce32Size: BigInt(s.tce32Size), pageShifts: Object.freeze([...s.pageShifts]),
+      maxWindows: s.maxWindows, maxLevels: s.maxLevels, ddw: s.ddw, hostDmaMappings: s.hostDmaMappings, owned: s.owned,
+      hostWindow: s.hostWindow, container: undefined, slots: s.slots.map((d) => (d ? tables.get(d) : undefined)),
+      legacyTable: s.legacyTable ? tables.get(s.legacyTable) : undefined,
+    });
+    return g;
   }
 
   /** Bitmap of supported IOMMU page sizes in bytes (pgsizes). */

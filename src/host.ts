@@ -10,7 +10,10 @@ import { Mm } from './mm.js';
 import { Process } from './process.js';
 import type { IommuTable } from './table.js';
 import { Group, type GroupOptions } from './group.js';
+import type { Container } from './container.js';
+import type { Vm } from './vm.js';
 import { checkInvariants } from './invariants.js';
+import { takeSnapshot, checkSnapshot, restoreSnapshot, type Snapshot } from './snapshot.js';
 import { TceError } from './errors.js';
 import * as v from './validate.js';
 import {
@@ -52,6 +55,10 @@ export class Host {
   readonly mms = new Set<Mm>();
   readonly tables = new Set<IommuTable>();
   readonly groups = new Set<Group>();
+  /** Every task ever spawned, by thread id (snapshot and restore find them here). */
+  readonly processes = new Map<number, Process>();
+  readonly containers = new Set<Container>();
+  readonly vms = new Set<Vm>();
   /** Things the host could not do for real and simulated instead, said once each. */
   readonly fallbacks: string[] = [];
   private lastId = 0;
@@ -204,6 +211,32 @@ export class Host {
       ownerCheck: this.ownerCheck,
       fallbacks: [...this.fallbacks],
     };
+  }
+
+  /** @internal the id counters, for snapshots. */
+  idCounters(): { lastId: number; lastTid: number } {
+    return { lastId: this.lastId, lastTid: this.lastTid };
+  }
+
+  /** @internal restores the counters and the host memory a snapshot saved. */
+  restoreInternals(c: { lastId: number; lastTid: number }, hostmem: HostMemory): void {
+    this.lastId = c.lastId;
+    this.lastTid = c.lastTid;
+    (this as { hostmem: HostMemory }).hostmem = hostmem;
+  }
+
+  /** A JSON-safe snapshot of everything (no vCPU may run on another thread meanwhile). */
+  snapshot(): Snapshot {
+    return takeSnapshot(this);
+  }
+
+  /** A new host equal to the one a snapshot was taken of; a snapshot of another version or a corrupted one is refused. */
+  static restore(snapshot: unknown): Host {
+    const snap = checkSnapshot(snapshot);
+    return restoreSnapshot(snap, (o) => {
+      const memlockLimit = o.memlockLimit === 'unlimited' || o.memlockLimit === undefined ? null : (o.memlockLimit as bigint);
+      return new Host({ ownerCheck: o.ownerCheck!, pidCheck: o.pidCheck!, engine: o.engine!, pageShift: o.pageShift!, maxMemory: o.maxMemory, memlockLimit, pin: o.pin! });
+    });
   }
 
   /** Verifies the accounting invariants (kernel-behaviour §3); throws InvariantError listing each broken one. */

@@ -3,6 +3,12 @@
 // are deliberately not contiguous (each mapping's pages are numbered in
 // reverse), so code that assumed hpa = base + offset would be caught.
 
+/** Snapshot form of HostMemory. */
+export interface HostMemoryState {
+  next: string;
+  pins: [string, number][];
+}
+
 /** Simulated host physical memory: frame allocation and pin counts. */
 export class HostMemory {
   readonly sysPageShift: number;
@@ -51,8 +57,16 @@ export class HostMemory {
     return n;
   }
 
-  /** State for snapshots. */
-  save(): { next: string; pins: [string, number][] } {
+  /** State for snapshots (addresses as hex strings). */
+  save(): HostMemoryState {
     return { next: '0x' + this.next.toString(16), pins: [...this.pins].map(([k, v]) => ['0x' + k.toString(16), v]) };
+  }
+
+  /** The host memory a snapshot describes. */
+  static restore(sysPageShift: number, s: HostMemoryState): HostMemory {
+    const h = new HostMemory(sysPageShift);
+    h.next = BigInt(s.next);
+    for (const [k, v] of s.pins) h.pins.set(BigInt(k), v);
+    return h;
   }
 }

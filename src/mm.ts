@@ -19,6 +19,17 @@ export interface Mapping {
   readonly hostOff: number;
 }
 
+/** Snapshot form of an Mm (addresses as hex strings). */
+export interface MmState {
+  id: number;
+  desc: number;
+  nextUa: string;
+  mappings: { ua: string; size: string; pageShift: number; hpas: string[]; hostOff: number }[];
+  charges: [string, string][];
+}
+
+const hex = (x: bigint): string => '0x' + x.toString(16);
+
 /** Userspace addresses start here, like a 64-bit Linux mmap base. */
 const MMAP_BASE = 0x7fff_0000_0000n;
 
@@ -38,6 +49,30 @@ export class Mm {
     this.id = id;
     this.desc = desc;
     host.mem.setU32(desc + MM_ID, id);
+  }
+
+  /** State for snapshots; the descriptor itself is in linear memory. */
+  save(): MmState {
+    return {
+      id: this.id,
+      desc: this.desc,
+      nextUa: hex(this.nextUa),
+      mappings: this.mappings.map((m) => ({ ua: hex(m.ua), size: hex(m.size), pageShift: m.pageShift, hpas: [...m.hpas].map(hex), hostOff: m.hostOff })),
+      charges: [...this.charges].map(([k, v]) => [k, hex(v)]),
+    };
+  }
+
+  /** The mm a snapshot describes, over a memory already holding its bytes. */
+  static restore(host: Host, s: MmState): Mm {
+    const mm = new Mm(host, s.id, s.desc);
+    mm.nextUa = BigInt(s.nextUa);
+    for (const m of s.mappings) {
+      const size = BigInt(m.size);
+      const bytes = m.hostOff ? host.mem.u8.subarray(m.hostOff, m.hostOff + Number(size)) : undefined;
+      mm.mappings.push({ ua: BigInt(m.ua), size, pageShift: m.pageShift, hpas: BigUint64Array.from(m.hpas, (x) => BigInt(x)), bytes, hostOff: m.hostOff });
+    }
+    for (const [k, v] of s.charges) mm.charges.set(k, BigInt(v));
+    return mm;
   }
 
   /** Bytes a descriptor takes. */

@@ -32,6 +32,14 @@ export class Process {
     this.tid = tid;
     this.mm = mm;
     this.memlockLimit = memlockLimit;
+    host.processes.set(tid, this);
+  }
+
+  /** The container handles this task holds open. */
+  containers(): ContainerFd[] {
+    const out: ContainerFd[] = [];
+    for (const c of this.host.containers) for (const fd of c.fds) if (fd.process === this) out.push(fd);
+    return out;
   }
 
   /** The locked-memory limit in system pages (null: unlimited). */

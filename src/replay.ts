@@ -31,6 +31,8 @@ export interface ReplayOptions {
   ramSize?: bigint;
   /** Stop collecting mismatches after this many (default 1000). */
   maxMismatches?: number;
+  /** Every this many events, snapshot the host, restore it into a new one (through JSON) and go on there. */
+  snapshotEvery?: number;
 }
 
 const hex = (x: bigint): string => '0x' + x.toString(16);
@@ -43,22 +45,36 @@ export async function replay(trace: Trace, opts: ReplayOptions = {}): Promise<Re
   const ram = qemu.mmap(ramSize);
   const vm = qemu.createVm({ profile: 'qemu' });
   vm.addMemslot({ gpa: 0n, size: ramSize, ua: ram.ua });
-  const vcpu = vm.vcpu(0, { thread: qemu });
-  return run(trace, vm, vcpu, ram.bytes!, opts.maxMismatches ?? 1000);
+  vm.vcpu(0, { thread: qemu });
+  return run(trace, { host, ua: ram.ua }, opts.maxMismatches ?? 1000, opts.snapshotEvery ?? 0);
 }
 
-function run(trace: Trace, vm: Vm, vcpu: Vcpu, ram: Uint8Array, maxMismatches: number): ReplayResult {
+/** The replay's view of a host: its VM, vCPU and guest RAM, found again after a restore. */
+function attach(host: Host, ua: bigint): { vm: Vm; vcpu: Vcpu; dv: DataView } {
+  const vm = [...host.vms][0]!;
+  const bytes = vm.mm.findMapping(ua)!.bytes!;
+  return { vm, vcpu: vm.vcpu(0), dv: new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
+}
+
+function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: number, snapshotEvery: number): ReplayResult {
   const byLiobn = new Map(trace.tables.map((t) => [t.liobn, t]));
   const mismatches: Mismatch[] = [];
-  const dv = new DataView(ram.buffer, ram.byteOffset, ram.byteLength);
-  const regs = vcpu.regs;
+  let host = start.host;
+  let { vm, vcpu, dv } = attach(host, start.ua);
+  let regs = vcpu.regs;
   const mismatch = (ev: TraceEvent, expected: string, got: string): void => {
     if (mismatches.length < maxMismatches) mismatches.push({ line: ev.line, expected, got });
   };
   let hypercalls = 0;
   let translations = 0;
+  let n = 0;
   const t0 = process.hrtime.bigint();
   for (const ev of trace.events) {
+    if (snapshotEvery > 0 && ++n % snapshotEvery === 0) {
+      host = Host.restore(JSON.parse(JSON.stringify(host.snapshot())));
+      ({ vm, vcpu, dv } = attach(host, start.ua));
+      regs = vcpu.regs;
+    }
     if (ev.kind === 'hcall') {
       hypercalls++;
       if (ev.tces) {

@@ -91,6 +91,15 @@ export function levelSplit(sizeShift: number, levels: number): { bits: number; r
   return { bits, rootBits: sizeShift - bits * (levels - 1) };
 }
 
+/** Snapshot form of an IommuTable; the descriptor and trees are in linear memory. */
+export interface TableState {
+  desc: number;
+  busOffset: string;
+  kernelBytes: string;
+  v2: boolean;
+  viewMm: number | null;
+}
+
 /** A TCE table in linear memory. */
 export class IommuTable {
   readonly host: Host;
@@ -146,6 +155,19 @@ export class IommuTable {
       throw errnoError(rc, `no linear memory left for a ${g.levels}-level table root`);
     }
     const t = new IommuTable(host, desc, g, v2);
+    host.tables.add(t);
+    return t;
+  }
+
+  /** State for snapshots. */
+  save(): TableState {
+    return { desc: this.desc, busOffset: '0x' + this.busOffset.toString(16), kernelBytes: '0x' + this.kernelBytes.toString(16), v2: this.v2, viewMm: this.viewMm?.id ?? null };
+  }
+
+  /** The table a snapshot describes, over a memory already holding its descriptor and trees. */
+  static restore(host: Host, s: TableState, mms: Map<number, Mm>): IommuTable {
+    const t = Object.create(IommuTable.prototype) as IommuTable;
+    Object.assign(t, { host, desc: s.desc, busOffset: BigInt(s.busOffset), kernelBytes: BigInt(s.kernelBytes), v2: s.v2, viewMm: s.viewMm === null ? undefined : mms.get(s.viewMm), freed: false });
     host.tables.add(t);
     return t;
   }

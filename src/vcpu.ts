@@ -6,14 +6,14 @@
 import type { Vm } from './vm.js';
 import type { Process } from './process.js';
 import type { Engine } from './engine/engine.js';
+import { hcallChain } from './engine/chain.js';
 import { wasmModule } from './engine/wasm.js';
 import type { WorkerVcpuData } from './worker.js';
+import type { EventHub } from './events.js';
 import {
   VCPU_BYTES, VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_TID, VCPU_LEVEL, VCPU_ID, VCPU_STATS,
-  H_TOO_HARD, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT,
+  LEVEL_REAL,
 } from './generated/layout.js';
-
-const TOO_HARD_R3 = BigInt(H_TOO_HARD);
 
 /** Which level finished a hypercall. */
 export type Level = 'real' | 'virtual' | 'exit' | 'none';
@@ -30,6 +30,7 @@ export class Vcpu {
   /** r0..r31 as u64, a view of the register block: regs[3] is r3. */
   readonly regs: BigUint64Array;
   private readonly engine: Engine;
+  private readonly events: EventHub;
 
   /** @internal use vm.vcpu() */
   constructor(vm: Vm, index: number, thread: Process) {
@@ -37,6 +38,7 @@ export class Vcpu {
     this.index = index;
     this.thread = thread;
     this.engine = vm.host.engine;
+    this.events = vm.events;
     const mem = vm.host.mem;
     this.desc = vm.host.alloc(VCPU_BYTES, 'vCPU register block');
     mem.setU32(this.desc + VCPU_VM, vm.desc);
@@ -50,20 +52,44 @@ export class Vcpu {
    * Runs the hypercall in the registers: real mode first; on H_TOO_HARD
    * virtual mode re-runs it from scratch and may allocate; on H_TOO_HARD
    * again the call exits to the VMM (H_TOO_HARD is returned and left in r3,
-   * the arguments untouched). Returns the H_* status, also in r3.
+   * the arguments untouched). Returns the H_* status, also in r3. With
+   * map/unmap subscribers (vm.subscribe) the events of the entries written
+   * are delivered before it returns.
    */
   hcall(): number {
-    const rc = this.engine.hcall(this.desc, LEVEL_REAL);
-    if (rc !== H_TOO_HARD) return rc;
-    const rc2 = this.engine.hcall(this.desc, LEVEL_VIRTUAL);
-    if (rc2 !== H_TOO_HARD) return rc2;
-    this.regs[3] = TOO_HARD_R3;
-    return H_TOO_HARD;
+    // The only cost of events when nobody subscribed: one boolean.
+    if (this.events.active) return this.hcallNotify();
+    return this.run();
+  }
+
+  /** The hypercall chain itself. */
+  private run(): number {
+    return hcallChain(this.engine, this.desc, this.regs);
+  }
+
+  /** hcall() with subscribers: the arguments are copied first, since r3 receives the status. */
+  private hcallNotify(): number {
+    const r = this.regs;
+    const nr = r[3]!;
+    const liobn = r[4]!;
+    const ioba = r[5]!;
+    const arg = r[6]!;
+    const npages = r[7]!;
+    const rc = this.run();
+    this.events.afterHcall(nr, liobn, ioba, arg, npages, rc);
+    return rc;
   }
 
   /** Real mode only (for benchmarks and tests of the fast path): H_TOO_HARD leaves r3 as it was. */
   hcallRealMode(): number {
     return this.engine.hcall(this.desc, LEVEL_REAL);
+  }
+
+  /** The vCPU whose register block a snapshot left at `desc`. */
+  static restore(vm: Vm, index: number, thread: Process, desc: number): Vcpu {
+    const c = Object.create(Vcpu.prototype) as Vcpu;
+    Object.assign(c, { vm, index, thread, desc, engine: vm.host.engine, events: vm.events, regs: new BigUint64Array(vm.host.mem.memory.buffer, desc + VCPU_GPR, 32) });
+    return c;
   }
 
   /** What a worker thread needs to run this vCPU (post it as workerData; see spapr-tce/worker). */
@@ -88,5 +114,3 @@ export interface HcallStats {
   virtual: number;
   exit: number;
 }
-
-export { LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT };

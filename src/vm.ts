@@ -8,6 +8,9 @@ import type { Mm } from './mm.js';
 import type { Group } from './group.js';
 import type { IommuTable } from './table.js';
 import { Vcpu, type HcallStats } from './vcpu.js';
+import { createDma, type DmaAccessor } from './dma.js';
+import { EventHub, replayMappings, type IommuListener } from './events.js';
+import { Phb, rtasCall, type PhbOptions, type PhbState } from './rtas.js';
 import { fail } from './errors.js';
 import * as v from './validate.js';
 import {
@@ -44,6 +47,19 @@ export interface GuestTable {
 
 const hex = (x: bigint): string => '0x' + x.toString(16);
 
+/** Snapshot form of a Vm (descriptors by offset, processes by thread id). */
+export interface VmState {
+  desc: number;
+  process: number;
+  mm: number;
+  profile: 'kvm' | 'qemu';
+  memslots: { gpa: string; size: string; ua: string }[];
+  tables: { liobn: string; desc: number; pageShift: number; offset: string; size: string; chargedPages: string }[];
+  vcpus: { index: number; desc: number; thread: number }[];
+  friendly: { desc: number; thread: number } | null;
+  phbs: PhbState[];
+}
+
 /** A virtual machine. */
 export class Vm {
   readonly host: Host;
@@ -54,6 +70,10 @@ export class Vm {
   readonly desc: number;
   readonly memslots: Memslot[] = [];
   readonly tables = new Map<bigint, GuestTable>();
+  /** PCI host bridges added with addPhb() (qemu profile). */
+  readonly phbs: Phb[] = [];
+  /** @internal map/unmap subscribers; Vcpu checks `events.active`. */
+  readonly events: EventHub = new EventHub(this);
   private readonly vcpus = new Map<number, Vcpu>();
   private friendly: Vcpu | undefined;
 
@@ -68,6 +88,37 @@ export class Vm {
     mem.setU32(this.desc + VM_MM, this.mm.desc);
     mem.setU32(this.desc + VM_PROFILE, profile === 'qemu' ? PROFILE_QEMU : PROFILE_KVM);
     mem.setU32(this.desc + VM_ID, this.host.nextId());
+    this.host.vms.add(this);
+  }
+
+  /** State for snapshots; descriptors, guest tables and registers are in linear memory. Subscribers are not saved. */
+  save(): VmState {
+    return {
+      desc: this.desc, process: this.process.tid, mm: this.mm.id, profile: this.profile,
+      memslots: this.memslots.map((m) => ({ gpa: hex(m.gpa), size: hex(m.size), ua: hex(m.ua) })),
+      tables: [...this.tables.values()].map((t) => ({ liobn: hex(t.liobn), desc: t.desc, pageShift: t.pageShift, offset: hex(t.offset), size: hex(t.size), chargedPages: hex(t.chargedPages) })),
+      vcpus: [...this.vcpus.values()].map((c) => ({ index: c.index, desc: c.desc, thread: c.thread.tid })),
+      friendly: this.friendly ? { desc: this.friendly.desc, thread: this.friendly.thread.tid } : null,
+      phbs: this.phbs.map((p) => p.save()),
+    };
+  }
+
+  /** The VM a snapshot describes, over a memory already holding its descriptors. */
+  static restore(host: Host, s: VmState, ctx: { mms: Map<number, Mm>; processes: Map<number, Process> }): Vm {
+    const vm = Object.create(Vm.prototype) as Vm;
+    const process = ctx.processes.get(s.process)!;
+    Object.assign(vm, {
+      host, process, mm: ctx.mms.get(s.mm)!, profile: s.profile, desc: s.desc,
+      memslots: s.memslots.map((m) => ({ gpa: BigInt(m.gpa), size: BigInt(m.size), ua: BigInt(m.ua) })),
+      tables: new Map(s.tables.map((t) => [BigInt(t.liobn), { liobn: BigInt(t.liobn), desc: t.desc, pageShift: t.pageShift, offset: BigInt(t.offset), size: BigInt(t.size), chargedPages: BigInt(t.chargedPages) }])),
+      phbs: [], vcpus: new Map(), friendly: undefined,
+    });
+    Object.assign(vm, { events: new EventHub(vm) });
+    for (const c of s.vcpus) vm.vcpus.set(c.index, Vcpu.restore(vm, c.index, ctx.processes.get(c.thread)!, c.desc));
+    if (s.friendly) vm.friendly = Vcpu.restore(vm, -1 >>> 0, ctx.processes.get(s.friendly.thread)!, s.friendly.desc);
+    for (const p of s.phbs) vm.phbs.push(Phb.restore(vm, p));
+    host.vms.add(vm);
+    return vm;
   }
 
   /**
@@ -225,6 +276,43 @@ export class Vm {
     }
     const mask = (1n << shift) - 1n;
     return { ok: true, gpa: (tce & ~mask) | (iova & mask), pageIova: iova & ~mask, pageSize: 1n << shift, perm };
+  }
+
+  /**
+   * A device model's view of guest memory through LIOBN `liobn`: read(iova,
+   * length) and write(iova, bytes), translated page by page when called (so
+   * later PUTs take effect at once); a DmaFault, with nothing touched, when
+   * any page has no window, no permission or no backed RAM behind it.
+   */
+  dma(liobn: bigint): DmaAccessor {
+    return createDma(this, liobn);
+  }
+
+  /**
+   * Calls `fn` synchronously with one map/unmap event per guest TCE written
+   * by this VM's hypercalls (vcpu.hcall() and vm.hcall() on this thread; not
+   * vCPUs run by workers), on LIOBN `liobn` or on any ('*'), in hypercall
+   * order. Returns the unsubscribe function.
+   */
+  subscribe(liobn: bigint | '*', fn: IommuListener): () => void {
+    return this.events.subscribe(liobn, fn);
+  }
+
+  /** Calls `fn` with a 'map' event for every present mapping (perm ≠ 0) of LIOBN `liobn`, in ascending IOVA. */
+  replay(liobn: bigint, fn: IommuListener): void {
+    replayMappings(this, liobn, fn);
+  }
+
+  /** Adds a PCI host bridge with its two DMA windows, the default one enabled (qemu profile; see PhbOptions). */
+  addPhb(opts: PhbOptions): Phb {
+    const p = new Phb(this, opts);
+    this.phbs.push(p);
+    return p;
+  }
+
+  /** Runs a guest DDW RTAS call by name (RTAS_DDW_CALLS) with u32 argument cells; returns the result cells, [status] on an error. */
+  rtas(name: string, args: number[], nret: number): number[] {
+    return rtasCall(this, name, args, nret);
   }
 
   /** vCPU `index`, created on first use, run by `thread` (default: a new thread of the VM's process). */

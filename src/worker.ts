@@ -6,7 +6,8 @@
 import type { Engine } from './engine/engine.js';
 import { createWasmEngine } from './engine/wasm.js';
 import { createNativeEngine } from './engine/native.js';
-import { H_TOO_HARD, LEVEL_REAL, LEVEL_VIRTUAL, VCPU_GPR } from './generated/layout.js';
+import { hcallChain } from './engine/chain.js';
+import { VCPU_GPR } from './generated/layout.js';
 
 /** What a Vcpu hands to a worker (structured-clone safe: the memory and module are shared, not copied). */
 export interface WorkerVcpuData {
@@ -15,8 +16,6 @@ export interface WorkerVcpuData {
   engine: 'wasm' | 'native';
   vcpu: number;
 }
-
-const TOO_HARD_R3 = BigInt(H_TOO_HARD);
 
 /** A vCPU driven from a worker thread: the same registers and the same hypercall chain as Vcpu. */
 export class WorkerVcpu {
@@ -41,11 +40,6 @@ export class WorkerVcpu {
 
   /** Runs the hypercall in the registers: real mode, then virtual mode, then H_TOO_HARD (exit to the VMM). */
   hcall(): number {
-    const rc = this.engine.hcall(this.desc, LEVEL_REAL);
-    if (rc !== H_TOO_HARD) return rc;
-    const rc2 = this.engine.hcall(this.desc, LEVEL_VIRTUAL);
-    if (rc2 !== H_TOO_HARD) return rc2;
-    this.regs[3] = TOO_HARD_R3;
-    return H_TOO_HARD;
+    return hcallChain(this.engine, this.desc, this.regs);
   }
 }

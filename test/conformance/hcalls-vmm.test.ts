@@ -1,6 +1,6 @@
 // Spec: vmm-behaviour.md §1 (guest-visible model), §2 (QEMU hcalls; "KVM in-kernel handlers differ"), §8 rows 1–17, in both profiles.
 import { describe, expect, it } from 'vitest';
-import { Host, H, type Vcpu } from '../../src/index.js';
+import { Host, H, DmaFault, type Vcpu } from '../../src/index.js';
 import { HEADER_BASE, HDR_ALLOC_TOP, VCPU_BYTES } from '../../src/generated/layout.js';
 import { MiB } from './helpers.js';
 
@@ -131,7 +131,17 @@ for (const profile of ['qemu', 'kvm'] as const) {
         expect(get(0x1000n)).toBe(G | 0x7fcn);
       }
     });
-    it.todo(`row 6 (${profile}): translation of G|0x7FC|3 gives G — needs vm.translate(liobn, iova, access)`);
+    it(`row 6 (${profile}): the translation of ${qemuP ? 'G|0x7FC|3 gives G (the ignored bits are kept, not used)' : 'a poisoned entry G|0x7FC (no permission) is a fault'}`, async () => {
+      const { hc, vm } = await setup(profile);
+      if (qemuP) {
+        expect(hc(H.PUT_TCE, L0, 0x1000n, G | 0x7fcn | 3n).ret).toBe(H.SUCCESS);
+        expect(vm.translate(L0, 0x1000n, 'read')).toEqual({ ok: true, gpa: G, pageIova: 0x1000n, pageSize: 0x1000n, perm: 3 });
+        expect(vm.translate(L0, 0x1abcn, 'write')).toMatchObject({ ok: true, gpa: G + 0xabcn });
+      } else {
+        expect(hc(H.PUT_TCE, L0, 0x1000n, G | 0x7fcn).ret).toBe(H.SUCCESS);
+        expect(vm.translate(L0, 0x1000n, 'read')).toEqual({ ok: false, fault: 'no-permission' });
+      }
+    });
 
     it('row 7 (what exists): after row 1, the entry covering 0x1010 holds G|3', async () => {
       const { hc, get } = await setup(profile);
@@ -141,7 +151,11 @@ for (const profile of ['qemu', 'kvm'] as const) {
       if (qemuP) expect(r).toMatchObject({ ret: H.SUCCESS, r4: G | 3n }); // rounded down
       else expect(r.ret).toBe(H.PARAMETER);
     });
-    it.todo(`row 7 (${profile}): translate(liobn0, 0x1010) → GPA G+0x10, page IOVA 0x1000 — needs vm.translate(liobn, iova, access)`);
+    it(`row 7 (${profile}): translate(liobn0, 0x1010) → GPA G+0x10, page IOVA 0x1000`, async () => {
+      const { hc, vm } = await setup(profile);
+      expect(hc(H.PUT_TCE, L0, 0x1000n, G | 3n).ret).toBe(H.SUCCESS);
+      expect(vm.translate(L0, 0x1010n, 'read')).toEqual({ ok: true, gpa: G + 0x10n, pageIova: 0x1000n, pageSize: 0x1000n, perm: 3 });
+    });
 
     it('row 8 (what exists): bit0-only, bit1-only and 0 TCEs are stored as written', async () => {
       const { hc, get } = await setup(profile);
@@ -152,13 +166,33 @@ for (const profile of ['qemu', 'kvm'] as const) {
       expect(get(0x2000n)).toBe((G + 0x1000n) | 2n); // the guest table keeps W without R (only the HW TCE gets R added)
       expect(get(0x3000n)).toBe(0n);
     });
-    it.todo(`row 8 (${profile}): DMA read/write through bit0-only / bit1-only / 0 TCEs: ok/fault, fault/ok, fault/fault — needs vm.dma(liobn).read/write and vm.translate`);
+    it(`row 8 (${profile}): DMA read/write through bit0-only / bit1-only / 0 TCEs: ok/fault, fault/ok, fault/fault`, async () => {
+      const { hc, vm, ram } = await setup(profile);
+      expect(hc(H.PUT_TCE, L0, 0x1000n, G | 1n).ret).toBe(H.SUCCESS);
+      expect(hc(H.PUT_TCE, L0, 0x2000n, (G + 0x1000n) | 2n).ret).toBe(H.SUCCESS);
+      expect(hc(H.PUT_TCE, L0, 0x3000n, 0n).ret).toBe(H.SUCCESS);
+      const dma = vm.dma(L0);
+      ram.bytes![Number(G)] = 0x5a;
+      expect([...dma.read(0x1000n, 1)]).toEqual([0x5a]);
+      expect(() => dma.write(0x1000n, Uint8Array.of(1))).toThrow(DmaFault);
+      expect(() => dma.read(0x2000n, 1)).toThrow(DmaFault);
+      dma.write(0x2000n, Uint8Array.of(0xa5));
+      expect(ram.bytes![Number(G + 0x1000n)]).toBe(0xa5);
+      expect(() => dma.read(0x3000n, 1)).toThrow(DmaFault);
+      expect(() => dma.write(0x3000n, Uint8Array.of(1))).toThrow(DmaFault);
+      expect(vm.translate(L0, 0x1000n, 'write')).toEqual({ ok: false, fault: 'no-permission' });
+      expect(vm.translate(L0, 0x2000n, 'read')).toEqual({ ok: false, fault: 'no-permission' });
+    });
 
     it('row 9 (what exists): outside the window there is no entry: GET → H_PARAMETER', async () => {
       const { hc } = await setup(profile);
       for (const ioba of [0x40000000n, 1n << 59n, 0x400_0000_0000n]) expect(hc(H.GET_TCE, L0, ioba).ret).toBe(H.PARAMETER);
     });
-    it.todo(`row 9 (${profile}): translate outside every window → fault — needs vm.translate(liobn, iova, access)`);
+    it(`row 9 (${profile}): translate outside every window → fault`, async () => {
+      const { vm } = await setup(profile);
+      for (const iova of [0x40000000n, 1n << 59n, 0x400_0000_0000n]) expect(vm.translate(L0, iova, 'read')).toEqual({ ok: false, fault: 'out-of-range' });
+      expect(vm.translate(0x80000001n, 0n, 'read')).toEqual({ ok: false, fault: 'no-window' });
+    });
 
     it('row 10: GET out of range → H_PARAMETER; r4 unchanged', async () => {
       const { hc, vcpu, unchanged } = await setup(profile);
@@ -263,7 +297,14 @@ for (const profile of ['qemu', 'kvm'] as const) {
         expect(get(0x11000n)).toBe(0n);
       }
     });
-    if (qemuP) it.todo('row 16 (qemu): the 4 IOVA pages translate to G — needs vm.translate(liobn, iova, access)');
+    if (qemuP) {
+      it('row 16 (qemu): the 4 IOVA pages translate to G', async () => {
+        const { hc, vm } = await setup(profile);
+        expect(hc(H.STUFF_TCE, L0, 0x10000n, G | 3n, 4n).ret).toBe(H.SUCCESS);
+        for (let i = 0n; i < 4n; i++) expect(vm.translate(L0, 0x10000n + (i << 12n) + 8n, 'write')).toMatchObject({ ok: true, gpa: G + 8n });
+        expect(vm.translate(L0, 0x14000n, 'read')).toEqual({ ok: false, fault: 'no-permission' });
+      });
+    }
 
     it('row 17 (what exists): the entries after PUT RW, PUT 0, INDIRECT n, STUFF n, and the same value twice', async () => {
       const { hc, list, get } = await setup(profile);
@@ -280,7 +321,23 @@ for (const profile of ['qemu', 'kvm'] as const) {
       expect(hc(H.PUT_TCE, L0, 0x2000n, G | 3n).ret).toBe(H.SUCCESS);
       expect(get(0x2000n)).toBe(G | 3n);
     });
-    it.todo(`row 17 (${profile}): MAP/UNMAP events (absolute IOVA, 4K), one per PUT / INDIRECT entry / STUFF entry, twice for the same value twice — needs vm.subscribe(liobn, fn)`);
+    it(`row 17 (${profile}): MAP/UNMAP events (absolute IOVA, 4K), one per PUT / INDIRECT entry / STUFF entry, twice for the same value twice`, async () => {
+      const { hc, list, vm } = await setup(profile);
+      const ev: string[] = [];
+      vm.subscribe(L0, (e) => ev.push(`${e.kind} ${e.iova.toString(16)} ${e.size.toString(16)} ${e.gpa.toString(16)} ${e.perm}`));
+      expect(hc(H.PUT_TCE, L0, 0x1000n, G | 3n).ret).toBe(H.SUCCESS);
+      expect(hc(H.PUT_TCE, L0, 0x1000n, 0n).ret).toBe(H.SUCCESS);
+      expect(hc(H.PUT_TCE_INDIRECT, L0, 0x4000n, list([G | 3n, (G + 0x1000n) | 1n]), 2n).ret).toBe(H.SUCCESS);
+      expect(hc(H.STUFF_TCE, L0, 0x4000n, 0n, 2n).ret).toBe(H.SUCCESS);
+      expect(hc(H.PUT_TCE, L0, 0x2000n, G | 3n).ret).toBe(H.SUCCESS);
+      expect(hc(H.PUT_TCE, L0, 0x2000n, G | 3n).ret).toBe(H.SUCCESS);
+      expect(ev).toEqual([
+        'map 1000 1000 200000 3', 'unmap 1000 1000 0 0',
+        'map 4000 1000 200000 3', 'map 5000 1000 201000 1',
+        'unmap 4000 1000 0 0', 'unmap 5000 1000 0 0',
+        'map 2000 1000 200000 3', 'map 2000 1000 200000 3',
+      ]);
+    });
 
     it(`§2: every call is completed by ${qemuP ? 'the VMM (level exit)' : 'the kernel (real or virtual mode)'} and counted in vm.stats()`, async () => {
       const { vm, hc } = await setup(profile);

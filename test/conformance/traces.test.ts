@@ -23,6 +23,13 @@ describe.skipIf(!existsSync(dir))('trace replay (qemu profile)', () => {
     });
   }
 
+  it('--snapshot-every: snapshots restored into a new host mid-replay still match every return code and translation', async () => {
+    const trace = readTrace(dir + traces[1]!.file);
+    const r = await replay(trace, { snapshotEvery: 3000 });
+    expect(r.mismatches).toEqual([]);
+    expect(r.hypercalls).toBe(traces[1]!.hypercalls);
+  });
+
   it('a replay that diverges is reported: one TCE changed shows up in the translations', async () => {
     const trace = readTrace(dir + traces[1]!.file);
     // The last H_PUT_TCE before a translation of the same page: flip one address bit of its TCE.

@@ -1,0 +1,309 @@
+// PCI host bridges and the guest's dynamic DMA window RTAS calls, as QEMU
+// emulates them (hw/ppc/spapr_pci.c, hw/ppc/spapr_rtas_ddw.c; vmm-behaviour
+// §1 PHB defaults, §4). The whole PHB is one PE with two DMA windows, whose
+// tables exist from the start at LIOBNs 0x80000000 | index << 8 | win.
+// A window is one of the Vm's guest tables: enabled = the geometry QEMU's
+// spapr_tce_table_enable gives it; disabled (spapr_tce_table_disable) = size
+// 0, bus offset 0, page shift 0 and no pages, but still found by LIOBN, so
+// every hypercall on it answers H_PARAMETER and translate() 'no-window'.
+// Each change replaces the GuestTable object in vm.tables: read the geometry
+// from there, not from an object kept from before.
+import type { Vm, GuestTable } from './vm.js';
+import { fail } from './errors.js';
+import * as v from './validate.js';
+import { STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT, STT_NPAGES, STT_PAGES } from './generated/layout.js';
+
+/** The four DDW RTAS calls vm.rtas() serves, by the names QEMU registers them under. */
+export const RTAS_DDW_CALLS = Object.freeze([
+  'ibm,query-pe-dma-window',
+  'ibm,create-pe-dma-window',
+  'ibm,remove-pe-dma-window',
+  'ibm,reset-pe-dma-window',
+] as const);
+/** One of RTAS_DDW_CALLS. */
+export type RtasDdwCall = (typeof RTAS_DDW_CALLS)[number];
+
+/** RTAS status cells (rets[0]): success, hardware error, parameter error. */
+export const RTAS_OUT = Object.freeze({ SUCCESS: 0, HW_ERROR: -1, PARAM_ERROR: -3 });
+
+/**
+ * Options of vm.addPhb(): the spapr-pci-host-bridge properties DMA depends on.
+ * - buid: the PHB's bus unit id (RTAS passes it as two cells, hi and lo).
+ * - index: the PHB index, 0..0x7fffff; it makes the LIOBNs 0x80000000 | index << 8 | win.
+ * - dma32: the default window, {addr, size} in bytes (dma_win_addr / dma_win_size), default {0, 1 GiB}, 4K pages.
+ * - dma64Addr: where a second window goes (dma64_win_addr), default 1 << 59.
+ * - pageSizeMask: the IOMMU page sizes the guest may ask for, bit n = 2^n bytes (pgsz), default 4K|64K|2M|16M; bits 12..34 only.
+ * - ddw: whether the DDW calls are enabled (the "ddw" property), default true.
+ * Both window addresses must be aligned to the largest page size in the mask (windows here start on a whole IOMMU page).
+ */
+export interface PhbOptions {
+  buid: bigint;
+  index: number;
+  dma32?: { addr: bigint; size: bigint };
+  dma64Addr?: bigint;
+  pageSizeMask?: bigint;
+  ddw?: boolean;
+}
+
+/** One enabled window of a PHB. */
+export interface PhbWindow {
+  liobn: bigint;
+  busOffset: bigint;
+  pageShift: number;
+  entries: bigint;
+  /** Marked default by the last DMA reset (QEMU's def_win; sticky on window 0, as in QEMU). */
+  isDefault: boolean;
+}
+
+/** SPAPR_PCI_DMA_MAX_WINDOWS. */
+const MAX_WINDOWS = 2;
+const SPAPR_TCE_PAGE_SHIFT = 12;
+const DEFAULT_PGSZ = (1n << 12n) | (1n << 16n) | (1n << 21n) | (1n << 24n);
+/** spapr_page_mask_to_query_mask: page shift → LoPAPR query bit. */
+const QUERY_BITS: readonly (readonly [number, number])[] = [
+  [12, 0x01], [16, 0x02], [21, 0x100], [24, 0x04], [25, 0x08], [26, 0x10], [27, 0x20], [28, 0x40], [34, 0x80],
+];
+const hex = (x: bigint): string => '0x' + x.toString(16);
+
+/** A PCI host bridge of a qemu-profile VM: one PE, two DMA windows (create with vm.addPhb()). */
+/** Snapshot form of a Phb. */
+export interface PhbState {
+  buid: string;
+  index: number;
+  dma32Addr: string;
+  dma32Size: string;
+  dma64Addr: string;
+  pageSizeMask: string;
+  ddw: boolean;
+  defWin: boolean[];
+}
+
+export class Phb {
+  readonly vm: Vm;
+  readonly buid: bigint;
+  readonly index: number;
+  readonly dma32Addr: bigint;
+  readonly dma32Size: bigint;
+  readonly dma64Addr: bigint;
+  readonly pageSizeMask: bigint;
+  readonly ddw: boolean;
+  /** The LIOBNs of window 0 (default) and window 1 (SPAPR_PCI_LIOBN(index, win)). */
+  readonly liobns: readonly [bigint, bigint];
+  /** QEMU's def_win per window: set on window 0 by the DMA reset and never cleared. */
+  private readonly defWin = [false, false];
+
+  /** @internal use vm.addPhb(). */
+  constructor(vm: Vm, opts: PhbOptions) {
+    const o = v.options<PhbOptions>('opts', opts);
+    if (vm.profile !== 'qemu') fail('ENODEV', 'addPhb: the DDW RTAS calls are QEMU\'s; create the VM with profile \'qemu\'');
+    this.vm = vm;
+    this.buid = v.u64('opts.buid', o.buid);
+    this.index = v.int('opts.index', o.index, 0, 0x7fffff);
+    const d32 = v.options<{ addr: bigint; size: bigint }>('opts.dma32', o.dma32);
+    this.dma32Addr = o.dma32 === undefined ? 0n : v.u64('opts.dma32.addr', d32.addr);
+    this.dma32Size = o.dma32 === undefined ? 1n << 30n : v.u64('opts.dma32.size', d32.size);
+    this.dma64Addr = o.dma64Addr === undefined ? 1n << 59n : v.u64('opts.dma64Addr', o.dma64Addr);
+    this.pageSizeMask = o.pageSizeMask === undefined ? DEFAULT_PGSZ : v.u64('opts.pageSizeMask', o.pageSizeMask);
+    this.ddw = v.bool('opts.ddw', o.ddw, true);
+    if (this.pageSizeMask === 0n || this.pageSizeMask & ~(((1n << 35n) - 1n) & ~((1n << 12n) - 1n))) {
+      throw new RangeError(`opts.pageSizeMask must be a non-empty set of page sizes 2^12..2^34, got ${hex(this.pageSizeMask)}`);
+    }
+    // dma_win_size >> SPAPR_TCE_PAGE_SHIFT is a u32 nb_table.
+    if (this.dma32Size === 0n || this.dma32Size & 0xfffn || this.dma32Size >> 12n > 0xffff_ffffn) {
+      throw new RangeError(`opts.dma32.size must be a non-zero multiple of 4 KiB below 2^44, got ${hex(this.dma32Size)}`);
+    }
+    if (this.dma32Addr + this.dma32Size > (1n << 64n) - (1n << 12n)) throw new RangeError('opts.dma32 must end below 2^64 − 4 KiB');
+    const maxPage = 1n << BigInt(this.pageSizeMask.toString(2).length - 1);
+    for (const [name, a] of [['opts.dma32.addr', this.dma32Addr], ['opts.dma64Addr', this.dma64Addr]] as const) {
+      if (a & (maxPage - 1n)) throw new RangeError(`${name} must be aligned to the largest page size of the mask (${hex(maxPage)}), got ${hex(a)}`);
+    }
+    const base = 0x8000_0000n | (BigInt(this.index) << 8n);
+    this.liobns = [base, base | 1n];
+    for (const p of vm.phbs) if (p.buid === this.buid) fail('EBUSY', `addPhb: BUID ${hex(this.buid)} exists`);
+    for (const l of this.liobns) if (vm.tables.has(l)) fail('EBUSY', `addPhb: LIOBN ${hex(l)} exists`);
+    // spapr_phb_realize creates both tables (disabled); the PHB reset then runs the DMA reset.
+    for (const l of this.liobns) {
+      vm.createTceTable({ liobn: l, pageShift: SPAPR_TCE_PAGE_SHIFT, offset: 0n, size: 1n });
+      disableTable(vm, l);
+    }
+    this.dmaReset();
+  }
+
+  /** State for snapshots (the windows themselves are the VM's guest tables). */
+  save(): PhbState {
+    const h = (x: bigint): string => '0x' + x.toString(16);
+    return { buid: h(this.buid), index: this.index, dma32Addr: h(this.dma32Addr), dma32Size: h(this.dma32Size), dma64Addr: h(this.dma64Addr), pageSizeMask: h(this.pageSizeMask), ddw: this.ddw, defWin: [...this.defWin] };
+  }
+
+  /** The PHB a snapshot describes, on a VM whose tables are already restored. */
+  static restore(vm: Vm, s: PhbState): Phb {
+    const p = Object.create(Phb.prototype) as Phb;
+    const base = 0x8000_0000n | (BigInt(s.index) << 8n);
+    Object.assign(p, {
+      vm, buid: BigInt(s.buid), index: s.index, dma32Addr: BigInt(s.dma32Addr), dma32Size: BigInt(s.dma32Size), dma64Addr: BigInt(s.dma64Addr),
+      pageSizeMask: BigInt(s.pageSizeMask), ddw: s.ddw, liobns: [base, base | 1n], defWin: [...s.defWin],
+    });
+    return p;
+  }
+
+  /** The enabled windows, in window order. */
+  windows(): PhbWindow[] {
+    const out: PhbWindow[] = [];
+    this.liobns.forEach((l, win) => {
+      const t = this.vm.tables.get(l)!;
+      if (t.size !== 0n) out.push({ liobn: l, busOffset: t.offset << BigInt(t.pageShift), pageShift: t.pageShift, entries: t.size, isDefault: this.defWin[win]! });
+    });
+    return out;
+  }
+
+  /** spapr_phb_get_active_win_num. */
+  private active(): number {
+    return this.liobns.filter((l) => this.vm.tables.get(l)!.size !== 0n).length;
+  }
+
+  /**
+   * spapr_phb_dma_reset (also what the PHB reset does): disables every
+   * window, then enables window 0 again with 4K pages at dma_win_addr, empty,
+   * and marks it default.
+   */
+  dmaReset(): void {
+    for (const l of this.liobns) disableTable(this.vm, l);
+    if (!enableTable(this.vm, this.liobns[0], SPAPR_TCE_PAGE_SHIFT, this.dma32Addr, this.dma32Size >> 12n)) {
+      // QEMU would abort on the failed allocation; the VMM gets the error instead.
+      fail('ENOMEM', `the default DMA window of PHB ${hex(this.buid)} does not fit in linear memory; raise maxMemory`);
+    }
+    this.defWin[0] = true;
+  }
+
+  /** @internal one DDW call for this PHB (the BUID, or for remove the LIOBN, already matched). */
+  call(name: RtasDdwCall, args: readonly number[], nret: number): number[] {
+    if (!this.ddw) return [RTAS_OUT.PARAM_ERROR];
+    switch (name) {
+      case 'ibm,query-pe-dma-window': {
+        // rtas_ibm_query_pe_dma_window: [status, avail, largest block (a constant), pgmask, migration mask 0]; nret 6 gives the block as hi/lo.
+        let pgmask = 0;
+        for (const [shift, bit] of QUERY_BITS) if (this.pageSizeMask & (1n << BigInt(shift))) pgmask |= bit;
+        const avail = MAX_WINDOWS - this.active();
+        return nret === 6 ? [RTAS_OUT.SUCCESS, avail, 0x20, 0, pgmask, 0] : [RTAS_OUT.SUCCESS, avail, 0x8000_0000, pgmask, 0];
+      }
+      case 'ibm,create-pe-dma-window':
+        return this.create(args[3]!, args[4]!);
+      case 'ibm,remove-pe-dma-window': {
+        // rtas_ibm_remove_pe_dma_window: an inactive window is a parameter error.
+        const win = this.liobns.indexOf(BigInt(args[0]!));
+        if (this.vm.tables.get(this.liobns[win]!)!.size === 0n) return [RTAS_OUT.PARAM_ERROR];
+        const defRemoved = this.defWin[win]!;
+        disableTable(this.vm, this.liobns[win]!);
+        // LoPAPR: removing the last window, when it is not the default one, restores the default window (QEMU ≥ 7.1).
+        if (this.active() === 0 && !defRemoved) this.dmaReset();
+        return [RTAS_OUT.SUCCESS];
+      }
+      case 'ibm,reset-pe-dma-window':
+        this.dmaReset();
+        return [RTAS_OUT.SUCCESS];
+    }
+  }
+
+  /** rtas_ibm_create_pe_dma_window after its argument-count and BUID checks. */
+  private create(pageShift: number, windowShift: number): number[] {
+    // The page size and window checks come before the capacity checks: a bad request is -3 even with both windows active.
+    if (pageShift > 63 || !(this.pageSizeMask & (1n << BigInt(pageShift))) || windowShift < pageShift) return [RTAS_OUT.PARAM_ERROR];
+    // spapr_phb_get_free_liobn keeps the last disabled table it iterates over; here the iteration is in window order.
+    const free = [...this.liobns].reverse().find((l) => this.vm.tables.get(l)!.size === 0n);
+    const windows = this.active();
+    if (free === undefined || windows === MAX_WINDOWS) return [RTAS_OUT.HW_ERROR];
+    const bus = windows === 0 ? this.dma32Addr : this.dma64Addr;
+    // nb_table is a u32: 2^32 entries or more truncate to 0, which spapr_tce_table_enable leaves disabled → HW error.
+    const entriesShift = windowShift - pageShift;
+    if (entriesShift >= 32) return [RTAS_OUT.HW_ERROR];
+    const entries = 1n << BigInt(entriesShift);
+    // A window past the end of the 64-bit bus cannot be placed (QEMU does not check; its memory region would wrap).
+    if ((bus >> BigInt(pageShift)) + entries > ((1n << 64n) - 1n) >> BigInt(pageShift)) return [RTAS_OUT.HW_ERROR];
+    // The window starts empty, so there is nothing to replay (QEMU's skipping_replay), and no event is sent.
+    if (!enableTable(this.vm, free, pageShift, bus, entries)) return [RTAS_OUT.HW_ERROR];
+    return [RTAS_OUT.SUCCESS, Number(free), Number(bus >> 32n), Number(bus & 0xffff_ffffn)];
+  }
+}
+
+/**
+ * vm.rtas(): checks the arguments as QEMU's handlers do (nargs = args.length),
+ * finds the PHB by BUID = args[1] << 32 | args[2] (the PE config address
+ * args[0] is ignored: PE = PHB) or, for remove, by LIOBN; returns [status]
+ * on an error, else the nret result cells.
+ */
+export function rtasCall(vm: Vm, name: unknown, args: unknown, nret: unknown): number[] {
+  if (name === undefined) throw new TypeError(`name must be one of ${RTAS_DDW_CALLS.join(', ')}, got undefined`);
+  const call = v.oneOf('name', name, RTAS_DDW_CALLS, RTAS_DDW_CALLS[0]);
+  if (!Array.isArray(args)) throw new TypeError('args must be an array of RTAS cells (u32 numbers)');
+  const cells = args.map((a, i) => v.int(`args[${i}]`, a, 0, 0xffff_ffff));
+  const nr = v.int('nret', nret, 0, 1024);
+  const n = cells.length;
+  const byBuid = (): Phb | undefined => {
+    const buid = (BigInt(cells[1]!) << 32n) | BigInt(cells[2]!);
+    return vm.phbs.find((p) => p.buid === buid);
+  };
+  let phb: Phb | undefined;
+  switch (call) {
+    case 'ibm,query-pe-dma-window':
+      if (n !== 3 || (nr !== 5 && nr !== 6)) return [RTAS_OUT.PARAM_ERROR];
+      phb = byBuid();
+      break;
+    case 'ibm,create-pe-dma-window':
+      if (n !== 5 || nr !== 4) return [RTAS_OUT.PARAM_ERROR];
+      phb = byBuid();
+      break;
+    case 'ibm,remove-pe-dma-window':
+      if (n !== 1 || nr !== 1) return [RTAS_OUT.PARAM_ERROR];
+      // spapr_tce_find_by_liobn, then the table's parent must be a PHB: a VIO or other table is a parameter error.
+      phb = vm.phbs.find((p) => p.liobns.includes(BigInt(cells[0]!)));
+      break;
+    case 'ibm,reset-pe-dma-window':
+      if (n !== 3 || nr !== 1) return [RTAS_OUT.PARAM_ERROR];
+      phb = byBuid();
+      break;
+  }
+  if (!phb) return [RTAS_OUT.PARAM_ERROR];
+  return phb.call(call, cells, nr);
+}
+
+/** spapr_tce_table_disable: the table stays (found by LIOBN) with size 0; its TCE pages and page array are freed. */
+function disableTable(vm: Vm, liobn: bigint): void {
+  const t = vm.tables.get(liobn)!;
+  if (t.size === 0n) return;
+  const mem = vm.host.mem;
+  // Size first, so every lookup fails before the pages go.
+  mem.setU64(t.desc + STT_SIZE, 0n);
+  vm.host.engine.sttFreePages(t.desc);
+  const npages = mem.getU32(t.desc + STT_NPAGES);
+  const pages = mem.getU32(t.desc + STT_PAGES);
+  mem.setU32(t.desc + STT_NPAGES, 0);
+  mem.setU32(t.desc + STT_PAGES, 0);
+  if (pages !== 0) vm.host.free(pages, npages * 4);
+  mem.setU64(t.desc + STT_OFFSET, 0n);
+  mem.setU32(t.desc + STT_PAGE_SHIFT, 0);
+  vm.tables.set(liobn, { ...t, pageShift: 0, offset: 0n, size: 0n } satisfies GuestTable);
+}
+
+/**
+ * spapr_tce_table_enable on a disabled table: `entries` empty TCEs of
+ * 2^pageShift bytes from bus address `bus`. False when linear memory has no
+ * room for the page array (the platform cannot provide the window).
+ */
+function enableTable(vm: Vm, liobn: bigint, pageShift: number, bus: bigint, entries: bigint): boolean {
+  const t = vm.tables.get(liobn)!;
+  const per = BigInt((1 << vm.host.pageShift) / 8);
+  const npages = (entries + per - 1n) / per;
+  if (npages > 0x3fff_ffffn) return false;
+  const pages = vm.host.engine.alloc(Number(npages) * 4);
+  if (pages === 0) return false;
+  const mem = vm.host.mem;
+  const offset = bus >> BigInt(pageShift);
+  mem.setU64(t.desc + STT_OFFSET, offset);
+  mem.setU32(t.desc + STT_PAGE_SHIFT, pageShift);
+  mem.setU32(t.desc + STT_NPAGES, Number(npages));
+  mem.setU32(t.desc + STT_PAGES, pages);
+  // Size last: the table becomes visible to lookups only once complete.
+  mem.setU64(t.desc + STT_SIZE, entries);
+  vm.tables.set(liobn, { ...t, pageShift, offset, size: entries } satisfies GuestTable);
+  return true;
+}
