@@ -6,7 +6,7 @@
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src/native"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api"],
       "defines": ["NAPI_VERSION=8"],
-      "cflags_cc": ["-std=c++20", "-O2", "-Wall", "-Wextra"],
+      "cflags_cc": ["-std=c++20", "-O3", "-Wall", "-Wextra"],
       "cflags_cc!": ["-std=gnu++17", "-std=gnu++14"]
     }
   ]

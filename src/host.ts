@@ -213,6 +213,20 @@ export class Host {
     };
   }
 
+  /**
+   * For A/B measurement on one set of tables: switches only the check the
+   * real-mode hypercall path makes ('pid-call', 'pid-entry', or 'none', which
+   * is also what 'mm' costs there), leaving claims and tables as they are.
+   * The tables of a host created with ownerCheck: 'pid' carry their owner's
+   * pid, so every variant runs over the same memory.
+   */
+  setRealModeCheck(check: 'none' | 'pid-call' | 'pid-entry' | 'mm'): void {
+    const h = HEADER_BASE;
+    const pid = check === 'pid-call' || check === 'pid-entry';
+    this.mem.u32[(h + HDR_OWNER_CHECK) >>> 2] = pid ? OWNER_CHECK_PID : OWNER_CHECK_NONE;
+    this.mem.u32[(h + HDR_PID_PLACEMENT) >>> 2] = check === 'pid-entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL;
+  }
+
   /** @internal the id counters, for snapshots. */
   idCounters(): { lastId: number; lastTid: number } {
     return { lastId: this.lastId, lastTid: this.lastTid };

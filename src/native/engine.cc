@@ -23,6 +23,11 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the linear memory is little-endian (WebAssembly) and its u64 fields are updated with host atomics "
               "(atomic add included), which a big-endian host cannot do without a different layout");
 
+// The bounds-checked accessors run for every load and store of the real-mode
+// routines: always inline them, and keep the fault path out of the way.
+#define SPAPR_HOT __attribute__((always_inline)) inline
+#define SPAPR_COLD __attribute__((cold, noinline))
+
 namespace spapr {
 namespace {
 
@@ -82,7 +87,7 @@ void TceEngine::clearFault() {
 // ---------------------------------------------------------------------------
 // Checked accesses.
 
-void TceEngine::trap(Fault why, uint64_t a, uint32_t size) {
+SPAPR_COLD void TceEngine::trap(Fault why, uint64_t a, uint32_t size) {
   if (fault_ == Fault::kNone) {
     fault_ = why;
     faultAddr_ = a;
@@ -91,79 +96,79 @@ void TceEngine::trap(Fault why, uint64_t a, uint32_t size) {
   limit_ = 0;
 }
 
-bool TceEngine::ok(uint64_t a, uint32_t size) {
+SPAPR_HOT bool TceEngine::ok(uint64_t a, uint32_t size) {
   // a < 2^33 (u32 pointer + u32 field), so a + size cannot overflow.
   if (a + size <= limit_) return true;
   trap(Fault::kOutOfBounds, a, size);
   return false;
 }
 
-bool TceEngine::okAtomic(uint64_t a, uint32_t size) {
+SPAPR_HOT bool TceEngine::okAtomic(uint64_t a, uint32_t size) {
   if (!ok(a, size)) return false;
   if ((a & (size - 1)) == 0) return true;
   trap(Fault::kUnaligned, a, size);
   return false;
 }
 
-uint32_t TceEngine::ld32(uint64_t a) {
+SPAPR_HOT uint32_t TceEngine::ld32(uint64_t a) {
   uint32_t v = 0;
   if (ok(a, 4)) std::memcpy(&v, base_ + a, 4);
   return v;
 }
 
-uint64_t TceEngine::ld64(uint64_t a) {
+SPAPR_HOT uint64_t TceEngine::ld64(uint64_t a) {
   uint64_t v = 0;
   if (ok(a, 8)) std::memcpy(&v, base_ + a, 8);
   return v;
 }
 
-void TceEngine::st32(uint64_t a, uint32_t v) {
+SPAPR_HOT void TceEngine::st32(uint64_t a, uint32_t v) {
   if (ok(a, 4)) std::memcpy(base_ + a, &v, 4);
 }
 
-void TceEngine::st64(uint64_t a, uint64_t v) {
+SPAPR_HOT void TceEngine::st64(uint64_t a, uint64_t v) {
   if (ok(a, 8)) std::memcpy(base_ + a, &v, 8);
 }
 
-uint32_t TceEngine::ald32(uint64_t a) {
+SPAPR_HOT uint32_t TceEngine::ald32(uint64_t a) {
   if (!okAtomic(a, 4)) return 0;
   return __atomic_load_n(reinterpret_cast<uint32_t*>(base_ + a), __ATOMIC_SEQ_CST);
 }
 
-uint64_t TceEngine::ald64(uint64_t a) {
+SPAPR_HOT uint64_t TceEngine::ald64(uint64_t a) {
   if (!okAtomic(a, 8)) return 0;
   return __atomic_load_n(reinterpret_cast<uint64_t*>(base_ + a), __ATOMIC_SEQ_CST);
 }
 
-void TceEngine::ast32(uint64_t a, uint32_t v) {
+SPAPR_HOT void TceEngine::ast32(uint64_t a, uint32_t v) {
   if (okAtomic(a, 4)) __atomic_store_n(reinterpret_cast<uint32_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
 }
 
-void TceEngine::ast64(uint64_t a, uint64_t v) {
+SPAPR_HOT void TceEngine::ast64(uint64_t a, uint64_t v) {
   if (okAtomic(a, 8)) __atomic_store_n(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
 }
 
 // Returns the value found, as WebAssembly's atomic.rmw.cmpxchg does (0 after a fault).
-uint32_t TceEngine::acas32(uint64_t a, uint32_t expected, uint32_t desired) {
+SPAPR_HOT uint32_t TceEngine::acas32(uint64_t a, uint32_t expected, uint32_t desired) {
   if (!okAtomic(a, 4)) return 0;
   __atomic_compare_exchange_n(reinterpret_cast<uint32_t*>(base_ + a), &expected, desired, false, __ATOMIC_SEQ_CST,
                               __ATOMIC_SEQ_CST);
   return expected;
 }
 
-uint64_t TceEngine::acas64(uint64_t a, uint64_t expected, uint64_t desired) {
+SPAPR_HOT uint64_t TceEngine::acas64(uint64_t a, uint64_t expected, uint64_t desired) {
   if (!okAtomic(a, 8)) return 0;
   __atomic_compare_exchange_n(reinterpret_cast<uint64_t*>(base_ + a), &expected, desired, false, __ATOMIC_SEQ_CST,
                               __ATOMIC_SEQ_CST);
   return expected;
 }
 
-uint64_t TceEngine::axchg64(uint64_t a, uint64_t v) {
+SPAPR_HOT uint64_t TceEngine::axchg64(uint64_t a, uint64_t v) {
   if (!okAtomic(a, 8)) return 0;
   return __atomic_exchange_n(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
 }
 
-void TceEngine::aadd64(uint64_t a, uint64_t v) {
+SPAPR_HOT void TceEngine::aadd64(uint64_t a, uint64_t v) {
   if (okAtomic(a, 8)) __atomic_fetch_add(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
 }
 

@@ -176,37 +176,37 @@ class Call {
 
 Napi::Value Init(const Napi::CallbackInfo& info) {
   Call c(info, "init");
-  uint32_t memBytes, sysPageShift;
+  uint32_t memBytes = 0, sysPageShift = 0;
   if (!c.u32(0, "memBytes", &memBytes) || !c.u32(1, "sysPageShift", &sysPageShift)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.init(memBytes, sysPageShift); });
 }
 
 Napi::Value Alloc(const Napi::CallbackInfo& info) {
   Call c(info, "alloc");
-  uint32_t bytes;
+  uint32_t bytes = 0;
   if (!c.u32(0, "bytes", &bytes)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.alloc(bytes); });
 }
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
   Call c(info, "free");
-  uint32_t ptr, bytes;
+  uint32_t ptr = 0, bytes = 0;
   if (!c.u32(0, "ptr", &ptr) || !c.u32(1, "bytes", &bytes)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { e.free(ptr, bytes); });
 }
 
 Napi::Value RegionLookup(const Napi::CallbackInfo& info) {
   Call c(info, "regionLookup");
-  uint32_t mm;
-  uint64_t ua, size;
+  uint32_t mm = 0;
+  uint64_t ua = 0, size = 0;
   if (!c.u32(0, "mm", &mm) || !c.u64(1, "ua", &ua) || !c.u64(2, "size", &size)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.regionLookup(mm, ua, size); });
 }
 
 Napi::Value RegionUaToHpa(const Napi::CallbackInfo& info) {
   Call c(info, "regionUaToHpa");
-  uint32_t region, pageShift;
-  uint64_t ua;
+  uint32_t region = 0, pageShift = 0;
+  uint64_t ua = 0;
   if (!c.u32(0, "region", &region) || !c.u64(1, "ua", &ua) || !c.u32(2, "pageShift", &pageShift)) {
     return c.env().Undefined();
   }
@@ -215,74 +215,74 @@ Napi::Value RegionUaToHpa(const Napi::CallbackInfo& info) {
 
 Napi::Value RegionMappedInc(const Napi::CallbackInfo& info) {
   Call c(info, "regionMappedInc");
-  uint32_t region;
+  uint32_t region = 0;
   if (!c.u32(0, "region", &region)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.regionMappedInc(region); });
 }
 
 Napi::Value RegionMappedDec(const Napi::CallbackInfo& info) {
   Call c(info, "regionMappedDec");
-  uint32_t region;
+  uint32_t region = 0;
   if (!c.u32(0, "region", &region)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { e.regionMappedDec(region); });
 }
 
 Napi::Value TableInit(const Napi::CallbackInfo& info) {
   Call c(info, "tableInit");
-  uint32_t tbl;
+  uint32_t tbl = 0;
   if (!c.u32(0, "tbl", &tbl)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.tableInit(tbl); });
 }
 
 Napi::Value TableUaAlloc(const Napi::CallbackInfo& info) {
   Call c(info, "tableUaAlloc");
-  uint32_t tbl;
+  uint32_t tbl = 0;
   if (!c.u32(0, "tbl", &tbl)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.tableUaAlloc(tbl); });
 }
 
 Napi::Value TableUaFree(const Napi::CallbackInfo& info) {
   Call c(info, "tableUaFree");
-  uint32_t tbl;
+  uint32_t tbl = 0;
   if (!c.u32(0, "tbl", &tbl)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { e.tableUaFree(tbl); });
 }
 
 Napi::Value TableFree(const Napi::CallbackInfo& info) {
   Call c(info, "tableFree");
-  uint32_t tbl;
+  uint32_t tbl = 0;
   if (!c.u32(0, "tbl", &tbl)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { e.tableFree(tbl); });
 }
 
 Napi::Value TableGet(const Napi::CallbackInfo& info) {
   Call c(info, "tableGet");
-  uint32_t tbl;
-  uint64_t entry;
+  uint32_t tbl = 0;
+  uint64_t entry = 0;
   if (!c.u32(0, "tbl", &tbl) || !c.u64(1, "entry", &entry)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.tableGet(tbl, entry); });
 }
 
 Napi::Value TableUaGet(const Napi::CallbackInfo& info) {
   Call c(info, "tableUaGet");
-  uint32_t tbl;
-  uint64_t entry;
+  uint32_t tbl = 0;
+  uint64_t entry = 0;
   if (!c.u32(0, "tbl", &tbl) || !c.u64(1, "entry", &entry)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.tableUaGet(tbl, entry); });
 }
 
 Napi::Value TableNextValid(const Napi::CallbackInfo& info) {
   Call c(info, "tableNextValid");
-  uint32_t tbl;
-  uint64_t entry, end;
+  uint32_t tbl = 0;
+  uint64_t entry = 0, end = 0;
   if (!c.u32(0, "tbl", &tbl) || !c.u64(1, "entry", &entry) || !c.u64(2, "end", &end)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.tableNextValid(tbl, entry, end); });
 }
 
 Napi::Value TableXchg(const Napi::CallbackInfo& info) {
   Call c(info, "tableXchg");
-  uint32_t tbl, flags;
-  uint64_t entry, tce;
+  uint32_t tbl = 0, flags = 0;
+  uint64_t entry = 0, tce = 0;
   if (!c.u32(0, "tbl", &tbl) || !c.u64(1, "entry", &entry) || !c.u64(2, "tce", &tce) || !c.u32(3, "flags", &flags)) {
     return c.env().Undefined();
   }
@@ -291,8 +291,8 @@ Napi::Value TableXchg(const Napi::CallbackInfo& info) {
 
 Napi::Value TableClearV2(const Napi::CallbackInfo& info) {
   Call c(info, "tableClearV2");
-  uint32_t tbl, mm, flags, pid;
-  uint64_t entry, n;
+  uint32_t tbl = 0, mm = 0, flags = 0, pid = 0;
+  uint64_t entry = 0, n = 0;
   if (!c.u32(0, "tbl", &tbl) || !c.u32(1, "mm", &mm) || !c.u64(2, "entry", &entry) || !c.u64(3, "n", &n) ||
       !c.u32(4, "flags", &flags) || !c.u32(5, "pid", &pid)) {
     return c.env().Undefined();
@@ -302,8 +302,8 @@ Napi::Value TableClearV2(const Napi::CallbackInfo& info) {
 
 Napi::Value TableBuildV2(const Napi::CallbackInfo& info) {
   Call c(info, "tableBuildV2");
-  uint32_t tbl, mm, perm, flags, pid;
-  uint64_t entry, n, ua;
+  uint32_t tbl = 0, mm = 0, perm = 0, flags = 0, pid = 0;
+  uint64_t entry = 0, n = 0, ua = 0;
   if (!c.u32(0, "tbl", &tbl) || !c.u32(1, "mm", &mm) || !c.u64(2, "entry", &entry) || !c.u64(3, "n", &n) ||
       !c.u64(4, "ua", &ua) || !c.u32(5, "perm", &perm) || !c.u32(6, "flags", &flags) || !c.u32(7, "pid", &pid)) {
     return c.env().Undefined();
@@ -313,14 +313,14 @@ Napi::Value TableBuildV2(const Napi::CallbackInfo& info) {
 
 Napi::Value Hcall(const Napi::CallbackInfo& info) {
   Call c(info, "hcall");
-  uint32_t vcpu, level;
+  uint32_t vcpu = 0, level = 0;
   if (!c.u32(0, "vcpu", &vcpu) || !c.u32(1, "level", &level)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { return e.hcall(vcpu, level); });
 }
 
 Napi::Value SttFreePages(const Napi::CallbackInfo& info) {
   Call c(info, "sttFreePages");
-  uint32_t stt;
+  uint32_t stt = 0;
   if (!c.u32(0, "stt", &stt)) return c.env().Undefined();
   return c.run([&](TceEngine& e) { e.sttFreePages(stt); });
 }

@@ -1,0 +1,73 @@
+// The C floor: the native engine's hypercall routine run N times by a plain
+// C++ loop inside the addon (engine.benchLoop → TceEngine::hcallLoop), with
+// no JavaScript between iterations: the physical limit of this routine on
+// this machine. The loop puts r3/r4 back before each call, inside its
+// timing, as the JavaScript path writes r3 before each call. When the addon
+// lacks the entry, the column is reported as not available, never estimated.
+import { prepare } from './ops.mjs';
+
+/** What the benchmark needs from src/native to fill the c-floor column. */
+export const NEEDED =
+  'a method `benchLoop(vcpuDesc: number, level: number, iterations: number) → elapsed ns` on the native engine object ' +
+  '(src/native/engine_binding.cc) running `TceEngine::hcallLoop(vcpu, level, iterations)` (src/native/engine.h): ' +
+  'hcall(vcpu, level) `iterations` times in C++, r3/r4 restored before each call, timed with std::chrono::steady_clock';
+
+const LEVEL_REAL = 1;
+let cached;
+
+/** {ok: true} when a native host's engine has benchLoop, else {reason, needed?}. */
+export async function cFloor() {
+  if (cached) return cached;
+  try {
+    const p = await prepare('H_PUT_TCE', 'native', 'none');
+    if (typeof p.setup.host.engine.benchLoop === 'function') cached = { ok: true };
+    else cached = { reason: 'the native engine has no C-floor entry point (benchLoop)', needed: NEEDED };
+  } catch (e) {
+    cached = { reason: `the native engine cannot run hypercalls here (${e.message.split('\n')[0]})`, needed: NEEDED };
+  }
+  return cached;
+}
+
+/** A c-floor variant of `op`: the prepared native host (real mode verified) and its loop. */
+export async function prepareCFloor(op, check) {
+  const p = await prepare(op, 'native', check);
+  const { host, vcpu } = p.setup;
+  // The loop restores r3 as it found it, and leaves the last status there: write the number first.
+  const r32 = new Uint32Array(vcpu.regs.buffer, vcpu.regs.byteOffset, 64);
+  const nr = Number(vcpu.regs[3]);
+  const loop = (iterations) => {
+    host.setRealModeCheck(check);
+    r32[6] = nr;
+    r32[7] = 0;
+    return host.engine.benchLoop(vcpu.desc, LEVEL_REAL, iterations);
+  };
+  return {
+    entries: p.entries,
+    loop,
+    verify() {
+      loop(1);
+      if (vcpu.lastLevel !== 'real' || vcpu.regs[3] !== 0n) throw new Error(`c-floor ${op} ${check}: the loop did not stay in real mode (r3 ${vcpu.regs[3]}, ${vcpu.lastLevel})`);
+    },
+  };
+}
+
+/**
+ * Samples the C loop, interleaved as the matrix is: `rounds` × variants,
+ * 20 samples per turn, each the ns per call of one loop of about `sampleSeconds`.
+ * Returns Map key → samples in seconds per call.
+ */
+export function sampleCFloor(variants, rounds, sampleSeconds, tick = () => {}) {
+  const pooled = new Map(variants.map((v) => [v.key, []]));
+  // Iterations per sample so one sample lasts about `sampleSeconds` (the `none` variant calibrates all).
+  let per = variants[0].loop(1);
+  for (let n = 1; per * n < 1e5; n *= 4) per = variants[0].loop(n * 4) / (n * 4);
+  const iterations = Math.max(1, Math.round((sampleSeconds * 1e9) / per));
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < variants.length; i++) {
+      const v = variants[(i + r) % variants.length];
+      for (let k = 0; k < 20; k++) pooled.get(v.key).push(v.loop(iterations) / iterations / 1e9);
+      tick();
+    }
+  }
+  return pooled;
+}

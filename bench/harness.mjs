@@ -1,0 +1,44 @@
+// benchmark.js as the sampler, driven in interleaved rounds: within one
+// (op, engine) every check variant runs once per round, in an order that
+// rotates from round to round, and the samples of all rounds are pooled per
+// variant. A slow patch of the shared machine then lands on every variant
+// alike instead of on whichever ran during it, which is what lets `none` and
+// a check be compared in the same run.
+import Benchmark from 'benchmark';
+
+// The timed function is a closure over prepared state: benchmark.js must call
+// it (f#()), not decompile its source into a loop where those names are unbound.
+Benchmark.support.decompilation = false;
+
+/** Sampling settings: full run and --quick. */
+export const PROFILES = {
+  full: { rounds: 10, minTime: 0.004, maxTime: 0.12 },
+  quick: { rounds: 3, minTime: 0.002, maxTime: 0.04 },
+  tiny: { rounds: 2, minTime: 0.001, maxTime: 0.005 },
+};
+
+/** One benchmark.js run of `fn`; its samples (seconds per call). */
+function sampleOnce(name, fn, p) {
+  const bench = new Benchmark(name, fn, { minTime: p.minTime, maxTime: p.maxTime, minSamples: 5, initCount: 1, async: false, defer: false });
+  bench.run();
+  if (bench.error) throw bench.error;
+  return bench.stats.sample.filter((x) => Number.isFinite(x) && x > 0);
+}
+
+/**
+ * Samples every variant ({key, run}) in `p.rounds` interleaved rounds.
+ * Returns Map key → pooled samples (seconds per call). `tick()` after each run.
+ */
+export function interleaved(name, variants, p, tick = () => {}) {
+  const pooled = new Map(variants.map((v) => [v.key, []]));
+  for (let r = 0; r < p.rounds; r++) {
+    for (let i = 0; i < variants.length; i++) {
+      const v = variants[(i + r) % variants.length];
+      const s = sampleOnce(`${name} ${v.key}`, v.run, p);
+      const into = pooled.get(v.key);
+      for (const x of s) into.push(x);
+      tick();
+    }
+  }
+  return pooled;
+}

@@ -1,0 +1,175 @@
+// The benchmarked operations on the library (engines 'wasm' and 'native'):
+// one host per (engine, check), a VFIO v2 container with pre-registered
+// guest RAM, a KVM VM whose guest table is linked to the container's
+// hardware table, and one vCPU. Each op returns a `run` closure for the
+// timed loop that only calls vcpu.hcall() (or mapDma/unmapDma with argument
+// objects built once), so the loop itself does no BigInt arithmetic and
+// allocates nothing: the registers are written once, here, outside it.
+import { Host, H } from '../dist/index.js';
+
+export const OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'MAP_UNMAP_1', 'MAP_UNMAP_512', 'H_PUT_TCE_64K_OVER_4K'];
+export const HCALL_OPS = new Set(['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'H_PUT_TCE_64K_OVER_4K']);
+export const CHECKS = ['none', 'pid-call', 'pid-entry', 'mm'];
+
+/** Host options of a check variant of the issue. */
+export function hostOptions(engine, check) {
+  if (check === 'none') return { engine, ownerCheck: 'none' };
+  if (check === 'pid-call') return { engine, ownerCheck: 'pid', pidCheck: 'call' };
+  if (check === 'pid-entry') return { engine, ownerCheck: 'pid', pidCheck: 'entry' };
+  if (check === 'mm') return { engine, ownerCheck: 'mm' };
+  throw new Error(`unknown check ${check}`);
+}
+
+/** Hardware entries one call of `op` writes (what "per entry" divides by). */
+export function entriesOf(op) {
+  return { H_PUT_TCE: 1, H_PUT_TCE_INDIRECT_512: 512, H_STUFF_TCE_512: 512, MAP_UNMAP_1: 1, MAP_UNMAP_512: 512, H_PUT_TCE_64K_OVER_4K: 16 }[op];
+}
+
+const LIOBN = 0x80000000n;
+const PAGE = 0x10000; // the guest's and the host's 64 KiB page
+const RAM = 40n << 20n; // 512 distinct 64 KiB target pages (32 MiB) and the TCE list page
+const LIST_GPA = 0x2400000; // 36 MiB: the INDIRECT list, 4 KiB aligned, outside the targets
+
+/** The VFIO + KVM setup of the smoke and stress tests, with the hardware window's page shift `hwShift`. */
+export async function makeSetup(engine, check, hwShift = 16) {
+  const host = await Host.create({ ...hostOptions(engine, check), maxMemory: 96 << 20 });
+  const qemu = host.spawn();
+  const ram = qemu.mmap(RAM);
+  const group = host.addGroup();
+  const fd = qemu.openContainer();
+  fd.attachGroup(group);
+  fd.setIommu('v2');
+  fd.registerMemory(ram.ua, ram.size);
+  fd.removeWindow(0n); // cancel the pending default window, as QEMU does
+  fd.createWindow({ pageShift: hwShift, windowSize: 1n << 30n, levels: 2 });
+  // The userspace view exists once something was mapped through VFIO.
+  fd.mapDma({ iova: 0n, vaddr: ram.ua, size: 1n << BigInt(hwShift), read: true, write: true });
+  fd.unmapDma({ iova: 0n, size: 1n << BigInt(hwShift) });
+  const vm = qemu.createVm({ profile: 'kvm' });
+  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+  vm.createTceTable({ liobn: LIOBN, pageShift: 16, offset: 0n, size: 1n << 14n });
+  vm.attachGroup(group, LIOBN);
+  const vcpu = vm.vcpu(0, { thread: qemu });
+  return { host, qemu, ram, group, fd, vm, vcpu, liobn: LIOBN };
+}
+
+/** Writes the INDIRECT list (big-endian, as the guest does) once: entry i → guest page i, read+write. */
+function writeList(ram, n) {
+  const dv = new DataView(ram.bytes.buffer, ram.bytes.byteOffset, ram.bytes.byteLength);
+  for (let i = 0; i < n; i++) dv.setBigUint64(LIST_GPA + i * 8, BigInt(i * PAGE) | 3n, false);
+}
+
+/** Fails loudly unless the last hypercall succeeded in real mode. */
+function expectReal(vcpu, rc, what) {
+  if (rc !== H.SUCCESS || vcpu.lastLevel !== 'real') {
+    throw new Error(`${what}: expected H_SUCCESS in real mode before timing, got rc ${rc} at level '${vcpu.lastLevel}'`);
+  }
+}
+
+/**
+ * Prepares `op` on a fresh host: {run, entries, host, check(): verifies the
+ * state after timing}. Throws (with the reason) when the engine cannot run it.
+ */
+export async function prepare(op, engine, check) {
+  if (HCALL_OPS.has(op)) return prepareHcall(op, engine, check);
+  const s = await makeSetup(engine, check, 16);
+  return prepareVfio(op, s);
+}
+
+// One prepared hypercall setup per (op, engine), shared by the four check
+// variants: separate hosts lay their memory out differently, and that alone
+// moved timings by several percent, more than the checks cost. The host is
+// created with ownerCheck 'pid' (its tables carry the owner's pid) and each
+// variant's closure selects what real mode checks (host.setRealModeCheck)
+// before its call, the same two stores for every variant.
+const sharedHcall = new Map();
+
+async function prepareHcall(op, engine, check) {
+  const key = `${op}/${engine}`;
+  if (!sharedHcall.has(key)) sharedHcall.set(key, prepareHcallSetup(op, engine));
+  const base = await sharedHcall.get(key);
+  const { host, vcpu } = base.setup;
+  const { r32, nr } = base;
+  return {
+    setup: base.setup,
+    entries: base.entries,
+    check,
+    run: () => {
+      host.setRealModeCheck(check);
+      r32[6] = nr;
+      r32[7] = 0;
+      return vcpu.hcall();
+    },
+    verify() {
+      host.setRealModeCheck(check);
+      r32[6] = nr;
+      r32[7] = 0;
+      expectReal(vcpu, vcpu.hcall(), `${op} (${check}) after timing`);
+    },
+  };
+}
+
+async function prepareHcallSetup(op, engine) {
+  const s = await makeSetup(engine, 'pid-call', op === 'H_PUT_TCE_64K_OVER_4K' ? 12 : 16);
+  const { vcpu, ram } = s;
+  const r = vcpu.regs;
+  const entries = entriesOf(op);
+  {
+    if (op === 'H_STUFF_TCE_512' || op === 'H_PUT_TCE_INDIRECT_512') {
+      writeList(ram, 512);
+      // Map the 512 entries first (virtual mode allocates the levels and the guest-table pages).
+      r[3] = BigInt(H.PUT_TCE_INDIRECT); r[4] = s.liobn; r[5] = 0n; r[6] = BigInt(LIST_GPA); r[7] = 512n;
+      let rc = vcpu.hcall();
+      if (rc !== H.SUCCESS) throw new Error(`${op}: the preparing INDIRECT returned ${rc}`);
+      if (op === 'H_STUFF_TCE_512') {
+        // Steady state: each timed call clears 512 entries (the first one mapped ones, the others already clear ones).
+        r[3] = BigInt(H.STUFF_TCE); r[4] = s.liobn; r[5] = 0n; r[6] = 0n; r[7] = 512n;
+      } else {
+        r[3] = BigInt(H.PUT_TCE_INDIRECT); // r3 came back as the status
+      }
+      const nr3 = r[3];
+      rc = vcpu.hcall();
+      expectReal(vcpu, rc, op);
+      r[3] = nr3;
+    } else {
+      // H_PUT_TCE of guest page 5 at entry 5 (with 64K over 4K: 16 hardware subpages).
+      r[3] = BigInt(H.PUT_TCE); r[4] = s.liobn; r[5] = 5n * BigInt(PAGE); r[6] = (5n * BigInt(PAGE)) | 3n;
+      vcpu.hcall(); // virtual mode: levels and the guest-table page
+      r[3] = BigInt(H.PUT_TCE);
+      expectReal(vcpu, vcpu.hcall(), op);
+      r[3] = BigInt(H.PUT_TCE);
+    }
+    // r3 returns the status, so the guest writes the hypercall number before every call. It is
+    // written as two u32 words through a Uint32Array view of the same register bytes: plain
+    // number stores, no BigInt conversion and no allocation inside the timed loop.
+    const r32 = new Uint32Array(r.buffer, r.byteOffset, 64);
+    const nr = Number(r[3]);
+    return { setup: s, entries, r32, nr };
+  }
+}
+
+/** MAP_DMA + UNMAP_DMA through VFIO on its own host (the check is in TypeScript, per ioctl). */
+function prepareVfio(op, s) {
+  const { fd, ram } = s;
+  const entries = entriesOf(op);
+  // MAP_DMA + UNMAP_DMA through VFIO, argument objects built once.
+  const size = BigInt(entries * PAGE);
+  const map = { iova: 0x1000000n, vaddr: ram.ua, size, read: true, write: true };
+  const unmap = { iova: 0x1000000n, size };
+  fd.mapDma(map); // first map allocates the levels (then kept)
+  fd.unmapDma(unmap);
+  return {
+    setup: s,
+    entries,
+    run: () => {
+      fd.mapDma(map);
+      fd.unmapDma(unmap);
+    },
+    verify() {
+      fd.mapDma(map);
+      const t = fd.container.windows[0].table;
+      if (t.getUa(0x1000000n >> 16n) !== ram.ua) throw new Error(`${op}: the mapping did not land`);
+      fd.unmapDma(unmap);
+    },
+  };
+}

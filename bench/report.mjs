@@ -1,0 +1,78 @@
+// The report: the results document (the issue's JSON schema, plus extra
+// keys other tools may ignore) and the terminal tables.
+import os from 'node:os';
+
+/** machine, node, v8, date: the contract's header fields. */
+export function header() {
+  const cpus = os.cpus();
+  return {
+    machine: { cpu: cpus[0]?.model ?? 'unknown', cores: cpus.length, os: `${os.type()} ${os.release()} ${os.arch()}` },
+    node: process.versions.node,
+    v8: process.versions.v8,
+    date: new Date().toISOString(),
+  };
+}
+
+/** The results document. Contract fields first; everything else under extra keys. */
+export function document({ results, skipped, traces, scaling, instructions, settings, seconds, sectionSeconds }) {
+  return {
+    ...header(),
+    // Contract rows: {op, engine, check, nsPerCall, nsPerEntry, samples, overhead}; `entries`, and
+    // overhead.pctLo/pctHi (the interval in %), are additions.
+    results,
+    skipped,
+    traces,
+    scaling,
+    instructions,
+    settings,
+    seconds,
+    sectionSeconds,
+  };
+}
+
+const f = (x, d = 1) => (x === null || x === undefined || Number.isNaN(x) ? '' : x.toFixed(d));
+const pad = (s, n, right = false) => (right ? String(s).padEnd(n) : String(s).padStart(n));
+
+/** A plain text table: columns [{title, width, left}], rows of strings. */
+function table(cols, rows) {
+  const line = (cells) => cells.map((c, i) => pad(c, cols[i].width, cols[i].left)).join('  ');
+  return [line(cols.map((c) => c.title)), line(cols.map((c) => '-'.repeat(c.width))), ...rows.map(line)].join('\n');
+}
+
+export function matrixTable(results) {
+  const cols = [
+    { title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true }, { title: 'check', width: 9, left: true },
+    { title: 'ns/call', width: 9 }, { title: '95% interval', width: 19 }, { title: 'ns/entry', width: 8 }, { title: 'n', width: 4 },
+    { title: 'overhead ns [95%]', width: 26 }, { title: '%', width: 6 }, { title: 'sig', width: 3 },
+  ];
+  const rows = results.map((r) => [
+    r.op, r.engine, r.check, f(r.nsPerCall.median), `[${f(r.nsPerCall.lo)}, ${f(r.nsPerCall.hi)}]`, f(r.nsPerEntry.median, 2), r.samples,
+    r.overhead ? `${f(r.overhead.ns)} [${f(r.overhead.lo)}, ${f(r.overhead.hi)}]` : '', r.overhead ? f(r.overhead.pct, 2) : '', r.overhead ? (r.overhead.significant ? 'yes' : 'no') : '',
+  ]);
+  return table(cols, rows);
+}
+
+export function skippedText(skipped) {
+  const seen = new Map();
+  for (const s of skipped) {
+    const k = `${s.engine}: ${s.reason}`;
+    if (!seen.has(k)) seen.set(k, new Set());
+    seen.get(k).add(s.op);
+  }
+  return [...seen].map(([k, ops]) => `skipped ${k}\n    (ops: ${[...ops].join(', ')})`).join('\n');
+}
+
+export function tracesTable(traces) {
+  const cols = [{ title: 'trace', width: 26, left: true }, { title: 'check', width: 9, left: true }, { title: 'hcalls', width: 6 }, { title: 'hcalls/s (median)', width: 17 }, { title: 'mismatches', width: 10 }];
+  return table(cols, traces.map((t) => [t.trace, t.check, t.hypercalls, Math.round(t.hypercallsPerSecond).toLocaleString('en-US'), t.mismatches]));
+}
+
+export function scalingTable(scaling) {
+  const cols = [{ title: 'tables', width: 8, left: true }, { title: 'vCPUs', width: 5 }, { title: 'hcalls/s (median)', width: 17 }, { title: '× one vCPU', width: 10 }];
+  return table(cols, scaling.map((s) => [s.tables, s.vcpus, Math.round(s.hypercallsPerSecond).toLocaleString('en-US'), f(s.ratioToOne, 2)]));
+}
+
+export function instructionsTable(ins) {
+  const cols = [{ title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true }, { title: 'check', width: 9, left: true }, { title: 'instr/call', width: 11 }, { title: 'instr/entry', width: 11 }, { title: 'Δ vs none', width: 10 }];
+  return table(cols, ins.map((r) => [r.op, r.engine, r.check, f(r.irPerCall, 0), f(r.irPerEntry, 1), r.overheadPerCall === null ? '' : f(r.overheadPerCall, 0)]));
+}
