@@ -32,9 +32,10 @@ export async function cFloor() {
 export async function prepareCFloor(op, check) {
   const p = await prepare(op, 'native', check);
   const { host, vcpu } = p.setup;
-  // The loop restores r3 as it found it, and leaves the last status there: write the number first.
+  // The loop restores r3 as it found it, and leaves the last status there: write the number first
+  // (the prepared setup is shared with the native column, so r3 may hold a status by now).
   const r32 = new Uint32Array(vcpu.regs.buffer, vcpu.regs.byteOffset, 64);
-  const nr = Number(vcpu.regs[3]);
+  const nr = p.nr;
   const loop = (iterations) => {
     host.setRealModeCheck(check);
     r32[6] = nr;

@@ -94,6 +94,7 @@ async function prepareHcall(op, engine, check) {
     setup: base.setup,
     entries: base.entries,
     check,
+    nr,
     run: () => {
       host.setRealModeCheck(check);
       r32[6] = nr;
