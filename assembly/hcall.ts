@@ -106,10 +106,13 @@ export function hcall(vcpu: u32, level: u32): i32 {
   return load<u32>(h + HDR_OWNER_CHECK) == <u32>OWNER_CHECK_PID && load<u32>(h + HDR_PID_PLACEMENT) == <u32>PID_CHECK_ENTRY ? <u32>OP_CHECK_PID : 0;
 }
 
-/** The pid check at hypercall entry when the host places it there. */
+/**
+ * The pid check at hypercall entry. With the per-write placement it runs too,
+ * so that a refused call changes nothing; the per-write compare then comes on
+ * top of it, at every view write (buildOneV2 / clearOne with OP_CHECK_PID).
+ */
 @inline function callCheckFails(stt: u32, pid: u32): bool {
-  const h = <u32>HEADER_BASE;
-  return load<u32>(h + HDR_OWNER_CHECK) == <u32>OWNER_CHECK_PID && load<u32>(h + HDR_PID_PLACEMENT) != <u32>PID_CHECK_ENTRY && !pidCallCheck(stt, pid);
+  return load<u32>(<u32>HEADER_BASE + HDR_OWNER_CHECK) == <u32>OWNER_CHECK_PID && !pidCallCheck(stt, pid);
 }
 
 /**
@@ -117,12 +120,11 @@ export function hcall(vcpu: u32, level: u32): i32 {
  * or unmapped in every linked hardware table, subpage by subpage
  * (kvmppc_tce_validate + the failure cases of kvmppc_rm_tce_iommu_do_map).
  */
-function checkStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, grow: bool, checkPid: u32, pid: u32): bool {
+function checkStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, grow: bool): bool {
   const n = load<u32>(stt + STT_STIT_COUNT);
   const gshift = load<u32>(stt + STT_PAGE_SHIFT);
   for (let i: u32 = 0; i < n; i++) {
     const tbl = load<u32>(stt + STT_STITS + (i << 2));
-    if (checkPid != 0 && load<u32>(tbl + TBL_OWNER_PID) != pid) return false;
     // A v1 table pins pages per entry, which only the VMM can do: every change exits (kernel: no
     // userspace view, H_TOO_HARD), so a guest clear can never drop a pin behind VFIO's back.
     if ((load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return false;
@@ -137,22 +139,26 @@ function checkStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, grow: boo
   return true;
 }
 
-/** Maps or unmaps guest entry `entry` in every linked table; checkStits has passed, so only an allocation can fail. */
-function applyStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, flags: u32): bool {
+/**
+ * Maps or unmaps guest entry `entry` in every linked table; checkStits has
+ * passed, so only an allocation can fail. `checkPid` (OP_CHECK_PID or 0)
+ * compares the pid at every view write; the entry check already passed it.
+ */
+function applyStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, flags: u32, checkPid: u32, pid: u32): bool {
   const n = load<u32>(stt + STT_STIT_COUNT);
   const gshift = load<u32>(stt + STT_PAGE_SHIFT);
-  const f = flags & <u32>OP_ALLOC;
+  const f = (flags & <u32>OP_ALLOC) | checkPid;
   for (let i: u32 = 0; i < n; i++) {
     const tbl = load<u32>(stt + STT_STITS + (i << 2));
     const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
     const sub: u64 = <u64>1 << <u64>(gshift - tshift);
     const rel = entry * sub - load<u64>(tbl + TBL_OFFSET);
     if (perm == 0) {
-      clearRel(tbl, mm, rel, sub, 0, 0);
+      clearRel(tbl, mm, rel, sub, checkPid, pid);
       continue;
     }
     for (let k: u64 = 0; k < sub; k++) {
-      if (buildOneV2(tbl, mm, rel + k, ua + (k << <u64>tshift), perm, f, 0) < 0) {
+      if (buildOneV2(tbl, mm, rel + k, ua + (k << <u64>tshift), perm, f, pid) < 0) {
         // Only an allocation failure of virtual mode gets here: undo this table's subpages.
         clearRel(tbl, mm, rel, k, 0, 0);
         return false;
@@ -191,8 +197,8 @@ function putTce(vm: u32, vcpu: u32, flags: u32): i32 {
     ua = gpaToUa(vm, gpa);
     if (ua == 0) return H_TOO_HARD;
   }
-  if (!checkStits(stt, mm, entry, ua, perm, grow, entryCheckFlag(), pid)) return H_TOO_HARD;
-  if (!applyStits(stt, mm, entry, ua, perm, flags)) return H_TOO_HARD;
+  if (!checkStits(stt, mm, entry, ua, perm, grow)) return H_TOO_HARD;
+  if (!applyStits(stt, mm, entry, ua, perm, flags, entryCheckFlag(), pid)) return H_TOO_HARD;
   sttPut(stt, idx, tce, grow);
   return H_SUCCESS;
 }
@@ -212,8 +218,9 @@ function putTceIndirect(vm: u32, vcpu: u32, flags: u32): i32 {
   const entry = ioba >> shift;
   const idx = entry - load<u64>(stt + STT_OFFSET);
   if (!grow && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
+  // The list must translate even when empty (kvmppc_rm_tce_to_ua on tce_list).
   const host = gpaToHost(vm, list, npages << 3);
-  if (host == 0 && npages != 0) return H_TOO_HARD;
+  if (host == 0) return H_TOO_HARD;
   const pid = load<u32>(vcpu + VCPU_PID);
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
   const mm = load<u32>(vm + VM_MM);
@@ -230,13 +237,13 @@ function putTceIndirect(vm: u32, vcpu: u32, flags: u32): i32 {
       ua = gpaToUa(vm, gpa);
       if (ua == 0) return H_TOO_HARD;
     }
-    if (!checkStits(stt, mm, entry + i, ua, perm, grow, checkPid, pid)) return H_TOO_HARD;
+    if (!checkStits(stt, mm, entry + i, ua, perm, grow)) return H_TOO_HARD;
   }
   for (let i: u64 = 0; i < npages; i++) {
     const tce = bswap<u64>(load<u64>(host + <u32>(i << 3)));
     const perm = <u32>(tce & <u64>TCE_PERM_MASK);
     const ua = perm != 0 ? gpaToUa(vm, tce & ~<u64>TCE_PERM_MASK) : 0;
-    if (!applyStits(stt, mm, entry + i, ua, perm, flags)) return H_TOO_HARD;
+    if (!applyStits(stt, mm, entry + i, ua, perm, flags, checkPid, pid)) return H_TOO_HARD;
     sttPut(stt, idx + i, tce, grow);
   }
   return H_SUCCESS;
@@ -250,29 +257,24 @@ function stuffTce(vm: u32, vcpu: u32, flags: u32): i32 {
   const value = gpr(vcpu, 6);
   const npages = gpr(vcpu, 7);
   if (!iobaOk(stt, ioba, npages)) return H_PARAMETER;
-  if (value & <u64>TCE_PERM_MASK) return H_PARAMETER;
   const grow = (flags & <u32>OP_ALLOC) != 0;
   const shift = <u64>load<u32>(stt + STT_PAGE_SHIFT);
   const entry = ioba >> shift;
   const idx = entry - load<u64>(stt + STT_OFFSET);
+  // kvmppc_rm_ioba_validate (pages needed unless clearing) comes before the permission check.
   if (!grow && value != 0 && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
+  if (value & <u64>TCE_PERM_MASK) return H_PARAMETER;
   const pid = load<u32>(vcpu + VCPU_PID);
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
   const mm = load<u32>(vm + VM_MM);
   const checkPid = entryCheckFlag();
-  if (checkPid != 0) {
-    for (let i: u64 = 0; i < npages; i++) {
-      if (!checkStits(stt, mm, entry + i, 0, 0, grow, checkPid, pid)) return H_TOO_HARD;
-    }
-  } else if (npages != 0 && !checkStits(stt, mm, entry, 0, 0, grow, 0, pid)) {
-    return H_TOO_HARD;
-  }
+  if (npages != 0 && !checkStits(stt, mm, entry, 0, 0, grow)) return H_TOO_HARD;
   const n = load<u32>(stt + STT_STIT_COUNT);
   const gshift = load<u32>(stt + STT_PAGE_SHIFT);
   for (let s: u32 = 0; s < n; s++) {
     const tbl = load<u32>(stt + STT_STITS + (s << 2));
     const sub: u64 = <u64>1 << <u64>(gshift - load<u32>(tbl + TBL_PAGE_SHIFT));
-    clearRel(tbl, mm, entry * sub - load<u64>(tbl + TBL_OFFSET), npages * sub, 0, 0);
+    clearRel(tbl, mm, entry * sub - load<u64>(tbl + TBL_OFFSET), npages * sub, checkPid, pid);
   }
   for (let i: u64 = 0; i < npages; i++) sttPut(stt, idx + i, value, grow);
   return H_SUCCESS;

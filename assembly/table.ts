@@ -120,7 +120,8 @@ export function tableUaAlloc(tbl: u32): i32 {
     free(root, sz);
     return 0;
   }
-  store<u64>(tbl + TBL_UA_NODE_BYTES, blockBytes(sz));
+  // Added, not stored: a vCPU may already be growing the view and counting its nodes.
+  atomic.add<u64>(tbl + TBL_UA_NODE_BYTES, blockBytes(sz));
   return 0;
 }
 

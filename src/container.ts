@@ -14,7 +14,7 @@
 import type { Host } from './host.js';
 import type { Mm } from './mm.js';
 import type { Process } from './process.js';
-import type { Group } from './group.js';
+import { Group } from './group.js';
 import { IommuTable, getTableSize, checkGeometry } from './table.js';
 import { preregGet, preregNew, preregPut, findExact, Region } from './prereg.js';
 import { fail, TceError } from './errors.js';
@@ -243,26 +243,24 @@ export class Container {
   }
 
   /** VFIO_GROUP_SET_CONTAINER: records the group, attaching it to the driver if one is set. */
-  attachGroup(caller: Process, g: Group): void {
+  attachGroup(g: Group): void {
+    v.instance('group', g, Group, 'a Group');
     if (g.host !== this.host) throw new TypeError('group belongs to another host');
     if (g.container === this) fail('EBUSY', `group ${g.id} is already attached to this container`);
     if (g.container) fail('EBUSY', `group ${g.id} is attached to container ${g.container.id}`);
-    if (this.iommuSet) {
-      this.guard(caller, true);
-      this.driverAttach(g);
-    }
+    // VFIO_GROUP_SET_CONTAINER is a group-fd ioctl: tce_iommu_attach_group makes no mm check.
+    if (this.iommuSet) this.driverAttach(g);
     this.groups.push(g);
     g.container = this;
   }
 
   /** VFIO_GROUP_UNSET_CONTAINER: detaches; the last group's departure releases the container. */
-  detachGroup(caller: Process, g: Group): void {
+  detachGroup(g: Group): void {
+    v.instance('group', g, Group, 'a Group');
     const i = this.groups.indexOf(g);
     if (i < 0) fail('EINVAL', `group ${g.id} is not attached to container ${this.id}`);
-    if (this.iommuSet) {
-      this.guard(caller, true);
-      this.driverDetach(g);
-    }
+    // VFIO_GROUP_UNSET_CONTAINER: a group-fd ioctl, no mm check either.
+    if (this.iommuSet) this.driverDetach(g);
     this.groups.splice(i, 1);
     g.container = undefined;
     if (this.groups.length === 0 && this.iommuSet) this.release();
@@ -720,9 +718,9 @@ export class ContainerFd {
   /** VFIO_SET_IOMMU with 'v1' / 'v2' (or the raw type 2 / 7). */
   setIommu(type: 'v1' | 'v2' | number): void { this.c().setIommu(type); }
   /** VFIO_GROUP_SET_CONTAINER. */
-  attachGroup(g: Group): void { this.c().attachGroup(this.process, g); }
+  attachGroup(g: Group): void { this.c().attachGroup(g); }
   /** VFIO_GROUP_UNSET_CONTAINER. */
-  detachGroup(g: Group): void { this.c().detachGroup(this.process, g); }
+  detachGroup(g: Group): void { this.c().detachGroup(g); }
   /** VFIO_IOMMU_SPAPR_TCE_GET_INFO. */
   getInfo(): TceInfo { return this.c().getInfo(this.process); }
   /** VFIO_IOMMU_ENABLE (v1). */

@@ -142,6 +142,8 @@ export class Host {
 
   /** @internal allocates linear memory (virtual mode); ENOMEM when full. */
   alloc(bytes: number, what: string): number {
+    // The engine takes a u32 and allocates blocks of at most 2 GiB.
+    if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x8000_0000) throw new TceError('ENOMEM', `no ${what} of ${bytes} bytes can be allocated (at most 2 GiB)`);
     const p = this.engine.alloc(bytes);
     if (p === 0) throw new TceError('ENOMEM', `linear memory is full (${this.mem.byteLength} bytes): no room for a ${what} of ${bytes} bytes; raise maxMemory`);
     return p;

@@ -8,7 +8,7 @@ import * as v from './validate.js';
 import {
   TBL_BYTES, TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT_BITS,
   TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TBL_ID, TBL_FLAGS, TBL_REFS,
-  OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK,
+  OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, TABLE_F_V2,
 } from './generated/layout.js';
 
 /** Most levels a table may have (POWERNV_IOMMU_MAX_LEVELS). */
@@ -147,7 +147,7 @@ export class IommuTable {
     mem.setU32(desc + TBL_LEVEL_BITS, bits);
     mem.setU32(desc + TBL_ROOT_BITS, rootBits);
     mem.setU32(desc + TBL_ID, host.nextId());
-    mem.setU32(desc + TBL_FLAGS, v2 ? 1 : 0);
+    mem.setU32(desc + TBL_FLAGS, v2 ? TABLE_F_V2 : 0);
     mem.setU32(desc + TBL_REFS, 1);
     const rc = host.engine.tableInit(desc);
     if (rc < 0) {
@@ -230,12 +230,6 @@ export class IommuTable {
     this.live();
     const rc = this.host.engine.tableUaAlloc(this.desc);
     if (rc < 0) throw errnoError(rc, 'no linear memory left for the userspace view');
-  }
-
-  /** Frees the userspace view (ownership released). */
-  freeView(): void {
-    this.live();
-    this.host.engine.tableUaFree(this.desc);
   }
 
   /**

@@ -4,6 +4,7 @@
 // replay's timed part does no parsing.
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
+import { H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_GET_TCE } from './generated/layout.js';
 
 /** One window from the header's `tables`. */
 export interface TraceTable {
@@ -63,7 +64,7 @@ export interface Trace {
   events: TraceEvent[];
 }
 
-const HCALLS: Record<string, number> = { H_PUT_TCE: 0x20, H_PUT_TCE_INDIRECT: 0x13c, H_STUFF_TCE: 0x138, H_GET_TCE: 0x1c };
+const HCALLS: Record<string, number> = { H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_GET_TCE };
 
 /** Reads and parses a trace file (gzip detected by its magic). */
 export function readTrace(file: string): Trace {
@@ -104,9 +105,9 @@ export function parseTrace(text: string): Trace {
     if (e.hcall && HCALLS[e.hcall as string] !== undefined) {
       const nr = HCALLS[e.hcall as string]!;
       const ret = e.ret as number;
-      if (nr === 0x13c) {
+      if (nr === H_PUT_TCE_INDIRECT) {
         events.push({ kind: 'hcall', line, nr, liobn: big('liobn'), ioba: big('ioba'), arg: big('tce_list'), npages: BigInt(e.npages as number), tces: (e.tces as string[]).map((x) => BigInt(x)), ret });
-      } else if (nr === 0x138) {
+      } else if (nr === H_STUFF_TCE) {
         if (e.ioba === null) throw new Error(`trace: line ${line}: H_STUFF_TCE without a start address cannot be replayed`);
         events.push({ kind: 'hcall', line, nr, liobn: big('liobn'), ioba: big('ioba'), arg: big('tce_value'), npages: BigInt(e.npages as number), ret });
       } else {

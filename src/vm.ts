@@ -3,9 +3,9 @@
 // tables (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE) and vCPUs. Profile 'kvm' follows
 // the kernel's handlers; profile 'qemu' QEMU's emulated ones.
 import type { Host } from './host.js';
-import type { Process } from './process.js';
+import { Process } from './process.js';
 import type { Mm } from './mm.js';
-import type { Group } from './group.js';
+import { Group } from './group.js';
 import type { IommuTable } from './table.js';
 import { Vcpu, type HcallStats } from './vcpu.js';
 import { createDma, type DmaAccessor } from './dma.js';
@@ -206,6 +206,8 @@ export class Vm {
    * the one check that mode needs, paid here rather than per hypercall.
    */
   attachGroup(group: Group, liobn: bigint): void {
+    v.instance('group', group, Group, 'a Group');
+    if (group.host !== this.host) throw new TypeError('attachGroup: the group belongs to another host');
     v.u64('liobn', liobn);
     if (this.profile !== 'kvm') fail('ENODEV', 'attachGroup: the qemu profile has no in-kernel acceleration');
     const t = this.tables.get(liobn);
@@ -319,6 +321,10 @@ export class Vm {
   vcpu(index: number, opts?: { thread?: Process }): Vcpu {
     v.int('index', index, 0, 4095);
     const o = v.options<{ thread: Process }>('opts', opts);
+    if (o.thread !== undefined) {
+      v.instance('opts.thread', o.thread, Process, 'a Process');
+      if (o.thread.host !== this.host) throw new TypeError('vcpu: opts.thread belongs to another host');
+    }
     let c = this.vcpus.get(index);
     if (!c) {
       c = new Vcpu(this, index, o.thread ?? this.process.thread());

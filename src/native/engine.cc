@@ -421,7 +421,8 @@ int32_t TceEngine::tableUaAlloc(uint32_t tbl) {
     free(root, sz);
     return 0;
   }
-  st64(at(tbl, TBL_UA_NODE_BYTES), blockBytes(sz));
+  // Added, not stored: a vCPU may already be growing the view and counting its nodes.
+  aadd64(at(tbl, TBL_UA_NODE_BYTES), blockBytes(sz));
   return 0;
 }
 
@@ -873,10 +874,9 @@ uint32_t TceEngine::entryCheckFlag() {
              : 0;
 }
 
-/** The pid check at hypercall entry when the host places it there. */
+/** The pid check at hypercall entry, for both placements (a refused call changes nothing). */
 bool TceEngine::callCheckFails(uint32_t stt, uint32_t pid) {
-  return ld32(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) &&
-         ld32(at(H, HDR_PID_PLACEMENT)) != static_cast<uint32_t>(PID_CHECK_ENTRY) && !pidCallCheck(stt, pid);
+  return ld32(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) && !pidCallCheck(stt, pid);
 }
 
 /**
@@ -884,13 +884,11 @@ bool TceEngine::callCheckFails(uint32_t stt, uint32_t pid) {
  * or unmapped in every linked hardware table, subpage by subpage
  * (kvmppc_tce_validate + the failure cases of kvmppc_rm_tce_iommu_do_map).
  */
-bool TceEngine::checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, bool grow,
-                           uint32_t checkPid, uint32_t pid) {
+bool TceEngine::checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, bool grow) {
   const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
   const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
   for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
     const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (i << 2)));
-    if (checkPid != 0 && ld32(at(tbl, TBL_OWNER_PID)) != pid) return false;
     // A v1 table pins pages per entry, which only the VMM can do: every change exits.
     if ((ld32(at(tbl, TBL_FLAGS)) & kTableV2) == 0) return false;
     if (perm == 0) continue;
@@ -904,22 +902,26 @@ bool TceEngine::checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t u
   return true;
 }
 
-/** Maps or unmaps guest entry `entry` in every linked table; checkStits has passed, so only an allocation can fail. */
-bool TceEngine::applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, uint32_t flags) {
+/**
+ * Maps or unmaps guest entry `entry` in every linked table; checkStits has passed, so only an allocation can
+ * fail. `checkPid` (kOpCheckPid or 0) compares the pid at every view write.
+ */
+bool TceEngine::applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, uint32_t flags,
+                           uint32_t checkPid, uint32_t pid) {
   const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
   const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
-  const uint32_t f = flags & kOpAlloc;
+  const uint32_t f = (flags & kOpAlloc) | checkPid;
   for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
     const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (i << 2)));
     const uint32_t tshift = ld32(at(tbl, TBL_PAGE_SHIFT));
     const uint64_t sub = shl64(1, static_cast<uint32_t>(gshift - tshift));
     const uint64_t rel = entry * sub - ld64(at(tbl, TBL_OFFSET));
     if (perm == 0) {
-      clearRel(tbl, mm, rel, sub, 0, 0);
+      clearRel(tbl, mm, rel, sub, checkPid, pid);
       continue;
     }
     for (uint64_t k = 0; k < sub && fault_ == Fault::kNone; k++) {
-      if (buildOneV2(tbl, mm, rel + k, ua + shl64(k, tshift), perm, f, 0) < 0) {
+      if (buildOneV2(tbl, mm, rel + k, ua + shl64(k, tshift), perm, f, pid) < 0) {
         // Only an allocation failure of virtual mode gets here: undo this table's subpages.
         clearRel(tbl, mm, rel, k, 0, 0);
         return false;
@@ -958,8 +960,8 @@ int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, uint32_t flags) {
     ua = gpaToUa(vm, gpa);
     if (ua == 0) return H_TOO_HARD;
   }
-  if (!checkStits(stt, mm, entry, ua, perm, grow, entryCheckFlag(), pid)) return H_TOO_HARD;
-  if (!applyStits(stt, mm, entry, ua, perm, flags)) return H_TOO_HARD;
+  if (!checkStits(stt, mm, entry, ua, perm, grow)) return H_TOO_HARD;
+  if (!applyStits(stt, mm, entry, ua, perm, flags, entryCheckFlag(), pid)) return H_TOO_HARD;
   sttPut(stt, idx, tce, grow);
   return H_SUCCESS;
 }
@@ -979,8 +981,9 @@ int32_t TceEngine::putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags) {
   const uint64_t entry = shr64(ioba, shift);
   const uint64_t idx = entry - ld64(at(stt, STT_OFFSET));
   if (!grow && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
+  // The list must translate even when empty (kvmppc_rm_tce_to_ua on tce_list).
   const uint32_t host = gpaToHost(vm, list, npages << 3);
-  if (host == 0 && npages != 0) return H_TOO_HARD;
+  if (host == 0) return H_TOO_HARD;
   const uint32_t pid = ld32(at(vcpu, VCPU_PID));
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
   const uint32_t mm = ld32(at(vm, VM_MM));
@@ -997,13 +1000,13 @@ int32_t TceEngine::putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags) {
       ua = gpaToUa(vm, gpa);
       if (ua == 0) return H_TOO_HARD;
     }
-    if (!checkStits(stt, mm, entry + i, ua, perm, grow, checkPid, pid)) return H_TOO_HARD;
+    if (!checkStits(stt, mm, entry + i, ua, perm, grow)) return H_TOO_HARD;
   }
   for (uint64_t i = 0; i < npages; i++) {
     const uint64_t tce = __builtin_bswap64(ld64(static_cast<uint32_t>(host + static_cast<uint32_t>(i << 3))));
     const uint32_t perm = static_cast<uint32_t>(tce & kPerm);
     const uint64_t ua = perm != 0 ? gpaToUa(vm, tce & ~kPerm) : 0;
-    if (!applyStits(stt, mm, entry + i, ua, perm, flags)) return H_TOO_HARD;
+    if (!applyStits(stt, mm, entry + i, ua, perm, flags, checkPid, pid)) return H_TOO_HARD;
     sttPut(stt, idx + i, tce, grow);
   }
   return H_SUCCESS;
@@ -1017,29 +1020,24 @@ int32_t TceEngine::stuffTce(uint32_t vm, uint32_t vcpu, uint32_t flags) {
   const uint64_t value = gpr(vcpu, 6);
   const uint64_t npages = gpr(vcpu, 7);
   if (!iobaOk(stt, ioba, npages)) return H_PARAMETER;
-  if (value & kPerm) return H_PARAMETER;
   const bool grow = (flags & kOpAlloc) != 0;
   const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
   const uint64_t entry = shr64(ioba, shift);
   const uint64_t idx = entry - ld64(at(stt, STT_OFFSET));
+  // kvmppc_rm_ioba_validate (pages needed unless clearing) comes before the permission check.
   if (!grow && value != 0 && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
+  if (value & kPerm) return H_PARAMETER;
   const uint32_t pid = ld32(at(vcpu, VCPU_PID));
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
   const uint32_t mm = ld32(at(vm, VM_MM));
   const uint32_t checkPid = entryCheckFlag();
-  if (checkPid != 0) {
-    for (uint64_t i = 0; i < npages && fault_ == Fault::kNone; i++) {
-      if (!checkStits(stt, mm, entry + i, 0, 0, grow, checkPid, pid)) return H_TOO_HARD;
-    }
-  } else if (npages != 0 && !checkStits(stt, mm, entry, 0, 0, grow, 0, pid)) {
-    return H_TOO_HARD;
-  }
+  if (npages != 0 && !checkStits(stt, mm, entry, 0, 0, grow)) return H_TOO_HARD;
   const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
   const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
   for (uint32_t s = 0; s < n && fault_ == Fault::kNone; s++) {
     const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (s << 2)));
     const uint64_t sub = shl64(1, static_cast<uint32_t>(gshift - ld32(at(tbl, TBL_PAGE_SHIFT))));
-    clearRel(tbl, mm, entry * sub - ld64(at(tbl, TBL_OFFSET)), npages * sub, 0, 0);
+    clearRel(tbl, mm, entry * sub - ld64(at(tbl, TBL_OFFSET)), npages * sub, checkPid, pid);
   }
   for (uint64_t i = 0; i < npages && fault_ == Fault::kNone; i++) sttPut(stt, idx + i, value, grow);
   return H_SUCCESS;

@@ -141,9 +141,9 @@ class TceEngine {
   bool pidCallCheck(uint32_t stt, uint32_t pid);
   uint32_t entryCheckFlag();
   bool callCheckFails(uint32_t stt, uint32_t pid);
-  bool checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, bool grow, uint32_t checkPid,
+  bool checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, bool grow);
+  bool applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, uint32_t flags, uint32_t checkPid,
                   uint32_t pid);
-  bool applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, uint32_t flags);
   void sttPut(uint32_t stt, uint64_t idx, uint64_t tce, bool grow);
   int32_t putTce(uint32_t vm, uint32_t vcpu, uint32_t flags);
   int32_t putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags);
