@@ -164,6 +164,14 @@ export class Container {
     return this.prereg.map((p) => p.region);
   }
 
+  /** What this container has charged to locked_vm, and to which mm: its windows' tables and the v1 ENABLE. */
+  charges(): { mm: Mm; pages: bigint }[] {
+    const out: { mm: Mm; pages: bigint }[] = [];
+    for (const w of this.windows) if (w?.chargedMm) out.push({ mm: w.chargedMm, pages: w.tablePages });
+    if (this.enabled && this.v2 === false && this.v1ChargedMm) out.push({ mm: this.v1ChargedMm, pages: this.lockedPages });
+    return out;
+  }
+
   /** Whether SET_IOMMU has been done (an IOMMU driver is bound). */
   get iommuSet(): boolean {
     return this.v2 !== undefined;

@@ -16,10 +16,13 @@ export function checkInvariants(host: Host): void {
   for (const mm of host.mms) regionsByMm.set(mm, regionsOf(mm));
 
   for (const [mm, regions] of regionsByMm) {
-    // 1. locked_vm equals the sum of what was charged to it.
-    let charged = 0n;
-    for (const c of mm.charges.values()) charged += c;
-    if (mm.lockedPages !== charged) problems.push(`mm ${mm.id}: locked_vm is ${mm.lockedPages} pages, but its charges add up to ${charged}`);
+    // 1. locked_vm equals what the live objects charged to it (§3.1): its
+    // regions, the container tables and v1 windows charged to it, its VMs' guest tables.
+    let expected = 0n;
+    for (const r of regions) if (!r.isDevice) expected += r.entries;
+    for (const c of host.containers) for (const ch of c.charges()) if (ch.mm === mm) expected += ch.pages;
+    for (const vm of host.vms) if (vm.mm === mm) for (const t of vm.tables.values()) expected += t.chargedPages;
+    if (mm.lockedPages !== expected) problems.push(`mm ${mm.id}: locked_vm is ${mm.lockedPages} pages, but its regions, tables and windows account for ${expected}`);
     const sorted = [...regions].sort((a, b) => (a.ua < b.ua ? -1 : a.ua > b.ua ? 1 : 0));
     for (let i = 0; i < sorted.length; i++) {
       const r = sorted[i]!;
