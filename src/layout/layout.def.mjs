@@ -75,20 +75,22 @@ export const structs = {
   },
   REG: {
     doc: 'a pre-registered region (mm_iommu_table_group_mem_t)',
-    size: 64,
+    size: 128,
     fields: [
       ['next', 'u32', 'next region of the same mm'],
       ['mm', 'u32', 'owning mm descriptor'],
       ['ua', 'u64', 'userspace start address'],
       ['entries', 'u64', 'size in system pages'],
-      ['mapped', 'u64', '1 + live TCEs into the region; 0 = dying (atomic)'],
       ['pageShift', 'u32', 'largest IOMMU page shift the region can back'],
       ['used', 'u32', 'containers referencing the region'],
       ['hpas', 'u32', 'offset of u64[entries]: host address of each system page'],
       ['flags', 'u32', 'REGION_F_*'],
       ['devHpa', 'u64', 'device memory base (REGION_F_DEV)'],
       ['id', 'u32', 'region id, host-unique'],
-      ['pad', 'u32', ''],
+      // Lookups of other vCPUs read the fields above on every hypercall; the
+      // counter every map and unmap changes gets a cache line of its own.
+      ['pad', 'u32', 'up to the next cache line', 3],
+      ['mapped', 'u64', '1 + live TCEs into the region; 0 = dying (atomic)'],
     ],
   },
   TBL: {
