@@ -1,35 +1,17 @@
 // Spec: kernel-behaviour.md §5 (forked child); runs examples/forked-child.mjs as a child process against a fresh build of src/.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { root, scratchBuild } from './example-build.js';
 
-const root = resolve(__dirname, '../..');
-let tmp = '';
 let env: NodeJS.ProcessEnv = {};
+let cleanup = (): void => {};
 
 beforeAll(() => {
-  // dist/ may be stale while others rebuild it: compile the current src/ into a scratch directory.
-  tmp = mkdtempSync(join(tmpdir(), 'spapr-tce-example-'));
-  const out = join(tmp, 'dist');
-  try {
-    execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.json'), '--outDir', out, '--declaration', 'false', '--sourceMap', 'false'], { cwd: root, stdio: 'pipe' });
-  } catch (e) {
-    // type errors elsewhere in src/ still emit JavaScript; only a missing entry point is fatal
-    if (!existsSync(join(out, 'index.js'))) throw e;
-  }
-  writeFileSync(join(tmp, 'package.json'), '{"type":"module"}\n');
-  // the WASM engine loads ../../dist/wasm/tce.wasm relative to dist/engine/
-  const wasm = join(root, 'dist/wasm');
-  if (!existsSync(wasm)) throw new Error('dist/wasm is missing: run `npm run build:wasm`');
-  symlinkSync(wasm, join(out, 'wasm'));
-  env = { ...process.env, SPAPR_TCE_DIST: join(out, 'index.js') };
+  ({ env, cleanup } = scratchBuild('spapr-tce-example-'));
 }, 120_000);
 
-afterAll(() => {
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-});
+afterAll(() => cleanup());
 
 const runExample = (...args: string[]): string =>
   execFileSync(process.execPath, [join(root, 'examples/forked-child.mjs'), ...args], { cwd: root, env, encoding: 'utf8' });

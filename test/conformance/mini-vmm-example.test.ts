@@ -2,39 +2,21 @@
 // Runs examples/mini-vmm/main.mjs as a child process against a fresh build of src/
 // (the mechanism of forked-child-example.test.ts) and checks the transcript's key facts.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { root, scratchBuild } from './example-build.js';
 
-const root = resolve(__dirname, '../..');
-let tmp = '';
+let cleanup = (): void => {};
 let run: { status: number | null; stdout: string; stderr: string } = { status: null, stdout: '', stderr: '' };
 
 beforeAll(() => {
-  // dist/ may be stale while others rebuild it: compile the current src/ into a scratch directory.
-  tmp = mkdtempSync(join(tmpdir(), 'spapr-tce-mini-vmm-'));
-  const out = join(tmp, 'dist');
-  try {
-    execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.json'), '--outDir', out, '--declaration', 'false', '--sourceMap', 'false'], { cwd: root, stdio: 'pipe' });
-  } catch (e) {
-    // type errors elsewhere in src/ still emit JavaScript; only a missing entry point is fatal
-    if (!existsSync(join(out, 'index.js'))) throw e;
-  }
-  writeFileSync(join(tmp, 'package.json'), '{"type":"module"}\n');
-  // the WASM engine loads ../../dist/wasm/tce.wasm relative to dist/engine/
-  const wasm = join(root, 'dist/wasm');
-  if (!existsSync(wasm)) throw new Error('dist/wasm is missing: run `npm run build:wasm`');
-  symlinkSync(wasm, join(out, 'wasm'));
-  const r = spawnSync(process.execPath, [join(root, 'examples/mini-vmm/main.mjs')], {
-    cwd: root, env: { ...process.env, SPAPR_TCE_DIST: join(out, 'index.js') }, encoding: 'utf8', timeout: 60_000,
-  });
+  const build = scratchBuild('spapr-tce-mini-vmm-');
+  cleanup = build.cleanup;
+  const r = spawnSync(process.execPath, [join(root, 'examples/mini-vmm/main.mjs')], { cwd: root, env: build.env, encoding: 'utf8', timeout: 60_000 });
   run = { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }, 120_000);
 
-afterAll(() => {
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
-});
+afterAll(() => cleanup());
 
 /** The transcript section of request n (up to the next `== ` heading). */
 const request = (n: number): string => {

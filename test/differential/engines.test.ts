@@ -14,45 +14,12 @@ import { describe, expect, it } from 'vitest';
 import { Host, preregNew, preregGet, preregPut, IommuTable, TceError, type Process, type Region } from '../../src/index.js';
 import { nativeLoadError } from '../../src/engine/native.js';
 import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_TOP, OP_ALLOC, OP_CHECK_PID } from '../../src/generated/layout.js';
-import { loadNative } from '../../src/engine/native.js';
+import { Rng, nativeAvailable } from './support.js';
 
-// Without the addon (it failed to build) engine: 'wasm' still works; these tests then have nothing to compare.
-const nativeAvailable = typeof (loadNative() as unknown as { createEngine?: unknown } | undefined)?.createEngine === 'function';
 
 /** A block size for a bad free(), varied by the pointer (deterministic). */
 const rng64 = (p: number): number => [64, 128, 4096][p % 3]!;
 
-/** xorshift32*-style generator: small, seedable, the same on every platform. */
-class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 0x9e3779b9;
-  }
-  u32(): number {
-    let x = this.s;
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.s = x >>> 0;
-    return Math.imul(this.s, 0x2545f491) >>> 0;
-  }
-  /** An integer in [lo, hi]. */
-  int(lo: number, hi: number): number {
-    return lo + (this.u32() % (hi - lo + 1));
-  }
-  chance(p: number): boolean {
-    return this.u32() / 2 ** 32 < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(0, xs.length - 1)]!;
-  }
-  big(bits: number): bigint {
-    let v = 0n;
-    for (let b = 0; b < bits; b += 32) v = (v << 32n) | BigInt(this.u32());
-    return BigInt.asUintN(bits, v);
-  }
-}
 
 interface Mapping { proc: number; ua: bigint; size: bigint; pageShift: number }
 interface TableRec { t: IommuTable; v2: boolean; proc: number }

@@ -20,41 +20,9 @@ import { describe, expect, it } from 'vitest';
 import { Host, H, TceError, type Process, type MmapResult, type Vm, type Vcpu, type ContainerFd, type IommuTable, type OwnerCheck } from '../../src/index.js';
 import { nativeLoadError } from '../../src/engine/native.js';
 import { HEADER_BASE, HDR_ALLOC_TOP, LEVEL_REAL, LEVEL_VIRTUAL } from '../../src/generated/layout.js';
-import { loadNative } from '../../src/engine/native.js';
+import { Rng, nativeAvailable } from './support.js';
 
-// Without the addon (it failed to build) engine: 'wasm' still works; these tests then have nothing to compare.
-const nativeAvailable = typeof (loadNative() as unknown as { createEngine?: unknown } | undefined)?.createEngine === 'function';
 
-/** xorshift32*-style generator (as in engines.test.ts): small, seedable, the same everywhere. */
-class Rng {
-  private s: number;
-  constructor(seed: number) {
-    this.s = seed >>> 0 || 0x9e3779b9;
-  }
-  u32(): number {
-    let x = this.s;
-    x ^= x << 13;
-    x >>>= 0;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    this.s = x >>> 0;
-    return Math.imul(this.s, 0x2545f491) >>> 0;
-  }
-  int(lo: number, hi: number): number {
-    return lo + (this.u32() % (hi - lo + 1));
-  }
-  chance(p: number): boolean {
-    return this.u32() / 2 ** 32 < p;
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(0, xs.length - 1)]!;
-  }
-  big(bits: number): bigint {
-    let v = 0n;
-    for (let b = 0; b < bits; b += 32) v = (v << 32n) | BigInt(this.u32());
-    return BigInt.asUintN(bits, v);
-  }
-}
 
 const MiB = 1n << 20n;
 const RAM = 2n * MiB;
