@@ -427,6 +427,15 @@ describe.skipIf(!nativeAvailable)('engines: wasm and native agree', () => {
     });
   }
 
+  // Many short sequences too: fresh hosts, every configuration, the first steps after setup.
+  const shortSeeds = Number(process.env.DIFF_SHORT_SEEDS ?? 1000);
+  it.skipIf(fixedSeed !== undefined)(`${shortSeeds} short sequences (8 steps each, seeds 500000…) agree as well`, async () => {
+    const stats: RunStats = { steps: 0, errors: 0, traps: 0, kinds: new Map() };
+    for (let i = 0; i < shortSeeds; i++) await runSeed(500_000 + i, 8, stats);
+    expect(stats.steps).toBe(shortSeeds * 8);
+    expect(stats.errors).toBeGreaterThan(0);
+  });
+
   it.skipIf(fixedSeed !== undefined)('the seeds together exercise every kind of operation', () => {
     const kinds = ['mmap', 'register', 'regionGet', 'unregister', 'createTable', 'build', 'rawBuild', 'clear', 'rawClear', 'xchg',
       'query', 'freeTable', 'freeView', 'allocView', 'tableInitAgain', 'rawAlloc', 'rawFree', 'regionRaw', 'badPointer'];
