@@ -633,16 +633,7 @@ export class Container {
   private buildV2(caller: Process, w: Window, entry: bigint, n: bigint, vaddr: bigint, perm: number): void {
     if (n === 0n) return;
     const mm = this.ctxMm(caller);
-    // The userspace view exists only once something is mapped (it was charged with the table).
-    // A map refused at its first page must not leave it behind: resolve that page first.
-    if (!w.table.hasView) {
-      const e = this.host.engine;
-      const r = e.regionLookup(mm.desc, vaddr, 1n << BigInt(w.pageShift));
-      if (r === 0 || e.regionUaToHpa(r, vaddr, w.pageShift) < 0n) {
-        fail('EINVAL', `mapDma: vaddr ${hex(vaddr)} is in no pre-registered region able to back 2^${w.pageShift}-byte pages`);
-      }
-      w.table.allocView();
-    }
+    // The userspace view's memory comes with the first map (it was charged with the table).
     w.table.viewMm ??= mm;
     w.table.buildV2(mm, entry, n, vaddr, perm);
   }

@@ -250,7 +250,15 @@ export class IommuTable {
     if (!this.contains(entry, n)) fail('EINVAL', `entries [0x${entry.toString(16)}, +${n}) are outside the table`);
     if (ua & ((1n << BigInt(this.pageShift)) - 1n)) fail('EINVAL', `ua 0x${ua.toString(16)} is not aligned to the IOMMU page`);
     if (ua + (n << BigInt(this.pageShift)) > 1n << 64n) fail('EINVAL', 'the userspace range wraps around');
-    if (!this.hasView && !opts.realMode) this.allocView();
+    if (!this.hasView && !opts.realMode && n > 0n) {
+      // The view exists once something is mapped; a map refused at its first page must not leave it behind.
+      const e = this.host.engine;
+      const r = e.regionLookup(mm.desc, ua, 1n << BigInt(this.pageShift));
+      if (r === 0 || e.regionUaToHpa(r, ua, this.pageShift) < 0n) {
+        fail('EINVAL', `ua 0x${ua.toString(16)} is in no pre-registered region able to back 2^${this.pageShift}-byte pages`);
+      }
+      this.allocView();
+    }
     const flags = (opts.realMode ? 0 : OP_ALLOC) | (opts.checkPidOf !== undefined ? OP_CHECK_PID : 0);
     const rc = this.host.engine.tableBuildV2(this.desc, mm.desc, entry, n, ua, perm & TCE_PERM_MASK, flags, opts.checkPidOf ?? 0);
     if (rc < 0) throw errnoError(rc, `mapping ${n} entr${n === 1n ? 'y' : 'ies'} at index 0x${entry.toString(16)} from ua 0x${ua.toString(16)}`);
