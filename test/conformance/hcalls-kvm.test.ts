@@ -1,28 +1,12 @@
 // Spec: kernel-behaviour.md §2.6 (KVM TCE tables and hcalls), §4 (real → virtual → exit), §7 E38–E47; design.md "the owner check" (none/pid/mm).
 import { describe, expect, it } from 'vitest';
 import { Host, H, type OwnerCheck, type Vcpu } from '../../src/index.js';
-import { HEADER_BASE, HDR_ALLOC_TOP, VCPU_BYTES } from '../../src/generated/layout.js';
-import { MiB, GiB, expectErr } from './helpers.js';
+import { MiB, GiB, expectErr, snap, expectUnchanged } from './helpers.js';
 
 const LIOBN = 0x80000000n;
 const TOO_HARD_R3 = 9999n;
 const PARAM_R3 = BigInt.asUintN(64, -4n);
 
-/** A copy of linear memory up to the allocator top, with the given vCPU register blocks (r3, level, stats) blanked. */
-function snap(host: Host, skip: Vcpu[]): Buffer {
-  const top = host.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
-  const b = Buffer.from(host.mem.u8.slice(0, top));
-  for (const c of skip) b.fill(0, c.desc, c.desc + VCPU_BYTES);
-  return b;
-}
-
-function expectUnchanged(host: Host, before: Buffer, skip: Vcpu[], what = 'the call'): void {
-  const after = snap(host, skip);
-  if (after.equals(before)) return;
-  let i = 0;
-  while (i < before.length && i < after.length && before[i] === after[i]) i++;
-  expect.fail(`${what} changed linear memory: first difference at offset ${i} (allocator top ${before.length} → ${after.length})`);
-}
 
 /** Runs hypercall `nr` on the vCPU's registers through the whole chain (real → virtual → exit). */
 function call(c: Vcpu, nr: number, ...args: bigint[]) {

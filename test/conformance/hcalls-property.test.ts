@@ -1,9 +1,8 @@
 // Spec: kernel-behaviour.md §2.6 (KVM hcall checks and effects), §3 (invariants), §4 (real → virtual → exit); deliberate divergences: whole-range ioba check, check-everything-before-writing.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Host, H, type Vcpu } from '../../src/index.js';
-import { HEADER_BASE, HDR_ALLOC_TOP, VCPU_BYTES } from '../../src/generated/layout.js';
-import { MiB } from './helpers.js';
+import { Host, H } from '../../src/index.js';
+import { MiB, snap } from './helpers.js';
 
 const L = 0x80000000n; // linked to the VFIO table, page shift = the run's guest page shift, bus 0, 16 MiB
 const L2 = 0x80000001n; // not linked: 4K pages, offset 256 (bus 1 MiB), 512 entries
@@ -110,12 +109,6 @@ function tceCheck(t: Table, tce: bigint): number | null {
   return null;
 }
 
-function snap(host: Host, skip: Vcpu): Buffer {
-  const top = host.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
-  const b = Buffer.from(host.mem.u8.slice(0, top));
-  b.fill(0, skip.desc, skip.desc + VCPU_BYTES);
-  return b;
-}
 
 async function world(guestShift: number) {
   const host = await Host.create({ ownerCheck: 'mm', maxMemory: 16 << 20 });
@@ -236,7 +229,7 @@ describe('hypercall property (kvm profile, one VFIO-linked table)', () => {
             if (!known) expected = H.TOO_HARD;
 
             const what = `step ${step}: ${op.k} liobn 0x${liobn.toString(16)} ${args.slice(1).map((a) => '0x' + a.toString(16)).join(' ')}${op.realOnly ? ' (real mode only)' : ''}`;
-            const before = snap(host, vcpu);
+            const before = snap(host, [vcpu]);
             regs[3] = BigInt(nr);
             for (let i = 0; i < 4; i++) regs[4 + i] = args[i] ?? 0n;
             const ret = op.realOnly ? vcpu.hcallRealMode() : vcpu.hcall();
@@ -247,7 +240,7 @@ describe('hypercall property (kvm profile, one VFIO-linked table)', () => {
               expect(regs[3], what).toBe(BigInt.asUintN(64, BigInt(ret)));
             }
             if (ret === H.PARAMETER || ret === H.TOO_HARD) {
-              const after = snap(host, vcpu);
+              const after = snap(host, [vcpu]);
               if (!after.equals(before)) {
                 let i = 0;
                 while (i < before.length && before[i] === after[i]) i++;

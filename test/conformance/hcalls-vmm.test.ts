@@ -1,8 +1,7 @@
 // Spec: vmm-behaviour.md §1 (guest-visible model), §2 (QEMU hcalls; "KVM in-kernel handlers differ"), §8 rows 1–17, in both profiles.
 import { describe, expect, it } from 'vitest';
-import { Host, H, DmaFault, type Vcpu } from '../../src/index.js';
-import { HEADER_BASE, HDR_ALLOC_TOP, VCPU_BYTES } from '../../src/generated/layout.js';
-import { MiB } from './helpers.js';
+import { H, DmaFault } from '../../src/index.js';
+import { MiB, guestSetup, snap, expectUnchanged } from './helpers.js';
 
 const L0 = 0x80000000n;
 const ENTRIES = 262144n; // 1 GiB of 4K pages at bus 0
@@ -10,39 +9,11 @@ const G = 0x200000n; // a page-aligned guest physical address in RAM
 const LIST = 0x100000; // where INDIRECT lists go (guest physical, 4K aligned)
 const PARAM_R3 = BigInt.asUintN(64, -4n);
 
-function snap(host: Host, skip: Vcpu[]): Buffer {
-  const top = host.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
-  const b = Buffer.from(host.mem.u8.slice(0, top));
-  for (const c of skip) b.fill(0, c.desc, c.desc + VCPU_BYTES);
-  return b;
-}
-
-function expectUnchanged(host: Host, before: Buffer, skip: Vcpu[], what = 'the call'): void {
-  const after = snap(host, skip);
-  if (after.equals(before)) return;
-  let i = 0;
-  while (i < before.length && i < after.length && before[i] === after[i]) i++;
-  expect.fail(`${what} changed linear memory: first difference at offset ${i} (allocator top ${before.length} → ${after.length})`);
-}
 
 async function setup(profile: 'qemu' | 'kvm') {
-  const host = await Host.create({ maxMemory: 48 << 20 });
-  const qemu = host.spawn();
-  const ram = qemu.mmap(16n * MiB);
-  const vm = qemu.createVm({ profile });
-  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  vm.createTceTable({ liobn: L0, pageShift: 12, offset: 0n, size: ENTRIES });
-  const vcpu = vm.vcpu(0);
-  const dv = new DataView(ram.bytes!.buffer, ram.bytes!.byteOffset, ram.bytes!.byteLength);
-  /** Writes a big-endian TCE list at guest physical `at`. */
-  const list = (tces: bigint[], at = LIST): bigint => {
-    tces.forEach((t, i) => dv.setBigUint64(at + i * 8, t, false));
-    return BigInt(at);
-  };
+  const { host, vm, vcpu, ram, dv, list, run } = await guestSetup(profile, L0);
   const hc = (nr: number, ...args: bigint[]) => {
-    vcpu.regs[3] = BigInt(nr);
-    for (let i = 0; i < 4; i++) vcpu.regs[4 + i] = args[i] ?? 0n;
-    const ret = vcpu.hcall();
+    const ret = run(nr, ...args);
     return { ret, r3: vcpu.regs[3]!, r4: vcpu.regs[4]!, level: vcpu.lastLevel };
   };
   const get = (ioba: bigint): bigint => {

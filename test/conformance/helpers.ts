@@ -2,8 +2,8 @@
 import { createHash } from 'node:crypto';
 import { expect } from 'vitest';
 import { Host, TceError, ERRNO, type OwnerCheck } from '../../src/index.js';
-import type { ContainerFd, Group, Process } from '../../src/index.js';
-import { HEAP_BASE } from '../../src/generated/layout.js';
+import type { ContainerFd, Group, Process, Vcpu } from '../../src/index.js';
+import { HEAP_BASE, HEADER_BASE, HDR_ALLOC_TOP, VCPU_BYTES } from '../../src/generated/layout.js';
 
 export const KiB = 1n << 10n;
 export const MiB = 1n << 20n;
@@ -126,3 +126,45 @@ export function expectProgrammed(fd: ContainerFd, groups: Group[]): void {
     for (let i = 0; i < 2; i++) expect(g.slots[i], `group ${g.id} slot ${i}`).toBe(fd.container.windows[i]?.table);
   }
 }
+
+/** A copy of linear memory up to the allocator top, with the given vCPU register blocks (r3, level, stats) blanked. */
+export function snap(host: Host, skip: Vcpu[]): Buffer {
+  const top = host.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
+  const b = Buffer.from(host.mem.u8.slice(0, top));
+  for (const c of skip) b.fill(0, c.desc, c.desc + VCPU_BYTES);
+  return b;
+}
+
+/** Fails, naming the first changed byte, unless linear memory still equals `before` (a snap()). */
+export function expectUnchanged(host: Host, before: Buffer, skip: Vcpu[], what = 'the call'): void {
+  const after = snap(host, skip);
+  if (after.equals(before)) return;
+  let i = 0;
+  while (i < before.length && i < after.length && before[i] === after[i]) i++;
+  expect.fail(`${what} changed linear memory: first difference at offset ${i} (allocator top ${before.length} → ${after.length})`);
+}
+
+/** The guest of vmm-behaviour §8: 16 MiB of RAM at gpa 0, LIOBN `liobn` with 1 GiB of 4K pages at bus 0, one vCPU. */
+export async function guestSetup(profile: 'qemu' | 'kvm', liobn = 0x80000000n) {
+  const host = await Host.create({ maxMemory: 48 << 20 });
+  const qemu = host.spawn();
+  const ram = qemu.mmap(16n * MiB);
+  const vm = qemu.createVm({ profile });
+  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+  vm.createTceTable({ liobn, pageShift: 12, offset: 0n, size: 262144n });
+  const vcpu = vm.vcpu(0);
+  const dv = new DataView(ram.bytes!.buffer, ram.bytes!.byteOffset, ram.bytes!.byteLength);
+  /** Writes a big-endian TCE list at guest physical `at` (4K aligned) and returns its address. */
+  const list = (tces: bigint[], at = 0x100000): bigint => {
+    tces.forEach((t, i) => dv.setBigUint64(at + i * 8, t, false));
+    return BigInt(at);
+  };
+  /** Runs hypercall `nr` with arguments r4.. through the vCPU's whole chain. */
+  const run = (nr: number, ...args: bigint[]): number => {
+    vcpu.regs[3] = BigInt(nr);
+    for (let i = 0; i < 4; i++) vcpu.regs[4 + i] = args[i] ?? 0n;
+    return vcpu.hcall();
+  };
+  return { host, qemu, ram, vm, vcpu, dv, list, run };
+}
+

@@ -1,33 +1,16 @@
 // Spec: vmm-behaviour.md §2 (PUT notifies before returning), §5 (per-entry events, absolute IOVAs, replay), §8 rows 17–18, in both profiles.
 import { describe, expect, it } from 'vitest';
-import { Host, H, type IommuEvent } from '../../src/index.js';
-import { MiB } from './helpers.js';
+import { H, type IommuEvent } from '../../src/index.js';
+import { MiB, guestSetup } from './helpers.js';
 
 const L0 = 0x80000000n;
 const L1 = 0x80000001n;
 const ENTRIES = 262144n;
 const G = 0x200000n;
-const LIST = 0x100000;
 const DDW = 1n << 59n;
 
 async function setup(profile: 'qemu' | 'kvm') {
-  const host = await Host.create({ maxMemory: 48 << 20 });
-  const qemu = host.spawn();
-  const ram = qemu.mmap(16n * MiB);
-  const vm = qemu.createVm({ profile });
-  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  vm.createTceTable({ liobn: L0, pageShift: 12, offset: 0n, size: ENTRIES });
-  const vcpu = vm.vcpu(0);
-  const dv = new DataView(ram.bytes!.buffer, ram.bytes!.byteOffset, ram.bytes!.byteLength);
-  const list = (tces: bigint[], at = LIST): bigint => {
-    tces.forEach((t, i) => dv.setBigUint64(at + i * 8, t, false));
-    return BigInt(at);
-  };
-  const hc = (nr: number, ...args: bigint[]): number => {
-    vcpu.regs[3] = BigInt(nr);
-    for (let i = 0; i < 4; i++) vcpu.regs[4 + i] = args[i] ?? 0n;
-    return vcpu.hcall();
-  };
+  const { host, vm, vcpu, list, run: hc } = await guestSetup(profile, L0);
   const events: IommuEvent[] = [];
   const record = (liobn: bigint | '*' = '*') => vm.subscribe(liobn, (e) => events.push(e));
   return { host, vm, vcpu, list, hc, events, record };

@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import { Host, preregNew, preregGet, preregPut, IommuTable, TceError, type Process, type Region } from '../../src/index.js';
 import { nativeLoadError } from '../../src/engine/native.js';
 import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_TOP, OP_ALLOC, OP_CHECK_PID } from '../../src/generated/layout.js';
-import { Rng, nativeAvailable } from './support.js';
+import { Rng, nativeAvailable, json, allocTop, firstDiff, invariants } from './support.js';
 
 
 /** A block size for a bad free(), varied by the pointer (deterministic). */
@@ -332,27 +332,9 @@ function apply(w: World, op: Op): Outcome {
   }
 }
 
-const json = (x: unknown): string => JSON.stringify(x, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v));
 
-function allocTop(h: Host): number {
-  return h.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
-}
 
-/** Index of the first differing byte in [0, len), or -1. */
-function firstDiff(a: Uint8Array, b: Uint8Array, len: number): number {
-  if (Buffer.compare(a.subarray(0, len), b.subarray(0, len)) === 0) return -1;
-  for (let i = 0; i < len; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
 
-function invariants(h: Host): string {
-  try {
-    h.checkInvariants();
-    return 'ok';
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
 
 const trace = process.env.DIFF_TRACE === '1';
 

@@ -19,8 +19,8 @@
 import { describe, expect, it } from 'vitest';
 import { Host, H, TceError, type Process, type MmapResult, type Vm, type Vcpu, type ContainerFd, type IommuTable, type OwnerCheck } from '../../src/index.js';
 import { nativeLoadError } from '../../src/engine/native.js';
-import { HEADER_BASE, HDR_ALLOC_TOP, LEVEL_REAL, LEVEL_VIRTUAL } from '../../src/generated/layout.js';
-import { Rng, nativeAvailable } from './support.js';
+import { LEVEL_REAL, LEVEL_VIRTUAL } from '../../src/generated/layout.js';
+import { Rng, nativeAvailable, json, allocTop, firstDiff, invariants } from './support.js';
 
 
 
@@ -126,7 +126,6 @@ type Op = { kind: string; [k: string]: unknown };
 type Outcome = { ok: unknown } | { err: string; code?: string; msg: string };
 
 const str = (v: unknown): unknown => (typeof v === 'bigint' ? `${v}n` : v);
-const json = (x: unknown): string => JSON.stringify(x, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v));
 
 function outcome(f: () => unknown): Outcome {
   try {
@@ -267,24 +266,8 @@ function apply(w: World, op: Op): Outcome {
   }
 }
 
-function allocTop(h: Host): number {
-  return h.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
-}
 
-function firstDiff(a: Uint8Array, b: Uint8Array, len: number): number {
-  if (Buffer.compare(a.subarray(0, len), b.subarray(0, len)) === 0) return -1;
-  for (let i = 0; i < len; i++) if (a[i] !== b[i]) return i;
-  return -1;
-}
 
-function invariants(h: Host): string {
-  try {
-    h.checkInvariants();
-    return 'ok';
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
 
 const trace = process.env.HCALL_TRACE === '1';
 

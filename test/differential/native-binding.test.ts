@@ -9,7 +9,7 @@ import { Host, preregNew, IommuTable } from '../../src/index.js';
 import { loadNative, nativeLoadError, createNativeEngine, type NativeAddon, type NativeEngine } from '../../src/engine/native.js';
 import { createWasmEngine } from '../../src/engine/wasm.js';
 import type { Engine } from '../../src/engine/engine.js';
-import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_BLOCKS, HDR_ALLOC_TOP, HDR_FREE_HEADS, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT, REG_MAPPED, OP_ALLOC } from '../../src/generated/layout.js';
+import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_BLOCKS, HDR_ALLOC_TOP, HDR_FREE_HEADS, TBL_LEVELS, TBL_ROOT, REG_MAPPED, OP_ALLOC } from '../../src/generated/layout.js';
 
 // Without the addon (it failed to build) engine: 'wasm' still works; these tests then have nothing to compare.
 const nativeAvailable = typeof (loadNative() as unknown as { createEngine?: unknown } | undefined)?.createEngine === 'function';

@@ -1,5 +1,7 @@
 // Shared by the differential tests: a seedable generator and whether there is a native engine to compare.
 import { loadNative } from '../../src/engine/native.js';
+import type { Host } from '../../src/index.js';
+import { HEADER_BASE, HDR_ALLOC_TOP } from '../../src/generated/layout.js';
 
 /** Without the addon (it failed to build) engine: 'wasm' still works; the differential tests then have nothing to compare. */
 export const nativeAvailable = typeof (loadNative() as unknown as { createEngine?: unknown } | undefined)?.createEngine === 'function';
@@ -33,5 +35,30 @@ export class Rng {
     let v = 0n;
     for (let b = 0; b < bits; b += 32) v = (v << 32n) | BigInt(this.u32());
     return BigInt.asUintN(bits, v);
+  }
+}
+
+/** JSON with bigints spelled `123n`, for comparing and printing outcomes. */
+export const json = (x: unknown): string => JSON.stringify(x, (_k, v) => (typeof v === 'bigint' ? `${v}n` : v));
+
+/** The allocator's top: memory above it is still untouched. */
+export function allocTop(h: Host): number {
+  return h.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
+}
+
+/** Index of the first differing byte in [0, len), or -1. */
+export function firstDiff(a: Uint8Array, b: Uint8Array, len: number): number {
+  if (Buffer.compare(a.subarray(0, len), b.subarray(0, len)) === 0) return -1;
+  for (let i = 0; i < len; i++) if (a[i] !== b[i]) return i;
+  return -1;
+}
+
+/** 'ok', or the message of the InvariantError checkInvariants() threw. */
+export function invariants(h: Host): string {
+  try {
+    h.checkInvariants();
+    return 'ok';
+  } catch (e) {
+    return (e as Error).message;
   }
 }
