@@ -587,9 +587,8 @@ export class Container {
     return this.windows.findIndex((w) => !!w && ioba >= w.startAddr && ioba < w.table.busEnd);
   }
 
-  /** The checks MAP_DMA and UNMAP_DMA share, after which `iova` is known to be in window `w`. */
+  /** The checks MAP_DMA and UNMAP_DMA share after `enabled` and the flags, after which `iova` is known to be in window `w`. */
   private dmaWindow(caller: Process, what: string, iova: bigint, size: bigint): Window {
-    if (!this.enabled) fail('EPERM', `${what}: the container is not enabled${this.v2 ? ' (register memory first)' : ''}`);
     this.createDefaultWindow(caller);
     const slot = this.findWindow(iova);
     if (slot < 0) fail('ENXIO', `${what}: iova ${hex(iova)} is in no DMA window`);
