@@ -1,5 +1,5 @@
-// Trace replay throughput: every trace of ../shared/traces (relative to the
-// package root), replayed with each check, hypercalls per second as
+// Trace replay throughput: every trace of traces/ (the recorded ones shipped
+// with the package; docs/traces.md) or of the folder given, replayed with each check, hypercalls per second as
 // replay() reports it (the replay loop only; parsing happens once, before).
 // The traces come from QEMU's emulated TCE (the qemu profile), where the
 // owner check is not on the path: the check columns show that it costs
@@ -12,18 +12,18 @@ import { readTrace } from '../dist/trace.js';
 import { replay } from '../dist/replay.js';
 import { CHECKS, hostOptions } from './ops.mjs';
 
-export const TRACE_DIR = fileURLToPath(new URL('../../shared/traces/', import.meta.url));
+export const TRACE_DIR = fileURLToPath(new URL('../traces/', import.meta.url));
 
-/** Trace files present (.jsonl or .jsonl.gz). */
-export function traceFiles() {
-  if (!existsSync(TRACE_DIR)) return [];
-  return readdirSync(TRACE_DIR).filter((f) => /\.jsonl(\.gz)?$/.test(f)).sort().map((f) => join(TRACE_DIR, f));
+/** Trace files present in `dir` (.jsonl or .jsonl.gz). */
+export function traceFiles(dir = TRACE_DIR) {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((f) => /\.jsonl(\.gz)?$/.test(f)).sort().map((f) => join(dir, f));
 }
 
 /** [{trace, engine, check, hypercalls, hypercallsPerSecond (median), runs, mismatches}] */
-export async function runTraces({ engine = 'wasm', reps = 3, filter, tick = () => {} }) {
+export async function runTraces({ engine = 'wasm', reps = 3, filter, dir, tick = () => {} }) {
   const out = [];
-  for (const file of traceFiles()) {
+  for (const file of traceFiles(dir)) {
     const trace = readTrace(file); // parsing: outside every timed loop
     const checks = CHECKS.filter((c) => !filter || filter.test(`trace/${trace.name}/${c}`));
     const runs = new Map(checks.map((c) => [c, []]));
