@@ -1,14 +1,15 @@
 // `npm run bench` / `npx spapr-tce bench [--quick] [--filter RE] [--json FILE] [--instructions]`:
 // the matrix (op × engine × check, each check interleaved with `none`),
 // trace replay throughput, vCPU scaling and, with --instructions, callgrind
-// counts. Writes bench/results/<date>.json and an SVG chart next to it.
+// counts. Writes <date>.json and an SVG chart next to it into resultsDir
+// (the CLI's --out: ./spapr-tce-results, bench/results for `npm run bench`).
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import { PROFILES } from './harness.mjs';
 import { plan, runMatrix } from './matrix.mjs';
-import { runTraces, traceFiles } from './traces.mjs';
+import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
 import { runScaling } from './scaling.mjs';
 import { CG_OPS, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, prepare } from './ops.mjs';
@@ -20,8 +21,8 @@ import { keyNumbers } from './summary.mjs';
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
 
 /**
- * opts: {quick, filter, json, instructions} from the command line; for tests
- * also {profile: 'tiny', resultsDir, quiet}. Returns the exit code.
+ * opts: {quick, filter, json, instructions, resultsDir, traceDir} from the
+ * command line; for tests also {profile: 'tiny', quiet}. Returns the exit code.
  */
 export async function main(opts = {}) {
   const t0 = Date.now();
@@ -43,7 +44,7 @@ export async function main(opts = {}) {
   const traceReps = tiny ? 1 : quick ? 3 : 9;
   const scaleReps = tiny || quick ? 1 : 3;
   const scaleMs = tiny ? 100 : quick ? 300 : 1000;
-  const traceRuns = traceFiles().length * CHECKS.length * traceReps;
+  const traceRuns = traceFiles(opts.traceDir).length * CHECKS.length * traceReps;
   const scaleRuns = 6 * scaleReps;
   const cgMissing = opts.instructions ? valgrindMissing() : undefined;
   let cgCells = [];
@@ -65,6 +66,14 @@ export async function main(opts = {}) {
     for (const c of cgCells.filter((c) => c.engine === 'native')) cgSkipped.push({ ...c, reason: nativeHcall });
     cgCells = cgCells.filter((c) => c.engine !== 'native');
   }
+  // A filter that selects nothing is a usage error, not an empty result.
+  const traceNames = traceFiles(opts.traceDir).map((f) => basename(f).replace(/\.jsonl(\.gz)?$/, ''));
+  const anyTrace = traceNames.some((n) => CHECKS.some((c) => !filter || filter.test(`trace/${n}/${c}`)));
+  const anyScaling = !filter || ['disjoint', 'shared'].some((t) => [1, 2, 4].some((n) => filter.test(`scaling/${t}/${n}`)));
+  if (filter && cells.length === 0 && !anyTrace && !anyScaling && cgCells.length === 0 && cgSkipped.length === 0) {
+    console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2)`);
+    return 2;
+  }
   const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2;
 
   const bar = new cliProgress.SingleBar(
@@ -84,13 +93,13 @@ export async function main(opts = {}) {
   try {
     ({ results, skipped } = await runMatrix(cells, profile, tick));
     lap('matrix');
-    if (traceFiles().length === 0) {
-      traces = { skipped: `no traces in ${resolve(join(RESULTS, '../../../shared/traces'))}` };
+    if (traceFiles(opts.traceDir).length === 0) {
+      traces = { skipped: `no traces in ${opts.traceDir ?? TRACE_DIR}` };
     } else {
-      traces = await runTraces({ reps: traceReps, filter, tick: () => tick('trace replay') });
+      traces = await runTraces({ reps: traceReps, filter, dir: opts.traceDir, tick: () => tick('trace replay') });
     }
     lap('traces');
-    if (!filter || ['disjoint', 'shared'].some((t) => [1, 2, 4].some((n) => filter.test(`scaling/${t}/${n}`)))) {
+    if (anyScaling) {
       scaling = await runScaling({ reps: scaleReps, durationMs: scaleMs, filter, tick: () => tick('vCPU scaling') });
     }
     lap('scaling');
@@ -104,7 +113,8 @@ export async function main(opts = {}) {
     }
   } catch (e) {
     if (!opts.quiet) bar.stop();
-    console.error(`spapr-tce bench: ${e.stack ?? e}`);
+    console.error(`spapr-tce bench: ${String(e?.message ?? e).split('\n')[0]}`);
+    if (process.env.SPAPR_TCE_DEBUG && e?.stack) console.error(e.stack);
     return 1;
   }
   if (!opts.quiet) bar.stop();
@@ -135,7 +145,7 @@ export async function main(opts = {}) {
     sectionSeconds,
   });
 
-  // Files: bench/results/<date>.json (+ .svg), and --json FILE.
+  // Files: <resultsDir>/<date>.json (+ .svg), and --json FILE.
   const dir = opts.resultsDir ?? RESULTS;
   mkdirSync(dir, { recursive: true });
   const stamp = doc.date.replace(/:/g, '-').replace(/\.\d+Z$/, 'Z');
