@@ -2,7 +2,7 @@
 // vCPU register block, every recorded translation checked against the
 // tables the replay built. The timed part touches only pre-parsed values.
 import { Host, type HostOptions } from './host.js';
-import type { Trace, TraceEvent } from './trace.js';
+import { TraceError, type Trace, type TraceEvent } from './trace.js';
 import type { Vm } from './vm.js';
 import type { Vcpu } from './vcpu.js';
 
@@ -79,6 +79,9 @@ function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: num
       hypercalls++;
       if (ev.tces) {
         // The guest wrote its list before the call; big-endian, whatever the guest's byte order.
+        if (ev.arg + BigInt(ev.tces.length * 8) > BigInt(dv.byteLength)) {
+          throw new TraceError(`tce_list 0x${ev.arg.toString(16)}: ${ev.tces.length} TCEs there lie outside the ${dv.byteLength >> 20} MiB of guest RAM the replay has`, ev.line);
+        }
         const base = Number(ev.arg);
         for (let i = 0; i < ev.tces.length; i++) dv.setBigUint64(base + i * 8, ev.tces[i]!, false);
       }
@@ -89,16 +92,29 @@ function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: num
       regs[7] = ev.npages;
       const ret = vcpu.hcall();
       if (ret !== ev.ret) mismatch(ev, `ret ${ev.ret}`, `ret ${ret}`);
+      else if (ev.tce !== undefined && ret === 0 && regs[4] !== ev.tce) mismatch(ev, `tce ${hex(ev.tce)}`, `tce ${hex(regs[4]!)}`);
     } else if (ev.kind === 'xlate') {
       translations++;
       const r = vm.translate(ev.liobn, ev.ioba);
+      if (!ev.inWindow) {
+        // QEMU found no entry for the address (spapr_tce_translate_iommu beyond nb_table): the replay must not either.
+        if (r.ok) mismatch(ev, 'beyond the window', `${hex(r.gpa)} perm ${r.perm}`);
+        continue;
+      }
       const mask = (1n << BigInt(ev.pageShift)) - 1n;
       if (!r.ok) mismatch(ev, `${hex(ev.xlated)} perm ${ev.perm}`, r.fault);
       else if ((r.gpa & ~mask) !== ev.xlated || r.perm !== ev.perm) mismatch(ev, `${hex(ev.xlated)} perm ${ev.perm}`, `${hex(r.gpa & ~mask)} perm ${r.perm}`);
     } else if (ev.kind === 'table') {
       const t = byLiobn.get(ev.liobn);
       if (!t) mismatch(ev, `window parameters for LIOBN ${hex(ev.liobn)} in the header`, 'none');
-      else if (!vm.tables.has(ev.liobn)) vm.createTceTable({ liobn: t.liobn, pageShift: t.pageShift, offset: t.busOffset >> BigInt(t.pageShift), size: t.entries });
+      else if (!vm.tables.has(ev.liobn)) {
+        if (t.busOffset & ((1n << BigInt(t.pageShift)) - 1n)) throw new TraceError(`the header's window for LIOBN ${hex(t.liobn)} starts at ${hex(t.busOffset)}, not on a page of its size`, ev.line);
+        try {
+          vm.createTceTable({ liobn: t.liobn, pageShift: t.pageShift, offset: t.busOffset >> BigInt(t.pageShift), size: t.entries });
+        } catch (e) {
+          throw new TraceError(`the header's window for LIOBN ${hex(t.liobn)} cannot be created: ${(e as Error).message}`, ev.line);
+        }
+      }
     }
   }
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
