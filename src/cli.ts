@@ -1,62 +1,169 @@
 #!/usr/bin/env node
 // The command line: `spapr-tce replay FILE`, `spapr-tce bench`, `spapr-tce demo fork`.
-import { Command, Option } from 'commander';
-import { readTrace } from './trace.js';
+// One error path: every refusal is one line on stderr, `spapr-tce CMD: reason`
+// (`spapr-tce replay: FILE:LINE: reason` for a trace), never a stack; exit 2
+// for usage and input errors, 1 for mismatches (and failures), 0 for success.
+// SPAPR_TCE_DEBUG=1 adds the stack of an unexpected error.
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { readTrace, TraceError } from './trace.js';
 import { replay } from './replay.js';
 
-const program = new Command();
-program.name('spapr-tce').description('The POWER sPAPR TCE IOMMU as Linux and KVM implement it, emulated.');
+/** Usage or input error (exit 2), or a failure (exit 1): printed as one line by the caller. */
+class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode = 2,
+  ) {
+    super(message);
+  }
+}
 
+const packageRoot = fileURLToPath(new URL('..', import.meta.url));
+const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+/** The recorded traces shipped with the package (docs/traces.md). */
+const SHIPPED_TRACES = join(packageRoot, 'traces');
+
+const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ').trim();
+
+function report(cmd: string, e: unknown): number {
+  if (e instanceof CliError) {
+    process.stderr.write(`spapr-tce ${cmd}: ${oneLine(e.message)}\n`);
+    return e.exitCode;
+  }
+  if (e instanceof TraceError) {
+    process.stderr.write(`spapr-tce ${cmd}: ${oneLine(e.message)}\n`);
+    return 2;
+  }
+  const msg = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`spapr-tce ${cmd}: ${oneLine(msg)}\n`);
+  if (process.env.SPAPR_TCE_DEBUG && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
+  return 1;
+}
+
+/** Runs a command's action; whatever it throws becomes one line and an exit code. */
+function action<A extends unknown[]>(cmd: string, fn: (...args: A) => Promise<number>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      process.exitCode = await fn(...args);
+    } catch (e) {
+      process.exitCode = report(cmd, e);
+    }
+  };
+}
+
+function positiveInt(what: string): (x: string) => number {
+  return (x) => {
+    if (!/^\d+$/.test(x) || Number(x) < 1 || !Number.isSafeInteger(Number(x))) throw new InvalidArgumentError(`${what} takes a positive whole number, got '${x}'`);
+    return Number(x);
+  };
+}
+
+/** Trace files of a folder (.jsonl or .jsonl.gz), sorted. */
+function traceFilesIn(dir: string): string[] {
+  return readdirSync(dir).filter((f) => /\.jsonl(\.gz)?$/.test(f)).sort();
+}
+
+/** FILE as given, or the name of a shipped trace (with or without .jsonl.gz) when no such file exists. */
+function traceFile(file: string): string {
+  if (existsSync(file) || file.includes('/')) return file;
+  const shipped = traceFilesIn(SHIPPED_TRACES).find((f) => f === file || f.replace(/\.jsonl(\.gz)?$/, '') === file);
+  return shipped ? join(SHIPPED_TRACES, shipped) : file;
+}
+
+const program = new Command();
 program
+  .name('spapr-tce')
+  .description('The POWER sPAPR TCE IOMMU as Linux and KVM implement it, emulated.')
+  .version(version, '-V, --version', 'print the version')
+  .exitOverride()
+  .configureOutput({ outputError: (s, write) => write(`spapr-tce: ${s.replace(/^error: /, '')}`) });
+
+const replayCmd = program
   .command('replay')
   .description('replay a hypercall trace (JSON Lines, plain or .gz) in the qemu profile and check every return code and translation')
-  .argument('<file>', 'trace file')
+  .argument('<file>', `trace file, or the name of a shipped trace (${traceFilesIn(SHIPPED_TRACES).map((f) => f.replace(/\.jsonl(\.gz)?$/, '')).join(', ')})`)
   .addOption(new Option('--engine <engine>', 'engine').choices(['wasm', 'native']).default('wasm'))
   .addOption(new Option('--owner-check <mode>', 'owner check').choices(['none', 'pid', 'mm']).default('mm'))
-  .option('--snapshot-every <n>', 'snapshot and restore the host every N events', (x) => Number.parseInt(x, 10))
+  .option('--snapshot-every <n>', 'snapshot and restore the host every N events', positiveInt('--snapshot-every'))
   .option('--json', 'print one JSON object on stdout')
-  .action(async (file: string, o: { engine: 'wasm' | 'native'; ownerCheck: 'none' | 'pid' | 'mm'; snapshotEvery?: number; json?: boolean }) => {
-    if (o.snapshotEvery !== undefined && !(Number.isInteger(o.snapshotEvery) && o.snapshotEvery > 0)) {
-      console.error('spapr-tce replay: --snapshot-every takes a positive whole number of events');
-      process.exit(2);
-    }
-    const trace = readTrace(file);
-    const r = await replay(trace, { host: { engine: o.engine, ownerCheck: o.ownerCheck }, snapshotEvery: o.snapshotEvery });
-    if (o.json) {
-      console.log(JSON.stringify({ events: r.events, hypercalls: r.hypercalls, translations: r.translations, mismatches: r.mismatches, hypercallsPerSecond: Math.round(r.hypercallsPerSecond) }));
-    } else {
-      console.log(`${trace.name}: ${r.events} events, ${r.hypercalls} hypercalls, ${r.translations} translations checked, ${r.mismatches.length} mismatch(es), ${Math.round(r.hypercallsPerSecond)} hypercalls/s`);
-      for (const m of r.mismatches.slice(0, 10)) console.log(`  line ${m.line}: expected ${m.expected}, got ${m.got}`);
-      if (r.mismatches.length > 10) console.log(`  … ${r.mismatches.length - 10} more`);
-    }
-    process.exitCode = r.mismatches.length === 0 ? 0 : 1;
-  });
+  .addHelpText('after', '\nExit status: 0 when every return code and translation matches, 1 on a mismatch, 2 for a usage error or a trace that cannot be read.')
+  .action(
+    action('replay', async (file: string, o: { engine: 'wasm' | 'native'; ownerCheck: 'none' | 'pid' | 'mm'; snapshotEvery?: number; json?: boolean }) => {
+      const trace = readTrace(traceFile(file));
+      let r;
+      try {
+        r = await replay(trace, { host: { engine: o.engine, ownerCheck: o.ownerCheck }, snapshotEvery: o.snapshotEvery });
+      } catch (e) {
+        if (e instanceof TraceError) throw e.inFile(file);
+        // The host refused its options (engine: 'native' without the addon): a usage error, said once.
+        if (e instanceof Error && /^spapr-tce: /.test(e.message)) throw new CliError(e.message.replace(/^spapr-tce: /, ''));
+        throw e;
+      }
+      if (o.json) {
+        console.log(JSON.stringify({ events: r.events, hypercalls: r.hypercalls, translations: r.translations, mismatches: r.mismatches, hypercallsPerSecond: Math.round(r.hypercallsPerSecond) }));
+      } else {
+        console.log(`${trace.name}: ${r.events} events, ${r.hypercalls} hypercalls, ${r.translations} translations checked, ${r.mismatches.length} mismatch(es), ${Math.round(r.hypercallsPerSecond)} hypercalls/s`);
+        for (const m of r.mismatches.slice(0, 10)) console.log(`  line ${m.line}: expected ${m.expected}, got ${m.got}`);
+        if (r.mismatches.length > 10) console.log(`  … ${r.mismatches.length - 10} more`);
+      }
+      return r.mismatches.length === 0 ? 0 : 1;
+    }),
+  );
 
-program
+const benchCmd = program
   .command('bench')
   .description('measure what the owner check costs on the fast path (npm run bench)')
   .option('--quick', 'a smoke run that finishes in under a minute')
-  .option('--filter <re>', 'only benchmarks whose name matches')
+  .option('--filter <re>', 'only benchmarks whose name (op/engine/check, trace/NAME/check, scaling/tables/vcpus) matches')
   .option('--json <file>', 'also write the results JSON to this file')
+  .option('--out <dir>', 'folder for the dated results JSON and SVG chart', 'spapr-tce-results')
+  .option('--traces <dir>', 'replay the traces of this folder (*.jsonl, *.jsonl.gz) instead of the shipped ones')
   .option('--instructions', 'count instructions per entry with valgrind (callgrind)')
-  .action(async (o: { quick?: boolean; filter?: string; json?: string; instructions?: boolean }) => {
-    // The harness is plain JavaScript in bench/, next to its results.
-    const url = new URL('../bench/run.mjs', import.meta.url);
-    const mod = (await import(url.href)) as { main(o: object): Promise<number> };
-    process.exitCode = await mod.main(o);
-  });
+  .addHelpText('after', '\nExit status: 0 on success, 1 when a benchmark fails, 2 for a usage error (a --filter that matches nothing among them).')
+  .action(
+    action('bench', async (o: { quick?: boolean; filter?: string; json?: string; out: string; traces?: string; instructions?: boolean }) => {
+      if (o.traces !== undefined) {
+        if (!existsSync(o.traces)) throw new CliError(`--traces ${o.traces}: no such folder`);
+        let files: string[];
+        try {
+          files = traceFilesIn(o.traces);
+        } catch {
+          throw new CliError(`--traces ${o.traces}: not a folder`);
+        }
+        if (files.length === 0) throw new CliError(`--traces ${o.traces}: no *.jsonl or *.jsonl.gz file there`);
+      }
+      // The harness is plain JavaScript in bench/, next to this package's dist/.
+      const url = new URL('../bench/run.mjs', import.meta.url);
+      const mod = (await import(url.href)) as { main(o: object): Promise<number> };
+      const { out, traces, ...rest } = o;
+      return mod.main({ ...rest, resultsDir: resolve(out), traceDir: traces === undefined ? undefined : resolve(traces) });
+    }),
+  );
 
-program
+const demoCmd = program
   .command('demo')
   .description('runnable scenarios')
-  .argument('<name>', 'fork: the forked-child scenario of the 2015 review, in every owner-check mode')
-  .action(async (name: string) => {
-    if (name !== 'fork') {
-      console.error(`spapr-tce demo: unknown demo '${name}' (try: fork)`);
-      process.exit(2);
-    }
-    // The runnable example of examples/ is the demo, so there is one copy of the scenario.
-    await import(new URL('../examples/forked-child.mjs', import.meta.url).href);
-  });
+  .addArgument(new Argument('<name>', 'fork: the forked-child scenario of the 2015 review, in every owner-check mode').choices(['fork']))
+  .option('--json', 'print the outcome as JSON')
+  .action(
+    action('demo', async () => {
+      // The runnable example of examples/ is the demo, so there is one copy of the scenario; it reads --json from argv.
+      await import(new URL('../examples/forked-child.mjs', import.meta.url).href);
+      return 0;
+    }),
+  );
 
-await program.parseAsync();
+for (const cmd of [replayCmd, benchCmd, demoCmd]) {
+  cmd.exitOverride().configureOutput({ outputError: (s, write) => write(`spapr-tce ${cmd.name()}: ${s.replace(/^error: /, '')}`) });
+}
+
+try {
+  await program.parseAsync();
+} catch (e) {
+  if (!(e instanceof CommanderError)) throw e;
+  // --help and --version exit 0; a missing command shows the help and is a usage error.
+  process.exitCode = e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
+}
