@@ -1,6 +1,6 @@
 // The 2015 review question for the userspace-view patch: "what stops a forked
 // child from changing a container it does not own?" — run in each owner-check
-// mode (kernel-behaviour.md §5). Run: `npm run example:fork` (after `npm install`,
+// mode (docs/semantics.md, "The owner check"). Run: `npm run example:fork` (after `npm install`,
 // which builds dist/), or `node examples/forked-child.mjs [--json]`.
 // SPAPR_TCE_DIST may point at another build's index.js (a path or file: URL).
 import { pathToFileURL } from 'node:url';
@@ -48,6 +48,8 @@ async function scenario(mode) {
   attempt(calls, 'child', 'mapDma(iova 0x100000, 1 page)', () => cfd.mapDma({ iova: MiB, vaddr: ram.ua, size: PAGE, read: true }));
   attempt(calls, 'child', "unmapDma(iova 0x0, 1 page) [the parent's]", () => cfd.unmapDma({ iova: 0n, size: PAGE }));
   const childRegion = fd.container.regions.find((r) => r.desc !== parentRegion.desc);
+  // Where the counters and the invariant check fall among the calls, for the printed story.
+  const countersAt = calls.length;
   const counters = {
     parentRegion: { used: parentRegion.used, mapped: Number(parentRegion.mapped) },
     childRegion: childRegion ? { used: childRegion.used, mapped: Number(childRegion.mapped) } : null,
@@ -55,6 +57,7 @@ async function scenario(mode) {
 
   attempt(calls, 'parent', 'unmapDma(iova 0x0, 1 page)', () => fd.unmapDma({ iova: 0n, size: PAGE }));
   const parentUnregister = attempt(calls, 'parent', `unregisterMemory(${hex(ram.ua)}, 1 MiB)`, () => fd.unregisterMemory(ram.ua, ram.size));
+  const invariantsAt = calls.length;
   let invariants = 'passed';
   let problems = [];
   try {
@@ -72,24 +75,30 @@ async function scenario(mode) {
   fd.close();
   cfd.close();
   vfd.close();
-  return { mode, calls, counters, parentUnregister, invariants, problems, vmClone };
+  return { mode, calls, counters, parentUnregister, invariants, problems, vmClone, countersAt, invariantsAt };
 }
 
 const results = [];
 for (const mode of ['none', 'pid', 'mm']) results.push(await scenario(mode));
 
 if (json) {
-  console.log(JSON.stringify(results));
+  console.log(JSON.stringify(results.map(({ countersAt, invariantsAt, ...r }) => r)));
 } else {
+  // In the order things happened, each once: the calls, the counters after the child's, the invariants after the parent's.
   for (const r of results) {
     console.log(`== ownerCheck: ${r.mode} ==`);
-    for (const c of r.calls) console.log(`  ${c.who.padEnd(8)} ${c.call.padEnd(48)} -> ${c.result}`);
-    const pr = r.counters.parentRegion;
-    const cr = r.counters.childRegion;
-    console.log(`  counters after the child: parent region used=${pr.used} mapped=${pr.mapped}; child region ${cr ? `used=${cr.used} mapped=${cr.mapped}` : 'none'}`);
-    console.log(`  parent unregister: ${r.parentUnregister}`);
-    console.log(`  checkInvariants: ${r.invariants}${r.problems.length ? ` (${r.problems.length} problem(s))` : ''}`);
-    for (const p of r.problems) console.log(`    - ${p}`);
-    console.log(`  vm-clone registerMemory: ${r.vmClone}`);
+    for (let i = 0; i <= r.calls.length; i++) {
+      if (i === r.countersAt) {
+        const pr = r.counters.parentRegion;
+        const cr = r.counters.childRegion;
+        console.log(`  counters after the child: parent region used=${pr.used} mapped=${pr.mapped}; child region ${cr ? `used=${cr.used} mapped=${cr.mapped}` : 'none'}`);
+      }
+      if (i === r.invariantsAt) {
+        console.log(`  checkInvariants: ${r.invariants}${r.problems.length ? ` (${r.problems.length} problem(s))` : ''}`);
+        for (const p of r.problems) console.log(`    - ${p}`);
+      }
+      const c = r.calls[i];
+      if (c) console.log(`  ${c.who.padEnd(8)} ${c.call.padEnd(48)} -> ${c.result}`);
+    }
   }
 }
