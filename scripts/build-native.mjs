@@ -1,50 +1,154 @@
 #!/usr/bin/env node
-// Builds the native addon from source with node-gyp during `npm install`.
-// Passes --nodedir when Node's own headers sit next to the running binary,
-// so node-gyp never tries to download them. A failed build does not fail the
-// install (the WebAssembly engine works without the addon): the reason is
-// kept in dist/native-build.json, and engine: 'native' reports it. With
-// --strict (npm run build) a failure is an error.
+// The native addon, at install and pack time.
+//
+// `node scripts/build-native.mjs` (the package's `install` script):
+// - in a checkout (`npm install` / `npm ci` in the repository) it always builds
+//   the addon from source with node-gyp;
+// - installed as a dependency it first tries the prebuilt addon of prebuilds/
+//   (made by `npm pack`, see --prebuild) and builds from source only when no
+//   prebuild loads on this machine, or when asked (`npm install
+//   --build-from-source`).
+// When neither gives an addon the install still succeeds (engine: 'wasm'
+// needs none) and prints one line saying why and what to run; the reason is
+// kept in dist/native-build.json, which engine: 'native' reports.
+// With --strict (npm run build) a failed build is an error.
+//
+// `node scripts/build-native.mjs --prebuild` (`prepack`): builds the N-API
+// prebuild of this platform with prebuildify into prebuilds/<platform>-<arch>/
+// (stripped, tagged with the libc), then puts the same addon back into
+// build/Release, so a checkout keeps working as before the pack.
+//
+// node-gyp is given --nodedir when Node's own headers sit next to the running
+// binary, so it never tries to download them.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, openSync, readdirSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const strict = process.argv.includes('--strict');
 const require = createRequire(import.meta.url);
+const installed = root.split(sep).includes('node_modules');
+const platform = `${process.platform}-${process.arch}`;
 
-const gen = spawnSync(process.execPath, [join(root, 'scripts/gen-layout.mjs')], { stdio: 'inherit' });
-if (gen.status !== 0) process.exit(gen.status ?? 1);
-
-const args = ['rebuild'];
 const prefix = dirname(dirname(process.execPath));
-if (existsSync(join(prefix, 'include/node/node_api.h'))) args.push(`--nodedir=${prefix}`);
+const nodedir = existsSync(join(prefix, 'include/node/node_api.h')) ? prefix : undefined;
 
-let gypBin;
-try {
-  gypBin = require.resolve('node-gyp/bin/node-gyp.js');
-} catch {
-  // npm ships its own node-gyp; npm_config_node_gyp points at it during installs.
-  gypBin = process.env.npm_config_node_gyp;
-}
 const record = (ok, detail) => {
   mkdirSync(join(root, 'dist'), { recursive: true });
   writeFileSync(join(root, 'dist/native-build.json'), JSON.stringify({ ok, detail, date: new Date().toISOString() }, null, 2) + '\n');
 };
-if (!gypBin) {
-  record(false, 'node-gyp was not found (neither in node_modules nor from npm)');
-  console.warn('spapr-tce: node-gyp not found; the native engine is unavailable (engine: "wasm" still works).');
-  process.exit(strict ? 1 : 0);
+
+/**
+ * The one line an install prints when the native engine is unavailable. npm
+ * shows a dependency's install output only when the script fails, so the line
+ * also goes to the terminal itself when there is one.
+ */
+function unavailable(why) {
+  const fix = installed ? 'npm rebuild spapr-tce' : 'npm run build';
+  const line = `spapr-tce: the native engine is unavailable (${why}); engine: 'wasm' works. To build it, install python3, make and a C++ compiler, then run \`${fix}\`.\n`;
+  process.stderr.write(line);
+  if (installed && !process.stderr.isTTY) {
+    try {
+      const tty = openSync('/dev/tty', 'w');
+      writeSync(tty, line);
+      closeSync(tty);
+    } catch {
+      // No terminal (CI, a pipe): stderr, kept in npm's log, is all there is.
+    }
+  }
 }
-const res = spawnSync(process.execPath, [gypBin, ...args], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
-if (res.stderr) process.stderr.write(res.stderr);
-if (res.status === 0) {
-  record(true, `node-gyp ${args.join(' ')}`);
+
+/** node-gyp: the project's own, else the one npm ships (npm_config_node_gyp points at it during scripts). */
+function nodeGyp() {
+  try {
+    return require.resolve('node-gyp/bin/node-gyp.js');
+  } catch {
+    return process.env.npm_config_node_gyp;
+  }
+}
+
+/** The layout header the C++ includes: generated from src/layout/layout.def.mjs. */
+function genLayout() {
+  const gen = spawnSync(process.execPath, [join(root, 'scripts/gen-layout.mjs')], { stdio: 'inherit' });
+  if (gen.status !== 0) process.exit(gen.status ?? 1);
+}
+
+/** A prebuilt addon for this machine that loads and has the engine: its path, or why not. */
+function loadablePrebuild() {
+  let loader;
+  try {
+    loader = require.resolve('node-gyp-build');
+  } catch {
+    return { why: 'node-gyp-build is not installed' };
+  }
+  // In a child process: a prebuild that does not load (another libc, a missing symbol) must not take this script down.
+  const probe = `const p = require(${JSON.stringify(loader)}).path(${JSON.stringify(root)}); const a = require(p); if (typeof a.createEngine !== 'function') throw new Error(p + ' has no engine'); process.stdout.write(p);`;
+  const r = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8' });
+  if (r.status === 0) return { path: r.stdout };
+  return { why: `no prebuilt addon loads on ${platform} (${(r.stderr.split('\n').find((l) => /Error/.test(l)) ?? 'unknown error').trim()})` };
+}
+
+function buildFromSource() {
+  genLayout();
+  const gyp = nodeGyp();
+  if (!gyp) return { why: 'node-gyp was not found (neither in node_modules nor from npm)' };
+  const args = ['rebuild', ...(nodedir ? [`--nodedir=${nodedir}`] : [])];
+  const res = spawnSync(process.execPath, [gyp, ...args], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+  if (res.stderr) process.stderr.write(res.stderr);
+  if (res.status === 0) return { detail: `built from source: node-gyp ${args.join(' ')}` };
+  const lines = (res.stderr || '').trim().split('\n');
+  // The first error the compiler or node-gyp gave is the reason; the tail has the context.
+  const first = lines.find((l) => /error|not found|No such file/i.test(l) && !/^gyp (info|ERR! (cwd|node -v|node-gyp -v|command|System|stack))/.test(l)) ?? `node-gyp exited with ${res.status}`;
+  return { why: `the build from source failed: ${first.replace(/^gyp ERR! /, '').trim()}`, tail: lines.slice(-15).join('\n') };
+}
+
+function prebuild() {
+  genLayout();
+  const bin = join(root, 'node_modules/prebuildify/bin.js');
+  if (!existsSync(bin)) {
+    console.error('spapr-tce: prebuildify is not installed (a devDependency): run `npm install` first');
+    process.exit(1);
+  }
+  const env = { ...process.env, ...(nodedir ? { npm_config_nodedir: nodedir } : {}) };
+  const res = spawnSync(process.execPath, [bin, '--napi', '--strip', '--tag-libc'], { cwd: root, stdio: 'inherit', env });
+  if (res.status !== 0) {
+    console.error(`spapr-tce: prebuildify exited with ${res.status}: the package would ship without a prebuilt addon`);
+    process.exit(1);
+  }
+  const dir = join(root, 'prebuilds', platform);
+  const made = readdirSync(dir).filter((f) => f.endsWith('.node'));
+  if (made.length !== 1) {
+    console.error(`spapr-tce: expected one prebuilt addon in ${dir}, found ${made.length}`);
+    process.exit(1);
+  }
+  // prebuildify moved the build out of build/Release: put it back, the checkout's tests and benchmarks load it from there.
+  mkdirSync(join(root, 'build/Release'), { recursive: true });
+  copyFileSync(join(dir, made[0]), join(root, 'build/Release/spapr_tce_native.node'));
+  console.log(`spapr-tce: prebuilt addon ${join('prebuilds', platform, made[0])}`);
+}
+
+if (process.argv.includes('--prebuild')) {
+  prebuild();
 } else {
-  const tail = (res.stderr || '').trim().split('\n').slice(-15).join('\n');
-  record(false, `node-gyp ${args.join(' ')} exited with ${res.status}:\n${tail}`);
-  console.warn('spapr-tce: the native addon did not build; engine: "wasm" still works. Fix the toolchain and run `npm rebuild`.');
-  process.exit(strict ? 1 : 0);
+  const fromSource = !installed || strict || process.env.npm_config_build_from_source === 'true' || process.argv.includes('--build-from-source');
+  let why;
+  if (!fromSource) {
+    const pre = loadablePrebuild();
+    if (pre.path) {
+      record(true, `prebuilt: ${pre.path}`);
+      process.exit(0);
+    }
+    why = pre.why;
+  }
+  const built = buildFromSource();
+  if (built.detail) {
+    record(true, built.detail);
+  } else {
+    const reason = why ? `${why}; ${built.why}` : built.why;
+    record(false, built.tail ? `${reason}\n${built.tail}` : reason);
+    unavailable(reason);
+    process.exit(strict ? 1 : 0);
+  }
 }

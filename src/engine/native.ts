@@ -1,10 +1,15 @@
-// Loads the native addon built by node-gyp during `npm install`. When it is
-// missing, says why (dist/native-build.json) and how to rebuild.
+// Loads the native addon: the one built from source (build/Release, what
+// `npm install` makes in a checkout) or else the prebuilt one of prebuilds/
+// that `npm pack` puts in the package, found by node-gyp-build for this
+// platform, architecture and libc. When neither loads, says why (with the
+// install script's record, dist/native-build.json) and the command that fixes it.
 //
 // SPAPR_TCE_NATIVE_ADDON=/path/to/spapr_tce_native.node loads another build
 // of the addon instead (the AddressSanitizer build of `npm run test:asan`).
 import { createRequire } from 'node:module';
 import { readFileSync } from 'node:fs';
+import { dirname, join, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Engine } from './engine.js';
 
 /** The C++ engine (src/native/engine.h): every routine of Engine, and the benchmark's C floor. */
@@ -35,22 +40,43 @@ export interface NativeAddon {
 
 let cached: { addon?: NativeAddon; error?: string } | undefined;
 
+/** The package's folder: the nearest one above this module whose package.json is spapr-tce's (so this file may move). */
+function packageRoot(): string {
+  const start = dirname(fileURLToPath(import.meta.url));
+  for (let dir = start; ; dir = dirname(dir)) {
+    try {
+      if ((JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')) as { name?: string }).name === 'spapr-tce') return dir;
+    } catch {
+      // No package.json here: look further up.
+    }
+    if (dirname(dir) === dir) return join(start, '..', '..');
+  }
+}
+
+/** The command that builds the addon from source here: `npm rebuild spapr-tce` where it is installed, `npm run build` in a checkout. */
+export function nativeRebuildCommand(root = packageRoot()): string {
+  return root.split(sep).includes('node_modules') ? 'npm rebuild spapr-tce' : 'npm run build';
+}
+
 /** The addon, or undefined with `nativeLoadError()` saying why. */
 export function loadNative(): NativeAddon | undefined {
   if (!cached) {
     const require = createRequire(import.meta.url);
+    const root = packageRoot();
     try {
-      const path = process.env.SPAPR_TCE_NATIVE_ADDON || '../../build/Release/spapr_tce_native.node';
+      const path = process.env.SPAPR_TCE_NATIVE_ADDON || (require('node-gyp-build') as { path(dir: string): string }).path(root);
       cached = { addon: require(path) as NativeAddon };
     } catch (e) {
-      let why = (e as Error).message;
+      // node-gyp-build's message spans lines (what it looked for, where): its first line is the reason.
+      let why = (e as Error).message.split('\n')[0]!.trim();
       try {
-        const rec = JSON.parse(readFileSync(new URL('../../dist/native-build.json', import.meta.url), 'utf8')) as { ok: boolean; detail: string };
-        if (!rec.ok) why = `the build failed: ${rec.detail}`;
+        const rec = JSON.parse(readFileSync(join(root, 'dist/native-build.json'), 'utf8')) as { ok: boolean; detail: string };
+        if (!rec.ok) why = `${why}; the build from source failed: ${rec.detail.split('\n')[0]}`;
       } catch {
-        // No build record: the addon was never built here.
+        // No record: the install script never ran here (npm --ignore-scripts, or a copy of the files).
+        why = `${why}; no build from source was made`;
       }
-      cached = { error: `the native addon could not be loaded (${why}). Rebuild it with \`npm rebuild\` (needs python3, make and a C++ compiler).` };
+      cached = { error: `the native addon could not be loaded (${why}). Build it with \`${nativeRebuildCommand(root)}\` (needs python3, make and a C++ compiler); engine: 'wasm' needs none.` };
     }
   }
   return cached.addon;
@@ -70,12 +96,12 @@ export function createNativeEngine(memory: WebAssembly.Memory): NativeEngine {
   const addon = loadNative();
   if (!addon) throw new Error(`spapr-tce: engine: 'native' is unavailable: ${nativeLoadError()}`);
   if (typeof addon.createEngine !== 'function') {
-    throw new Error("spapr-tce: engine: 'native' is unavailable: this build of the addon has no C++ engine; rebuild it with `npm rebuild`");
+    throw new Error("spapr-tce: engine: 'native' is unavailable: this build of the addon has no C++ engine; rebuild it with `" + nativeRebuildCommand() + "`");
   }
   // Node-API on Node 20 has no SharedArrayBuffer type: the addon takes a view, whose bytes are the memory's own.
   const routines = addon.createEngine(new Uint8Array(memory.buffer));
   if (typeof routines.hcall !== 'function') {
-    throw new Error("spapr-tce: engine: 'native' is unavailable: this build of the addon predates the hypercall port; rebuild it with `npm rebuild`");
+    throw new Error("spapr-tce: engine: 'native' is unavailable: this build of the addon predates the hypercall port; rebuild it with `" + nativeRebuildCommand() + "`");
   }
   return routines;
 }
