@@ -1,5 +1,5 @@
 // --instructions: deterministic instruction counts per call and per entry
-// from valgrind's callgrind (../shared/toolchain.md, "Measuring"): the probe
+// from valgrind's callgrind (docs/toolchain.md, "Measuring"): the probe
 // runs under `node --single-threaded --no-liftoff` (without --no-liftoff the
 // WASM may stay in the baseline compiler and count double) twice, with K1
 // and K2 iterations; (Ir(K2) − Ir(K1)) / (K2 − K1) removes start-up and

@@ -15,7 +15,7 @@ import {
 /** One guest TCE written (or, from replay, one present mapping): absolute IOVA, IOMMU page size, target and permission bits. */
 export interface IommuEvent {
   liobn: bigint;
-  /** 'map' when the entry has a permission bit (perm ≠ 0), else 'unmap' (vmm-behaviour §2). */
+  /** 'map' when the entry has a permission bit (perm ≠ 0), else 'unmap' (h_put_tce → memory_region_notify_iommu; docs/semantics.md §8.2). */
   kind: 'map' | 'unmap';
   /** Absolute bus address of the IOMMU page (bus offset included). */
   iova: bigint;

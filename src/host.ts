@@ -255,7 +255,7 @@ export class Host {
     });
   }
 
-  /** Verifies the accounting invariants (kernel-behaviour §3); throws InvariantError listing each broken one. */
+  /** Verifies the accounting invariants (docs/semantics.md §3); throws InvariantError listing each broken one. */
   checkInvariants(): void {
     checkInvariants(this);
   }

@@ -1,4 +1,4 @@
-// The accounting invariants of kernel-behaviour.md §3, checked over the whole
+// The accounting invariants of docs/semantics.md §3, checked over the whole
 // host. Each broken one is reported with what was expected and found.
 import type { Host } from './host.js';
 import type { Mm } from './mm.js';

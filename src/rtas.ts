@@ -1,6 +1,6 @@
 // PCI host bridges and the guest's dynamic DMA window RTAS calls, as QEMU
-// emulates them (hw/ppc/spapr_pci.c, hw/ppc/spapr_rtas_ddw.c; vmm-behaviour
-// §1 PHB defaults, §4). The whole PHB is one PE with two DMA windows, whose
+// emulates them (hw/ppc/spapr_pci.c, hw/ppc/spapr_rtas_ddw.c; docs/semantics.md
+// §8.1 PHB defaults, §8.4). The whole PHB is one PE with two DMA windows, whose
 // tables exist from the start at LIOBNs 0x80000000 | index << 8 | win.
 // A window is one of the Vm's guest tables: enabled = the geometry QEMU's
 // spapr_tce_table_enable gives it; disabled (spapr_tce_table_disable) = size

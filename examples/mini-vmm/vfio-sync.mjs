@@ -1,6 +1,6 @@
 // Keeping a VFIO sPAPR v2 container in step with the guest's TCE table, the
 // way QEMU's VFIO code does for a passed-through device behind the window
-// (hw/vfio/spapr.c and the VFIO memory listener; vmm-behaviour.md §5):
+// (hw/vfio/spapr.c and the VFIO memory listener; docs/semantics.md §8.5):
 // the host IOMMU must map exactly what the guest mapped, at the same IOVAs,
 // to the host addresses behind the guest pages.
 import { TceError } from './spapr-tce.mjs';

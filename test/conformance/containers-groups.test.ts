@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §2.2 (take/release ownership), §2.5 (attach/detach/lifecycle), §3.6–§3.7, §7 E33–E37.
+// Spec: docs/semantics.md §2.2 (take/release ownership), §2.5 (attach/detach/lifecycle), §3.6–§3.7, §7 E33–E37.
 import { describe, expect, it } from 'vitest';
 import { Host, TceError, regionsOf } from '../../src/index.js';
 import { DDW_BASE, GiB, MiB, digest, expectErr, expectProgrammed, regionAt, v1Setup, v2Setup } from './helpers.js';

@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §2.3 (MAP_DMA/UNMAP_DMA), §2.4 (v2 build/clear), §3.2/§3.4, §7 E17–E25 (E18/E25 per the documented divergences).
+// Spec: docs/semantics.md §2.3 (MAP_DMA/UNMAP_DMA), §2.4 (v2 build/clear), §3.2/§3.4, §7 E17–E25 (E18/E25 per the documented divergences).
 import { describe, expect, it } from 'vitest';
 import { DDW_BASE, GiB, MiB, digest, expectErr, regionAt, v1Setup, v2Setup } from './helpers.js';
 

@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §2.3 (common owner check), §5 (ownership / mm rules), §7 E1–E5.
+// Spec: docs/semantics.md §2.3 (common owner check), §5 (ownership / mm rules), §7 E1–E5.
 import { describe, expect, it } from 'vitest';
 import { SPAPR_TCE_IOMMU, SPAPR_TCE_V2_IOMMU } from '../../src/index.js';
 import { MiB, digest, expectErr, v2Setup } from './helpers.js';

@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §2.1 (prereg), §2.3 (REGISTER/UNREGISTER), §3.1–§3.3, §7 E10–E16 and E19 (divergence: EBUSY).
+// Spec: docs/semantics.md §2.1 (prereg), §2.3 (REGISTER/UNREGISTER), §3.1–§3.3, §7 E10–E16 and E19 (divergence: EBUSY).
 import { describe, expect, it } from 'vitest';
 import { regionsOf } from '../../src/index.js';
 import { MiB, digest, expectErr, regionAt, v2Setup } from './helpers.js';

@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §2.3 (ENABLE/DISABLE, type checks), §2.4 (v1 build/clear), §3.1/§3.5, §7 E6–E9.
+// Spec: docs/semantics.md §2.3 (ENABLE/DISABLE, type checks), §2.4 (v1 build/clear), §3.1/§3.5, §7 E6–E9.
 import { describe, expect, it } from 'vitest';
 import { Host } from '../../src/index.js';
 import { GiB, MiB, digest, expectErr, v1Setup, v2Setup } from './helpers.js';

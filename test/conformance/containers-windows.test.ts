@@ -1,11 +1,11 @@
-// Spec: kernel-behaviour.md §2.2 (get_table_size, create_table), §2.3 (TCE_CREATE/TCE_REMOVE, default window), §3.1, §3.6, §7 E26–E32.
+// Spec: docs/semantics.md §2.2 (get_table_size, create_table), §2.3 (TCE_CREATE/TCE_REMOVE, default window), §3.1, §3.6, §7 E26–E32.
 import { describe, expect, it } from 'vitest';
 import { getTableSize } from '../../src/index.js';
 import { DDW_BASE, GiB, MiB, digest, expectErr, expectProgrammed, regionAt, specTablePages, specTableSize, v2Setup } from './helpers.js';
 
 describe('get_table_size (§2.2), computed independently', () => {
   it('hand-computed values agree with the formula and with src getTableSize', () => {
-    // 2 GiB of 4 KiB pages, 1 level: 2^19 TCEs = 4 MiB, one 4 MiB node, ×2 → 8 MiB = 128 pages of 64 KiB (spec §6)
+    // 2 GiB of 4 KiB pages, 1 level: 2^19 TCEs = 4 MiB, one 4 MiB node, ×2 → 8 MiB = 128 pages of 64 KiB (docs/semantics.md §6)
     expect(specTableSize(12, 2n * GiB, 1, 16)).toBe(8n * MiB);
     expect(specTablePages(12, 2n * GiB, 1)).toBe(128n);
     // 1 MiB of 64 KiB pages: 16 TCEs, leaf padded to 4 KiB, rounded to one 64 KiB node, ×2 → 2 pages
@@ -91,7 +91,7 @@ describe('DMA windows', () => {
     const before = digest(host, [fd]);
     expectErr(() => fd.createWindow({ pageShift: 16, windowSize: GiB, levels: 1 }), 'ENOSPC');
     expect(digest(host, [fd])).toBe(before);
-    expect(p.mm.lockedPages, 'locked_vm after CREATE (spec §2.3 account get_table_size, §3.1)').toBe(expected);
+    expect(p.mm.lockedPages, 'locked_vm after CREATE (docs/semantics.md §2.3 account get_table_size, §3.1)').toBe(expected);
     host.checkInvariants();
   });
 

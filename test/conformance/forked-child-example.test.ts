@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §5 (forked child); runs examples/forked-child.mjs as a child process against a fresh build of src/.
+// Spec: docs/semantics.md §5 (forked child); runs examples/forked-child.mjs as a child process against a fresh build of src/.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';

@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §5 (forked child / another process), §3.2 (mapped − 1 = live entries), design.md "the owner check" (modes none/pid/mm).
+// Spec: docs/semantics.md §5 (forked child / another process; the owner check, modes none/pid/mm), §3.2 (mapped − 1 = live entries).
 import { describe, expect, it } from 'vitest';
 import { Host, InvariantError, TceError, type OwnerCheck } from '../../src/index.js';
 import { MiB, digest, expectErr, regionAt } from './helpers.js';

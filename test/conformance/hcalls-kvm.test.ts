@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §2.6 (KVM TCE tables and hcalls), §4 (real → virtual → exit), §7 E38–E47; design.md "the owner check" (none/pid/mm).
+// Spec: docs/semantics.md §2.6 (KVM TCE tables and hcalls), §4 (real → virtual → exit), §7 E38–E47, §5 (the owner check: none/pid/mm).
 import { describe, expect, it } from 'vitest';
 import { Host, H, type OwnerCheck, type Vcpu } from '../../src/index.js';
 import { MiB, GiB, expectErr, snap, expectUnchanged } from './helpers.js';
@@ -434,7 +434,7 @@ describe('KVM TCE hypercalls (kernel §7 E38–E47)', () => {
   });
 });
 
-describe('the owner check on the hypercall path (design.md; kernel §5)', () => {
+describe('the owner check on the hypercall path (docs/semantics.md §5)', () => {
   for (const placement of ['call', 'entry'] as const) {
     it(`pid (${placement}): a vCPU on a clone({vm: true}) child (other pid) is refused at both levels → exit, nothing changed; a thread() vCPU passes`, async () => {
       const s = await kvm({ ownerCheck: 'pid', pidCheck: placement });

@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §2.6 (KVM hcall checks and effects), §3 (invariants), §4 (real → virtual → exit); deliberate divergences: whole-range ioba check, check-everything-before-writing.
+// Spec: docs/semantics.md §2.6 (KVM hcall checks and effects), §3 (invariants), §4 (real → virtual → exit); deliberate divergences: whole-range ioba check, check-everything-before-writing.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Host, H } from '../../src/index.js';

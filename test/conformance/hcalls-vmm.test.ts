@@ -1,4 +1,4 @@
-// Spec: vmm-behaviour.md §1 (guest-visible model), §2 (QEMU hcalls; "KVM in-kernel handlers differ"), §8 rows 1–17, in both profiles.
+// Spec: docs/semantics.md §8.1 (guest-visible model), §8.2 (QEMU hcalls; KVM's handlers differ), §9 V1–V17, in both profiles.
 import { describe, expect, it } from 'vitest';
 import { H, DmaFault } from '../../src/index.js';
 import { MiB, guestSetup, snap, expectUnchanged } from './helpers.js';

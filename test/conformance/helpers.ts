@@ -1,4 +1,4 @@
-// Shared helpers for the container conformance tests (kernel-behaviour.md §2.3–§2.5, §3, §7).
+// Shared helpers for the container conformance tests (docs/semantics.md §2.3–§2.5, §3, §7).
 import { createHash } from 'node:crypto';
 import { expect } from 'vitest';
 import { Host, TceError, ERRNO, type OwnerCheck } from '../../src/index.js';
@@ -28,7 +28,7 @@ export function expectErr(fn: () => unknown, code: keyof typeof ERRNO): TceError
 }
 
 /**
- * pnv_pci_ioda2_get_table_size, re-derived from spec §2.2 independently of src:
+ * pnv_pci_ioda2_get_table_size, re-derived from docs/semantics.md §2.2 independently of src:
  * E = log2(win) − sh; node = 2^max(ceil(E/L)+3, PAGE_SHIFT) bytes; per level the
  * bytes rounded up to whole nodes (leaf at least 4 KiB); ×2 for HW tree + userspace view.
  */
@@ -144,7 +144,7 @@ export function expectUnchanged(host: Host, before: Buffer, skip: Vcpu[], what =
   expect.fail(`${what} changed linear memory: first difference at offset ${i} (allocator top ${before.length} → ${after.length})`);
 }
 
-/** The guest of vmm-behaviour §8: 16 MiB of RAM at gpa 0, LIOBN `liobn` with 1 GiB of 4K pages at bus 0, one vCPU. */
+/** The guest of docs/semantics.md §9: 16 MiB of RAM at gpa 0, LIOBN `liobn` with 1 GiB of 4K pages at bus 0, one vCPU. */
 export async function guestSetup(profile: 'qemu' | 'kvm', liobn = 0x80000000n) {
   const host = await Host.create({ maxMemory: 48 << 20 });
   const qemu = host.spawn();

@@ -1,4 +1,4 @@
-// Spec: vmm-behaviour.md §3 (DMA), §5 (host VFIO sync), §6 (snapshot); issue 7 item 5.
+// Spec: docs/semantics.md §8.3 (DMA), §8.5 (host VFIO sync), §8.6 (snapshot); issue 7 item 5.
 // Runs examples/mini-vmm/main.mjs as a child process against a fresh build of src/
 // (the mechanism of forked-child-example.test.ts) and checks the transcript's key facts.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';

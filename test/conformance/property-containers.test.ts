@@ -1,4 +1,4 @@
-// Spec: kernel-behaviour.md §3 (invariants after any op sequence), §2.3 (refusals), §5 (owner check); design.md owner-check modes.
+// Spec: docs/semantics.md §3 (invariants after any op sequence), §2.3 (refusals), §5 (the owner check and its modes).
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Host, TceError, InvariantError, regionsOf, type OwnerCheck, type ContainerFd, type Group, type Process } from '../../src/index.js';

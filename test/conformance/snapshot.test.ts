@@ -1,4 +1,4 @@
-// Snapshot/restore (issue 7, vmm-behaviour §6): a host restored from a JSON round trip of its
+// Snapshot/restore (issue 7, docs/semantics.md §8.6): a host restored from a JSON round trip of its
 // snapshot holds its invariants and gives every answer the original gives, now and after the
 // same further calls; other versions and corrupted snapshots are refused before anything is built.
 import { describe, expect, it } from 'vitest';

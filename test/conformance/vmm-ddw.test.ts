@@ -1,4 +1,4 @@
-// Spec: vmm-behaviour.md §1 (PHB defaults, LIOBNs), §4 (DDW RTAS calls), §8 rows 19–29: qemu profile.
+// Spec: docs/semantics.md §8.1 (PHB defaults, LIOBNs), §8.4 (DDW RTAS calls), §9 V19–V29: qemu profile.
 import { describe, expect, it } from 'vitest';
 import { Host, H, RTAS_OUT, TceError, type IommuEvent } from '../../src/index.js';
 import { MiB } from './helpers.js';

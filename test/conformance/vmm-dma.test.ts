@@ -1,4 +1,4 @@
-// Spec: vmm-behaviour.md §3 (DMA translation), §8 rows 7–9, in both profiles: vm.translate and vm.dma(liobn).
+// Spec: docs/semantics.md §8.3 (DMA translation), §9 V7–V9, in both profiles: vm.translate and vm.dma(liobn).
 import { describe, expect, it } from 'vitest';
 import { Host, H, DmaFault } from '../../src/index.js';
 import { MiB } from './helpers.js';

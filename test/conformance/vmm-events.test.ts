@@ -1,4 +1,4 @@
-// Spec: vmm-behaviour.md §2 (PUT notifies before returning), §5 (per-entry events, absolute IOVAs, replay), §8 rows 17–18, in both profiles.
+// Spec: docs/semantics.md §8.2 (PUT notifies before returning), §8.5 (per-entry events, absolute IOVAs, replay), §9 V17–V18, in both profiles.
 import { describe, expect, it } from 'vitest';
 import { H, type IommuEvent } from '../../src/index.js';
 import { MiB, guestSetup } from './helpers.js';

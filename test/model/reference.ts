@@ -1,5 +1,5 @@
 // A plain reference model of memory pre-registration (mm_iommu_*) and of v2 TCE
-// tables with their userspace view, written from docs/spec kernel-behaviour.md
+// tables with their userspace view, written from docs/semantics.md
 // §2.1, §2.2, §2.4 and §3 only. Simple Maps and arrays, no cleverness: it is the
 // oracle the unit and property tests compare the library against.
 //
@@ -185,7 +185,7 @@ export class ReferenceModel {
 
   // ---------------------------------------------------------------- tables
 
-  /** A table with the kernel's it_offset and padded it_size (spec §2.2). */
+  /** A table with the kernel's it_offset and padded it_size (docs/semantics.md §2.2). */
   createTable(id: number, g: { pageShift: number; windowSize: bigint; busOffset: bigint }): ModelTable {
     const e = log2(g.windowSize) - g.pageShift;
     const sizeShift = Math.max(e + 3, this.sysShift) - 3;

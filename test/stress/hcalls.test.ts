@@ -1,6 +1,6 @@
 // Stress (issue 4): four vCPUs on worker threads hammer overlapping entries of shared tables
 // with H_PUT_TCE / H_PUT_TCE_INDIRECT / H_STUFF_TCE; afterwards every region's mapped − 1
-// equals the entries pointing into it and every invariant of kernel-behaviour §3 holds.
+// equals the entries pointing into it and every invariant of docs/semantics.md §3 holds.
 import { describe, expect, it } from 'vitest';
 import { Worker } from 'node:worker_threads';
 import { Host, type Vm } from '../../src/index.js';

@@ -1,4 +1,4 @@
-// Bad input to pre-registration (design.md "Wrong JavaScript types … TypeError"; spec §2.1): preregNew/Get/Put reject wrong types, negative, huge, non-integer and foreign arguments with an error naming the argument, never a trap, state untouched.
+// Bad input to pre-registration (docs/semantics.md §1 "Errors", §2.1): preregNew/Get/Put reject wrong types, negative, huge, non-integer and foreign arguments with an error naming the argument, never a trap, state untouched.
 import { describe, it } from 'vitest';
 import { Host, preregNew, preregGet, preregPut, type Region, type Mm } from '../../src/index.js';
 import { expectRejected } from '../model/harness.js';

@@ -1,4 +1,4 @@
-// Bad input to the host and process API (design.md "Wrong JavaScript types … TypeError"): Host.create, spawn, clone and mmap reject bad arguments with an error naming them, state untouched.
+// Bad input to the host and process API (docs/semantics.md §1 "Errors"): Host.create, spawn, clone and mmap reject bad arguments with an error naming them, state untouched.
 import { describe, expect, it } from 'vitest';
 import { Host } from '../../src/index.js';
 import { expectRejected } from '../model/harness.js';

@@ -1,4 +1,4 @@
-// Bad input to TCE tables (design.md "Wrong JavaScript types … TypeError"; spec §2.2, §2.4): create/get/getUa/buildV2/clearV2/xchg/nextValid/getTableSize/checkGeometry reject bad arguments with an error naming them, never a WebAssembly trap, state untouched.
+// Bad input to TCE tables (docs/semantics.md §1 "Errors", §2.2, §2.4): create/get/getUa/buildV2/clearV2/xchg/nextValid/getTableSize/checkGeometry reject bad arguments with an error naming them, never a WebAssembly trap, state untouched.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable, TCE, getTableSize, checkGeometry } from '../../src/index.js';
 import { expectRejected } from '../model/harness.js';

@@ -1,4 +1,4 @@
-// E10 (spec §7.10, §2.1): registering an unaligned, empty or wrapping range is EINVAL and changes nothing.
+// E10 (docs/semantics.md §7 E10, §2.1): registering an unaligned, empty or wrapping range is EINVAL and changes nothing.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, regionsOf } from '../../src/index.js';
 import { digest, expectTce } from '../model/harness.js';

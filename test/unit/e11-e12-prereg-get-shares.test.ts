@@ -1,4 +1,4 @@
-// E11/E12 at the prereg layer (spec §7.11–12, §2.1 get): an exact re-registration in the same mm shares the region: used + 1, accounted once.
+// E11/E12 at the prereg layer (docs/semantics.md §7 E11–E12, §2.1 get): an exact re-registration in the same mm shares the region: used + 1, accounted once.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, preregGet, preregPut, regionsOf } from '../../src/index.js';
 import { digest } from '../model/harness.js';

@@ -1,4 +1,4 @@
-// E13 (spec §7.13, §2.1 new): registering a range that overlaps a region of the same mm without matching it is EINVAL and changes nothing.
+// E13 (docs/semantics.md §7 E13, §2.1 new): registering a range that overlaps a region of the same mm without matching it is EINVAL and changes nothing.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, regionsOf } from '../../src/index.js';
 import { digest, expectTce } from '../model/harness.js';

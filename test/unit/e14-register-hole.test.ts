@@ -1,4 +1,4 @@
-// E14 (spec §7.14, §2.1 new): a range with an unmapped page is EFAULT; pins taken so far are released and locked_vm is unchanged.
+// E14 (docs/semantics.md §7 E14, §2.1 new): a range with an unmapped page is EFAULT; pins taken so far are released and locked_vm is unchanged.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, regionsOf } from '../../src/index.js';
 import { digest, expectTce } from '../model/harness.js';

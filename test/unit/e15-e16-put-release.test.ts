@@ -1,4 +1,4 @@
-// E15/E16 (spec §7.15–16, §2.1 get/put): only an exact (ua, size) lookup finds a region; the last put after all unmaps frees it: locked_vm − entries, pins released, gone from the list.
+// E15/E16 (docs/semantics.md §7 E15–E16, §2.1 get/put): only an exact (ua, size) lookup finds a region; the last put after all unmaps frees it: locked_vm − entries, pins released, gone from the list.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, preregGet, preregPut, regionsOf, IommuTable, TCE } from '../../src/index.js';
 import { expectTce } from '../model/harness.js';

@@ -1,4 +1,4 @@
-// E19 as EBUSY (our documented divergence, design.md "Semantics policy"; spec §2.1 put): the last put of a region with live TCEs is EBUSY; the region stays, used is restored.
+// E19 as EBUSY (our documented divergence, docs/semantics.md §1; §2.1 put): the last put of a region with live TCEs is EBUSY; the region stays, used is restored.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, preregGet, preregPut, regionsOf, IommuTable, TCE } from '../../src/index.js';
 import { digest, expectTce } from '../model/harness.js';

@@ -1,4 +1,4 @@
-// E20 (spec §7.20, §2.4 v2 build): a build where IOMMU page k is not pre-registered is EINVAL and clears the entries [0, k) this call wrote, even ones mapped before.
+// E20 (docs/semantics.md §7 E20, §2.4 v2 build): a build where IOMMU page k is not pre-registered is EINVAL and clears the entries [0, k) this call wrote, even ones mapped before.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable, TCE } from '../../src/index.js';
 import { ReferenceModel } from '../model/reference.js';

@@ -1,4 +1,4 @@
-// E21 (spec §7.21, §2.4 v2 build "overwrite allowed"): mapping over a live entry succeeds; the old region's mapped − 1, the new one's + 1, TCE and view ua replaced.
+// E21 (docs/semantics.md §7 E21, §2.4 v2 build: overwriting is allowed): mapping over a live entry succeeds; the old region's mapped − 1, the new one's + 1, TCE and view ua replaced.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable, TCE } from '../../src/index.js';
 

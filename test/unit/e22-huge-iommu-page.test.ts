@@ -1,4 +1,4 @@
-// E22 (spec §7.22, §2.1 pageshift/ua_to_hpa): a 16 MiB IOMMU page over a region of 64 KiB pages is EINVAL; over a 16 MiB-aligned region of 16 MiB huge pages it maps.
+// E22 (docs/semantics.md §7 E22, §2.1 pageshift/ua_to_hpa): a 16 MiB IOMMU page over a region of 64 KiB pages is EINVAL; over a 16 MiB-aligned region of 16 MiB huge pages it maps.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable, TCE } from '../../src/index.js';
 import { expectTce } from '../model/harness.js';

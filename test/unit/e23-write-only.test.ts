@@ -1,4 +1,4 @@
-// E23 (spec §7.23, §1 TCE, §2.2 xchg): a write-only mapping reads back with READ|WRITE (PowerNV adds READ to WRITE); read-only stays read-only.
+// E23 (docs/semantics.md §7 E23, §2.2 xchg): a write-only mapping reads back with READ|WRITE (PowerNV adds READ to WRITE); read-only stays read-only.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable, TCE } from '../../src/index.js';
 

@@ -1,4 +1,4 @@
-// E48 (spec §7.48, §2.1 put and mapped_dec): put of a region with used 0 is ENOENT and changes nothing; mapped_dec never takes mapped below 1.
+// E48 (docs/semantics.md §7 E48, §2.1 put and mapped_dec): put of a region with used 0 is ENOENT and changes nothing; mapped_dec never takes mapped below 1.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, preregPut, regionsOf, IommuTable, TCE } from '../../src/index.js';
 import { REG_MAPPED, ENXIO } from '../../src/generated/layout.js';

@@ -1,4 +1,4 @@
-// Locked-memory limit (spec §2.1 new, §3.1, §6): registering past RLIMIT_MEMLOCK is ENOMEM and changes nothing; the limit counts the whole mm's locked_vm.
+// Locked-memory limit (docs/semantics.md §2.1 new, §3.1, §6): registering past RLIMIT_MEMLOCK is ENOMEM and changes nothing; the limit counts the whole mm's locked_vm.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, preregPut, regionsOf } from '../../src/index.js';
 import { digest, expectTce } from '../model/harness.js';

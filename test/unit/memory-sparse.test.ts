@@ -1,4 +1,4 @@
-// Memory grows with what is mapped (design.md on-demand levels, spec §8 a68bd1267b72): 1,000 scattered entries of a 2^24-entry window cost under 1 MiB of table memory.
+// Memory grows with what is mapped (docs/layout.md on-demand levels, commit a68bd1267b72): 1,000 scattered entries of a 2^24-entry window cost under 1 MiB of table memory.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable, TCE, getTableSize } from '../../src/index.js';
 import { expectTce, mulberry32 } from '../model/harness.js';

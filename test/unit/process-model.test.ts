@@ -1,4 +1,4 @@
-// Process model (design.md API, spec §5): thread = same pid and mm; fork = new pid, new mm, same addresses, fresh frames; clone({vm:true}) = new pid, same mm; mmap aligns to the (huge) page and gives bytes only when backed.
+// Process model (README "What it is", docs/semantics.md §5): thread = same pid and mm; fork = new pid, new mm, same addresses, fresh frames; clone({vm:true}) = new pid, same mm; mmap aligns to the (huge) page and gives bytes only when backed.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, regionsOf } from '../../src/index.js';
 

@@ -1,4 +1,4 @@
-// Property (spec §2.1, §2.4, §3): random register/get/put/build/clear/overwrite sequences, failing ones and bad inputs included, agree with the reference model step by step; invariants hold; a failing call leaves the state byte-identical.
+// Property (docs/semantics.md §2.1, §2.4, §3): random register/get/put/build/clear/overwrite sequences, failing ones and bad inputs included, agree with the reference model step by step; invariants hold; a failing call leaves the state byte-identical.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Host, preregNew, preregGet, preregPut, regionsOf, IommuTable, TceError, type Process, type Mm } from '../../src/index.js';

@@ -1,4 +1,4 @@
-// Real mode (spec §2.2 xchg, §4, §7.45): buildV2 with realMode never allocates; a missing view or TCE level is ENOMEM (H_TOO_HARD) with nothing changed; after a virtual-mode build allocated the level it succeeds.
+// Real mode (docs/semantics.md §2.2 xchg, §4, §7 E45): buildV2 with realMode never allocates; a missing view or TCE level is ENOMEM (H_TOO_HARD) with nothing changed; after a virtual-mode build allocated the level it succeeds.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable, TCE } from '../../src/index.js';
 import { digest, expectTce } from '../model/harness.js';

@@ -1,4 +1,4 @@
-// Sparse clearing (spec §2.4 clear "skip rest of node", §8 sparse-window teardown): clearing a huge, sparsely mapped window skips absent levels, so it is fast, and it releases every mapping.
+// Sparse clearing (docs/semantics.md §2.4 clear: skip the rest of a node; "KVM: PPC: Optimize clearing TCEs for sparse tables"): clearing a huge, sparsely mapped window skips absent levels, so it is fast, and it releases every mapping.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, IommuTable, TCE } from '../../src/index.js';
 import { mulberry32 } from '../model/harness.js';

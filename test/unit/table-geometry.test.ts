@@ -1,14 +1,14 @@
-// Table geometry (spec §2.2 get_table_size / create_table, §6, §7.29–30): the kernel's size formula, its EINVAL cases, it_offset and the it_size padding of tiny windows.
+// Table geometry (docs/semantics.md §2.2 get_table_size / create_table, §6, §7 E29–E30): the kernel's size formula, its EINVAL cases, it_offset and the it_size padding of tiny windows.
 import { describe, expect, it } from 'vitest';
 import { Host, preregNew, getTableSize, checkGeometry, IommuTable, TCE } from '../../src/index.js';
 import { digest, expectTce } from '../model/harness.js';
 
 describe('getTableSize (pnv_pci_ioda2_get_table_size)', () => {
-  // Each value below is worked out by hand from the formula of spec §2.2:
+  // Each value below is worked out by hand from the formula of pnv_pci_ioda2_get_table_size (docs/semantics.md §2.2):
   // E = log2(win) − sh; node = 2^max(⌈E/L⌉+3, PAGE_SHIFT); tce = max(4 KiB, 2^(E+3));
   // per level: bytes += ALIGN(tce, node); tce = max(tce / node · 8, node); result × 2.
   const cases: [string, number, bigint, number, number, bigint][] = [
-    // E=19, tce=4 MiB, node=4 MiB: 4 MiB ×2 (spec §6: the default window is 128 pages at 64K)
+    // E=19, tce=4 MiB, node=4 MiB: 4 MiB ×2 (docs/semantics.md §6: the default window is 128 pages at 64K)
     ['VFIO default window: 4K pages, 2 GiB, 1 level', 12, 1n << 31n, 1, 16, 8n << 20n],
     // E=24, tce=2^27, node=2^16: 2^27 + 2^16, ×2
     ['2^40 window, 64K pages, 2 levels', 16, 1n << 40n, 2, 16, 2n * ((1n << 27n) + (1n << 16n))],
