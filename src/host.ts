@@ -4,7 +4,7 @@
 import { LinearMemory } from './memory.js';
 import type { Engine } from './engine/engine.js';
 import { createWasmEngine } from './engine/wasm.js';
-import { loadNative, createNativeEngine } from './engine/native.js';
+import { loadNative, createNativeEngine, nativeLoadError } from './engine/native.js';
 import { HostMemory } from './hostmem.js';
 import { Mm } from './mm.js';
 import { Process } from './process.js';
@@ -96,7 +96,7 @@ export class Host {
       memlockLimit = v.u64('opts.memlockLimit', o.memlockLimit);
     }
     const pin = v.oneOf('opts.pin', o.pin, ['simulated', 'host'] as const, 'simulated');
-    if (pin === 'host' && !loadNative()) throw new Error("spapr-tce: pin: 'host' needs the native addon, which did not load; run `npm rebuild`");
+    if (pin === 'host' && !loadNative()) throw new Error(`spapr-tce: pin: 'host' needs the native addon: ${nativeLoadError()}`);
     return new Host({ ownerCheck, pidCheck, engine, pageShift, maxMemory, memlockLimit, pin });
   }
 
