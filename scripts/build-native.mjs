@@ -42,14 +42,14 @@ const record = (ok, detail) => {
 
 /**
  * The one line an install prints when the native engine is unavailable. npm
- * shows a dependency's install output only when the script fails, so the line
- * also goes to the terminal itself when there is one.
+ * shows a dependency's install output only when the script fails, so during
+ * `npm install` the line also goes to the terminal itself when there is one.
  */
 function unavailable(why) {
   const fix = installed ? 'npm rebuild spapr-tce' : 'npm run build';
   const line = `spapr-tce: the native engine is unavailable (${why}); engine: 'wasm' works. To build it, install python3, make and a C++ compiler, then run \`${fix}\`.\n`;
   process.stderr.write(line);
-  if (installed && !process.stderr.isTTY) {
+  if (installed && process.env.npm_lifecycle_event === 'install' && !process.stderr.isTTY) {
     try {
       const tty = openSync('/dev/tty', 'w');
       writeSync(tty, line);
@@ -84,10 +84,12 @@ function loadablePrebuild() {
     return { why: 'node-gyp-build is not installed' };
   }
   // In a child process: a prebuild that does not load (another libc, a missing symbol) must not take this script down.
-  const probe = `const p = require(${JSON.stringify(loader)}).path(${JSON.stringify(root)}); const a = require(p); if (typeof a.createEngine !== 'function') throw new Error(p + ' has no engine'); process.stdout.write(p);`;
+  const probe = `try { const p = require(${JSON.stringify(loader)}).path(${JSON.stringify(root)}); const a = require(p); if (typeof a.createEngine !== 'function') throw new Error(p + ' has no engine'); process.stdout.write(p); } catch (e) { process.stderr.write(String(e.message).split('\\n')[0]); process.exit(1); }`;
   const r = spawnSync(process.execPath, ['-e', probe], { encoding: 'utf8' });
   if (r.status === 0) return { path: r.stdout };
-  return { why: `no prebuilt addon loads on ${platform} (${(r.stderr.split('\n').find((l) => /Error/.test(l)) ?? 'unknown error').trim()})` };
+  // node-gyp-build says which platform, architecture, ABI and libc it looked for.
+  const msg = r.stderr.trim() || `exit ${r.status}`;
+  return { why: /^No native build was found for /.test(msg) ? `no prebuilt addon for ${msg.replace(/^No native build was found for /, '')}` : `the prebuilt addon does not load (${msg})` };
 }
 
 function buildFromSource() {
@@ -95,13 +97,19 @@ function buildFromSource() {
   const gyp = nodeGyp();
   if (!gyp) return { why: 'node-gyp was not found (neither in node_modules nor from npm)' };
   const args = ['rebuild', ...(nodedir ? [`--nodedir=${nodedir}`] : [])];
-  const res = spawnSync(process.execPath, [gyp, ...args], { cwd: root, stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
-  if (res.stderr) process.stderr.write(res.stderr);
+  // Installed, the build log stays out of the way (its tail goes into the record); in a checkout it is shown.
+  const res = spawnSync(process.execPath, [gyp, ...args], { cwd: root, stdio: ['ignore', installed ? 'pipe' : 'inherit', 'pipe'], encoding: 'utf8' });
+  if (res.stderr && !installed) process.stderr.write(res.stderr);
   if (res.status === 0) return { detail: `built from source: node-gyp ${args.join(' ')}` };
-  const lines = (res.stderr || '').trim().split('\n');
-  // The first error the compiler or node-gyp gave is the reason; the tail has the context.
-  const first = lines.find((l) => /error|not found|No such file/i.test(l) && !/^gyp (info|ERR! (cwd|node -v|node-gyp -v|command|System|stack))/.test(l)) ?? `node-gyp exited with ${res.status}`;
-  return { why: `the build from source failed: ${first.replace(/^gyp ERR! /, '').trim()}`, tail: lines.slice(-15).join('\n') };
+  const lines = `${res.stdout ?? ''}\n${res.stderr ?? ''}`.trim().split('\n');
+  // The reason is the compiler's first error, else the error node-gyp threw (no python, no make), else make's; the tail has the context.
+  const first =
+    lines.find((l) => /\berror\b/i.test(l) && !/^(gyp|make)/.test(l)) ??
+    lines.find((l) => /^gyp ERR! stack Error: /.test(l)) ??
+    lines.find((l) => /^make: \*\*\*/.test(l)) ??
+    `node-gyp exited with ${res.status}`;
+  const reason = first.replace(/^gyp ERR! stack Error: /, '').trim();
+  return { why: `the build from source failed: ${reason.length > 160 ? `${reason.slice(0, 157)}...` : reason}`, tail: lines.slice(-15).join('\n') };
 }
 
 function prebuild() {
