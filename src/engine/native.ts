@@ -71,7 +71,8 @@ export function loadNative(): NativeAddon | undefined {
       let why = (e as Error).message.split('\n')[0]!.trim();
       try {
         const rec = JSON.parse(readFileSync(join(root, 'dist/native-build.json'), 'utf8')) as { ok: boolean; detail: string };
-        if (!rec.ok) why = `${why}; the build from source failed: ${rec.detail.split('\n')[0]}`;
+        // The install script's record says why neither its prebuild nor its build from source worked.
+        if (!rec.ok) why = rec.detail.split('\n')[0]!;
       } catch {
         // No record: the install script never ran here (npm --ignore-scripts, or a copy of the files).
         why = `${why}; no build from source was made`;
