@@ -28,6 +28,12 @@ const SHIPPED_TRACES = join(packageRoot, 'traces');
 
 const oneLine = (s: string): string => s.replace(/\s*\n\s*/g, ' ').trim();
 
+// A reader that stops early (`| head`) is no error: stop quietly, as other command-line tools do.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 function report(cmd: string, e: unknown): number {
   if (e instanceof CliError) {
     process.stderr.write(`spapr-tce ${cmd}: ${oneLine(e.message)}\n`);
@@ -66,10 +72,19 @@ function traceFilesIn(dir: string): string[] {
   return readdirSync(dir).filter((f) => /\.jsonl(\.gz)?$/.test(f)).sort();
 }
 
+/** The shipped traces (none when the folder is missing from a copy of the package). */
+function shippedTraces(): string[] {
+  try {
+    return traceFilesIn(SHIPPED_TRACES);
+  } catch {
+    return [];
+  }
+}
+
 /** FILE as given, or the name of a shipped trace (with or without .jsonl.gz) when no such file exists. */
 function traceFile(file: string): string {
   if (existsSync(file) || file.includes('/')) return file;
-  const shipped = traceFilesIn(SHIPPED_TRACES).find((f) => f === file || f.replace(/\.jsonl(\.gz)?$/, '') === file);
+  const shipped = shippedTraces().find((f) => f === file || f.replace(/\.jsonl(\.gz)?$/, '') === file);
   return shipped ? join(SHIPPED_TRACES, shipped) : file;
 }
 
@@ -84,7 +99,7 @@ program
 const replayCmd = program
   .command('replay')
   .description('replay a hypercall trace (JSON Lines, plain or .gz) in the qemu profile and check every return code and translation')
-  .argument('<file>', `trace file, or the name of a shipped trace (${traceFilesIn(SHIPPED_TRACES).map((f) => f.replace(/\.jsonl(\.gz)?$/, '')).join(', ')})`)
+  .argument('<file>', `trace file, or the name of a shipped trace (${shippedTraces().map((f) => f.replace(/\.jsonl(\.gz)?$/, '')).join(', ')})`)
   .addOption(new Option('--engine <engine>', 'engine').choices(['wasm', 'native']).default('wasm'))
   .addOption(new Option('--owner-check <mode>', 'owner check').choices(['none', 'pid', 'mm']).default('mm'))
   .option('--snapshot-every <n>', 'snapshot and restore the host every N events', positiveInt('--snapshot-every'))
