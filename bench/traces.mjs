@@ -1,6 +1,7 @@
 // Trace replay throughput: every trace of traces/ (the recorded ones shipped
-// with the package; docs/traces.md) or of the folder given, replayed with each check, hypercalls per second as
-// replay() reports it (the replay loop only; parsing happens once, before).
+// with the package; docs/traces.md) or of the folder given, replayed with
+// each check, hypercalls per second as replay() reports it (the replay loop
+// only; parsing happens once, before).
 // The traces come from QEMU's emulated TCE (the qemu profile), where the
 // owner check is not on the path: the check columns show that it costs
 // nothing there, and the spread between them is this machine's noise.
