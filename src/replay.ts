@@ -5,6 +5,7 @@ import { Host, type HostOptions } from './host.js';
 import { TraceError, type Trace, type TraceEvent } from './trace.js';
 import type { Vm } from './vm.js';
 import type { Vcpu } from './vcpu.js';
+import { H_STUFF_TCE } from './generated/layout.js';
 
 /** One disagreement between the trace and the replay. */
 export interface Mismatch {
@@ -107,7 +108,17 @@ function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: num
     } else if (ev.kind === 'table') {
       const t = byLiobn.get(ev.liobn);
       if (!t) mismatch(ev, `window parameters for LIOBN ${hex(ev.liobn)} in the header`, 'none');
-      else if (!vm.tables.has(ev.liobn)) {
+      else if (vm.tables.has(ev.liobn)) {
+        // Enabled again (a dynamic window removed and made anew, a PHB reset): QEMU starts it empty
+        // (spapr_tce_table_enable allocates a zeroed table), so clear it through the guest's own call.
+        const g = vm.tables.get(ev.liobn)!;
+        regs[3] = BigInt(H_STUFF_TCE);
+        regs[4] = g.liobn;
+        regs[5] = g.offset << BigInt(g.pageShift);
+        regs[6] = 0n;
+        regs[7] = g.size;
+        vcpu.hcall();
+      } else {
         if (t.busOffset & ((1n << BigInt(t.pageShift)) - 1n)) throw new TraceError(`the header's window for LIOBN ${hex(t.liobn)} starts at ${hex(t.busOffset)}, not on a page of its size`, ev.line);
         try {
           vm.createTceTable({ liobn: t.liobn, pageShift: t.pageShift, offset: t.busOffset >> BigInt(t.pageShift), size: t.entries });
