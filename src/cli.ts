@@ -11,15 +11,8 @@ import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 
 import { readTrace, TraceError } from './trace.js';
 import { replay } from './replay.js';
 
-/** Usage or input error (exit 2), or a failure (exit 1): printed as one line by the caller. */
-class CliError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode = 2,
-  ) {
-    super(message);
-  }
-}
+/** A usage or input error (exit 2), printed as one line by the caller. */
+class CliError extends Error {}
 
 const packageRoot = fileURLToPath(new URL('..', import.meta.url));
 const version = (JSON.parse(readFileSync(join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
@@ -34,17 +27,10 @@ process.stdout.on('error', (e: NodeJS.ErrnoException) => {
   throw e;
 });
 
+/** Prints what a command threw as one line; its exit code: 2 for usage and input errors, 1 for anything unexpected. */
 function report(cmd: string, e: unknown): number {
-  if (e instanceof CliError) {
-    process.stderr.write(`spapr-tce ${cmd}: ${oneLine(e.message)}\n`);
-    return e.exitCode;
-  }
-  if (e instanceof TraceError) {
-    process.stderr.write(`spapr-tce ${cmd}: ${oneLine(e.message)}\n`);
-    return 2;
-  }
-  const msg = e instanceof Error ? e.message : String(e);
-  process.stderr.write(`spapr-tce ${cmd}: ${oneLine(msg)}\n`);
+  process.stderr.write(`spapr-tce ${cmd}: ${oneLine(e instanceof Error ? e.message : String(e))}\n`);
+  if (e instanceof CliError || e instanceof TraceError) return 2;
   if (process.env.SPAPR_TCE_DEBUG && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
   return 1;
 }
