@@ -93,12 +93,13 @@ const replayCmd = program
   .addHelpText('after', '\nExit status: 0 when every return code and translation matches, 1 on a mismatch, 2 for a usage error or a trace that cannot be read.')
   .action(
     action('replay', async (file: string, o: { engine: 'wasm' | 'native'; ownerCheck: 'none' | 'pid' | 'mm'; snapshotEvery?: number; json?: boolean }) => {
-      const trace = readTrace(traceFile(file));
+      const path = traceFile(file);
+      const trace = readTrace(path);
       let r;
       try {
         r = await replay(trace, { host: { engine: o.engine, ownerCheck: o.ownerCheck }, snapshotEvery: o.snapshotEvery });
       } catch (e) {
-        if (e instanceof TraceError) throw e.inFile(file);
+        if (e instanceof TraceError) throw e.inFile(path);
         // The host refused its options (engine: 'native' without the addon): a usage error, said once.
         if (e instanceof Error && /^spapr-tce: /.test(e.message)) throw new CliError(e.message.replace(/^spapr-tce: /, ''));
         throw e;
