@@ -3,11 +3,12 @@
 // the same shared linear memory and runs hypercalls there. Entry updates are
 // atomic exchanges and region counters atomic, as in the kernel's real
 // mode, so vCPUs on several threads lose nothing.
-import type { Engine } from './engine/engine.js';
-import { createWasmEngine } from './engine/wasm.js';
-import { createNativeEngine } from './engine/native.js';
-import { hcallChain } from './engine/chain.js';
-import { VCPU_GPR } from './generated/layout.js';
+import type { Engine } from '../engine/engine.js';
+import { createWasmEngine } from '../engine/wasm.js';
+import { createNativeEngine } from '../engine/native.js';
+import { hcallChain } from '../engine/chain.js';
+import { LinearMemory } from '../core/memory.js';
+import { VcpuView } from '../generated/views.js';
 
 /** What a Vcpu hands to a worker (structured-clone safe: the memory and module are shared, not copied). */
 export interface WorkerVcpuData {
@@ -27,7 +28,7 @@ export class WorkerVcpu {
   private constructor(data: WorkerVcpuData) {
     this.engine = data.engine === 'native' ? createNativeEngine(data.memory) : createWasmEngine(data.memory, data.module);
     this.desc = data.vcpu;
-    this.regs = new BigUint64Array(data.memory.buffer, data.vcpu + VCPU_GPR, 32);
+    this.regs = new VcpuView(new LinearMemory(data.memory), data.vcpu).gprArray();
   }
 
   /** Attaches to a vCPU from the data its Vcpu produced (vcpu.workerData()). */
