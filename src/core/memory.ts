@@ -42,6 +42,7 @@ export class LinearMemory implements Words {
   getU32(off: number): number {
     return Atomics.load(this.u32, off >>> 2);
   }
+  /** Stores a u32 at a 4-aligned offset. */
   setU32(off: number, v: number): void {
     Atomics.store(this.u32, off >>> 2, v >>> 0);
   }
@@ -53,6 +54,7 @@ export class LinearMemory implements Words {
   getU64(off: number): bigint {
     return Atomics.load(this.u64, off >>> 3);
   }
+  /** Stores a u64 at an 8-aligned offset. */
   setU64(off: number, v: bigint): void {
     Atomics.store(this.u64, off >>> 3, BigInt.asUintN(64, v));
   }
@@ -65,6 +67,7 @@ export class LinearMemory implements Words {
   getU32At(base: number, i: number): number {
     return this.getU32(base + i * 4);
   }
+  /** Stores element `i` of the u32 array at `base`. */
   setU32At(base: number, i: number, v: number): void {
     this.setU32(base + i * 4, v);
   }
@@ -72,6 +75,7 @@ export class LinearMemory implements Words {
   getU64At(base: number, i: number): bigint {
     return this.getU64(base + i * 8);
   }
+  /** Stores element `i` of the u64 array at `base`. */
   setU64At(base: number, i: number, v: bigint): void {
     this.setU64(base + i * 8, v);
   }

@@ -3,8 +3,9 @@
 import type { Mm } from '../kernel/mm.js';
 import type { IommuTable } from '../kernel/table.js';
 
-/** VFIO_DMA_MAP_FLAG_READ / _WRITE: the device may read / write memory. */
+/** VFIO_DMA_MAP_FLAG_READ: the device may read memory. */
 export const MAP_READ = 1;
+/** VFIO_DMA_MAP_FLAG_WRITE: the device may write memory. */
 export const MAP_WRITE = 2;
 /** Bus address of window slot 1 on IODA2 (slot 0 sits at the group's tce32_start). */
 export const DDW_BUS_OFFSET = 1n << 59n;

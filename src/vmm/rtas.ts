@@ -9,6 +9,7 @@
 // Each change replaces the GuestTable object in vm.tables: read the geometry
 // from there, not from an object kept from before.
 import type { KvmVm } from '../kvm/vm.js';
+import type { Vm } from './vm.js';
 import type { GuestTable } from '../kvm/guest-table.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -68,7 +69,7 @@ const QUERY_BITS: readonly (readonly [number, number])[] = [
 
 /** A PCI host bridge of a qemu-profile VM: one PE, two DMA windows (create with vm.addPhb()). */
 export class Phb {
-  readonly vm: KvmVm;
+  readonly vm: Vm;
   readonly buid: bigint;
   readonly index: number;
   readonly dma32Addr: bigint;
@@ -86,7 +87,7 @@ export class Phb {
    * unique); with `restored`, the PHB is the one a snapshot saved, its
    * windows already among the VM's tables, and nothing is created or reset.
    */
-  constructor(vm: KvmVm, opts: PhbOptions, others: readonly Phb[], restored?: { defWin: readonly boolean[] }) {
+  constructor(vm: Vm, opts: PhbOptions, others: readonly Phb[], restored?: { defWin: readonly boolean[] }) {
     const o = v.options<PhbOptions>('opts', opts);
     if (vm.profile !== 'qemu') fail('ENODEV', 'addPhb: the DDW RTAS calls are QEMU\'s; create the VM with profile \'qemu\'');
     this.vm = vm;
