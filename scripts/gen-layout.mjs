@@ -118,6 +118,7 @@ function viewsSource() {
     const cls = viewName(st.name);
     s += `\n/** ${st.name} (${st.size} bytes): ${st.doc}. */\nexport class ${cls} {\n`;
     s += `  /** Bytes of one ${st.name}. */\n  static readonly BYTES = ${st.size};\n`;
+    s += `  /** Byte offset of each field in the struct. */\n  static readonly OFFSET = { ${st.fields.filter((f) => f.name !== 'pad').map((f) => `${f.name}: ${f.offset}`).join(', ')} } as const;\n`;
     s += '  /** The memory, and the descriptor\'s offset in it. */\n  constructor(readonly mem: Words, readonly at: number) {}\n';
     for (const f of st.fields) {
       if (f.name === 'pad') continue;

@@ -46,6 +46,14 @@ export class LinearMemory implements Words {
   setU32(off: number, v: number): void {
     Atomics.store(this.u32, off >>> 2, v >>> 0);
   }
+  /**
+   * A plain (not atomic) store of a u32 at a 4-aligned offset, for a setting
+   * this thread changes between calls and real mode reads on the next one
+   * (the benchmark's switch of the real-mode check, inside its timed loop).
+   */
+  storeU32(off: number, v: number): void {
+    this.u32[off >>> 2] = v;
+  }
   /** Atomic compare-exchange of the u32 at a 4-aligned offset: the old value. */
   casU32(off: number, expected: number, desired: number): number {
     return Atomics.compareExchange(this.u32, off >>> 2, expected >>> 0, desired >>> 0);

@@ -16,9 +16,14 @@ import { seal, checkSnapshot, type Snapshot } from '../snapshot/snapshot.js';
 import { Process } from './process.js';
 import { checkInvariants } from './invariants.js';
 import * as v from '../core/validate.js';
-import { HEAP_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, PID_CHECK_CALL, PID_CHECK_ENTRY } from '../generated/layout.js';
+import { HdrView } from '../generated/views.js';
+import { HEADER_BASE, HEAP_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, PID_CHECK_CALL, PID_CHECK_ENTRY } from '../generated/layout.js';
 
 export type { OwnerCheck };
+
+/** Where the two settings setRealModeCheck switches live: plain stores inside a benchmark's timed loop. */
+const OWNER_CHECK_AT = HEADER_BASE + HdrView.OFFSET.ownerCheck;
+const PID_PLACEMENT_AT = HEADER_BASE + HdrView.OFFSET.pidPlacement;
 
 /** Options of Host.create. */
 export interface HostOptions {
@@ -149,8 +154,8 @@ export class Host extends HostContext {
    */
   setRealModeCheck(check: 'none' | 'pid-call' | 'pid-entry' | 'mm'): void {
     const pid = check === 'pid-call' || check === 'pid-entry';
-    this.header.ownerCheck = pid ? OWNER_CHECK_PID : OWNER_CHECK_NONE;
-    this.header.pidPlacement = check === 'pid-entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL;
+    this.mem.storeU32(OWNER_CHECK_AT, pid ? OWNER_CHECK_PID : OWNER_CHECK_NONE);
+    this.mem.storeU32(PID_PLACEMENT_AT, check === 'pid-entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL);
   }
 
   /** A JSON-safe snapshot of everything (no vCPU may run on another thread meanwhile). */
