@@ -33,6 +33,13 @@ module.exports = {
   forbidden: [
     ...upward,
     {
+      name: 'worker-stays-light',
+      comment: 'spapr-tce/worker loads in every vCPU thread: the engines, the memory accessor and the views, nothing of the model',
+      severity: 'error',
+      from: { path: '^src/(worker|kvm/worker)\\.ts$' },
+      to: { path: '^src/', pathNot: '^src/(kvm/worker\\.ts|engine/|core/memory\\.ts|generated/)' },
+    },
+    {
       name: 'no-runtime-cycle',
       comment: 'no cycle of runtime imports (type-only imports may close a cycle)',
       severity: 'error',
