@@ -1,10 +1,11 @@
 // Replays a recorded trace in the qemu profile: every hypercall through a
 // vCPU register block, every recorded translation checked against the
 // tables the replay built. The timed part touches only pre-parsed values.
-import { Host, type HostOptions } from './host.js';
+import { Host, type HostOptions } from './host/host.js';
 import { TraceError, type Trace, type TraceEvent } from './trace.js';
-import type { Vm } from './vm.js';
-import type { Vcpu } from './vcpu.js';
+import type { Vm } from './vmm/vm.js';
+import type { Vcpu } from './kvm/vcpu.js';
+import { hex } from './core/format.js';
 import { H_STUFF_TCE } from './generated/layout.js';
 
 /** One disagreement between the trace and the replay. */
@@ -35,8 +36,6 @@ export interface ReplayOptions {
   /** Every this many events, snapshot the host, restore it into a new one (through JSON) and go on there. */
   snapshotEvery?: number;
 }
-
-const hex = (x: bigint): string => '0x' + x.toString(16);
 
 /** Sets up a qemu-profile VM for the trace and replays it. */
 export async function replay(trace: Trace, opts: ReplayOptions = {}): Promise<ReplayResult> {

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Engine } from './engine.js';
+import { missingRoutines } from '../generated/engine.js';
 
 /** The C++ engine (src/native/engine.h): every routine of Engine, and the benchmark's C floor. */
 export interface NativeEngineRoutines extends Omit<Engine, 'kind'> {
@@ -101,7 +102,7 @@ export function createNativeEngine(memory: WebAssembly.Memory): NativeEngine {
   }
   // Node-API on Node 20 has no SharedArrayBuffer type: the addon takes a view, whose bytes are the memory's own.
   const routines = addon.createEngine(new Uint8Array(memory.buffer));
-  if (typeof routines.hcall !== 'function') {
+  if (missingRoutines(routines, false).length > 0) {
     throw new Error("spapr-tce: engine: 'native' is unavailable: this build of the addon predates the hypercall port; rebuild it with `" + nativeRebuildCommand() + "`");
   }
   return routines;

@@ -1,6 +1,7 @@
 // Loads the AssemblyScript build and instantiates it against a host's memory.
 import { readFileSync } from 'node:fs';
 import type { Engine } from './engine.js';
+import { wasmRoutines } from '../generated/engine.js';
 
 let cachedModule: WebAssembly.Module | undefined;
 
@@ -20,31 +21,8 @@ export function wasmModule(): WebAssembly.Module {
   return cachedModule;
 }
 
-/** A WebAssembly engine instance over `memory`. */
+/** A WebAssembly engine instance over `memory`: its exports, checked against the declared routines. */
 export function createWasmEngine(memory: WebAssembly.Memory, module: WebAssembly.Module = wasmModule()): Engine {
   const instance = new WebAssembly.Instance(module, { env: { memory } });
-  const x = instance.exports as unknown as Omit<Engine, 'kind'>;
-  // The wasm exports already have the Engine signatures: u64 <-> bigint, u32 <-> number.
-  return {
-    kind: 'wasm',
-    init: x.init,
-    alloc: (bytes) => x.alloc(bytes) >>> 0,
-    free: x.free,
-    regionLookup: (mm, ua, size) => x.regionLookup(mm, ua, size) >>> 0,
-    regionUaToHpa: x.regionUaToHpa,
-    regionMappedInc: x.regionMappedInc,
-    regionMappedDec: x.regionMappedDec,
-    tableInit: x.tableInit,
-    tableUaAlloc: x.tableUaAlloc,
-    tableUaFree: x.tableUaFree,
-    tableFree: x.tableFree,
-    tableGet: (t, e) => BigInt.asUintN(64, x.tableGet(t, e)),
-    tableUaGet: (t, e) => BigInt.asUintN(64, x.tableUaGet(t, e)),
-    tableNextValid: x.tableNextValid,
-    tableXchg: x.tableXchg,
-    tableClearV2: x.tableClearV2,
-    tableBuildV2: x.tableBuildV2,
-    hcall: x.hcall,
-    sttFreePages: x.sttFreePages,
-  };
+  return { kind: 'wasm', ...wasmRoutines(instance.exports) };
 }

@@ -1,6 +1,7 @@
 // createEngine(u8): the C++ engine (engine.h) over the bytes of a Uint8Array
-// view of the shared linear memory, as an object with the methods of the
-// Engine interface (src/engine/engine.ts): u32 arguments and results are
+// view of the shared linear memory, as an object with one method per engine
+// routine declared in src/layout/engine.def.mjs (one template, Invoke, binds
+// them all from the generated table): u32 arguments and results are
 // numbers, u64 ones bigints, i64 results signed bigints, as the WebAssembly
 // build's exports are. One more method, benchLoop, is the benchmark's C
 // floor (documented at BenchLoop below).
@@ -26,10 +27,12 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
 #include "engine.h"
+#include "generated/engine_routines.h"
 #include "generated/layout.h"
 
 namespace spapr {
@@ -126,6 +129,22 @@ class Call {
     return rangeError(name, "a bigint in [-2^63, 2^64)");
   }
 
+  /** The argument of a routine, converted by its C++ type (u32/i32: a number; u64/i64: a bigint). */
+  bool arg(size_t i, const char* name, uint32_t* out) { return u32(i, name, out); }
+  bool arg(size_t i, const char* name, uint64_t* out) { return u64(i, name, out); }
+  bool arg(size_t i, const char* name, int32_t* out) {
+    uint32_t u = 0;
+    if (!u32(i, name, &u)) return false;
+    *out = static_cast<int32_t>(u);
+    return true;
+  }
+  bool arg(size_t i, const char* name, int64_t* out) {
+    uint64_t u = 0;
+    if (!u64(i, name, &u)) return false;
+    *out = static_cast<int64_t>(u);
+    return true;
+  }
+
   /** An iteration count: an integral number in [0, 2^53]. */
   bool count(size_t i, const char* name, uint64_t* out) {
     if (i >= info_.Length() || !info_[i].IsNumber()) return typeError(name, "a number");
@@ -174,155 +193,24 @@ class Call {
   EngineState* state_;
 };
 
-Napi::Value Init(const Napi::CallbackInfo& info) {
-  Call c(info, "init");
-  uint32_t memBytes = 0, sysPageShift = 0;
-  if (!c.u32(0, "memBytes", &memBytes) || !c.u32(1, "sysPageShift", &sysPageShift)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.init(memBytes, sysPageShift); });
+/**
+ * The binding of one routine R of src/native/generated/engine_routines.h
+ * (generated from src/layout/engine.def.mjs): each argument converted and
+ * checked by its C++ type, left to right, the first bad one reported by its
+ * declared name; then the call, and the trap check.
+ */
+template <typename R, typename Ret, typename... A, size_t... I>
+Napi::Value InvokeWith(Call& c, Ret (TceEngine::*fn)(A...), std::index_sequence<I...>) {
+  static_assert(sizeof...(A) == R::kArgs.size(), "one argument name per parameter");
+  std::tuple<A...> args{};
+  if (!(c.arg(I, R::kArgs[I], &std::get<I>(args)) && ...)) return c.env().Undefined();
+  return c.run([&](TceEngine& e) { return (e.*fn)(std::get<I>(args)...); });
 }
 
-Napi::Value Alloc(const Napi::CallbackInfo& info) {
-  Call c(info, "alloc");
-  uint32_t bytes = 0;
-  if (!c.u32(0, "bytes", &bytes)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.alloc(bytes); });
-}
-
-Napi::Value Free(const Napi::CallbackInfo& info) {
-  Call c(info, "free");
-  uint32_t ptr = 0, bytes = 0;
-  if (!c.u32(0, "ptr", &ptr) || !c.u32(1, "bytes", &bytes)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { e.free(ptr, bytes); });
-}
-
-Napi::Value RegionLookup(const Napi::CallbackInfo& info) {
-  Call c(info, "regionLookup");
-  uint32_t mm = 0;
-  uint64_t ua = 0, size = 0;
-  if (!c.u32(0, "mm", &mm) || !c.u64(1, "ua", &ua) || !c.u64(2, "size", &size)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.regionLookup(mm, ua, size); });
-}
-
-Napi::Value RegionUaToHpa(const Napi::CallbackInfo& info) {
-  Call c(info, "regionUaToHpa");
-  uint32_t region = 0, pageShift = 0;
-  uint64_t ua = 0;
-  if (!c.u32(0, "region", &region) || !c.u64(1, "ua", &ua) || !c.u32(2, "pageShift", &pageShift)) {
-    return c.env().Undefined();
-  }
-  return c.run([&](TceEngine& e) { return e.regionUaToHpa(region, ua, pageShift); });
-}
-
-Napi::Value RegionMappedInc(const Napi::CallbackInfo& info) {
-  Call c(info, "regionMappedInc");
-  uint32_t region = 0;
-  if (!c.u32(0, "region", &region)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.regionMappedInc(region); });
-}
-
-Napi::Value RegionMappedDec(const Napi::CallbackInfo& info) {
-  Call c(info, "regionMappedDec");
-  uint32_t region = 0;
-  if (!c.u32(0, "region", &region)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { e.regionMappedDec(region); });
-}
-
-Napi::Value TableInit(const Napi::CallbackInfo& info) {
-  Call c(info, "tableInit");
-  uint32_t tbl = 0;
-  if (!c.u32(0, "tbl", &tbl)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.tableInit(tbl); });
-}
-
-Napi::Value TableUaAlloc(const Napi::CallbackInfo& info) {
-  Call c(info, "tableUaAlloc");
-  uint32_t tbl = 0;
-  if (!c.u32(0, "tbl", &tbl)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.tableUaAlloc(tbl); });
-}
-
-Napi::Value TableUaFree(const Napi::CallbackInfo& info) {
-  Call c(info, "tableUaFree");
-  uint32_t tbl = 0;
-  if (!c.u32(0, "tbl", &tbl)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { e.tableUaFree(tbl); });
-}
-
-Napi::Value TableFree(const Napi::CallbackInfo& info) {
-  Call c(info, "tableFree");
-  uint32_t tbl = 0;
-  if (!c.u32(0, "tbl", &tbl)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { e.tableFree(tbl); });
-}
-
-Napi::Value TableGet(const Napi::CallbackInfo& info) {
-  Call c(info, "tableGet");
-  uint32_t tbl = 0;
-  uint64_t entry = 0;
-  if (!c.u32(0, "tbl", &tbl) || !c.u64(1, "entry", &entry)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.tableGet(tbl, entry); });
-}
-
-Napi::Value TableUaGet(const Napi::CallbackInfo& info) {
-  Call c(info, "tableUaGet");
-  uint32_t tbl = 0;
-  uint64_t entry = 0;
-  if (!c.u32(0, "tbl", &tbl) || !c.u64(1, "entry", &entry)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.tableUaGet(tbl, entry); });
-}
-
-Napi::Value TableNextValid(const Napi::CallbackInfo& info) {
-  Call c(info, "tableNextValid");
-  uint32_t tbl = 0;
-  uint64_t entry = 0, end = 0;
-  if (!c.u32(0, "tbl", &tbl) || !c.u64(1, "entry", &entry) || !c.u64(2, "end", &end)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.tableNextValid(tbl, entry, end); });
-}
-
-Napi::Value TableXchg(const Napi::CallbackInfo& info) {
-  Call c(info, "tableXchg");
-  uint32_t tbl = 0, flags = 0;
-  uint64_t entry = 0, tce = 0;
-  if (!c.u32(0, "tbl", &tbl) || !c.u64(1, "entry", &entry) || !c.u64(2, "tce", &tce) || !c.u32(3, "flags", &flags)) {
-    return c.env().Undefined();
-  }
-  return c.run([&](TceEngine& e) { return e.tableXchg(tbl, entry, tce, flags); });
-}
-
-Napi::Value TableClearV2(const Napi::CallbackInfo& info) {
-  Call c(info, "tableClearV2");
-  uint32_t tbl = 0, mm = 0, flags = 0, pid = 0;
-  uint64_t entry = 0, n = 0;
-  if (!c.u32(0, "tbl", &tbl) || !c.u32(1, "mm", &mm) || !c.u64(2, "entry", &entry) || !c.u64(3, "n", &n) ||
-      !c.u32(4, "flags", &flags) || !c.u32(5, "pid", &pid)) {
-    return c.env().Undefined();
-  }
-  return c.run([&](TceEngine& e) { return e.tableClearV2(tbl, mm, entry, n, flags, pid); });
-}
-
-Napi::Value TableBuildV2(const Napi::CallbackInfo& info) {
-  Call c(info, "tableBuildV2");
-  uint32_t tbl = 0, mm = 0, perm = 0, flags = 0, pid = 0;
-  uint64_t entry = 0, n = 0, ua = 0;
-  if (!c.u32(0, "tbl", &tbl) || !c.u32(1, "mm", &mm) || !c.u64(2, "entry", &entry) || !c.u64(3, "n", &n) ||
-      !c.u64(4, "ua", &ua) || !c.u32(5, "perm", &perm) || !c.u32(6, "flags", &flags) || !c.u32(7, "pid", &pid)) {
-    return c.env().Undefined();
-  }
-  return c.run([&](TceEngine& e) { return e.tableBuildV2(tbl, mm, entry, n, ua, perm, flags, pid); });
-}
-
-Napi::Value Hcall(const Napi::CallbackInfo& info) {
-  Call c(info, "hcall");
-  uint32_t vcpu = 0, level = 0;
-  if (!c.u32(0, "vcpu", &vcpu) || !c.u32(1, "level", &level)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { return e.hcall(vcpu, level); });
-}
-
-Napi::Value SttFreePages(const Napi::CallbackInfo& info) {
-  Call c(info, "sttFreePages");
-  uint32_t stt = 0;
-  if (!c.u32(0, "stt", &stt)) return c.env().Undefined();
-  return c.run([&](TceEngine& e) { e.sttFreePages(stt); });
+template <typename R>
+Napi::Value Invoke(const Napi::CallbackInfo& info) {
+  Call c(info, R::kName);
+  return InvokeWith<R>(c, R::kFn, std::make_index_sequence<R::kArgs.size()>{});
 }
 
 /**
@@ -363,28 +251,9 @@ struct Method {
   Napi::Function::Callback cb;
 };
 
-constexpr Method kMethods[] = {
-    {"init", Init},
-    {"alloc", Alloc},
-    {"free", Free},
-    {"regionLookup", RegionLookup},
-    {"regionUaToHpa", RegionUaToHpa},
-    {"regionMappedInc", RegionMappedInc},
-    {"regionMappedDec", RegionMappedDec},
-    {"tableInit", TableInit},
-    {"tableUaAlloc", TableUaAlloc},
-    {"tableUaFree", TableUaFree},
-    {"tableFree", TableFree},
-    {"tableGet", TableGet},
-    {"tableUaGet", TableUaGet},
-    {"tableNextValid", TableNextValid},
-    {"tableXchg", TableXchg},
-    {"tableClearV2", TableClearV2},
-    {"tableBuildV2", TableBuildV2},
-    {"hcall", Hcall},
-    {"sttFreePages", SttFreePages},
-    {"benchLoop", BenchLoop},
-};
+#define SPAPR_ENGINE_METHOD(R) {routines::R::kName, Invoke<routines::R>},
+constexpr Method kMethods[] = {SPAPR_ENGINE_ROUTINES(SPAPR_ENGINE_METHOD){"benchLoop", BenchLoop}};
+#undef SPAPR_ENGINE_METHOD
 
 /**
  * createEngine(u8): an engine over the bytes of `u8`, a Uint8Array over the

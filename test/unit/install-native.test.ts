@@ -19,7 +19,7 @@ describe('scripts/build-native.mjs, installed, with nothing that works', () => {
     try {
       const pkg = join(tmp, 'node_modules/spapr-tce');
       mkdirSync(pkg, { recursive: true });
-      for (const p of ['package.json', 'scripts/build-native.mjs', 'scripts/gen-layout.mjs', 'src/layout', 'binding.gyp']) cpSync(join(root, p), join(pkg, p), { recursive: true });
+      for (const p of ['package.json', 'scripts/build-native.mjs', 'scripts/gen-layout.mjs', 'scripts/gen-engine.mjs', 'src/layout', 'binding.gyp']) cpSync(join(root, p), join(pkg, p), { recursive: true });
       // The loader is there (a dependency), the prebuild is not.
       symlinkSync(join(root, 'node_modules/node-gyp-build'), join(tmp, 'node_modules/node-gyp-build'));
       const gyp = join(tmp, 'node-gyp.js');

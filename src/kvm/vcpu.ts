@@ -3,17 +3,14 @@
 // hcall() takes no arguments and does no BigInt arithmetic and no
 // allocation: the VMM writes r3 (number) and r4.. (arguments) through
 // `regs` (or its own view of the same bytes) and reads the results there.
-import type { Vm } from './vm.js';
-import type { Process } from './process.js';
-import type { Engine } from './engine/engine.js';
-import { hcallChain } from './engine/chain.js';
-import { wasmModule } from './engine/wasm.js';
+import type { KvmVm, HcallObserver } from './vm.js';
+import type { Task } from '../kernel/task.js';
+import type { Engine } from '../engine/engine.js';
+import { hcallChain } from '../engine/chain.js';
+import { wasmModule } from '../engine/wasm.js';
 import type { WorkerVcpuData } from './worker.js';
-import type { EventHub } from './events.js';
-import {
-  VCPU_BYTES, VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_TID, VCPU_LEVEL, VCPU_ID, VCPU_STATS,
-  LEVEL_REAL,
-} from './generated/layout.js';
+import { VcpuView } from '../generated/views.js';
+import { LEVEL_REAL } from '../generated/layout.js';
 
 /** Which level finished a hypercall. */
 export type Level = 'real' | 'virtual' | 'exit' | 'none';
@@ -21,31 +18,36 @@ const LEVELS: Level[] = ['none', 'real', 'virtual', 'exit'];
 
 /** A virtual CPU of a VM. */
 export class Vcpu {
-  readonly vm: Vm;
+  readonly vm: KvmVm;
   readonly index: number;
-  /** The thread running this vCPU (its pid is what the pid owner check compares). */
-  readonly thread: Process;
+  /** The thread running this vCPU, a Process (its pid is what the pid owner check compares). */
+  readonly thread: Task;
   /** Offset of the register block in linear memory. */
   readonly desc: number;
   /** r0..r31 as u64, a view of the register block: regs[3] is r3. */
   readonly regs: BigUint64Array;
   private readonly engine: Engine;
-  private readonly events: EventHub;
+  private readonly events: HcallObserver;
+  private readonly d: VcpuView;
 
-  /** @internal use vm.vcpu() */
-  constructor(vm: Vm, index: number, thread: Process) {
+  /** @internal use vm.vcpu(). Allocates the register block, or adopts `desc` (a restored vCPU). */
+  constructor(vm: KvmVm, index: number, thread: Task, desc?: number) {
     this.vm = vm;
     this.index = index;
     this.thread = thread;
     this.engine = vm.host.engine;
     this.events = vm.events;
-    const mem = vm.host.mem;
-    this.desc = vm.host.alloc(VCPU_BYTES, 'vCPU register block');
-    mem.setU32(this.desc + VCPU_VM, vm.desc);
-    mem.setU32(this.desc + VCPU_PID, thread.pid);
-    mem.setU32(this.desc + VCPU_TID, thread.tid);
-    mem.setU32(this.desc + VCPU_ID, index);
-    this.regs = new BigUint64Array(mem.memory.buffer, this.desc + VCPU_GPR, 32);
+    if (desc === undefined) {
+      const d = new VcpuView(vm.host.mem, vm.host.alloc(VcpuView.BYTES, 'vCPU register block'));
+      d.vm = vm.desc;
+      d.pid = thread.pid;
+      d.tid = thread.tid;
+      d.id = index;
+      desc = d.at;
+    }
+    this.desc = desc;
+    this.d = new VcpuView(vm.host.mem, desc);
+    this.regs = this.d.gprArray();
   }
 
   /**
@@ -85,26 +87,19 @@ export class Vcpu {
     return this.engine.hcall(this.desc, LEVEL_REAL);
   }
 
-  /** The vCPU whose register block a snapshot left at `desc`. */
-  static restore(vm: Vm, index: number, thread: Process, desc: number): Vcpu {
-    const c = Object.create(Vcpu.prototype) as Vcpu;
-    Object.assign(c, { vm, index, thread, desc, engine: vm.host.engine, events: vm.events, regs: new BigUint64Array(vm.host.mem.memory.buffer, desc + VCPU_GPR, 32) });
-    return c;
-  }
-
   /** What a worker thread needs to run this vCPU (post it as workerData; see spapr-tce/worker). */
   workerData(): WorkerVcpuData {
-    return { memory: this.vm.host.memory, module: wasmModule(), engine: this.engine.kind, vcpu: this.desc };
+    return { memory: this.vm.host.mem.memory, module: wasmModule(), engine: this.engine.kind, vcpu: this.desc };
   }
 
   /** The level that finished the last hypercall. */
   get lastLevel(): Level {
-    return LEVELS[this.vm.host.mem.getU32(this.desc + VCPU_LEVEL)] ?? 'none';
+    return LEVELS[this.d.level] ?? 'none';
   }
 
   /** @internal completions of one hcall kind at one level. */
   count(kind: number, level: number): number {
-    return this.vm.host.mem.getU32(this.desc + VCPU_STATS + (kind * 4 + level) * 4);
+    return this.d.statsAt(kind * 4 + level);
   }
 }
 

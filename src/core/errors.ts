@@ -1,6 +1,6 @@
 // One error class for everything the ioctl-like API refuses, with the
 // kernel's errno name as `code` and its positive number as `errno`.
-import { ERRNO } from './generated/layout.js';
+import { ERRNO } from '../generated/layout.js';
 
 /** The errno names this library can return. */
 export type ErrnoCode = keyof typeof ERRNO;

@@ -5,12 +5,12 @@
 // stays free of this: vcpu.hcall() checks one boolean, and only when someone
 // subscribed does it copy the argument registers and decode here, after the
 // engine has run the call, which entries it wrote.
-import type { Vm, GuestTable } from './vm.js';
-import { guestRamOffset } from './dma.js';
-import * as v from './validate.js';
-import {
-  H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_SUCCESS, H_PARAMETER, INDIRECT_MAX, STT_PAGES, STT_NPAGES,
-} from './generated/layout.js';
+import type { KvmVm, HcallObserver } from '../kvm/vm.js';
+import type { GuestTable } from '../kvm/guest-table.js';
+import { guestRamOffset } from '../kvm/memslot.js';
+import * as v from '../core/validate.js';
+import { SttView } from '../generated/views.js';
+import { H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_SUCCESS, H_PARAMETER, INDIRECT_MAX } from '../generated/layout.js';
 
 /** One guest TCE written (or, from replay, one present mapping): absolute IOVA, IOMMU page size, target and permission bits. */
 export interface IommuEvent {
@@ -41,21 +41,21 @@ const NR_STUFF = BigInt(H_STUFF_TCE);
 const U64 = 64;
 
 /** @internal The subscribers of one VM and the decoding of its hypercalls into events. */
-export class EventHub {
+export class EventHub implements HcallObserver {
   /** True while anyone is subscribed: the only thing vcpu.hcall() looks at when nobody is. */
   active = false;
-  private readonly vm: Vm;
+  private readonly vm: KvmVm;
   /** Copied on every change, so a delivery runs over a stable list even if a subscriber (un)subscribes. */
   private entries: readonly Entry[] = [];
 
-  constructor(vm: Vm) {
+  constructor(vm: KvmVm) {
     this.vm = vm;
   }
 
   /** Adds a subscriber; returns its unsubscribe function (idempotent). */
   subscribe(liobn: bigint | '*', fn: IommuListener): () => void {
     if (liobn !== '*') v.u64('liobn', liobn);
-    if (typeof fn !== 'function') throw new TypeError(`fn must be a function, got ${fn === null ? 'null' : typeof fn}`);
+    v.fn('fn', fn);
     const entry: Entry = { liobn, fn };
     this.entries = [...this.entries, entry];
     this.active = true;
@@ -130,7 +130,7 @@ export class EventHub {
       // The list the engine read: big-endian u64s at guest physical `arg`, all in one backed memslot.
       const off = guestRamOffset(this.vm, arg, Number(npages) * 8);
       if (off < 0) return [];
-      const dv = new DataView(this.vm.host.mem.memory.buffer, off, Number(written) * 8);
+      const dv = this.vm.host.mem.dataView(off, Number(written) * 8);
       tces = Array.from({ length: Number(written) }, (_, i) => dv.getBigUint64(i * 8, false));
     } else {
       // PUT's and STUFF's value is the third argument.
@@ -157,26 +157,27 @@ function eventOf(t: GuestTable, idx: bigint, tce: bigint): IommuEvent {
  * for a 2^24-entry window on 64 KiB pages). An unknown or disabled LIOBN has
  * no mappings.
  */
-export function replayMappings(vm: Vm, liobn: bigint, fn: IommuListener): void {
+export function replayMappings(vm: KvmVm, liobn: bigint, fn: IommuListener): void {
   v.u64('liobn', liobn);
-  if (typeof fn !== 'function') throw new TypeError(`fn must be a function, got ${fn === null ? 'null' : typeof fn}`);
+  v.fn('fn', fn);
   const t = vm.tables.get(liobn);
   if (!t || t.size === 0n) return;
   const mem = vm.host.mem;
   const per = (1 << vm.host.pageShift) / 8;
-  const pages = mem.getU32(t.desc + STT_PAGES);
-  const npages = mem.getU32(t.desc + STT_NPAGES);
+  const stt = new SttView(mem, t.desc);
+  const pages = stt.pages;
+  const npages = stt.npages;
   const size = Number(t.size);
   // Collect first, then call: a subscriber that changes the table cannot disturb the walk.
   const found: IommuEvent[] = [];
   for (let pg = 0; pg < npages; pg++) {
-    const page = mem.u32[(pages >>> 2) + pg]!;
+    const page = mem.getU32At(pages, pg);
     if (page === 0) continue;
     const n = Math.min(per, size - pg * per);
     for (let i = 0; i < n; i++) {
-      // The low byte of a little-endian u64 (WebAssembly memory is little-endian) holds the permission bits.
-      if ((mem.u8[page + i * 8]! & 3) === 0) continue;
-      found.push(eventOf(t, BigInt(pg * per + i), mem.getU64(page + i * 8)));
+      // The low word holds the permission bits: only mapped entries cost a BigInt.
+      if ((mem.lowWordAt(page, i) & 3) === 0) continue;
+      found.push(eventOf(t, BigInt(pg * per + i), mem.getU64At(page, i)));
     }
   }
   for (const ev of found) fn(ev);

@@ -3,51 +3,59 @@
 // (`used`) and the TCEs that point into it (`mapped`, 1 + live entries).
 // Regions live in linear memory so real mode can look them up; creating and
 // dropping them is virtual mode and happens here.
-import type { Host } from './host.js';
+import type { HostContext } from '../core/context.js';
 import { Mm } from './mm.js';
-import { Process } from './process.js';
-import { fail } from './errors.js';
-import * as v from './validate.js';
-import {
-  REG_BYTES, REG_NEXT, REG_MM, REG_UA, REG_ENTRIES, REG_MAPPED, REG_PAGE_SHIFT,
-  REG_USED, REG_HPAS, REG_FLAGS, REG_ID, MM_REGIONS, MM_REGION_COUNT, REGION_F_DEV,
-} from './generated/layout.js';
+import { Task } from './task.js';
+import { fail } from '../core/errors.js';
+import { hex } from '../core/format.js';
+import * as v from '../core/validate.js';
+import { loadNative } from '../engine/native.js';
+import { MmView, RegView } from '../generated/views.js';
+import { REGION_F_DEV } from '../generated/layout.js';
 
 /** A handle on a pre-registered region descriptor in linear memory. */
 export class Region {
-  readonly host: Host;
+  readonly host: HostContext;
   /** Offset of the descriptor. */
   readonly desc: number;
   /** The region's id; a descriptor reused by a later region has another. */
   readonly id: number;
-  constructor(host: Host, desc: number) {
+  private readonly d: RegView;
+  constructor(host: HostContext, desc: number) {
     this.host = host;
     this.desc = desc;
-    this.id = host.mem.getU32(desc + REG_ID);
+    this.d = new RegView(host.mem, desc);
+    this.id = this.d.id;
   }
   /** Whether the region still exists (a handle outlives the region it named). */
-  get alive(): boolean { return this.id !== 0 && this.host.mem.getU32(this.desc + REG_ID) === this.id; }
-  get ua(): bigint { return this.host.mem.getU64(this.desc + REG_UA); }
+  get alive(): boolean { return this.id !== 0 && this.d.id === this.id; }
+  get ua(): bigint { return this.d.ua; }
   /** Size in system pages. */
-  get entries(): bigint { return this.host.mem.getU64(this.desc + REG_ENTRIES); }
+  get entries(): bigint { return this.d.entries; }
   get size(): bigint { return this.entries << BigInt(this.host.pageShift); }
-  get used(): number { return this.host.mem.getU32(this.desc + REG_USED); }
+  get used(): number { return this.d.used; }
   /** 1 + the number of TCEs pointing into the region; 0 while it is being freed. */
-  get mapped(): bigint { return this.host.mem.getU64(this.desc + REG_MAPPED); }
+  get mapped(): bigint { return this.d.mapped; }
   /** Largest IOMMU page shift the region can back. */
-  get pageShift(): number { return this.host.mem.getU32(this.desc + REG_PAGE_SHIFT); }
-  get isDevice(): boolean { return (this.host.mem.getU32(this.desc + REG_FLAGS) & REGION_F_DEV) !== 0; }
+  get pageShift(): number { return this.d.pageShift; }
+  get isDevice(): boolean { return (this.d.flags & REGION_F_DEV) !== 0; }
   /** Host address of system page `i`. */
-  hpa(i: number): bigint { return this.host.mem.getU64(this.host.mem.getU32(this.desc + REG_HPAS) + i * 8); }
+  hpa(i: number): bigint { return this.host.mem.getU64At(this.d.hpas, i); }
+  /** @internal the descriptor's view. */
+  get view(): RegView { return this.d; }
+}
+
+/** The name of the locked_vm charge of the region at `ua` (mm.charges; snapshots keep it). */
+export function regionCharge(ua: bigint): string {
+  return `region@${ua.toString(16)}`;
 }
 
 /** The regions of `mm`, in list order. */
 export function regionsOf(mm: Mm): Region[] {
   v.instance('mm', mm, Mm, 'an Mm');
   const out: Region[] = [];
-  for (let r = mm.host.mem.getU32(mm.desc + MM_REGIONS); r !== 0; r = mm.host.mem.getU32(r + REG_NEXT)) {
-    out.push(new Region(mm.host, r));
-  }
+  const mem = mm.host.mem;
+  for (let r = new MmView(mem, mm.desc).regions; r !== 0; r = new RegView(mem, r).next) out.push(new Region(mm.host, r));
   return out;
 }
 
@@ -62,7 +70,7 @@ export function preregGet(mm: Mm, ua: bigint, entries: bigint): Region | undefin
   v.u64('ua', ua);
   v.u64('entries', entries);
   const r = findExact(mm, ua, entries);
-  if (r) mm.host.mem.setU32(r.desc + REG_USED, r.used + 1);
+  if (r) r.view.used = r.used + 1;
   return r;
 }
 
@@ -73,25 +81,25 @@ export function preregGet(mm: Mm, ua: bigint, entries: bigint): Region | undefin
  * of the mm (EINVAL), computes the page shift and links the region with
  * used = 1, mapped = 1. Any failure leaves nothing changed.
  */
-export function preregNew(proc: Process, ua: bigint, entries: bigint): Region {
-  v.instance('proc', proc, Process, 'a Process');
+export function preregNew(proc: Task, ua: bigint, entries: bigint): Region {
+  v.instance('proc', proc, Task, 'a Process');
   const { host, mm } = proc;
   v.u64('ua', ua);
   v.u64('entries', entries);
   const sh = BigInt(host.pageShift);
-  if (ua & ((1n << sh) - 1n)) fail('EINVAL', `registerMemory: ua 0x${ua.toString(16)} is not aligned to the 2^${sh} system page`);
+  if (ua & ((1n << sh) - 1n)) fail('EINVAL', `registerMemory: ua ${hex(ua)} is not aligned to the 2^${sh} system page`);
   if (entries === 0n) fail('EINVAL', 'registerMemory: size must not be 0');
   if (ua + (entries << sh) >= 1n << 64n) fail('EINVAL', 'registerMemory: the range wraps around the address space');
   if (entries > 0xffff_ffffn) fail('ENOMEM', `registerMemory: ${entries} pages is more than a region can hold`);
   const n = Number(entries);
-  mm.account(`region@${ua.toString(16)}`, entries, proc.memlockLimitPages);
+  mm.account(regionCharge(ua), entries, proc.memlockLimitPages);
   const hpas: bigint[] = [];
   let pageShift = lowestSetBit(ua | (entries << sh));
   let ok = false;
   try {
     for (let i = 0; i < n; i++) {
       const t = mm.translate(ua + (BigInt(i) << sh));
-      if (!t) fail('EFAULT', `registerMemory: address 0x${(ua + (BigInt(i) << sh)).toString(16)} is not mapped`);
+      if (!t) fail('EFAULT', `registerMemory: address ${hex(ua + (BigInt(i) << sh))} is not mapped`);
       host.pin(t.hpa);
       hpas.push(t.hpa);
       // Lower the candidate to the size of every page that backs the range;
@@ -100,37 +108,39 @@ export function preregNew(proc: Process, ua: bigint, entries: bigint): Region {
     }
     const end = ua + (entries << sh);
     for (const r of regionsOf(mm)) {
-      if (ua < r.ua + r.size && r.ua < end) fail('EINVAL', `registerMemory: [0x${ua.toString(16)}, 0x${end.toString(16)}) overlaps the region at 0x${r.ua.toString(16)}`);
+      if (ua < r.ua + r.size && r.ua < end) fail('EINVAL', `registerMemory: [${hex(ua)}, ${hex(end)}) overlaps the region at ${hex(r.ua)}`);
     }
-    const desc = host.alloc(REG_BYTES, 'region descriptor');
+    const desc = host.alloc(RegView.BYTES, 'region descriptor');
     let hpaArr = 0;
     try {
       hpaArr = host.alloc(n * 8, 'region page array');
     } catch (e) {
-      host.free(desc, REG_BYTES);
+      host.free(desc, RegView.BYTES);
       throw e;
     }
     const mem = host.mem;
-    for (let i = 0; i < n; i++) mem.setU64(hpaArr + i * 8, hpas[i]!);
-    mem.setU32(desc + REG_MM, mm.desc);
-    mem.setU64(desc + REG_UA, ua);
-    mem.setU64(desc + REG_ENTRIES, entries);
-    mem.setU64(desc + REG_MAPPED, 1n);
-    mem.setU32(desc + REG_PAGE_SHIFT, pageShift);
-    mem.setU32(desc + REG_USED, 1);
-    mem.setU32(desc + REG_HPAS, hpaArr);
-    mem.setU32(desc + REG_ID, host.nextId());
+    for (let i = 0; i < n; i++) mem.setU64At(hpaArr, i, hpas[i]!);
+    const d = new RegView(mem, desc);
+    const m = new MmView(mem, mm.desc);
+    d.mm = mm.desc;
+    d.ua = ua;
+    d.entries = entries;
+    d.mapped = 1n;
+    d.pageShift = pageShift;
+    d.used = 1;
+    d.hpas = hpaArr;
+    d.id = host.nextId();
     // Link at the head: real-mode walkers see either the old or the new list.
-    mem.setU32(desc + REG_NEXT, mem.getU32(mm.desc + MM_REGIONS));
-    mem.setU32(mm.desc + MM_REGIONS, desc);
-    mem.setU32(mm.desc + MM_REGION_COUNT, mem.getU32(mm.desc + MM_REGION_COUNT) + 1);
+    d.next = m.regions;
+    m.regions = desc;
+    m.regionCount = m.regionCount + 1;
     ok = true;
-    host.lockBytes(mm, ua, entries << sh, true);
+    lockBytes(host, mm, ua, entries << sh, true);
     return new Region(host, desc);
   } finally {
     if (!ok) {
       for (const h of hpas) host.unpin(h);
-      mm.unaccount(`region@${ua.toString(16)}`, entries);
+      mm.unaccount(regionCharge(ua), entries);
     }
   }
 }
@@ -142,42 +152,66 @@ export function preregNew(proc: Process, ua: bigint, entries: bigint): Region {
  */
 export function preregPut(mm: Mm, region: Region): void {
   v.instance('mm', mm, Mm, 'an Mm');
-  v.instance('region', region, Region, 'a Region');
+  v.owned('region', region, Region, 'a Region', mm.host);
   const { host } = mm;
-  const mem = host.mem;
-  if (region.host !== host) throw new TypeError('region belongs to another host');
+  const d = region.view;
   // A stale handle, or a region of another mm, names no region of this mm (mm_iommu_put's list).
-  if (!region.alive || mem.getU32(region.desc + REG_MM) !== mm.desc) fail('ENOENT', `no region ${region.id} in mm ${mm.id}`);
+  if (!region.alive || d.mm !== mm.desc) fail('ENOENT', `no region ${region.id} in mm ${mm.id}`);
   const used = region.used;
   if (used === 0) fail('ENOENT', 'region has no users');
   if (used > 1) {
-    mem.setU32(region.desc + REG_USED, used - 1);
+    d.used = used - 1;
     return;
   }
-  if (Atomics.compareExchange(mem.u64, (region.desc + REG_MAPPED) >>> 3, 1n, 0n) !== 1n) {
-    fail('EBUSY', `region at 0x${region.ua.toString(16)} still has ${region.mapped - 1n} TCE(s) pointing into it`);
+  if (d.casMapped(1n, 0n) !== 1n) {
+    fail('EBUSY', `region at ${hex(region.ua)} still has ${region.mapped - 1n} TCE(s) pointing into it`);
   }
-  mem.setU32(region.desc + REG_USED, 0);
-  mem.setU32(region.desc + REG_ID, 0);
+  d.used = 0;
+  d.id = 0;
   unlink(mm, region.desc);
   const n = Number(region.entries);
   for (let i = 0; i < n; i++) host.unpin(region.hpa(i));
-  host.lockBytes(mm, region.ua, region.size, false);
-  mm.unaccount(`region@${region.ua.toString(16)}`, region.entries);
-  host.free(mem.getU32(region.desc + REG_HPAS), n * 8);
-  host.free(region.desc, REG_BYTES);
+  lockBytes(host, mm, region.ua, region.size, false);
+  mm.unaccount(regionCharge(region.ua), region.entries);
+  host.free(d.hpas, n * 8);
+  host.free(region.desc, RegView.BYTES);
 }
 
 function unlink(mm: Mm, desc: number): void {
   const mem = mm.host.mem;
-  let prev = mm.desc + MM_REGIONS;
-  for (let r = mem.getU32(prev); r !== 0; prev = r + REG_NEXT, r = mem.getU32(prev)) {
+  const m = new MmView(mem, mm.desc);
+  let prev: RegView | undefined;
+  for (let r = m.regions; r !== 0; ) {
+    const d = new RegView(mem, r);
     if (r === desc) {
-      mem.setU32(prev, mem.getU32(r + REG_NEXT));
-      mem.setU32(mm.desc + MM_REGION_COUNT, mem.getU32(mm.desc + MM_REGION_COUNT) - 1);
+      if (prev) prev.next = d.next;
+      else m.regions = d.next;
+      m.regionCount = m.regionCount - 1;
       return;
     }
+    prev = d;
+    r = d.next;
   }
+}
+
+/**
+ * With pin: 'host', mlock()s the bytes behind [ua, ua + size) of `mm`; where
+ * that is impossible (no bytes, or the kernel refuses) the simulated pin
+ * stands alone and the reason is noted in stats().fallbacks.
+ */
+function lockBytes(host: HostContext, mm: Mm, ua: bigint, size: bigint, lock: boolean): void {
+  if (host.pinMode !== 'host') return;
+  const m = mm.findMapping(ua);
+  const what = `${lock ? 'mlock' : 'munlock'} of ${size} bytes at ${hex(ua)}`;
+  if (!m?.bytes || ua + size > m.ua + m.size) {
+    host.noteFallback(`${what}: the range is not backed by bytes (mmap backed: false); pinned in simulation only`);
+    return;
+  }
+  const off = Number(ua - m.ua);
+  const view = m.bytes.subarray(off, off + Number(size));
+  const addon = loadNative()!;
+  const rc = lock ? addon.mlockRange(view) : addon.munlockRange(view);
+  if (rc !== 0) host.noteFallback(`${what}: the kernel refused (errno ${rc}); pinned in simulation only`);
 }
 
 /** Index of the lowest set bit (__ffs); 64 for 0. */

@@ -3,12 +3,6 @@
 // are deliberately not contiguous (each mapping's pages are numbered in
 // reverse), so code that assumed hpa = base + offset would be caught.
 
-/** Snapshot form of HostMemory. */
-export interface HostMemoryState {
-  next: string;
-  pins: [string, number][];
-}
-
 /** Simulated host physical memory: frame allocation and pin counts. */
 export class HostMemory {
   readonly sysPageShift: number;
@@ -57,16 +51,20 @@ export class HostMemory {
     return n;
   }
 
-  /** State for snapshots (addresses as hex strings). */
-  save(): HostMemoryState {
-    return { next: '0x' + this.next.toString(16), pins: [...this.pins].map(([k, v]) => ['0x' + k.toString(16), v]) };
+  /** The next frame address allocFrames() starts from. */
+  get nextFrame(): bigint {
+    return this.next;
   }
 
-  /** The host memory a snapshot describes. */
-  static restore(sysPageShift: number, s: HostMemoryState): HostMemory {
-    const h = new HostMemory(sysPageShift);
-    h.next = BigInt(s.next);
-    for (const [k, v] of s.pins) h.pins.set(BigInt(k), v);
-    return h;
+  /** Every pinned system page (by page number) with its pin count. */
+  pinnedPages(): [bigint, number][] {
+    return [...this.pins];
+  }
+
+  /** Replaces the frame cursor and every pin count (what a restored host had). */
+  reset(nextFrame: bigint, pinned: Iterable<readonly [bigint, number]>): void {
+    this.next = nextFrame;
+    this.pins.clear();
+    for (const [page, n] of pinned) this.pins.set(page, n);
   }
 }

@@ -1,15 +1,25 @@
 // The accounting invariants of docs/semantics.md §3, checked over the whole
 // host. Each broken one is reported with what was expected and found.
-import type { Host } from './host.js';
-import type { Mm } from './mm.js';
-import { regionsOf, lowestSetBit, type Region } from './prereg.js';
-import { InvariantError } from './errors.js';
-import { TCE_PERM_MASK, TCE_READ, TCE_WRITE } from './generated/layout.js';
+import type { HostContext } from '../core/context.js';
+import type { Mm } from '../kernel/mm.js';
+import type { IommuTable } from '../kernel/table.js';
+import type { Container } from '../vfio/container.js';
+import type { KvmVm } from '../kvm/vm.js';
+import { regionsOf, regionCharge, lowestSetBit, type Region } from '../kernel/prereg.js';
+import { InvariantError } from '../core/errors.js';
+import { hex } from '../core/format.js';
+import { TCE_PERM_MASK, TCE_READ, TCE_WRITE } from '../generated/layout.js';
 
-const hex = (x: bigint): string => '0x' + x.toString(16);
+/** What the invariants are checked over: a host's context and its live objects (Host is one). */
+export interface InvariantSubject extends HostContext {
+  readonly mms: Iterable<Mm>;
+  readonly tables: Iterable<IommuTable>;
+  readonly containers: Iterable<Container>;
+  readonly vms: Iterable<KvmVm>;
+}
 
 /** Throws InvariantError listing every broken invariant of `host`. */
-export function checkInvariants(host: Host): void {
+export function checkInvariants(host: InvariantSubject): void {
   const problems: string[] = [];
   const pointing = new Map<number, bigint>();
   const regionsByMm = new Map<Mm, Region[]>();
@@ -34,7 +44,7 @@ export function checkInvariants(host: Host): void {
       // 2. alive ⇔ listed ⇔ used ≥ 1; mapped ≥ 1 while alive.
       if (r.used < 1) problems.push(`region ${hex(r.ua)} of mm ${mm.id} is listed with used = ${r.used}`);
       if (r.mapped < 1n) problems.push(`region ${hex(r.ua)} of mm ${mm.id} is listed with mapped = ${r.mapped}`);
-      if (!r.isDevice && mm.charges.get(`region@${r.ua.toString(16)}`) !== r.entries) {
+      if (!r.isDevice && mm.charges.get(regionCharge(r.ua)) !== r.entries) {
         problems.push(`region ${hex(r.ua)} of mm ${mm.id}: ${r.entries} pages are not accounted to locked_vm`);
       }
       for (let p = 0; p < Number(r.entries); p++) {

@@ -27,9 +27,9 @@ export function bool(name: string, v: unknown, dflt: boolean): boolean {
   return v;
 }
 
-/** One of a fixed set of strings, or the default when undefined. */
-export function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[], dflt: T): T {
-  if (v === undefined) return dflt;
+/** One of a fixed set of strings, or the default when undefined (required when there is no default). */
+export function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[], dflt?: T): T {
+  if (v === undefined && dflt !== undefined) return dflt;
   if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
     throw new TypeError(`${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${describe(v)}`);
   }
@@ -42,6 +42,33 @@ export function instance<T>(name: string, v: unknown, ctor: abstract new (...arg
   return v;
 }
 
+/**
+ * The one same-host check: `o` (an object with a `host`) must belong to
+ * `host`, or a TypeError says "`name` belongs to another host".
+ */
+export function sameHost(name: string, o: { readonly host: unknown }, host: unknown): void {
+  if (o.host !== host) throw new TypeError(`${name} belongs to another host`);
+}
+
+/** An object of class `ctor` (instance()) that belongs to `host` (sameHost()). */
+export function owned<T extends { readonly host: unknown }>(name: string, v: unknown, ctor: abstract new (...args: never[]) => T, what: string, host: unknown): T {
+  const o = instance(name, v, ctor, what);
+  sameHost(name, o, host);
+  return o;
+}
+
+/** A function (a listener, a callback). */
+export function fn<T extends (...args: never[]) => unknown>(name: string, v: unknown): T {
+  if (typeof v !== 'function') throw new TypeError(`${name} must be a function, got ${describe(v)}`);
+  return v as T;
+}
+
+/** An array (its elements are the caller's to check). */
+export function array(name: string, v: unknown, what: string): unknown[] {
+  if (!Array.isArray(v)) throw new TypeError(`${name} must be an array of ${what}, got ${describe(v)}`);
+  return v;
+}
+
 /** An options object (or undefined → {}). */
 export function options<T extends object>(name: string, v: unknown): Partial<T> {
   if (v === undefined) return {};
@@ -51,6 +78,7 @@ export function options<T extends object>(name: string, v: unknown): Partial<T> 
 
 function describe(v: unknown): string {
   if (v === null) return 'null';
+  if (v === undefined) return 'undefined';
   if (typeof v === 'bigint') return `${v}n`;
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
   return typeof v === 'object' ? (Array.isArray(v) ? 'an array' : 'an object') : `${typeof v} ${String(v)}`;

@@ -8,10 +8,13 @@
 // every hypercall on it answers H_PARAMETER and translate() 'no-window'.
 // Each change replaces the GuestTable object in vm.tables: read the geometry
 // from there, not from an object kept from before.
-import type { Vm, GuestTable } from './vm.js';
-import { fail } from './errors.js';
-import * as v from './validate.js';
-import { STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT, STT_NPAGES, STT_PAGES } from './generated/layout.js';
+import type { KvmVm } from '../kvm/vm.js';
+import type { Vm } from './vm.js';
+import type { GuestTable } from '../kvm/guest-table.js';
+import { fail } from '../core/errors.js';
+import { hex } from '../core/format.js';
+import * as v from '../core/validate.js';
+import { SttView } from '../generated/views.js';
 
 /** The four DDW RTAS calls vm.rtas() serves, by the names QEMU registers them under. */
 export const RTAS_DDW_CALLS = Object.freeze([
@@ -63,21 +66,8 @@ const DEFAULT_PGSZ = (1n << 12n) | (1n << 16n) | (1n << 21n) | (1n << 24n);
 const QUERY_BITS: readonly (readonly [number, number])[] = [
   [12, 0x01], [16, 0x02], [21, 0x100], [24, 0x04], [25, 0x08], [26, 0x10], [27, 0x20], [28, 0x40], [34, 0x80],
 ];
-const hex = (x: bigint): string => '0x' + x.toString(16);
 
 /** A PCI host bridge of a qemu-profile VM: one PE, two DMA windows (create with vm.addPhb()). */
-/** Snapshot form of a Phb. */
-export interface PhbState {
-  buid: string;
-  index: number;
-  dma32Addr: string;
-  dma32Size: string;
-  dma64Addr: string;
-  pageSizeMask: string;
-  ddw: boolean;
-  defWin: boolean[];
-}
-
 export class Phb {
   readonly vm: Vm;
   readonly buid: bigint;
@@ -89,11 +79,15 @@ export class Phb {
   readonly ddw: boolean;
   /** The LIOBNs of window 0 (default) and window 1 (SPAPR_PCI_LIOBN(index, win)). */
   readonly liobns: readonly [bigint, bigint];
-  /** QEMU's def_win per window: set on window 0 by the DMA reset and never cleared. */
-  private readonly defWin = [false, false];
+  /** @internal QEMU's def_win per window: set on window 0 by the DMA reset and never cleared. */
+  readonly defWin = [false, false];
 
-  /** @internal use vm.addPhb(). */
-  constructor(vm: Vm, opts: PhbOptions) {
+  /**
+   * @internal use vm.addPhb(). `others` are the VM's PHBs so far (BUIDs are
+   * unique); with `restored`, the PHB is the one a snapshot saved, its
+   * windows already among the VM's tables, and nothing is created or reset.
+   */
+  constructor(vm: Vm, opts: PhbOptions, others: readonly Phb[], restored?: { defWin: readonly boolean[] }) {
     const o = v.options<PhbOptions>('opts', opts);
     if (vm.profile !== 'qemu') fail('ENODEV', 'addPhb: the DDW RTAS calls are QEMU\'s; create the VM with profile \'qemu\'');
     this.vm = vm;
@@ -119,7 +113,12 @@ export class Phb {
     }
     const base = 0x8000_0000n | (BigInt(this.index) << 8n);
     this.liobns = [base, base | 1n];
-    for (const p of vm.phbs) if (p.buid === this.buid) fail('EBUSY', `addPhb: BUID ${hex(this.buid)} exists`);
+    if (restored) {
+      this.defWin[0] = restored.defWin[0] === true;
+      this.defWin[1] = restored.defWin[1] === true;
+      return;
+    }
+    for (const p of others) if (p.buid === this.buid) fail('EBUSY', `addPhb: BUID ${hex(this.buid)} exists`);
     for (const l of this.liobns) if (vm.tables.has(l)) fail('EBUSY', `addPhb: LIOBN ${hex(l)} exists`);
     // spapr_phb_realize creates both tables (disabled); the PHB reset then runs the DMA reset.
     for (const l of this.liobns) {
@@ -127,23 +126,6 @@ export class Phb {
       disableTable(vm, l);
     }
     this.dmaReset();
-  }
-
-  /** State for snapshots (the windows themselves are the VM's guest tables). */
-  save(): PhbState {
-    const h = (x: bigint): string => '0x' + x.toString(16);
-    return { buid: h(this.buid), index: this.index, dma32Addr: h(this.dma32Addr), dma32Size: h(this.dma32Size), dma64Addr: h(this.dma64Addr), pageSizeMask: h(this.pageSizeMask), ddw: this.ddw, defWin: [...this.defWin] };
-  }
-
-  /** The PHB a snapshot describes, on a VM whose tables are already restored. */
-  static restore(vm: Vm, s: PhbState): Phb {
-    const p = Object.create(Phb.prototype) as Phb;
-    const base = 0x8000_0000n | (BigInt(s.index) << 8n);
-    Object.assign(p, {
-      vm, buid: BigInt(s.buid), index: s.index, dma32Addr: BigInt(s.dma32Addr), dma32Size: BigInt(s.dma32Size), dma64Addr: BigInt(s.dma64Addr),
-      pageSizeMask: BigInt(s.pageSizeMask), ddw: s.ddw, liobns: [base, base | 1n], defWin: [...s.defWin],
-    });
-    return p;
   }
 
   /** The enabled windows, in window order. */
@@ -231,16 +213,14 @@ export class Phb {
  * args[0] is ignored: PE = PHB) or, for remove, by LIOBN; returns [status]
  * on an error, else the nret result cells.
  */
-export function rtasCall(vm: Vm, name: unknown, args: unknown, nret: unknown): number[] {
-  if (name === undefined) throw new TypeError(`name must be one of ${RTAS_DDW_CALLS.join(', ')}, got undefined`);
-  const call = v.oneOf('name', name, RTAS_DDW_CALLS, RTAS_DDW_CALLS[0]);
-  if (!Array.isArray(args)) throw new TypeError('args must be an array of RTAS cells (u32 numbers)');
-  const cells = args.map((a, i) => v.int(`args[${i}]`, a, 0, 0xffff_ffff));
+export function rtasCall(phbs: readonly Phb[], name: unknown, args: unknown, nret: unknown): number[] {
+  const call = v.oneOf('name', name, RTAS_DDW_CALLS);
+  const cells = v.array('args', args, 'RTAS cells (u32 numbers)').map((a, i) => v.int(`args[${i}]`, a, 0, 0xffff_ffff));
   const nr = v.int('nret', nret, 0, 1024);
   const n = cells.length;
   const byBuid = (): Phb | undefined => {
     const buid = (BigInt(cells[1]!) << 32n) | BigInt(cells[2]!);
-    return vm.phbs.find((p) => p.buid === buid);
+    return phbs.find((p) => p.buid === buid);
   };
   let phb: Phb | undefined;
   switch (call) {
@@ -255,7 +235,7 @@ export function rtasCall(vm: Vm, name: unknown, args: unknown, nret: unknown): n
     case 'ibm,remove-pe-dma-window':
       if (n !== 1 || nr !== 1) return [RTAS_OUT.PARAM_ERROR];
       // spapr_tce_find_by_liobn, then the table's parent must be a PHB: a VIO or other table is a parameter error.
-      phb = vm.phbs.find((p) => p.liobns.includes(BigInt(cells[0]!)));
+      phb = phbs.find((p) => p.liobns.includes(BigInt(cells[0]!)));
       break;
     case 'ibm,reset-pe-dma-window':
       if (n !== 3 || nr !== 1) return [RTAS_OUT.PARAM_ERROR];
@@ -267,20 +247,20 @@ export function rtasCall(vm: Vm, name: unknown, args: unknown, nret: unknown): n
 }
 
 /** spapr_tce_table_disable: the table stays (found by LIOBN) with size 0; its TCE pages and page array are freed. */
-function disableTable(vm: Vm, liobn: bigint): void {
+function disableTable(vm: KvmVm, liobn: bigint): void {
   const t = vm.tables.get(liobn)!;
   if (t.size === 0n) return;
-  const mem = vm.host.mem;
+  const stt = new SttView(vm.host.mem, t.desc);
   // Size first, so every lookup fails before the pages go.
-  mem.setU64(t.desc + STT_SIZE, 0n);
+  stt.size = 0n;
   vm.host.engine.sttFreePages(t.desc);
-  const npages = mem.getU32(t.desc + STT_NPAGES);
-  const pages = mem.getU32(t.desc + STT_PAGES);
-  mem.setU32(t.desc + STT_NPAGES, 0);
-  mem.setU32(t.desc + STT_PAGES, 0);
+  const npages = stt.npages;
+  const pages = stt.pages;
+  stt.npages = 0;
+  stt.pages = 0;
   if (pages !== 0) vm.host.free(pages, npages * 4);
-  mem.setU64(t.desc + STT_OFFSET, 0n);
-  mem.setU32(t.desc + STT_PAGE_SHIFT, 0);
+  stt.offset = 0n;
+  stt.pageShift = 0;
   vm.tables.set(liobn, { ...t, pageShift: 0, offset: 0n, size: 0n } satisfies GuestTable);
 }
 
@@ -289,21 +269,21 @@ function disableTable(vm: Vm, liobn: bigint): void {
  * 2^pageShift bytes from bus address `bus`. False when linear memory has no
  * room for the page array (the platform cannot provide the window).
  */
-function enableTable(vm: Vm, liobn: bigint, pageShift: number, bus: bigint, entries: bigint): boolean {
+function enableTable(vm: KvmVm, liobn: bigint, pageShift: number, bus: bigint, entries: bigint): boolean {
   const t = vm.tables.get(liobn)!;
   const per = BigInt((1 << vm.host.pageShift) / 8);
   const npages = (entries + per - 1n) / per;
   if (npages > 0x3fff_ffffn) return false;
-  const pages = vm.host.engine.alloc(Number(npages) * 4);
+  const pages = vm.host.tryAlloc(Number(npages) * 4);
   if (pages === 0) return false;
-  const mem = vm.host.mem;
+  const stt = new SttView(vm.host.mem, t.desc);
   const offset = bus >> BigInt(pageShift);
-  mem.setU64(t.desc + STT_OFFSET, offset);
-  mem.setU32(t.desc + STT_PAGE_SHIFT, pageShift);
-  mem.setU32(t.desc + STT_NPAGES, Number(npages));
-  mem.setU32(t.desc + STT_PAGES, pages);
+  stt.offset = offset;
+  stt.pageShift = pageShift;
+  stt.npages = Number(npages);
+  stt.pages = pages;
   // Size last: the table becomes visible to lookups only once complete.
-  mem.setU64(t.desc + STT_SIZE, entries);
+  stt.size = entries;
   vm.tables.set(liobn, { ...t, pageShift, offset, size: entries } satisfies GuestTable);
   return true;
 }

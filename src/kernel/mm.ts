@@ -1,9 +1,9 @@
 // An address space (the kernel's mm_struct, as far as the IOMMU code cares):
 // its mappings (what mmap returned), its pre-registered regions (in linear
 // memory, see prereg.ts) and its locked-memory count (locked_vm).
-import type { Host } from './host.js';
-import { fail } from './errors.js';
-import { MM_BYTES, MM_ID, MM_LOCKED_PAGES } from './generated/layout.js';
+import type { HostContext } from '../core/context.js';
+import { fail } from '../core/errors.js';
+import { MmView } from '../generated/views.js';
 
 /** One mmap'ed range: its pages' host addresses and, when backed, its bytes. */
 export interface Mapping {
@@ -19,68 +19,42 @@ export interface Mapping {
   readonly hostOff: number;
 }
 
-/** Snapshot form of an Mm (addresses as hex strings). */
-export interface MmState {
-  id: number;
-  desc: number;
-  nextUa: string;
-  mappings: { ua: string; size: string; pageShift: number; hpas: string[]; hostOff: number }[];
-  charges: [string, string][];
-}
-
-const hex = (x: bigint): string => '0x' + x.toString(16);
-
 /** Userspace addresses start here, like a 64-bit Linux mmap base. */
 const MMAP_BASE = 0x7fff_0000_0000n;
 
 /** An address space. */
 export class Mm {
-  readonly host: Host;
+  readonly host: HostContext;
   readonly id: number;
   /** Offset of this mm's descriptor in linear memory. */
   readonly desc: number;
   readonly mappings: Mapping[] = [];
-  private nextUa = MMAP_BASE;
+  /** @internal where the next mapping goes (a snapshot saves it). */
+  nextUa = MMAP_BASE;
   /** Named locked-memory charges (pages), so the invariants can check locked_vm against its causes. */
   readonly charges = new Map<string, bigint>();
+  private readonly d: MmView;
 
-  constructor(host: Host, id: number, desc: number) {
+  /** The mm of descriptor `desc` (allocated by createMm, or restored). */
+  constructor(host: HostContext, id: number, desc: number) {
     this.host = host;
     this.id = id;
     this.desc = desc;
-    host.mem.setU32(desc + MM_ID, id);
-  }
-
-  /** State for snapshots; the descriptor itself is in linear memory. */
-  save(): MmState {
-    return {
-      id: this.id,
-      desc: this.desc,
-      nextUa: hex(this.nextUa),
-      mappings: this.mappings.map((m) => ({ ua: hex(m.ua), size: hex(m.size), pageShift: m.pageShift, hpas: [...m.hpas].map(hex), hostOff: m.hostOff })),
-      charges: [...this.charges].map(([k, v]) => [k, hex(v)]),
-    };
-  }
-
-  /** The mm a snapshot describes, over a memory already holding its bytes. */
-  static restore(host: Host, s: MmState): Mm {
-    const mm = new Mm(host, s.id, s.desc);
-    mm.nextUa = BigInt(s.nextUa);
-    for (const m of s.mappings) {
-      const size = BigInt(m.size);
-      const bytes = m.hostOff ? host.mem.u8.subarray(m.hostOff, m.hostOff + Number(size)) : undefined;
-      mm.mappings.push({ ua: BigInt(m.ua), size, pageShift: m.pageShift, hpas: BigUint64Array.from(m.hpas, (x) => BigInt(x)), bytes, hostOff: m.hostOff });
-    }
-    for (const [k, v] of s.charges) mm.charges.set(k, BigInt(v));
-    return mm;
+    this.d = new MmView(host.mem, desc);
+    this.d.id = id;
   }
 
   /** Bytes a descriptor takes. */
-  static readonly DESC_BYTES = MM_BYTES;
+  static readonly DESC_BYTES = MmView.BYTES;
 
   /** locked_vm, in system pages. */
   get lockedPages(): bigint {
-    return this.host.mem.getU64(this.desc + MM_LOCKED_PAGES);
+    return this.d.lockedPages;
+  }
+
+  /** Pre-registered regions in this mm's list. */
+  get regionCount(): number {
+    return this.d.regionCount;
   }
 
   /**
@@ -93,7 +67,7 @@ export class Mm {
     if (limitPages !== null && locked > limitPages) {
       fail('ENOMEM', `locked memory would reach ${locked} pages, over the limit of ${limitPages}`);
     }
-    this.host.mem.setU64(this.desc + MM_LOCKED_PAGES, locked);
+    this.d.lockedPages = locked;
     this.charges.set(key, (this.charges.get(key) ?? 0n) + pages);
   }
 
@@ -105,7 +79,7 @@ export class Mm {
     else this.charges.set(key, cur - pages);
     const locked = this.lockedPages;
     // The kernel only warns on underflow; keep the count at zero as the older helper did.
-    this.host.mem.setU64(this.desc + MM_LOCKED_PAGES, locked >= pages ? locked - pages : 0n);
+    this.d.lockedPages = locked >= pages ? locked - pages : 0n;
   }
 
   /** Maps `size` bytes; pages of 2^pageShift, ua aligned to the page. */
@@ -122,7 +96,7 @@ export class Mm {
       // Guest RAM lives in the linear memory, as v86 keeps it: real mode reads TCE lists from it.
       if (size > 1n << 31n) fail('ENOMEM', `mmap: a backed mapping is at most 2 GiB (got ${size}); pass backed: false`);
       hostOff = this.host.alloc(Number(size), `backed mapping of ${size} bytes (pass backed: false, or raise maxMemory)`);
-      bytes = this.host.mem.u8.subarray(hostOff, hostOff + Number(size));
+      bytes = this.host.mem.bytes(hostOff, Number(size));
       if (copyFrom?.bytes) bytes.set(copyFrom.bytes);
     }
     const m: Mapping = { ua: copyFrom ? copyFrom.ua : ua, size, pageShift, hpas, bytes, hostOff };
@@ -145,4 +119,10 @@ export class Mm {
     const sh = BigInt(m.pageShift);
     return { hpa: m.hpas[Number(off >> sh)]! + (off & ((1n << sh) - 1n)), pageShift: m.pageShift };
   }
+}
+
+/** A fresh address space: its descriptor allocated, a new id. */
+export function createMm(host: HostContext): Mm {
+  const desc = host.alloc(Mm.DESC_BYTES, 'mm descriptor');
+  return new Mm(host, host.nextId(), desc);
 }

@@ -3,8 +3,10 @@
 // window first, as QEMU's dma_memory_rw does through the sPAPR IOMMU region
 // (spapr_tce_translate_iommu, then address_space_rw on guest RAM). A device
 // model that took raw memory becomes IOMMU-aware by taking this instead.
-import type { Vm } from './vm.js';
-import * as v from './validate.js';
+import type { KvmVm } from '../kvm/vm.js';
+import { guestRamOffset } from '../kvm/memslot.js';
+import { hex } from '../core/format.js';
+import * as v from '../core/validate.js';
 
 /** Why a DMA faulted: translate()'s reasons, or a guest physical address that is not backed guest RAM. */
 export type DmaFaultReason = 'no-window' | 'out-of-range' | 'no-permission' | 'not-ram';
@@ -16,7 +18,7 @@ export class DmaFault extends Error {
   readonly access: 'read' | 'write';
   readonly reason: DmaFaultReason;
   constructor(liobn: bigint, iova: bigint, access: 'read' | 'write', reason: DmaFaultReason) {
-    super(`DMA ${access} through LIOBN 0x${liobn.toString(16)} faulted at IOVA 0x${iova.toString(16)}: ${reason}`);
+    super(`DMA ${access} through LIOBN ${hex(liobn)} faulted at IOVA ${hex(iova)}: ${reason}`);
     this.name = 'DmaFault';
     this.liobn = liobn;
     this.iova = iova;
@@ -39,28 +41,11 @@ const MAX_LENGTH = 0x7fff_ffff;
 const U64_END = 1n << 64n;
 
 /**
- * Linear-memory offset of guest physical [gpa, gpa + len) when it lies in one
- * memslot backed by bytes, else -1 (the rule of the engine's gpaToHost, used
- * for the H_PUT_TCE_INDIRECT list).
- */
-export function guestRamOffset(vm: Vm, gpa: bigint, len: number): number {
-  for (const s of vm.memslots) {
-    if (gpa < s.gpa || gpa - s.gpa >= s.size) continue;
-    const off = gpa - s.gpa;
-    if (BigInt(len) > s.size - off) return -1;
-    const m = vm.mm.findMapping(s.ua);
-    if (!m?.bytes) return -1;
-    return m.hostOff + Number(s.ua - m.ua + off);
-  }
-  return -1;
-}
-
-/**
  * The linear-memory pieces ([offset, length] pairs, flattened) behind a DMA of
  * `length` bytes at `iova`, or a DmaFault. Everything is translated before
  * anything is copied, so a fault touches nothing.
  */
-function plan(vm: Vm, liobn: bigint, iova: bigint, length: number, access: 'read' | 'write'): number[] {
+function plan(vm: KvmVm, liobn: bigint, iova: bigint, length: number, access: 'read' | 'write'): number[] {
   const pieces: number[] = [];
   let at = iova;
   let left = length;
@@ -92,7 +77,7 @@ function plan(vm: Vm, liobn: bigint, iova: bigint, length: number, access: 'read
 }
 
 /** @internal use vm.dma(liobn). */
-export function createDma(vm: Vm, liobn: bigint): DmaAccessor {
+export function createDma(vm: KvmVm, liobn: bigint): DmaAccessor {
   v.u64('liobn', liobn);
   const u8 = vm.host.mem.u8;
   return {

@@ -1,0 +1,125 @@
+// The host as every layer below Host sees it: the linear memory and the
+// engine over it, the one allocation path, the host's physical memory (frames
+// and pins), the ids, and the settings a model object may consult. Nothing
+// here knows a model object: the kernel, VFIO and KVM layers receive this,
+// never Host, and Host (src/host/host.ts) is this plus the lists of objects.
+import { LinearMemory } from './memory.js';
+import { HostMemory } from './hostmem.js';
+import { TceError } from './errors.js';
+import type { Engine } from '../engine/engine.js';
+import { createWasmEngine } from '../engine/wasm.js';
+import { createNativeEngine } from '../engine/native.js';
+import { HdrView } from '../generated/views.js';
+import {
+  HEADER_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, OWNER_CHECK_MM, PID_CHECK_CALL, PID_CHECK_ENTRY,
+} from '../generated/layout.js';
+
+/** Who may change a container: nobody is stopped, only the owner's pid, or only the owner's mm. */
+export type OwnerCheck = 'none' | 'pid' | 'mm';
+
+/** What a host is made of; checked by Host.create before it gets here. */
+export interface HostSettings {
+  ownerCheck: OwnerCheck;
+  pidCheck: 'call' | 'entry';
+  engine: 'wasm' | 'native';
+  pageShift: number;
+  maxMemory: number;
+  pin: 'simulated' | 'host';
+}
+
+const OWNER_CODES: Record<OwnerCheck, number> = { none: OWNER_CHECK_NONE, pid: OWNER_CHECK_PID, mm: OWNER_CHECK_MM };
+
+/** The services and settings of one host, as the layers below Host use them. */
+export class HostContext {
+  readonly mem: LinearMemory;
+  readonly engine: Engine;
+  readonly hostmem: HostMemory;
+  /** The host kernel's PAGE_SHIFT. */
+  readonly pageShift: number;
+  readonly ownerCheck: OwnerCheck;
+  readonly pidCheck: 'call' | 'entry';
+  readonly pinMode: 'simulated' | 'host';
+  /** Things the host could not do for real and simulated instead, said once each. */
+  readonly fallbacks: string[] = [];
+  /** The header of the linear memory: allocator state and the settings real mode reads. */
+  readonly header: HdrView;
+  private lastId = 0;
+  private lastTid = 999;
+
+  /** A fresh linear memory with its engine, its header initialised for `s`. */
+  constructor(s: HostSettings) {
+    this.pageShift = s.pageShift;
+    this.pinMode = s.pin;
+    this.ownerCheck = s.ownerCheck;
+    this.pidCheck = s.pidCheck;
+    this.mem = LinearMemory.create(s.maxMemory);
+    this.engine = s.engine === 'native' ? createNativeEngine(this.mem.memory) : createWasmEngine(this.mem.memory);
+    if (this.engine.init(this.mem.byteLength, this.pageShift) !== 0) throw new Error('spapr-tce: the memory layout of the engine does not match');
+    this.hostmem = new HostMemory(this.pageShift);
+    this.header = new HdrView(this.mem, HEADER_BASE);
+    this.header.ownerCheck = OWNER_CODES[s.ownerCheck];
+    this.header.pidPlacement = s.pidCheck === 'entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL;
+  }
+
+  /** A new pid/tid. */
+  nextTid(): number {
+    return ++this.lastTid;
+  }
+
+  /** A new descriptor id. */
+  nextId(): number {
+    return ++this.lastId;
+  }
+
+  /** The id counters (for snapshots). */
+  idCounters(): { lastId: number; lastTid: number } {
+    return { lastId: this.lastId, lastTid: this.lastTid };
+  }
+
+  /** Sets the id counters a restored host continues from. */
+  setIdCounters(c: { lastId: number; lastTid: number }): void {
+    this.lastId = c.lastId;
+    this.lastTid = c.lastTid;
+  }
+
+  /**
+   * Allocates zeroed linear memory (virtual mode), the one path every
+   * descriptor, array and backed mapping takes: ENOMEM, naming `what`, when
+   * the memory is full or the request impossible.
+   */
+  alloc(bytes: number, what: string): number {
+    const p = this.tryAlloc(bytes);
+    if (p === 0) {
+      if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x8000_0000) throw new TceError('ENOMEM', `no ${what} of ${bytes} bytes can be allocated (at most 2 GiB)`);
+      throw new TceError('ENOMEM', `linear memory is full (${this.mem.byteLength} bytes): no room for a ${what} of ${bytes} bytes; raise maxMemory`);
+    }
+    return p;
+  }
+
+  /** alloc() for callers that answer a full memory themselves (QEMU's window enable): 0 when it cannot. */
+  tryAlloc(bytes: number): number {
+    // The engine takes a u32 and allocates blocks of at most 2 GiB.
+    if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x8000_0000) return 0;
+    return this.engine.alloc(bytes);
+  }
+
+  /** Returns a block of alloc(bytes). */
+  free(ptr: number, bytes: number): void {
+    this.engine.free(ptr, bytes);
+  }
+
+  /** Pins the system page of `hpa`. */
+  pin(hpa: bigint): void {
+    this.hostmem.pin(hpa);
+  }
+
+  /** Drops a pin taken by pin(). */
+  unpin(hpa: bigint): void {
+    this.hostmem.unpin(hpa);
+  }
+
+  /** Records something simulated instead of done for real (stats().fallbacks), once. */
+  noteFallback(msg: string): void {
+    if (!this.fallbacks.includes(msg)) this.fallbacks.push(msg);
+  }
+}

@@ -1,0 +1,243 @@
+// TCE tables (struct iommu_table) with their userspace view, as seen from
+// TypeScript: the descriptor here, the geometry rules in geometry.ts, entry
+// operations in the engine (assembly/table.ts, src/native/).
+import type { HostContext } from '../core/context.js';
+import { Mm } from './mm.js';
+import { fail, errnoError } from '../core/errors.js';
+import { hex } from '../core/format.js';
+import * as v from '../core/validate.js';
+import { TblView } from '../generated/views.js';
+import { OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, TABLE_F_V2 } from '../generated/layout.js';
+import { checkGeometry, getTableSize, indexShape, type TableGeometry } from './geometry.js';
+
+/** Live tables (created and not yet freed) per host: the kernel's list, read by stats, invariants and snapshots. */
+const live = new WeakMap<HostContext, Set<IommuTable>>();
+
+/** The live tables of `host`, in creation order. */
+export function liveTables(host: HostContext): Set<IommuTable> {
+  let set = live.get(host);
+  if (!set) {
+    set = new Set();
+    live.set(host, set);
+  }
+  return set;
+}
+
+/** A TCE table in linear memory. */
+export class IommuTable {
+  readonly host: HostContext;
+  readonly desc: number;
+  readonly busOffset: bigint;
+  /** The kernel's allocation for this table (HW tree + userspace copy, get_table_size). */
+  readonly kernelBytes: bigint;
+  /** The mm whose regions the userspace view points into (the owner's), once known. */
+  viewMm: Mm | undefined;
+  /** Whether entries are built through the userspace view (VFIO v2 / KVM) rather than pinned per page (v1). */
+  readonly v2: boolean;
+
+  private readonly d: TblView;
+  private freed = false;
+
+  /** @internal the table of descriptor `desc`, as create() made it (or a snapshot saved it). */
+  constructor(host: HostContext, desc: number, busOffset: bigint, kernelBytes: bigint, v2: boolean, viewMm?: Mm) {
+    this.host = host;
+    this.desc = desc;
+    this.busOffset = busOffset;
+    this.kernelBytes = kernelBytes;
+    this.v2 = v2;
+    this.viewMm = viewMm;
+    this.d = new TblView(host.mem, desc);
+  }
+
+  /**
+   * Creates a table (pnv_pci_ioda2_create_table): checks the geometry,
+   * it_size = max(entries, one system page of TCEs) [the kernel pads tiny
+   * windows], index split ceil(log2(it_size)/levels) bits per level, root
+   * allocated now, everything else on demand. ENOMEM when memory is full.
+   */
+  static create(host: HostContext, g: TableGeometry, v2: boolean): IommuTable {
+    v.options<TableGeometry>('geometry', g);
+    v.bool('v2', v2, false);
+    v.int('pageShift', g.pageShift, 12, 40);
+    v.u64('windowSize', g.windowSize);
+    v.int('levels', g.levels, 0, 64);
+    v.u64('busOffset', g.busOffset);
+    checkGeometry(g, host.pageShift);
+    if (g.busOffset & ((1n << BigInt(g.pageShift)) - 1n)) fail('EINVAL', `busOffset ${hex(g.busOffset)} is not aligned to the IOMMU page`);
+    const { sizeShift, bits, rootBits } = indexShape(g, host.pageShift);
+    const desc = host.alloc(TblView.BYTES, 'table descriptor');
+    const d = new TblView(host.mem, desc);
+    d.offset = g.busOffset >> BigInt(g.pageShift);
+    d.size = 1n << BigInt(sizeShift);
+    d.pageShift = g.pageShift;
+    d.levels = g.levels;
+    d.levelBits = bits;
+    d.rootBits = rootBits;
+    d.id = host.nextId();
+    d.flags = v2 ? TABLE_F_V2 : 0;
+    d.refs = 1;
+    const rc = host.engine.tableInit(desc);
+    if (rc < 0) {
+      host.free(desc, TblView.BYTES);
+      throw errnoError(rc, `no linear memory left for a ${g.levels}-level table root`);
+    }
+    const t = new IommuTable(host, desc, g.busOffset, getTableSize(g.pageShift, g.windowSize, g.levels, host.pageShift), v2);
+    liveTables(host).add(t);
+    return t;
+  }
+
+  get id(): number { return this.d.id; }
+  /** it_offset: index of the first entry. */
+  get offset(): bigint { return this.d.offset; }
+  /** it_size: number of entries. */
+  get size(): bigint { return this.d.size; }
+  get pageShift(): number { return this.d.pageShift; }
+  get levels(): number { return this.d.levels; }
+  get levelBits(): number { return this.d.levelBits; }
+  get rootBits(): number { return this.d.rootBits; }
+
+  /** Throws for a freed table: its descriptor may belong to another table by now. */
+  private live(): void {
+    if (this.freed) throw new TypeError(`table ${this.d.id || ''} has been freed`);
+  }
+
+  private checkMm(mm: unknown): Mm {
+    return v.owned('mm', mm, Mm, 'an Mm', this.host);
+  }
+
+  /** Whether the userspace view has been allocated. */
+  get hasView(): boolean { return this.d.uaRoot !== 0; }
+  /** Bytes of linear memory held by the TCE tree and the view. */
+  get memoryBytes(): bigint {
+    return this.d.nodeBytes + this.d.uaNodeBytes;
+  }
+  /** Pid allowed to change the view (pid owner check); 0 while unclaimed. */
+  get ownerPid(): number { return this.d.ownerPid; }
+  set ownerPid(pid: number) { this.d.ownerPid = pid; }
+  /** Bus address just past the window's last entry. */
+  get busEnd(): bigint { return (this.offset + this.size) << BigInt(this.pageShift); }
+
+  /** Whether [entry, entry + n) lies inside the table. */
+  contains(entry: bigint, n: bigint): boolean {
+    return entry >= this.offset && n <= this.size && entry - this.offset <= this.size - n;
+  }
+
+  /** The TCE at `entry` (0 when never set or outside). */
+  get(entry: bigint): bigint {
+    this.live();
+    v.u64('entry', entry);
+    return this.host.engine.tableGet(this.desc, entry);
+  }
+
+  /** The userspace address the entry was mapped from (0 when none). */
+  getUa(entry: bigint): bigint {
+    this.live();
+    v.u64('entry', entry);
+    return this.host.engine.tableUaGet(this.desc, entry);
+  }
+
+  /** Allocates the userspace view if absent (ENOMEM when memory is full). */
+  allocView(): void {
+    this.live();
+    const rc = this.host.engine.tableUaAlloc(this.desc);
+    if (rc < 0) throw errnoError(rc, 'no linear memory left for the userspace view');
+  }
+
+  /**
+   * v2 build (tce_iommu_build_v2): maps n entries from `entry` to the IOMMU
+   * pages at `ua` in `mm`'s regions. Virtual mode (levels allocated) unless
+   * realMode. Rolls back this call's entries on failure and throws.
+   */
+  buildV2(mm: Mm, entry: bigint, n: bigint, ua: bigint, perm: number, opts: { realMode?: boolean; checkPidOf?: number } = {}): void {
+    this.live();
+    this.checkMm(mm);
+    v.options('opts', opts);
+    v.bool('opts.realMode', opts.realMode, false);
+    if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
+    v.u64('entry', entry);
+    v.u64('n', n);
+    v.u64('ua', ua);
+    v.int('perm', perm, 1, 3);
+    if (!this.contains(entry, n)) fail('EINVAL', `entries [${hex(entry)}, +${n}) are outside the table`);
+    if (ua & ((1n << BigInt(this.pageShift)) - 1n)) fail('EINVAL', `ua ${hex(ua)} is not aligned to the IOMMU page`);
+    if (ua + (n << BigInt(this.pageShift)) > 1n << 64n) fail('EINVAL', 'the userspace range wraps around');
+    if (!this.hasView && !opts.realMode && n > 0n) {
+      // The view exists once something is mapped; a map refused at its first page must not leave it behind.
+      const e = this.host.engine;
+      const r = e.regionLookup(mm.desc, ua, 1n << BigInt(this.pageShift));
+      if (r === 0 || e.regionUaToHpa(r, ua, this.pageShift) < 0n) {
+        fail('EINVAL', `ua ${hex(ua)} is in no pre-registered region able to back 2^${this.pageShift}-byte pages`);
+      }
+      this.allocView();
+    }
+    const flags = (opts.realMode ? 0 : OP_ALLOC) | (opts.checkPidOf !== undefined ? OP_CHECK_PID : 0);
+    const rc = this.host.engine.tableBuildV2(this.desc, mm.desc, entry, n, ua, perm & TCE_PERM_MASK, flags, opts.checkPidOf ?? 0);
+    if (rc < 0) throw errnoError(rc, `mapping ${n} entr${n === 1n ? 'y' : 'ies'} at index ${hex(entry)} from ua ${hex(ua)}`);
+  }
+
+  /** v2 clear (tce_iommu_clear): n entries from `entry`; regions looked up in `mm`. */
+  clearV2(mm: Mm, entry: bigint, n: bigint, opts: { checkPidOf?: number } = {}): void {
+    this.live();
+    this.checkMm(mm);
+    v.options('opts', opts);
+    if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
+    v.u64('entry', entry);
+    v.u64('n', n);
+    if (!this.contains(entry, n)) fail('EINVAL', `entries [${hex(entry)}, +${n}) are outside the table`);
+    const rc = this.host.engine.tableClearV2(this.desc, mm.desc, entry, n, opts.checkPidOf !== undefined ? OP_CHECK_PID : 0, opts.checkPidOf ?? 0);
+    if (rc < 0) throw errnoError(rc, `clearing ${n} entries at index ${hex(entry)}`);
+  }
+
+  /** Exchanges one TCE without view bookkeeping (v1): returns the old TCE. */
+  xchg(entry: bigint, tce: bigint): bigint {
+    this.live();
+    v.u64('entry', entry);
+    v.u64('tce', tce);
+    if (!this.contains(entry, 1n)) fail('EINVAL', `entry ${hex(entry)} is outside the table`);
+    const old = this.host.engine.tableXchg(this.desc, entry, tce, OP_ALLOC);
+    if (old < 0n) throw errnoError(Number(old), `exchanging the TCE at index ${hex(entry)}`);
+    return old;
+  }
+
+  /** The first entry in [entry, end) with a non-zero TCE, or -1n. */
+  nextValid(entry: bigint, end: bigint): bigint {
+    this.live();
+    v.u64('entry', entry);
+    v.u64('end', end);
+    return this.host.engine.tableNextValid(this.desc, entry, end);
+  }
+
+  /** Every non-zero entry, ascending: [entry, tce, ua]. Costs O(allocated levels). */
+  *entries(): Generator<[bigint, bigint, bigint]> {
+    const end = this.offset + this.size;
+    for (let e = this.nextValid(this.offset, end); e >= 0n; e = this.nextValid(e + 1n, end)) {
+      yield [e, this.get(e), this.getUa(e)];
+    }
+  }
+
+  /** References held on the table (its creator's, plus one per KVM link: iommu_tce_table_get). */
+  get refs(): number { return this.d.refs; }
+
+  /** Takes a reference (iommu_tce_table_get). */
+  hold(): void {
+    this.live();
+    this.d.refs = this.refs + 1;
+  }
+
+  /** Drops a reference; the last one frees the table (iommu_tce_table_put). */
+  release(): void {
+    this.live();
+    const n = this.refs - 1;
+    this.d.refs = n;
+    if (n === 0) this.free();
+  }
+
+  /** Frees the table's trees and descriptor. The caller has cleared it first. */
+  free(): void {
+    this.live();
+    this.freed = true;
+    this.host.engine.tableFree(this.desc);
+    this.host.free(this.desc, TblView.BYTES);
+    liveTables(this.host).delete(this);
+  }
+}

@@ -1,0 +1,163 @@
+// Guest-visible TCE tables (kvmppc_spapr_tce_table; QEMU's SpaprTceTable in
+// the qemu profile): KVM_CREATE_SPAPR_TCE_64, the links to VFIO hardware
+// tables (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE), and reading an entry back as a
+// device model's translation (spapr_tce_translate_iommu).
+import type { KvmVm } from './vm.js';
+import type { IommuTable } from '../kernel/table.js';
+import { Group } from '../vfio/group.js';
+import { fail } from '../core/errors.js';
+import { hex } from '../core/format.js';
+import * as v from '../core/validate.js';
+import { SttView, VmView } from '../generated/views.js';
+import { MAX_STITS } from '../generated/layout.js';
+
+/** A guest-visible TCE table (one LIOBN). */
+export interface GuestTable {
+  readonly liobn: bigint;
+  readonly desc: number;
+  readonly pageShift: number;
+  /** First entry index (bus offset >> pageShift). */
+  readonly offset: bigint;
+  /** Entries. */
+  readonly size: bigint;
+  /** Pages charged to locked_vm (kvm profile). */
+  readonly chargedPages: bigint;
+}
+
+/** What translate() returns: the guest page behind an IOVA, or why there is none. */
+export type Translation =
+  | { ok: true; gpa: bigint; pageIova: bigint; pageSize: bigint; perm: number }
+  | { ok: false; fault: 'no-window' | 'out-of-range' | 'no-permission' };
+
+/**
+ * KVM_CREATE_SPAPR_TCE_64 {liobn, page_shift, offset, size} (offset and size
+ * in IOMMU pages): size 0, page shift outside [12, 34] or an end past 2^64
+ * → EINVAL; pages charged to the creator (ENOMEM); duplicate LIOBN → EBUSY.
+ * In the qemu profile this is QEMU's table: nothing is charged.
+ */
+export function createTceTable(vm: KvmVm, args: { liobn: bigint; pageShift: number; offset: bigint; size: bigint }): GuestTable {
+  const o = v.options<{ liobn: bigint; pageShift: number; offset: bigint; size: bigint }>('args', args);
+  const liobn = v.u64('liobn', o.liobn);
+  const pageShift = v.int('pageShift', o.pageShift, 0, 63);
+  const offset = v.u64('offset', o.offset);
+  const size = v.u64('size', o.size);
+  if (size === 0n) fail('EINVAL', 'createTceTable: size must not be 0');
+  if (pageShift < 12 || pageShift > 34) fail('EINVAL', `createTceTable: page shift ${pageShift} is outside [12, 34]`);
+  if (offset + size > ((1n << 64n) - 1n) >> BigInt(pageShift)) fail('EINVAL', 'createTceTable: offset + size overflows the 64-bit bus');
+  const host = vm.host;
+  const sh = BigInt(host.pageShift);
+  const perPage = (1n << sh) / 8n;
+  const npages = (size + perPage - 1n) / perPage;
+  if (npages > 0x3fff_ffffn) fail('ENOMEM', `createTceTable: ${size} entries is more than this host can hold`);
+  // kvmppc_stt_pages: the pages of TCEs plus the pages of the descriptor and its page array.
+  const charged = vm.profile === 'kvm' ? npages + ((BigInt(SttView.BYTES) + npages * 8n + (1n << sh) - 1n) >> sh) : 0n;
+  const key = `vm${vm.desc}:stt${liobn.toString(16)}`;
+  vm.mm.account(key, charged, vm.process.memlockLimitPages);
+  let d = 0;
+  let pages = 0;
+  try {
+    if (vm.tables.has(liobn)) fail('EBUSY', `createTceTable: LIOBN ${hex(liobn)} exists`);
+    d = host.alloc(SttView.BYTES, 'guest TCE table');
+    pages = host.alloc(Number(npages) * 4, 'guest TCE page array');
+  } catch (e) {
+    if (d) host.free(d, SttView.BYTES);
+    vm.mm.unaccount(key, charged);
+    throw e;
+  }
+  const stt = new SttView(host.mem, d);
+  const vmd = new VmView(host.mem, vm.desc);
+  stt.vm = vm.desc;
+  stt.liobn = liobn;
+  stt.offset = offset;
+  stt.size = size;
+  stt.pageShift = pageShift;
+  stt.npages = Number(npages);
+  stt.pages = pages;
+  stt.id = host.nextId();
+  stt.next = vmd.stts;
+  vmd.stts = d;
+  const t: GuestTable = { liobn, desc: d, pageShift, offset, size, chargedPages: charged };
+  vm.tables.set(liobn, t);
+  return t;
+}
+
+/**
+ * KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE: links a hardware table of the group
+ * (page ≤ guest page, same bus start, window at least the guest's; else
+ * EINVAL) to the LIOBN; linking it again only counts a reference. With the
+ * mm owner check, the group's container must belong to the VM's mm (EPERM):
+ * the one check that mode needs, paid here rather than per hypercall.
+ */
+export function attachGroup(vm: KvmVm, group: Group, liobn: bigint): void {
+  v.owned('group', group, Group, 'a Group', vm.host);
+  v.u64('liobn', liobn);
+  if (vm.profile !== 'kvm') fail('ENODEV', 'attachGroup: the qemu profile has no in-kernel acceleration');
+  const t = vm.tables.get(liobn);
+  if (!t) fail('EINVAL', `attachGroup: no guest table with LIOBN ${hex(liobn)}`);
+  const c = group.container;
+  if (vm.host.ownerCheck === 'mm' && c?.mm && c.mm !== vm.mm) {
+    fail('EPERM', `attachGroup: the group's container belongs to mm ${c.mm.id}, the VM to mm ${vm.mm.id}`);
+  }
+  const bus = t.offset << BigInt(t.pageShift);
+  const span = t.size << BigInt(t.pageShift);
+  // Any table of the group qualifies: a DDW group's windows or a legacy group's own table.
+  const hw = [...group.slots, group.legacyTable].find((tb): tb is IommuTable => !!tb && tb.pageShift <= t.pageShift && tb.offset << BigInt(tb.pageShift) === bus && tb.size << BigInt(tb.pageShift) >= span);
+  if (!hw) fail('EINVAL', `attachGroup: group ${group.id} has no hardware table compatible with LIOBN ${hex(liobn)}`);
+  const stt = new SttView(vm.host.mem, t.desc);
+  const n = stt.stitCount;
+  for (let i = 0; i < n; i++) {
+    if (stt.stitsAt(i) === hw.desc) {
+      stt.setStitRefsAt(i, stt.stitRefsAt(i) + 1);
+      return;
+    }
+  }
+  if (n >= MAX_STITS) fail('ENOSPC', `attachGroup: LIOBN ${hex(liobn)} already links ${MAX_STITS} hardware tables`);
+  hw.hold();
+  stt.setStitsAt(n, hw.desc);
+  stt.setStitRefsAt(n, 1);
+  stt.stitCount = n + 1;
+}
+
+/** The hardware tables linked to a LIOBN, with their reference counts. */
+export function links(vm: KvmVm, liobn: bigint): { tableDesc: number; refs: number }[] {
+  const t = vm.tables.get(v.u64('liobn', liobn));
+  if (!t) return [];
+  const stt = new SttView(vm.host.mem, t.desc);
+  const out: { tableDesc: number; refs: number }[] = [];
+  const n = stt.stitCount;
+  for (let i = 0; i < n; i++) out.push({ tableDesc: stt.stitsAt(i), refs: stt.stitRefsAt(i) });
+  return out;
+}
+
+/** The guest TCE at relative index `idx` of a table (0 when its page was never allocated). */
+export function guestEntry(vm: KvmVm, t: GuestTable, idx: bigint): bigint {
+  const mem = vm.host.mem;
+  const per = (1n << BigInt(vm.host.pageShift)) / 8n;
+  const page = mem.getU32At(new SttView(mem, t.desc).pages, Number(idx / per));
+  return page === 0 ? 0n : mem.getU64At(page, Number(idx % per));
+}
+
+/**
+ * The translation a device model gets for a DMA at `iova` through LIOBN
+ * `liobn` (spapr_tce_translate_iommu): the guest physical address and its
+ * page, or a fault. `access` 'read' needs the READ bit, 'write' the WRITE
+ * bit; without `access` only the window is checked.
+ */
+export function translate(vm: KvmVm, liobn: bigint, iova: bigint, access?: 'read' | 'write'): Translation {
+  v.u64('liobn', liobn);
+  v.u64('iova', iova);
+  if (access !== undefined) v.oneOf('access', access, ['read', 'write'] as const, 'read');
+  const t = vm.tables.get(liobn);
+  if (!t || t.size === 0n) return { ok: false, fault: 'no-window' };
+  const shift = BigInt(t.pageShift);
+  const bus = t.offset << shift;
+  const idx = iova >= bus ? (iova - bus) >> shift : t.size;
+  if (idx >= t.size) return { ok: false, fault: 'out-of-range' };
+  const tce = guestEntry(vm, t, idx);
+  const perm = Number(tce & 3n);
+  if ((access === 'read' && !(perm & 1)) || (access === 'write' && !(perm & 2)) || (access !== undefined && perm === 0)) {
+    return { ok: false, fault: 'no-permission' };
+  }
+  const mask = (1n << shift) - 1n;
+  return { ok: true, gpa: (tce & ~mask) | (iova & mask), pageIova: iova & ~mask, pageSize: 1n << shift, perm };
+}
