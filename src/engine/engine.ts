@@ -10,6 +10,8 @@ export interface Engine {
   init(memBytes: number, sysPageShift: number): number;
   alloc(bytes: number): number;
   free(ptr: number, bytes: number): void;
+  /** Checks the allocator's invariants over the whole heap: the number of free blocks, or a negative code (assembly/alloc.ts#heapCheck). */
+  heapCheck(): number;
   regionLookup(mm: number, ua: bigint, size: bigint): number;
   regionUaToHpa(region: number, ua: bigint, pageShift: number): bigint;
   regionMappedInc(region: number): number;

@@ -30,6 +30,7 @@ export function createWasmEngine(memory: WebAssembly.Memory, module: WebAssembly
     init: x.init,
     alloc: (bytes) => x.alloc(bytes) >>> 0,
     free: x.free,
+    heapCheck: x.heapCheck,
     regionLookup: (mm, ua, size) => x.regionLookup(mm, ua, size) >>> 0,
     regionUaToHpa: x.regionUaToHpa,
     regionMappedInc: x.regionMappedInc,

@@ -195,6 +195,11 @@ Napi::Value Free(const Napi::CallbackInfo& info) {
   return c.run([&](TceEngine& e) { e.free(ptr, bytes); });
 }
 
+Napi::Value HeapCheck(const Napi::CallbackInfo& info) {
+  Call c(info, "heapCheck");
+  return c.run([&](TceEngine& e) { return e.heapCheck(); });
+}
+
 Napi::Value RegionLookup(const Napi::CallbackInfo& info) {
   Call c(info, "regionLookup");
   uint32_t mm = 0;
@@ -367,6 +372,7 @@ constexpr Method kMethods[] = {
     {"init", Init},
     {"alloc", Alloc},
     {"free", Free},
+    {"heapCheck", HeapCheck},
     {"regionLookup", RegionLookup},
     {"regionUaToHpa", RegionUaToHpa},
     {"regionMappedInc", RegionMappedInc},
