@@ -284,14 +284,14 @@ uint32_t TceEngine::topOf(uint32_t start, uint32_t end) {
   return top;
 }
 
-bool TceEngine::bit(uint32_t map, uint32_t g) { return (shr32(ld32(map + ((g >> 5) << 2)), g & 31) & 1) != 0; }
+SPAPR_HOT bool TceEngine::bit(uint32_t map, uint32_t g) { return (shr32(ld32(map + ((g >> 5) << 2)), g & 31) & 1) != 0; }
 
-void TceEngine::setBit(uint32_t map, uint32_t g) {
+SPAPR_HOT void TceEngine::setBit(uint32_t map, uint32_t g) {
   const uint32_t a = map + ((g >> 5) << 2);
   st32(a, ld32(a) | shl32(1, g & 31));
 }
 
-void TceEngine::clearBit(uint32_t map, uint32_t g) {
+SPAPR_HOT void TceEngine::clearBit(uint32_t map, uint32_t g) {
   const uint32_t a = map + ((g >> 5) << 2);
   st32(a, ld32(a) & ~shl32(1, g & 31));
 }
