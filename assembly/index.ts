@@ -5,7 +5,7 @@ import {
   HDR_ALLOC_TOP, LAYOUT_MAGIC, LAYOUT_VERSION,
 } from './generated/layout';
 
-export { alloc, free } from './alloc';
+export { alloc, free, heapCheck } from './alloc';
 export { regionLookup, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
 export {
   tableInit, tableUaAlloc, tableUaFree, tableFree, tableGet, tableUaGet, tableNextValid,

@@ -20,6 +20,7 @@ export const routines = [
   ['init(memBytes: u32, sysPageShift: u32): i32', 'Initialises the header of a fresh memory, or checks an existing one: 0, or -1 on a layout mismatch.'],
   ['alloc(bytes: u32): u32', 'Allocates a zeroed block of at least `bytes` bytes (virtual mode only); 0 when the memory is full.'],
   ['free(ptr: u32, bytes: u32): void', 'Returns a block obtained from alloc(bytes) with the same `bytes`.'],
+  ['heapCheck(): i32', 'Checks the allocator\'s invariants over the whole heap: the number of free blocks, or a negative code (assembly/alloc.ts#heapCheck).'],
   ['regionLookup(mm: u32, ua: u64, size: u64): u32', 'The first region of `mm` containing all of [ua, ua + size), or 0 (mm_iommu_lookup).'],
   ['regionUaToHpa(region: u32, ua: u64, pageShift: u32): i64', 'Host address behind `ua` for a 2^pageShift IOMMU page, or -EFAULT (mm_iommu_ua_to_hpa).'],
   ['regionMappedInc(region: u32): i32', 'mapped++ unless the region is dying: 0 or -ENXIO (mm_iommu_mapped_inc).'],

@@ -7,13 +7,16 @@
 //
 // Linear memory (one shared WebAssembly.Memory, fixed maximum):
 //
-//   0            64 KiB        68 KiB                                  end
-//   +------------+-------------+--------------------------------------+
-//   | AS statics | header      | heap: power-of-two blocks, 64 B min   |
-//   | (unused)   | (4 KiB)     | mm, region, table descriptors, hpas[] |
-//   |            |             | table nodes, userspace-view nodes,    |
-//   |            |             | vCPU register blocks, guest tables    |
-//   +------------+-------------+--------------------------------------+
+//   0            64 KiB        68 KiB                                       top       end
+//   +------------+-------------+-----------+---------------------------------+---------+
+//   | AS statics | header      | granule   | heap: blocks of 64 B granules   | never   |
+//   | (unused)   | (4 KiB)     | bitmaps   | mm, region, table descriptors,  | used    |
+//   |            |             | (2 bits   | hpas[], table and view nodes,   | (zero)  |
+//   |            |             | per 64 B) | vCPU blocks, guest tables, RAM  |         |
+//   +------------+-------------+-----------+---------------------------------+---------+
+//
+// The allocator (assembly/alloc.ts) is a TLSF over that heap; its drawing of
+// the blocks and bitmaps is there.
 //
 // Every pointer stored in memory is a u32 byte offset into this memory;
 // 0 means "absent". Descriptors are plain structs below; their fields are
@@ -32,15 +35,20 @@
 //                 │        └─ (0: absent, allocated on demand)
 //   table ─ uaRoot ─ node ─ leaf [ua ua ua …]       (same index split)
 
-export const LAYOUT_VERSION = 1;
+export const LAYOUT_VERSION = 2;
 
 /** Where the header lives; the heap follows it. */
 export const regions = {
   HEADER_BASE: 65536,
   HEAP_BASE: 65536 + 4096,
-  MIN_BLOCK_SHIFT: 6,
-  FREE_CLASSES: 32,
 };
+
+// The allocator's geometry (assembly/alloc.ts): 64-byte granules; TLSF free
+// lists, SL_BITS second-level lists per power of two, sizes below
+// 2^(MIN_BLOCK_SHIFT + SL_BITS) one list per granule count.
+const MIN_BLOCK_SHIFT = 6;
+const ALLOC_SL_BITS = 4;
+const ALLOC_FL_COUNT = 32 - (MIN_BLOCK_SHIFT + ALLOC_SL_BITS) + 1;
 
 /** Structs in linear memory, in field order; offsets are computed by the generator. */
 export const structs = {
@@ -52,14 +60,19 @@ export const structs = {
       ['version', 'u32', 'LAYOUT_VERSION'],
       ['memEnd', 'u32', 'end of the heap arena (bytes)'],
       ['sysPageShift', 'u32', 'the host kernel PAGE_SHIFT (16 on ppc64 server)'],
-      ['allocLock', 'u32', 'spin lock of the allocator (virtual mode only)'],
-      ['allocTop', 'u32', 'bump pointer: first never-used heap byte'],
+      ['allocLock', 'u32', 'allocator lock, taken within ALLOC_LOCK_SPINS tries (virtual mode only)'],
+      ['allocTop', 'u32', 'end of the heap\'s blocks; memory above is never used (zero); HEAP_BASE before the first allocation'],
       ['allocBytes', 'u64', 'bytes in live blocks'],
       ['allocBlocks', 'u32', 'live blocks'],
       ['ownerCheck', 'u32', 'OWNER_CHECK_* of this host'],
       ['pidPlacement', 'u32', 'PID_CHECK_* for the pid mode'],
       ['hostId', 'u32', 'random id of this host, for workers attaching'],
-      ['freeHeads', 'u32', 'free-list heads, one per power-of-two class', 32],
+      ['allocFreeBlocks', 'u32', 'free blocks in the heap (all on the free lists)'],
+      ['allocRefused', 'u32', 'frees refused: not a live block of that size, or a corrupt heap'],
+      ['allocBusy', 'u64', 'calls that gave up on the allocator lock (atomic)'],
+      ['allocFlMap', 'u32', 'TLSF first-level bitmap: bit f set when allocSlMap[f] != 0'],
+      ['allocSlMap', 'u32', 'TLSF second-level bitmaps: bit s of [f] set when list f·2^SL_BITS+s is not empty', ALLOC_FL_COUNT],
+      ['allocHeads', 'u32', 'TLSF free-list heads, one per (first, second) level', ALLOC_FL_COUNT << ALLOC_SL_BITS],
     ],
   },
   MM: {
@@ -175,6 +188,13 @@ export const structs = {
 export const constants = {
   layout: {
     LAYOUT_MAGIC: 0x54434531, // "TCE1"
+  },
+  alloc: {
+    MIN_BLOCK_SHIFT, // log2 of the granule: every block is a multiple of 64 bytes, 64-byte aligned
+    ALLOC_SL_BITS,
+    ALLOC_FL_COUNT,
+    ALLOC_MAX_BYTES: 0x80000000, // the largest request
+    ALLOC_LOCK_SPINS: 1 << 26, // tries at the allocator lock (0.05–0.1 s of spinning here) before alloc answers 0 (ENOMEM / H_TOO_HARD)
   },
   tce: {
     TCE_READ: 1, // the device may read memory

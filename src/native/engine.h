@@ -47,6 +47,7 @@ class TceEngine {
   // alloc.ts
   uint32_t alloc(uint32_t bytes);
   void free(uint32_t p, uint32_t bytes);
+  int32_t heapCheck();
 
   // region.ts
   uint32_t regionLookup(uint32_t mm, uint64_t ua, uint64_t size);
@@ -123,8 +124,22 @@ class TceEngine {
   void aadd64(uint64_t a, uint64_t v);
   void fill0(uint64_t a, uint32_t size);
 
-  void lock();
+  // alloc.ts
+  bool lock();
   void unlock();
+  uint32_t arenaEnd();
+  uint32_t topOf(uint32_t start, uint32_t end);
+  bool bit(uint32_t map, uint32_t g);
+  void setBit(uint32_t map, uint32_t g);
+  void clearBit(uint32_t map, uint32_t g);
+  uint32_t nextSet(uint32_t map, uint32_t from, uint32_t to);
+  uint32_t searchFree(uint32_t cls);
+  bool isFreeBlock(uint32_t fm, uint32_t start, uint32_t top, uint32_t b);
+  bool canUnlink(uint32_t fm, uint32_t start, uint32_t top, uint32_t b);
+  bool headOk(uint32_t fm, uint32_t start, uint32_t top, uint32_t cls, uint32_t gone1, uint32_t gone2);
+  void unlink(uint32_t b);
+  void insertFree(uint32_t fm, uint32_t b, uint32_t size);
+  int32_t checkHeap();
   uint64_t sysPageShift();
   int64_t relIndex(uint32_t tbl, uint64_t entry);
   uint32_t slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t idx, bool grow);
@@ -167,8 +182,10 @@ class TceEngine {
 };
 
 // Pure helpers of alloc.ts / table.ts, exposed for tests and the benchmark.
-/** Size class (log2 of the block size) for a request; 0 when impossible (alloc.ts#blockShift). */
+/** log2 of the power of two `bytes` rounds up to (at least 64); 0 when impossible (alloc.ts#blockShift). */
 uint32_t blockShift(uint32_t bytes);
+/** Bytes a request of `bytes` takes (a multiple of 64); 0 when impossible (alloc.ts#blockSize). */
+uint32_t blockSize(uint32_t bytes);
 /** Bytes of a tree node; 0 if too large (table.ts#nodeSize). */
 uint32_t nodeSize(bool isLeaf, uint32_t bits);
 

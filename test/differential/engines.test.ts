@@ -172,9 +172,9 @@ function nextOp(rng: Rng, w: World): Op {
     return { kind: 'regionRaw', i: w.regions.indexOf(r), ua, size: BigInt(rng.int(0, 1 << 20)), pageShift: rng.pick([12, 16, 21, 24, 30]) };
   }
   // Bad pointers: both engines must trap (or not) the same way and leave the same bytes.
-  // free() refuses a pointer outside [HEAP_BASE, allocTop) or off a 64-byte
-  // boundary before it takes the allocator's lock, so it neither traps nor
-  // leaves the lock held (the next allocation would spin).
+  // free() refuses a pointer that is not a live block of that size without
+  // trapping, and always releases the allocator's lock (else the next
+  // allocation would give up).
   const top = w.host.mem.getU32(HEADER_BASE + HDR_ALLOC_TOP);
   const choices: [string, number][] = [
     ['free', rng.pick([memLen + 64, HEAP_BASE + 8, HEAP_BASE - 64, top, top + 4096, 0xffff_ffc0])],

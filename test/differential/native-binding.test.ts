@@ -9,7 +9,7 @@ import { Host, preregNew, IommuTable } from '../../src/index.js';
 import { loadNative, nativeLoadError, createNativeEngine, type NativeAddon, type NativeEngine } from '../../src/engine/native.js';
 import { createWasmEngine } from '../../src/engine/wasm.js';
 import type { Engine } from '../../src/engine/engine.js';
-import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_BLOCKS, HDR_ALLOC_TOP, HDR_FREE_HEADS, TBL_LEVELS, TBL_ROOT, REG_MAPPED, OP_ALLOC } from '../../src/generated/layout.js';
+import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_BLOCKS, HDR_ALLOC_TOP, HDR_ALLOC_HEADS, HDR_ALLOC_SL_MAP, HDR_ALLOC_FL_MAP, TBL_LEVELS, TBL_ROOT, REG_MAPPED, OP_ALLOC } from '../../src/generated/layout.js';
 
 // Without the addon (it failed to build) engine: 'wasm' still works; these tests then have nothing to compare.
 const nativeAvailable = typeof (loadNative() as unknown as { createEngine?: unknown } | undefined)?.createEngine === 'function';
@@ -218,7 +218,7 @@ describe.skipIf(!nativeAvailable)('native engine binding', () => {
     expect(outcome(() => host.engine.sttFreePages(len))).toEqual(outcome(() => wasm.sttFreePages(len)));
   });
 
-  it('free() and alloc() refuse bad pointers without taking the lock, in both engines', async () => {
+  it('free() and alloc() refuse bad pointers and leave the lock free, in both engines', async () => {
     const [a, b] = await pair();
     for (const h of [a!, b!]) {
       const e = h.engine;
@@ -227,12 +227,19 @@ describe.skipIf(!nativeAvailable)('native engine binding', () => {
       // The lock is free: an allocation completes.
       const p = e.alloc(64);
       expect(p).toBeGreaterThanOrEqual(HEAP_BASE);
-      // A corrupt free-list head (class 64 B) is refused too, and stays for the caller to see.
-      const head = HEADER_BASE + HDR_FREE_HEADS + 6 * 4;
+      // A corrupt head of the 64-byte free list (listed in the maps) is refused too, and stays for the caller to see.
+      const head = HEADER_BASE + HDR_ALLOC_HEADS + 1 * 4;
+      const sl = h.mem.getU32(HEADER_BASE + HDR_ALLOC_SL_MAP);
+      const fl = h.mem.getU32(HEADER_BASE + HDR_ALLOC_FL_MAP);
       h.mem.setU32(head, h.mem.byteLength + 4096);
+      h.mem.setU32(HEADER_BASE + HDR_ALLOC_SL_MAP, sl | 2);
+      h.mem.setU32(HEADER_BASE + HDR_ALLOC_FL_MAP, fl | 1);
       expect(e.alloc(64)).toBe(0);
       expect(e.alloc(128)).not.toBe(0);
       h.mem.setU32(head, 0);
+      h.mem.setU32(HEADER_BASE + HDR_ALLOC_SL_MAP, sl);
+      h.mem.setU32(HEADER_BASE + HDR_ALLOC_FL_MAP, fl);
+      expect(e.heapCheck()).toBeGreaterThanOrEqual(0);
     }
     expect(Buffer.compare(a!.mem.u8, b!.mem.u8)).toBe(0);
   });
