@@ -8,7 +8,7 @@ import type { Mm } from '../kernel/mm.js';
 import { Task } from '../kernel/task.js';
 import type { Group } from '../vfio/group.js';
 import { Vcpu, type HcallStats } from './vcpu.js';
-import { addMemslot, type Memslot } from './memslot.js';
+import { addMemslot, removeMemslot, type Memslot } from './memslot.js';
 import * as guest from './guest-table.js';
 import type { GuestTable, Translation } from './guest-table.js';
 import * as v from '../core/validate.js';
@@ -71,6 +71,11 @@ export class KvmVm {
   /** KVM_SET_USER_MEMORY_REGION (see memslot.ts). */
   addMemslot(slot: Memslot): void {
     addMemslot(this, slot);
+  }
+
+  /** KVM_SET_USER_MEMORY_REGION with size 0: deletes the memslot starting at `gpa`; TCEs pointing into it are left as the kernel leaves them (see memslot.ts). */
+  removeMemslot(gpa: bigint): void {
+    removeMemslot(this, gpa);
   }
 
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts). */

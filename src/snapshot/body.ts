@@ -88,6 +88,8 @@ export interface VmState {
   vcpus: { index: number; desc: number; thread: number }[];
   friendly: { desc: number; thread: number } | null;
   phbs: PhbState[];
+  /** The VIO LIOBNs in TCE bypass (QEMU migrates the flag per table); absent when none. */
+  bypass?: string[];
 }
 
 /** Everything a snapshot holds besides its envelope. */

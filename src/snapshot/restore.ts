@@ -126,5 +126,6 @@ function restoreVm(s: VmState, processes: Map<number, Task>): Vm {
     const opts = { buid: BigInt(p.buid), index: p.index, dma32: { addr: BigInt(p.dma32Addr), size: BigInt(p.dma32Size) }, dma64Addr: BigInt(p.dma64Addr), pageSizeMask: BigInt(p.pageSizeMask), ddw: p.ddw };
     vm.phbs.push(new Phb(vm, opts, vm.phbs, { defWin: p.defWin }));
   }
+  for (const l of s.bypass ?? []) vm.bypass.add(BigInt(l));
   return vm;
 }

@@ -113,6 +113,7 @@ function saveVm(vm: Vm): VmState {
     vcpus: [...vm.vcpus.values()].map((c) => ({ index: c.index, desc: c.desc, thread: c.thread.tid })),
     friendly: vm.friendly ? { desc: vm.friendly.desc, thread: vm.friendly.thread.tid } : null,
     phbs: vm.phbs.map(savePhb),
+    ...(vm.bypass.size > 0 ? { bypass: [...vm.bypass].map(hex) } : {}),
   };
 }
 

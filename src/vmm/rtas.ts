@@ -7,10 +7,14 @@
 // 0, bus offset 0, page shift 0 and no pages, but still found by LIOBN, so
 // every hypercall on it answers H_PARAMETER and translate() 'no-window'.
 // Each change replaces the GuestTable object in vm.tables: read the geometry
-// from there, not from an object kept from before.
-import type { KvmVm } from '../kvm/vm.js';
+// from there, not from an object kept from before. Enabling a window is a
+// 'window-add' event; disabling one delivers an unmap for every mapping it
+// drops, then 'window-remove' (QEMU's memory_region_del_subregion of the
+// IOMMU region, which the VFIO listener answers with one UNMAP over it and
+// TCE_REMOVE). Also here: the VIO call ibm,set-tce-bypass (hw/ppc/spapr_vio.c).
 import type { Vm } from './vm.js';
-import type { GuestTable } from '../kvm/guest-table.js';
+import { createTceTable, type GuestTable } from '../kvm/guest-table.js';
+import { droppedMappings, windowEvent } from './events.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
@@ -25,6 +29,11 @@ export const RTAS_DDW_CALLS = Object.freeze([
 ] as const);
 /** One of RTAS_DDW_CALLS. */
 export type RtasDdwCall = (typeof RTAS_DDW_CALLS)[number];
+
+/** Every RTAS call vm.rtas() serves: the DDW calls and the VIO bypass switch (rtas_set_tce_bypass). */
+export const RTAS_CALLS = Object.freeze([...RTAS_DDW_CALLS, 'ibm,set-tce-bypass'] as const);
+/** One of RTAS_CALLS. */
+export type RtasCall = (typeof RTAS_CALLS)[number];
 
 /** RTAS status cells (rets[0]): success, hardware error, parameter error. */
 export const RTAS_OUT = Object.freeze({ SUCCESS: 0, HW_ERROR: -1, PARAM_ERROR: -3 });
@@ -120,10 +129,11 @@ export class Phb {
     }
     for (const p of others) if (p.buid === this.buid) fail('EBUSY', `addPhb: BUID ${hex(this.buid)} exists`);
     for (const l of this.liobns) if (vm.tables.has(l)) fail('EBUSY', `addPhb: LIOBN ${hex(l)} exists`);
-    // spapr_phb_realize creates both tables (disabled); the PHB reset then runs the DMA reset.
+    // spapr_phb_realize creates both tables disabled (spapr_tce_new_table: no window yet, so
+    // no event); the PHB reset then runs the DMA reset, whose default window is the first event.
     for (const l of this.liobns) {
-      vm.createTceTable({ liobn: l, pageShift: SPAPR_TCE_PAGE_SHIFT, offset: 0n, size: 1n });
-      disableTable(vm, l);
+      createTceTable(vm, { liobn: l, pageShift: SPAPR_TCE_PAGE_SHIFT, offset: 0n, size: 1n });
+      disableTable(vm, l, false);
     }
     this.dmaReset();
   }
@@ -146,10 +156,24 @@ export class Phb {
   /**
    * spapr_phb_dma_reset (also what the PHB reset does): disables every
    * window, then enables window 0 again with 4K pages at dma_win_addr, empty,
-   * and marks it default.
+   * and marks it default. Events: an unmap for every mapping of every window
+   * first, then 'window-remove' for each window that was on, then
+   * 'window-add' for the default one.
    */
   dmaReset(): void {
-    for (const l of this.liobns) disableTable(this.vm, l);
+    this.dropMappings();
+    this.resetWindows();
+  }
+
+  /** @internal the unmap events of every mapping of this PHB's windows (the first half of dmaReset). */
+  dropMappings(): void {
+    if (!this.vm.events.active) return;
+    for (const l of this.liobns) for (const ev of droppedMappings(this.vm, this.vm.tables.get(l)!)) this.vm.events.emit(ev);
+  }
+
+  /** @internal the window half of dmaReset, once the unmaps are out. */
+  resetWindows(): void {
+    for (const l of this.liobns) disableTable(this.vm, l, true);
     if (!enableTable(this.vm, this.liobns[0], SPAPR_TCE_PAGE_SHIFT, this.dma32Addr, this.dma32Size >> 12n)) {
       // QEMU would abort on the failed allocation; the VMM gets the error instead.
       fail('ENOMEM', `the default DMA window of PHB ${hex(this.buid)} does not fit in linear memory; raise maxMemory`);
@@ -175,7 +199,8 @@ export class Phb {
         const win = this.liobns.indexOf(BigInt(args[0]!));
         if (this.vm.tables.get(this.liobns[win]!)!.size === 0n) return [RTAS_OUT.PARAM_ERROR];
         const defRemoved = this.defWin[win]!;
-        disableTable(this.vm, this.liobns[win]!);
+        if (this.vm.events.active) for (const ev of droppedMappings(this.vm, this.vm.tables.get(this.liobns[win]!)!)) this.vm.events.emit(ev);
+        disableTable(this.vm, this.liobns[win]!, true);
         // LoPAPR: removing the last window, when it is not the default one, restores the default window (QEMU ≥ 7.1).
         if (this.active() === 0 && !defRemoved) this.dmaReset();
         return [RTAS_OUT.SUCCESS];
@@ -201,29 +226,38 @@ export class Phb {
     const entries = 1n << BigInt(entriesShift);
     // A window past the end of the 64-bit bus cannot be placed (QEMU does not check; its memory region would wrap).
     if ((bus >> BigInt(pageShift)) + entries > ((1n << 64n) - 1n) >> BigInt(pageShift)) return [RTAS_OUT.HW_ERROR];
-    // The window starts empty, so there is nothing to replay (QEMU's skipping_replay), and no event is sent.
+    // The window starts empty, so there is nothing to replay (QEMU's skipping_replay): its only event is 'window-add'.
     if (!enableTable(this.vm, free, pageShift, bus, entries)) return [RTAS_OUT.HW_ERROR];
     return [RTAS_OUT.SUCCESS, Number(free), Number(bus >> 32n), Number(bus & 0xffff_ffffn)];
   }
 }
 
 /**
- * vm.rtas(): checks the arguments as QEMU's handlers do (nargs = args.length),
- * finds the PHB by BUID = args[1] << 32 | args[2] (the PE config address
- * args[0] is ignored: PE = PHB) or, for remove, by LIOBN; returns [status]
- * on an error, else the nret result cells.
+ * vm.rtas(): checks the arguments as QEMU's handlers do (nargs = args.length).
+ * The DDW calls find the PHB by BUID = args[1] << 32 | args[2] (the PE
+ * config address args[0] is ignored: PE = PHB) or, for remove, by LIOBN;
+ * ibm,set-tce-bypass finds the VIO unit args[0]. Returns [status] on an
+ * error, else the nret result cells. The events of the call (window-add,
+ * window-remove, the unmaps of what a removal or reset drops) are delivered
+ * together when it has finished.
  */
-export function rtasCall(phbs: readonly Phb[], name: unknown, args: unknown, nret: unknown): number[] {
-  const call = v.oneOf('name', name, RTAS_DDW_CALLS);
+export function rtasCall(vm: Vm, name: unknown, args: unknown, nret: unknown): number[] {
+  const call = v.oneOf('name', name, RTAS_CALLS);
   const cells = v.array('args', args, 'RTAS cells (u32 numbers)').map((a, i) => v.int(`args[${i}]`, a, 0, 0xffff_ffff));
   const nr = v.int('nret', nret, 0, 1024);
   const n = cells.length;
+  const phbs = vm.phbs;
   const byBuid = (): Phb | undefined => {
     const buid = (BigInt(cells[1]!) << 32n) | BigInt(cells[2]!);
     return phbs.find((p) => p.buid === buid);
   };
   let phb: Phb | undefined;
   switch (call) {
+    case 'ibm,set-tce-bypass':
+      // rtas_set_tce_bypass: nargs 2 (nret is not looked at); a unit that is no VIO device with a table → -3.
+      if (n !== 2 || !isVioTable(vm, BigInt(cells[0]!))) return [RTAS_OUT.PARAM_ERROR];
+      vm.setTceBypass(cells[0]!, cells[1] !== 0);
+      return [RTAS_OUT.SUCCESS];
     case 'ibm,query-pe-dma-window':
       if (n !== 3 || (nr !== 5 && nr !== 6)) return [RTAS_OUT.PARAM_ERROR];
       phb = byBuid();
@@ -243,11 +277,25 @@ export function rtasCall(phbs: readonly Phb[], name: unknown, args: unknown, nre
       break;
   }
   if (!phb) return [RTAS_OUT.PARAM_ERROR];
-  return phb.call(call, cells, nr);
+  const p = phb;
+  return vm.events.batch(() => p.call(call, cells, nr));
 }
 
-/** spapr_tce_table_disable: the table stays (found by LIOBN) with size 0; its TCE pages and page array are freed. */
-function disableTable(vm: KvmVm, liobn: bigint): void {
+/**
+ * Whether `liobn` is a VIO unit's table, the only kind with a bypass
+ * (spapr_vio_find_by_reg, then dev->tcet): a table of this VM with a 32-bit
+ * LIOBN (the unit address is the LIOBN, SPAPR_VIO_LIOBN) that no PHB owns.
+ */
+export function isVioTable(vm: Vm, liobn: bigint): boolean {
+  return liobn >> 32n === 0n && vm.tables.has(liobn) && !vm.phbs.some((p) => p.liobns.includes(liobn));
+}
+
+/**
+ * spapr_tce_table_disable: the table stays (found by LIOBN) with size 0; its
+ * TCE pages and page array are freed. With `notify`, a 'window-remove'
+ * event (the caller has sent the unmaps of its mappings before).
+ */
+function disableTable(vm: Vm, liobn: bigint, notify: boolean): void {
   const t = vm.tables.get(liobn)!;
   if (t.size === 0n) return;
   const stt = new SttView(vm.host.mem, t.desc);
@@ -262,6 +310,7 @@ function disableTable(vm: KvmVm, liobn: bigint): void {
   stt.offset = 0n;
   stt.pageShift = 0;
   vm.tables.set(liobn, { ...t, pageShift: 0, offset: 0n, size: 0n } satisfies GuestTable);
+  if (notify) vm.events.emit(windowEvent(t, 'window-remove'));
 }
 
 /**
@@ -269,7 +318,7 @@ function disableTable(vm: KvmVm, liobn: bigint): void {
  * 2^pageShift bytes from bus address `bus`. False when linear memory has no
  * room for the page array (the platform cannot provide the window).
  */
-function enableTable(vm: KvmVm, liobn: bigint, pageShift: number, bus: bigint, entries: bigint): boolean {
+function enableTable(vm: Vm, liobn: bigint, pageShift: number, bus: bigint, entries: bigint): boolean {
   const t = vm.tables.get(liobn)!;
   const per = BigInt((1 << vm.host.pageShift) / 8);
   const npages = (entries + per - 1n) / per;
@@ -284,6 +333,8 @@ function enableTable(vm: KvmVm, liobn: bigint, pageShift: number, bus: bigint, e
   stt.pages = pages;
   // Size last: the table becomes visible to lookups only once complete.
   stt.size = entries;
-  vm.tables.set(liobn, { ...t, pageShift, offset, size: entries } satisfies GuestTable);
+  const enabled: GuestTable = { ...t, pageShift, offset, size: entries };
+  vm.tables.set(liobn, enabled);
+  vm.events.emit(windowEvent(enabled, 'window-add'));
   return true;
 }

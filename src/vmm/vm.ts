@@ -1,23 +1,82 @@
 // The VM a VMM drives: KVM's VM (src/kvm/vm.ts) plus what QEMU adds around
-// it for device models: DMA through a LIOBN's window (dma.ts), the map/unmap
-// events of guest TCE writes and their replay (events.ts), and the PCI host
-// bridges with the guest's DDW RTAS calls (rtas.ts).
+// it for device models: DMA through a LIOBN's window (dma.ts), the events of
+// guest TCE writes and of windows and their replay (events.ts), the PCI host
+// bridges with the guest's DDW RTAS calls and the VIO bypass (rtas.ts), the
+// machine reset of the IOMMU (reset.ts), and host VFIO containers kept in
+// step with the guest (vfio-sync.ts).
 import { KvmVm } from '../kvm/vm.js';
 import type { Task } from '../kernel/task.js';
+import type { GuestTable, Translation } from '../kvm/guest-table.js';
+import type { Memslot } from '../kvm/memslot.js';
+import { fail } from '../core/errors.js';
+import { hex } from '../core/format.js';
+import * as v from '../core/validate.js';
 import { createDma, type DmaAccessor } from './dma.js';
-import { EventHub, replayMappings, type IommuListener } from './events.js';
-import { Phb, rtasCall, type PhbOptions } from './rtas.js';
+import { EventHub, replayMappings, windowEvent, type IommuListener, type VmListener } from './events.js';
+import { Phb, rtasCall, isVioTable, type PhbOptions } from './rtas.js';
+import { resetVm } from './reset.js';
+import { VfioSync, type VfioSyncOptions } from './vfio-sync.js';
+import type { ContainerFd } from '../vfio/fd.js';
 
 /** A virtual machine. */
 export class Vm extends KvmVm {
   /** PCI host bridges added with addPhb() (qemu profile). */
   readonly phbs: Phb[] = [];
-  /** @internal map/unmap subscribers; Vcpu checks `events.active`. */
+  /** @internal map/unmap and window subscribers; Vcpu checks `events.active`. */
   declare readonly events: EventHub;
+  /** @internal the VIO LIOBNs in TCE bypass (SpaprTceTable.bypass). */
+  readonly bypass = new Set<bigint>();
 
   /** @internal use process.createVm(); `desc` adopts the descriptor of a restored VM. */
   constructor(process: Task, profile: 'kvm' | 'qemu', desc?: number) {
     super(process, profile, desc, (vm) => new EventHub(vm));
+  }
+
+  /** KVM_SET_USER_MEMORY_REGION; a container kept in sync (attachContainer) registers the memory. */
+  override addMemslot(slot: Memslot): void {
+    super.addMemslot(slot);
+    this.events.memslotChanged('add', this.memslots[this.memslots.length - 1]!);
+  }
+
+  /**
+   * KVM_SET_USER_MEMORY_REGION with size 0: deletes the memslot starting at
+   * `gpa` (EINVAL if none). Guest TCEs pointing into it stay, as the kernel
+   * leaves them: vm.translate() still gives their address, vm.dma() faults
+   * 'not-ram' there, a kvm-profile map of an address in it exits
+   * (H_TOO_HARD), and hardware TCEs keep the memory pinned through its
+   * pre-registered region. A container kept in sync unregisters the region,
+   * which the kernel refuses while TCEs point into it (reported; retried by
+   * detach()).
+   */
+  override removeMemslot(gpa: bigint): void {
+    v.u64('gpa', gpa);
+    const slot = this.memslots.find((s) => s.gpa === gpa);
+    super.removeMemslot(gpa);
+    this.events.memslotChanged('remove', slot!);
+  }
+
+  /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts); the new window is a 'window-add' event. */
+  override createTceTable(args: { liobn: bigint; pageShift: number; offset: bigint; size: bigint }): GuestTable {
+    const t = super.createTceTable(args);
+    this.events.emit(windowEvent(t, 'window-add'));
+    return t;
+  }
+
+  /**
+   * The translation a device model gets for a DMA at `iova` through `liobn`
+   * (spapr_tce_translate_iommu); for a VIO LIOBN in bypass the identity
+   * (QEMU's bypass alias of guest RAM): the address is the guest physical
+   * one, read and write allowed, in pages of the table's size.
+   */
+  override translate(liobn: bigint, iova: bigint, access?: 'read' | 'write'): Translation {
+    if (this.bypass.size !== 0 && this.bypass.has(liobn)) {
+      v.u64('iova', iova);
+      if (access !== undefined) v.oneOf('access', access, ['read', 'write'] as const, 'read');
+      const t = this.tables.get(liobn)!;
+      const page = 1n << BigInt(t.size === 0n ? 12 : t.pageShift);
+      return { ok: true, gpa: iova, pageIova: iova & ~(page - 1n), pageSize: page, perm: 3 };
+    }
+    return super.translate(liobn, iova, access);
   }
 
   /**
@@ -31,12 +90,16 @@ export class Vm extends KvmVm {
   }
 
   /**
-   * Calls `fn` synchronously with one map/unmap event per guest TCE written
-   * by this VM's hypercalls (vcpu.hcall() and vm.hcall() on this thread; not
-   * vCPUs run by workers), on LIOBN `liobn` or on any ('*'), in hypercall
-   * order. Returns the unsubscribe function.
+   * Calls `fn` synchronously with the events of LIOBN `liobn`, or of any
+   * ('*'), in the order they happen: one 'map'/'unmap' per guest TCE
+   * written by this VM's hypercalls (vcpu.hcall() and vm.hcall() on this
+   * thread; not vCPUs run by workers); 'window-add' / 'window-remove' when a
+   * window appears or goes (createTceTable, a PHB's default window, the DDW
+   * RTAS calls, reset()); and, before a 'window-remove' or in reset(), an
+   * 'unmap' for every mapping that goes with it. The events of one call are
+   * delivered before it returns. Returns the unsubscribe function.
    */
-  subscribe(liobn: bigint | '*', fn: IommuListener): () => void {
+  subscribe(liobn: bigint | '*', fn: VmListener): () => void {
     return this.events.subscribe(liobn, fn);
   }
 
@@ -47,13 +110,62 @@ export class Vm extends KvmVm {
 
   /** Adds a PCI host bridge with its two DMA windows, the default one enabled (qemu profile; see PhbOptions). */
   addPhb(opts: PhbOptions): Phb {
-    const p = new Phb(this, opts, this.phbs);
-    this.phbs.push(p);
-    return p;
+    return this.events.batch(() => {
+      const p = new Phb(this, opts, this.phbs);
+      this.phbs.push(p);
+      return p;
+    });
   }
 
-  /** Runs a guest DDW RTAS call by name (RTAS_DDW_CALLS) with u32 argument cells; returns the result cells, [status] on an error. */
+  /**
+   * Runs a guest RTAS call by name (RTAS_CALLS: the DDW calls and
+   * ibm,set-tce-bypass) with u32 argument cells; returns the result cells,
+   * [status] on an error.
+   */
   rtas(name: string, args: number[], nret: number): number[] {
-    return rtasCall(this.phbs, name, args, nret);
+    return rtasCall(this, name, args, nret);
+  }
+
+  /**
+   * Switches the TCE bypass of a VIO unit's table (spapr_vio_set_bypass, what
+   * the guest's ibm,set-tce-bypass does): while on, vm.translate() and
+   * vm.dma() through `liobn` are the identity onto guest physical addresses
+   * and the entries are ignored (they stay, and count again when it is off).
+   * A LIOBN that is no VIO table (unknown, or a PHB's window) is EINVAL.
+   */
+  setTceBypass(liobn: bigint | number, on: boolean): void {
+    const l = typeof liobn === 'number' ? BigInt(v.int('liobn', liobn, 0, 0xffff_ffff)) : v.u64('liobn', liobn);
+    if (typeof on !== 'boolean') throw new TypeError(`on must be a boolean, got ${typeof on}`);
+    if (!isVioTable(this, l)) fail('EINVAL', `setTceBypass: LIOBN ${hex(l)} is no VIO unit's table${this.tables.has(l) ? ' (it is a PHB window: PCI has no bypass)' : ''}`);
+    if (on) this.bypass.add(l);
+    else this.bypass.delete(l);
+  }
+
+  /** Whether LIOBN `liobn` is in TCE bypass. */
+  tceBypass(liobn: bigint | number): boolean {
+    const l = typeof liobn === 'number' ? BigInt(v.int('liobn', liobn, 0, 0xffff_ffff)) : v.u64('liobn', liobn);
+    return this.bypass.has(l);
+  }
+
+  /**
+   * QEMU's machine reset for the IOMMU, with vCPUs stopped (see reset.ts):
+   * every PHB's DMA reset (its windows removed, the default one restored,
+   * empty), every other guest table cleared (spapr_tce_reset), every bypass
+   * off; events as for the RTAS calls, delivered when it has finished.
+   */
+  reset(): void {
+    resetVm(this);
+  }
+
+  /**
+   * Keeps a VFIO sPAPR container in step with this VM's guest windows and
+   * mappings, as QEMU's VFIO listener does (see vfio-sync.ts). The qemu
+   * profile only: with the kvm profile the kernel updates the hardware
+   * tables (vm.attachGroup), ENODEV. `fd` must be a handle of the VM's
+   * process on a container with a group and an IOMMU type; a container has
+   * one sync at a time (EBUSY).
+   */
+  attachContainer(fd: ContainerFd, opts?: VfioSyncOptions): VfioSync {
+    return new VfioSync(this, fd, opts).start();
   }
 }

@@ -1,6 +1,6 @@
 // Spec: docs/semantics.md §8.1 (PHB defaults, LIOBNs), §8.4 (DDW RTAS calls), §9 V19–V29: qemu profile.
 import { describe, expect, it } from 'vitest';
-import { Host, H, RTAS_OUT, TceError, type IommuEvent } from '../../src/index.js';
+import { Host, H, RTAS_OUT, TceError, type IommuEvent, type VmEvent } from '../../src/index.js';
 import { MiB } from './helpers.js';
 
 const BUID = 0x800000020000000n;
@@ -58,13 +58,14 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile qemu', () => {
     expect(query(5)).toEqual([0, 1, 0x80000000, 0x01 | 0x08 | 0x80, 0]);
   });
 
-  it('row 20: create(page 16, window 40) → [0, 0x80000001, 0x08000000, 0]; 2^24 TCEs; no replay events', async () => {
+  it('row 20: create(page 16, window 40) → [0, 0x80000001, 0x08000000, 0]; 2^24 TCEs; no replay events, one window-add', async () => {
     const { vm, create, geometry, DEFAULT, query } = await setup();
-    const events: IommuEvent[] = [];
+    const events: VmEvent[] = [];
     vm.subscribe('*', (e) => events.push(e));
     expect(create(16, 40)).toEqual([0, 0x80000001, 0x08000000, 0]);
     expect(geometry()).toEqual([DEFAULT, { liobn: L1, bus: DDW, shift: 16, entries: 1n << 24n, def: false }]);
-    expect(events).toEqual([]);
+    expect(events).toEqual([{ liobn: L1, kind: 'window-add', busOffset: DDW, pageSize: 0x10000n, windowSize: 1n << 40n }]);
+    events.length = 0;
     const replayed: IommuEvent[] = [];
     vm.replay(L1, (e) => replayed.push(e));
     expect(replayed).toEqual([]);
@@ -194,7 +195,7 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile qemu', () => {
     expect(() => vm.addPhb({ buid: 2n, index: 1, pageSizeMask: 1n << 11n })).toThrow(/pageSizeMask/);
     expect(() => vm.addPhb({ buid: 2n, index: 1, dma32: { addr: 0n, size: 0x1234n } })).toThrow(/dma32.size/);
     expect(() => vm.addPhb({ buid: 2n, index: 1, dma64Addr: 0x1000n })).toThrow(/dma64Addr/);
-    expect(() => vm.rtas('ibm,set-tce-bypass', [1, 1], 1)).toThrow(TypeError);
+    expect(() => vm.rtas('ibm,get-xive', [1, 1], 1)).toThrow(TypeError);
     expect(() => vm.rtas('ibm,query-pe-dma-window', [CFG, HI, -1], 5)).toThrow(/args\[2\]/);
     expect(() => vm.rtas('ibm,query-pe-dma-window', 'x' as unknown as number[], 5)).toThrow(/args/);
     expect(() => vm.rtas('ibm,query-pe-dma-window', [CFG, HI, LO], 5.5)).toThrow(/nret/);

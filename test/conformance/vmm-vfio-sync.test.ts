@@ -1,0 +1,446 @@
+// Spec: docs/semantics.md §8.5 (host VFIO kept in sync by vm.attachContainer), §9 V35–V39, V42–V45:
+// QEMU's prereg listener and sPAPR VFIO listener (vfio_prereg_listener_region_add/del,
+// vfio_spapr_create_window/remove_window, vfio_iommu_map_notify, replay on attach), with
+// contiguous runs of one operation coalesced into one MAP_DMA/UNMAP_DMA.
+import { describe, expect, it } from 'vitest';
+import { Host, H, TceError, VfioSyncError, type VfioCall, type ContainerFd, type Vm, type GroupOptions } from '../../src/index.js';
+import { MiB, expectErr, containerView } from './helpers.js';
+
+const BUID = 0x800000020000000n;
+const HI = Number(BUID >> 32n);
+const LO = Number(BUID & 0xffffffffn);
+const L0 = 0x80000000n;
+const L1 = 0x80000001n;
+const VIO = 0x71000003n;
+const DDW = 1n << 59n;
+const G = 0x400000n; // guest RAM at 4 MiB
+const LIST = 0x100000; // where the guest writes TCE lists
+
+/** A qemu-profile guest (16 MiB RAM at gpa 0, a PHB with its default 1 GiB window of 4K pages) and a v2 container of the VMM. */
+async function setup(o: { group?: GroupOptions; ramMiB?: bigint; phb?: boolean; maxMemory?: number; memlockLimit?: bigint } = {}) {
+  const host = await Host.create({ maxMemory: o.maxMemory ?? 96 << 20 });
+  const qemu = host.spawn(o.memlockLimit === undefined ? undefined : { memlockLimit: o.memlockLimit });
+  const ram = qemu.mmap((o.ramMiB ?? 16n) * MiB);
+  const vm = qemu.createVm({ profile: 'qemu' });
+  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+  if (o.phb !== false) vm.addPhb({ buid: BUID, index: 0 });
+  const group = host.addGroup(o.group);
+  const fd = qemu.openContainer();
+  fd.attachGroup(group);
+  fd.setIommu('v2');
+  const calls: VfioCall[] = [];
+  const errors: VfioSyncError[] = [];
+  const attach = (extra: Parameters<Vm['attachContainer']>[1] = {}) => vm.attachContainer(fd, { onCall: (c) => calls.push(c), onError: (e) => errors.push(e), ...extra });
+  const dv = new DataView(ram.bytes!.buffer, ram.bytes!.byteOffset, ram.bytes!.byteLength);
+  /** Writes a big-endian TCE list at guest physical `at` and returns its address. */
+  const list = (tces: bigint[], at = LIST): bigint => {
+    tces.forEach((t, i) => dv.setBigUint64(at + i * 8, t, false));
+    return BigInt(at);
+  };
+  const hc = (nr: number, ...args: bigint[]): number => vm.hcall(nr, ...args).ret;
+  const rtas = (name: string, args: number[], nret: number) => vm.rtas(name, args, nret);
+  const ops = () => calls.map((c) => `${c.op}${c.error ? ` ${c.error.code}` : ''}`);
+  return { host, qemu, ram, vm, group, fd, calls, errors, attach, list, hc, rtas, ops };
+}
+
+/** The host window at `start`: [iova, ua, 'R' | 'RW'] for every entry. */
+function hostEntries(fd: ContainerFd, start: bigint): string[] {
+  const w = fd.container.windows.find((x) => x?.startAddr === start);
+  if (!w) return [];
+  return [...w.table.entries()].map(([e, tce, ua]) => `${(e << BigInt(w.pageShift)).toString(16)} ${ua.toString(16)} ${tce & 2n ? 'RW' : 'R'}`);
+}
+
+/** What the host window at `start` must hold for the guest's mappings of `liobn` (host pages of 2^hostShift). */
+function expectedEntries(vm: Vm, liobn: bigint, hostShift: number): string[] {
+  const out: string[] = [];
+  const hp = 1n << BigInt(hostShift);
+  vm.replay(liobn, (e) => {
+    const s = vm.memslots.find((m) => e.gpa >= m.gpa && e.gpa < m.gpa + m.size);
+    if (!s) return;
+    for (let off = 0n; off < e.size; off += hp) out.push(`${(e.iova + off).toString(16)} ${(s.ua + e.gpa - s.gpa + off).toString(16)} ${e.perm & 2 ? 'RW' : 'R'}`);
+  });
+  return out;
+}
+
+describe('vm.attachContainer: QEMU\'s sPAPR VFIO and prereg listeners', () => {
+  it('attach: every memslot registered, the pending default window removed, a host window at the guest window\'s bus offset', async () => {
+    const { fd, ram, attach, ops, calls } = await setup();
+    const sync = attach();
+    expect(ops()).toEqual(['registerMemory', 'removeWindow', 'createWindow']);
+    expect(calls[0]).toMatchObject({ op: 'registerMemory', vaddr: ram.ua, size: ram.size });
+    // 1 GiB of 4K guest pages: the host page is 4K (largest supported ≤ 4K), 2^18 entries → 1 level
+    expect(calls[2]).toMatchObject({ op: 'createWindow', liobn: L0, pageShift: 12, levels: 1, windowSize: 1n << 30n, startAddr: 0n });
+    expect(sync.windows()).toEqual([{ liobn: L0, busOffset: 0n, windowSize: 1n << 30n, pageShift: 12, levels: 1, adopted: false }]);
+    expect(fd.container.regions.map((r) => [r.ua, r.size, r.used])).toEqual([[ram.ua, ram.size, 1]]);
+    expect(fd.container.windows.map((w) => w?.startAddr)).toEqual([0n, undefined]);
+    expect(sync.stats()).toEqual({ mapDma: 0, unmapDma: 0, registerMemory: 1, unregisterMemory: 0, createWindow: 1, removeWindow: 1, errors: 0 });
+  });
+
+  it('row 38: a contiguous 512-entry H_PUT_TCE_INDIRECT is one MAP_DMA, and the host window\'s entries equal the guest\'s', async () => {
+    const { vm, fd, attach, list, hc, calls } = await setup();
+    const sync = attach();
+    calls.length = 0;
+    const tces = Array.from({ length: 512 }, (_, i) => (G + BigInt(i) * 0x1000n) | 3n);
+    expect(hc(H.PUT_TCE_INDIRECT, L0, 0x200000n, list(tces), 512n)).toBe(H.SUCCESS);
+    expect(calls).toEqual([{ op: 'mapDma', liobn: L0, iova: 0x200000n, size: 512n * 0x1000n, vaddr: vm.memslots[0]!.ua + G, write: true, entries: 512 }]);
+    expect(sync.stats().mapDma).toBe(1);
+    const host = hostEntries(fd, 0n);
+    expect(host).toHaveLength(512);
+    expect(host).toEqual(expectedEntries(vm, L0, 12));
+    // and the 512-entry clear is one UNMAP_DMA
+    calls.length = 0;
+    expect(hc(H.STUFF_TCE, L0, 0x200000n, 0n, 512n)).toBe(H.SUCCESS);
+    expect(calls).toEqual([{ op: 'unmapDma', liobn: L0, iova: 0x200000n, size: 512n * 0x1000n, entries: 512 }]);
+    expect(hostEntries(fd, 0n)).toEqual([]);
+    expect(sync.stats()).toMatchObject({ mapDma: 1, unmapDma: 1, errors: 0 });
+  });
+
+  it('row 39: runs break where the userspace address, the permission or the kind changes; a write-only TCE is RW on the host', async () => {
+    const { vm, fd, attach, list, hc, calls } = await setup();
+    attach();
+    calls.length = 0;
+    // RW, RW | gap in guest memory | RW, W (write-only → RW on the host, same run) | R (permission changes) | unmap | RW
+    const tces = [G | 3n, (G + 0x1000n) | 3n, (G + 0x5000n) | 3n, (G + 0x6000n) | 2n, (G + 0x7000n) | 1n, 0n, (G + 0x9000n) | 3n];
+    expect(hc(H.PUT_TCE_INDIRECT, L0, 0x10000n, list(tces), BigInt(tces.length))).toBe(H.SUCCESS);
+    const ua = vm.memslots[0]!.ua;
+    expect(calls.map((c) => [c.op, c.iova, c.size, c.vaddr, c.write, c.entries])).toEqual([
+      ['mapDma', 0x10000n, 0x2000n, ua + G, true, 2],
+      ['mapDma', 0x12000n, 0x2000n, ua + G + 0x5000n, true, 2],
+      ['mapDma', 0x14000n, 0x1000n, ua + G + 0x7000n, false, 1],
+      ['unmapDma', 0x15000n, 0x1000n, undefined, undefined, 1],
+      ['mapDma', 0x16000n, 0x1000n, ua + G + 0x9000n, true, 1],
+    ]);
+    expect(hostEntries(fd, 0n)).toEqual(expectedEntries(vm, L0, 12));
+    // separate hypercalls are separate calls, even when contiguous (nothing is deferred past the hypercall)
+    calls.length = 0;
+    expect(hc(H.PUT_TCE, L0, 0x20000n, G | 3n)).toBe(H.SUCCESS);
+    expect(hc(H.PUT_TCE, L0, 0x21000n, (G + 0x1000n) | 3n)).toBe(H.SUCCESS);
+    expect(calls.map((c) => c.op)).toEqual(['mapDma', 'mapDma']);
+  });
+
+  it('the host is updated before the hypercall returns (a subscriber of the same call sees the host entry)', async () => {
+    const { vm, fd, attach, hc } = await setup();
+    attach();
+    const seen: string[][] = [];
+    vm.subscribe(L0, () => seen.push(hostEntries(fd, 0n)));
+    expect(hc(H.PUT_TCE, L0, 0x3000n, G | 1n)).toBe(H.SUCCESS);
+    // per-event subscribers run first, the sync right after, all before hcall() returns
+    expect(seen).toEqual([[]]);
+    expect(hostEntries(fd, 0n)).toEqual([`3000 ${(vm.memslots[0]!.ua + G).toString(16)} R`]);
+  });
+
+  it('row 35: a map of a non-RAM address: H_SUCCESS for the guest, nothing mapped, onError fires and errors counts it', async () => {
+    const { fd, attach, list, hc, calls, errors } = await setup();
+    const sync = attach();
+    calls.length = 0;
+    expect(hc(H.PUT_TCE, L0, 0x1000n, (64n * MiB) | 3n)).toBe(H.SUCCESS);
+    expect(calls).toEqual([]);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toBeInstanceOf(VfioSyncError);
+    expect(errors[0]).toBeInstanceOf(TceError);
+    expect(errors[0]).toMatchObject({ op: 'mapDma', reason: 'not-ram', code: 'EFAULT', liobn: L0, iova: 0x1000n, size: 0x1000n });
+    expect(sync.stats()).toMatchObject({ mapDma: 0, errors: 1 });
+    expect(hostEntries(fd, 0n)).toEqual([]);
+    // inside an INDIRECT, the non-RAM entry splits the run and the rest is still mapped
+    errors.length = 0;
+    const tces = [G | 3n, (G + 0x1000n) | 3n, (64n * MiB) | 3n, (G + 0x3000n) | 3n];
+    expect(hc(H.PUT_TCE_INDIRECT, L0, 0x10000n, list(tces), 4n)).toBe(H.SUCCESS);
+    expect(calls.map((c) => [c.op, c.iova, c.entries])).toEqual([['mapDma', 0x10000n, 2], ['mapDma', 0x13000n, 1]]);
+    expect(errors.map((e) => [e.reason, e.iova])).toEqual([['not-ram', 0x12000n]]);
+    expect(sync.stats()).toMatchObject({ mapDma: 2, errors: 2 });
+  });
+
+  it('a call the container refuses is counted and reported with the kernel\'s errno, never dropped', async () => {
+    const { fd, ram, attach, hc, errors } = await setup();
+    const sync = attach();
+    // the VMM unregisters the memory behind the sync's back (nothing is mapped yet: allowed)
+    fd.unregisterMemory(ram.ua, ram.size);
+    expect(hc(H.PUT_TCE, L0, 0x1000n, G | 3n)).toBe(H.SUCCESS);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ op: 'mapDma', reason: 'refused', code: 'EINVAL', iova: 0x1000n });
+    expect(errors[0]!.cause).toBeInstanceOf(TceError);
+    expect(sync.stats()).toMatchObject({ mapDma: 1, errors: 1 });
+  });
+
+  it('replay on attach: mappings made before are mapped, coalesced', async () => {
+    const { vm, fd, attach, list, hc, calls } = await setup();
+    const tces = Array.from({ length: 64 }, (_, i) => (G + BigInt(i) * 0x1000n) | 3n);
+    expect(hc(H.PUT_TCE_INDIRECT, L0, 0x40000n, list(tces), 64n)).toBe(H.SUCCESS);
+    expect(hc(H.PUT_TCE, L0, 0x100000n, G | 1n)).toBe(H.SUCCESS);
+    attach();
+    expect(calls.filter((c) => c.op === 'mapDma').map((c) => [c.iova, c.size, c.entries])).toEqual([[0x40000n, 64n * 0x1000n, 64], [0x100000n, 0x1000n, 1]]);
+    expect(hostEntries(fd, 0n)).toEqual(expectedEntries(vm, L0, 12));
+  });
+
+  it('DDW: create → a host window at 1<<59; remove → the unmaps (coalesced), then TCE_REMOVE', async () => {
+    const { vm, fd, attach, list, hc, rtas, calls } = await setup();
+    const sync = attach();
+    calls.length = 0;
+    expect(rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4)).toEqual([0, Number(L1), 0x08000000, 0]);
+    expect(calls).toEqual([{ op: 'createWindow', liobn: L1, pageShift: 16, levels: 1, windowSize: 1n << 36n, startAddr: DDW }]);
+    const tces = Array.from({ length: 8 }, (_, i) => (BigInt(i) * 0x10000n) | 3n);
+    expect(hc(H.PUT_TCE_INDIRECT, L1, DDW + 0x100000n, list(tces), 8n)).toBe(H.SUCCESS);
+    expect(hc(H.PUT_TCE, L1, DDW + 0x200000n, 0x80000n | 1n)).toBe(H.SUCCESS);
+    expect(hostEntries(fd, DDW)).toEqual(expectedEntries(vm, L1, 16));
+    calls.length = 0;
+    expect(rtas('ibm,remove-pe-dma-window', [Number(L1)], 1)).toEqual([0]);
+    expect(calls.map((c) => [c.op, c.iova, c.size])).toEqual([['unmapDma', DDW + 0x100000n, 0x80000n], ['unmapDma', DDW + 0x200000n, 0x10000n], ['removeWindow', DDW, undefined]]);
+    expect(fd.container.windows.map((w) => w?.startAddr)).toEqual([0n, undefined]);
+    expect(sync.windows().map((w) => w.liobn)).toEqual([L0]);
+    expect(sync.stats()).toMatchObject({ createWindow: 2, removeWindow: 2, mapDma: 2, unmapDma: 2, errors: 0 });
+  });
+
+  it('row 36: a 16M-page DDW with host page sizes 4K|64K → host window of 64K pages; one 16M MAP_DMA per TCE, contiguous ones coalesced', async () => {
+    const { vm, fd, attach, list, hc, rtas, calls } = await setup({ group: { pageShifts: [12, 16] }, ramMiB: 64n, maxMemory: 160 << 20 });
+    attach();
+    calls.length = 0;
+    expect(rtas('ibm,create-pe-dma-window', [0, HI, LO, 24, 36], 4)).toEqual([0, Number(L1), 0x08000000, 0]);
+    expect(calls[0]).toMatchObject({ op: 'createWindow', pageShift: 16, windowSize: 1n << 36n, startAddr: DDW });
+    calls.length = 0;
+    const M16 = 16n * MiB;
+    // three TCEs: 16M→gpa 0, 16M→gpa 32M (not contiguous), then gpa 48M right after it (contiguous)
+    expect(hc(H.PUT_TCE_INDIRECT, L1, DDW, list([0n | 3n, (2n * M16) | 3n, (3n * M16) | 3n]), 3n)).toBe(H.SUCCESS);
+    expect(calls.map((c) => [c.op, c.iova, c.size, c.entries])).toEqual([['mapDma', DDW, M16, 1], ['mapDma', DDW + M16, 2n * M16, 2]]);
+    const host = hostEntries(fd, DDW);
+    expect(host).toHaveLength(3 * 256); // 16M / 64K host entries per TCE
+    expect(host).toEqual(expectedEntries(vm, L1, 16));
+  });
+
+  it('the host page also stays at or below the RAM backing page (qemu_minrampagesize)', async () => {
+    // a 64K-page guest window over 4K-page RAM on a 4K host: 4K host pages
+    const host = await Host.create({ maxMemory: 64 << 20, pageShift: 12 });
+    const qemu = host.spawn();
+    const ram = qemu.mmap(4n * MiB);
+    const vm = qemu.createVm({ profile: 'qemu' });
+    vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+    vm.createTceTable({ liobn: VIO, pageShift: 16, offset: 0n, size: 1n << 12n });
+    const fd = qemu.openContainer();
+    fd.attachGroup(host.addGroup());
+    fd.setIommu('v2');
+    const sync = vm.attachContainer(fd);
+    expect(sync.windows()).toMatchObject([{ liobn: VIO, pageShift: 12, windowSize: 1n << 28n }]);
+    expect(vm.hcall(H.PUT_TCE, VIO, 0x10000n, 0x20000n | 3n).ret).toBe(H.SUCCESS);
+    expect(hostEntries(fd, 0n)).toHaveLength(16);
+    expect(hostEntries(fd, 0n)).toEqual(expectedEntries(vm, VIO, 12));
+  });
+
+  it('row 37: the host places a window elsewhere than the guest\'s bus offset → removed again; thrown at attach, reported later', async () => {
+    // two guest windows at bus 0 (a VIO table and the PHB's default window): only one host window can be at 0
+    const a = await setup();
+    a.vm.createTceTable({ liobn: VIO, pageShift: 12, offset: 0n, size: 1n << 16n });
+    const before = JSON.stringify(containerView(a.fd), (_k, x) => (typeof x === 'bigint' ? `${x}` : x));
+    const err = expectErr(() => a.attach(), 'EINVAL');
+    expect(err).toBeInstanceOf(VfioSyncError);
+    expect(err).toMatchObject({ op: 'createWindow', reason: 'window-start', liobn: VIO, iova: 0n });
+    // the failed attach undid what it made: the region, its window; the default window stays removed (QEMU's setup did that)
+    expect(a.fd.container.regions).toEqual([]);
+    expect(a.fd.container.windows).toEqual([undefined, undefined]);
+    expect(before).toMatch(/"defWindowPending":true/);
+    // and the container can be attached once the clash is gone (a sync for the PHB's LIOBNs only)
+    const sync = a.attach({ liobns: [L0, Number(L1)] });
+    expect(sync.windows().map((w) => w.liobn)).toEqual([L0]);
+    sync.detach();
+
+    // later: the guest's window appears after attach; the host window lands at 1<<59 and is removed, onError says so
+    const b = await setup({ phb: false });
+    b.vm.createTceTable({ liobn: VIO, pageShift: 12, offset: 0n, size: 1n << 16n });
+    const s = b.attach();
+    b.calls.length = 0;
+    b.vm.addPhb({ buid: BUID, index: 0 });
+    expect(b.ops()).toEqual(['createWindow', 'removeWindow']);
+    expect(b.calls[0]!.startAddr).toBe(DDW);
+    expect(b.errors.map((e) => [e.reason, e.code, e.liobn])).toEqual([['window-start', 'EINVAL', L0]]);
+    expect(s.windows().map((w) => w.liobn)).toEqual([VIO]);
+    // maps through the window the host could not provide: reported, never silently dropped
+    expect(b.hc(H.PUT_TCE, L0, 0x1000n, G | 3n)).toBe(H.SUCCESS);
+    expect(b.errors.map((e) => e.reason)).toEqual(['window-start', 'no-host-window']);
+    expect(s.stats().errors).toBe(2);
+  });
+
+  it('row 42: memslots: one added later is registered; one removed is unregistered, refused while TCEs point in (reported), retried by detach', async () => {
+    const { host, qemu, vm, fd, attach, hc, calls, errors } = await setup();
+    const sync = attach();
+    const more = qemu.mmap(4n * MiB);
+    calls.length = 0;
+    vm.addMemslot({ gpa: 0x4000000n, size: more.size, ua: more.ua });
+    expect(calls).toEqual([{ op: 'registerMemory', vaddr: more.ua, size: more.size }]);
+    vm.removeMemslot(0x4000000n);
+    expect(calls[1]).toEqual({ op: 'unregisterMemory', vaddr: more.ua, size: more.size });
+    expect(fd.container.regions).toHaveLength(1);
+    // again, with a live mapping into it
+    vm.addMemslot({ gpa: 0x4000000n, size: more.size, ua: more.ua });
+    expect(hc(H.PUT_TCE, L0, 0x1000n, 0x4010000n | 3n)).toBe(H.SUCCESS);
+    calls.length = 0;
+    vm.removeMemslot(0x4000000n);
+    expect(calls.map((c) => `${c.op} ${c.error?.code}`)).toEqual(['unregisterMemory EBUSY']);
+    expect(errors.map((e) => [e.op, e.code])).toEqual([['unregisterMemory', 'EBUSY']]);
+    const r = fd.container.regions.find((x) => x.ua === more.ua)!;
+    expect(r.mapped).toBe(2n); // pinned while the hardware TCE points in
+    expect(sync.stats()).toMatchObject({ registerMemory: 3, unregisterMemory: 2, errors: 1 });
+    // detach: the windows unmapped first, so both regions go
+    sync.detach();
+    expect(fd.container.regions).toEqual([]);
+    expect(qemu.mm.lockedPages).toBe(0n);
+    host.checkInvariants();
+  });
+
+  it('row 43: detach undoes what the sync made: one UNMAP per window, TCE_REMOVE, UNREGISTER; then nothing follows the guest', async () => {
+    const { host, qemu, vm, fd, attach, list, hc, rtas, calls } = await setup();
+    const sync = attach();
+    rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4);
+    hc(H.PUT_TCE_INDIRECT, L0, 0x1000n, list([G | 3n, (G + 0x1000n) | 3n]), 2n);
+    hc(H.PUT_TCE, L1, DDW, 0x10000n | 3n);
+    expect(vm.events.active).toBe(true);
+    calls.length = 0;
+    sync.detach();
+    expect(calls.map((c) => [c.op, c.iova, c.size])).toEqual([
+      ['unmapDma', 0n, 1n << 30n], ['removeWindow', 0n, undefined],
+      ['unmapDma', DDW, 1n << 36n], ['removeWindow', DDW, undefined],
+      ['unregisterMemory', undefined, 16n * MiB],
+    ]);
+    expect(fd.container.windows).toEqual([undefined, undefined]);
+    expect(fd.container.regions).toEqual([]);
+    expect(qemu.mm.lockedPages).toBe(0n);
+    expect(sync.isAttached).toBe(false);
+    expect(vm.events.active).toBe(false); // the hot path is back to one boolean
+    const st = sync.stats();
+    expect(hc(H.PUT_TCE, L0, 0x9000n, G | 3n)).toBe(H.SUCCESS);
+    vm.addMemslot({ gpa: 0x4000000n, size: MiB, ua: qemu.mmap(MiB).ua });
+    expect(sync.stats()).toEqual(st);
+    sync.detach(); // idempotent
+    expect(sync.stats()).toEqual(st);
+    host.checkInvariants();
+    // the container is free for another sync
+    const again = vm.attachContainer(fd);
+    expect(hostEntries(fd, 0n)).toEqual(expectedEntries(vm, L0, 12));
+    again.detach();
+  });
+
+  it('reset-pe-dma-window and vm.reset(): the mappings unmapped, the host windows follow the guest\'s', async () => {
+    const { vm, fd, attach, list, hc, rtas, calls } = await setup();
+    const sync = attach();
+    rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4);
+    hc(H.PUT_TCE_INDIRECT, L0, 0x1000n, list([G | 3n, (G + 0x1000n) | 3n]), 2n);
+    hc(H.PUT_TCE, L1, DDW, 0x10000n | 3n);
+    calls.length = 0;
+    expect(rtas('ibm,reset-pe-dma-window', [0, HI, LO], 1)).toEqual([0]);
+    expect(calls.map((c) => [c.op, c.iova])).toEqual([['unmapDma', 0x1000n], ['unmapDma', DDW], ['removeWindow', 0n], ['removeWindow', DDW], ['createWindow', undefined]]);
+    expect(calls[4]).toMatchObject({ startAddr: 0n, pageShift: 12 });
+    expect(fd.container.windows.map((w) => w?.startAddr)).toEqual([0n, undefined]);
+    expect(hostEntries(fd, 0n)).toEqual([]);
+    hc(H.PUT_TCE, L0, 0x5000n, G | 3n);
+    calls.length = 0;
+    vm.reset();
+    expect(calls.map((c) => [c.op, c.iova])).toEqual([['unmapDma', 0x5000n], ['removeWindow', 0n], ['createWindow', undefined]]);
+    expect(hostEntries(fd, 0n)).toEqual([]);
+    expect(sync.stats().errors).toBe(0);
+  });
+
+  it('row 45: after Host.restore, re-attaching adopts the registered region and the mirroring window, empties it and replays: host = guest', async () => {
+    const { host, qemu, vm, fd, attach, list, hc } = await setup();
+    const sync = attach();
+    hc(H.PUT_TCE_INDIRECT, L0, 0x1000n, list([G | 3n, (G + 0x1000n) | 3n, (G + 0x8000n) | 1n]), 3n);
+    const snap = host.snapshot();
+    sync.detach();
+    const hostB = Host.restore(snap);
+    const qemuB = hostB.processes.get(qemu.tid)!;
+    const vmB = [...hostB.vms].find((x) => x.process === qemuB)!;
+    const fdB = qemuB.containers()[0]!;
+    expect(hostEntries(fdB, 0n)).toHaveLength(3); // the host window came with the snapshot
+    // a stale host entry the guest no longer has (as if the source had missed an unmap)
+    fdB.mapDma({ iova: 0x40000n, vaddr: vmB.memslots[0]!.ua, size: 0x1000n, read: true });
+    const calls: VfioCall[] = [];
+    const syncB = vmB.attachContainer(fdB, { onCall: (c) => calls.push(c) });
+    expect(calls.map((c) => [c.op, c.iova, c.size])).toEqual([['unmapDma', 0n, 1n << 30n], ['mapDma', 0x1000n, 0x2000n], ['mapDma', 0x3000n, 0x1000n]]);
+    expect(syncB.windows()).toEqual([{ liobn: L0, busOffset: 0n, windowSize: 1n << 30n, pageShift: 12, levels: 1, adopted: true }]);
+    expect(hostEntries(fdB, 0n)).toEqual(expectedEntries(vmB, L0, 12));
+    expect(fdB.container.regions.map((r) => [r.used, r.mapped])).toEqual([[1, 4n]]);
+    hostB.checkInvariants();
+    syncB.detach();
+    expect(fdB.container.regions).toEqual([]);
+    expect(fdB.container.windows).toEqual([undefined, undefined]);
+    void vm;
+    void fd;
+  });
+
+  it('a window that mirrors no guest window (left on the container) is removed at attach', async () => {
+    const { fd, ram, attach, ops } = await setup();
+    fd.registerMemory(ram.ua, ram.size);
+    fd.removeWindow(0n);
+    fd.createWindow({ pageShift: 16, windowSize: 1n << 30n, levels: 1 }); // 64K pages: the sync would pick 4K
+    attach();
+    expect(ops()).toEqual(['removeWindow', 'createWindow']); // the region was adopted: no second REGISTER
+    expect(fd.container.windows.map((w) => w && [w.startAddr, w.pageShift])).toEqual([[0n, 12], undefined]);
+  });
+
+  it('a v1 container: ENABLE, no prereg or window calls; guest windows must lie in the 32-bit window', async () => {
+    const host = await Host.create({ maxMemory: 96 << 20 });
+    const qemu = host.spawn();
+    const ram = qemu.mmap(16n * MiB);
+    const vm = qemu.createVm({ profile: 'qemu' });
+    vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+    vm.createTceTable({ liobn: VIO, pageShift: 12, offset: 0n, size: 1n << 16n }); // 256 MiB at 0
+    const fd = qemu.openContainer();
+    fd.attachGroup(host.addGroup({ ddw: false, tce32Size: 256n * MiB }));
+    fd.setIommu('v1');
+    const calls: VfioCall[] = [];
+    const errors: VfioSyncError[] = [];
+    const sync = vm.attachContainer(fd, { onCall: (c) => calls.push(c), onError: (e) => errors.push(e) });
+    expect(fd.container.enabled).toBe(true);
+    expect(calls).toEqual([]);
+    expect(vm.hcall(H.PUT_TCE, VIO, 0x2000n, 0x30000n | 3n).ret).toBe(H.SUCCESS);
+    expect(calls.map((c) => [c.op, c.iova, c.size])).toEqual([['mapDma', 0x2000n, 0x1000n]]);
+    // v1 pins page by page and keeps no userspace view: the hardware entry holds the page, RW
+    expect(hostEntries(fd, 0n)).toEqual(['2000 0 RW']);
+    expect(fd.container.windows[0]!.table.get(2n) & ~0xfffn).toBe(qemu.mm.translate(ram.ua + 0x30000n)!.hpa);
+    // a table past the 32-bit window cannot be mirrored
+    vm.createTceTable({ liobn: VIO + 1n, pageShift: 12, offset: 1n << 20n, size: 16n });
+    expect(errors.map((e) => [e.reason, e.liobn])).toEqual([['outside-host-window', VIO + 1n]]);
+    sync.detach();
+    expect(hostEntries(fd, 0n)).toEqual([]);
+    expect(fd.container.enabled).toBe(false);
+    host.checkInvariants();
+  });
+
+  it('row 44: refused: the kvm profile (ENODEV: the kernel updates the hardware tables), a second sync, another mm, a closed or unset container, bad options', async () => {
+    const { host, qemu, vm, fd, group, attach } = await setup();
+    const kvm = qemu.createVm({ profile: 'kvm' });
+    const e = expectErr(() => kvm.attachContainer(fd), 'ENODEV');
+    expect(e.message).toMatch(/attachGroup/);
+    const s = attach();
+    expectErr(() => vm.attachContainer(fd), 'EBUSY');
+    s.detach();
+    const other = host.spawn();
+    expectErr(() => vm.attachContainer(other.inherit(fd)), 'EINVAL');
+    const fresh = qemu.openContainer();
+    expectErr(() => vm.attachContainer(fresh), 'ENXIO');
+    fresh.attachGroup(host.addGroup());
+    expectErr(() => vm.attachContainer(fresh), 'ENXIO'); // no IOMMU type yet
+    fresh.close();
+    expectErr(() => vm.attachContainer(fresh), 'EBADF');
+    expect(() => vm.attachContainer({} as ContainerFd)).toThrow(TypeError);
+    expect(() => vm.attachContainer(fd, { onError: 1 as unknown as () => void })).toThrow(/opts.onError/);
+    expect(() => vm.attachContainer(fd, { liobns: ['x' as unknown as bigint] })).toThrow(/opts.liobns\[0\]/);
+    expect(() => vm.attachContainer(fd, { liobns: [-1] })).toThrow(RangeError);
+    const otherHost = await Host.create();
+    const alien = otherHost.spawn().openContainer();
+    expect(() => vm.attachContainer(alien)).toThrow(/another host/);
+    // none of that changed the container
+    expect(fd.container.windows.map((w) => w?.startAddr)).toEqual([undefined, undefined]);
+    expect(fd.container.regions).toEqual([]);
+    void group;
+  });
+
+  it('a failed REGISTER at attach (RLIMIT_MEMLOCK) throws and leaves the container as it was', async () => {
+    const { fd, qemu, attach } = await setup({ memlockLimit: 1n * MiB });
+    const view = () => JSON.stringify({ ...(containerView(fd) as object), mm: undefined, ownerPid: undefined }, (_k, x) => (typeof x === 'bigint' ? `${x}` : x));
+    const before = view();
+    expectErr(() => attach(), 'ENOMEM');
+    // REGISTER claims the container for the caller's mm before its checks (tce_iommu_ioctl, E3); nothing else changed
+    expect(fd.container.mm).toBe(qemu.mm);
+    expect(view()).toBe(before);
+    expect(qemu.mm.lockedPages).toBe(0n);
+    // a second try after the limit problem is the same refusal, not EBUSY: nothing is left attached
+    expectErr(() => attach(), 'ENOMEM');
+  });
+});
