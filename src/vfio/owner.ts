@@ -50,8 +50,15 @@ export function requireDriver(c: Container, what: string): void {
   if (!c.iommuSet) fail('EINVAL', `${what}: no IOMMU type set on container ${c.id} (setIommu first)`);
 }
 
-/** requireDriver, and the driver of the right type: ENOTTY for a v1 ioctl on v2 and the reverse. */
-export function requireType(c: Container, v2: boolean, what: string): void {
+/**
+ * The entry of a v1-only or v2-only ioctl, in tce_iommu_ioctl's order:
+ * requireDriver (EINVAL), then the owner check (guard: EPERM from another
+ * mm), and only then the type (ENOTTY for a v1 ioctl on v2 and the
+ * reverse): the kernel's mm check precedes the switch whose `if
+ * (container->v2) break;` falls through to -ENOTTY.
+ */
+export function requireType(c: Container, caller: Task, v2: boolean, what: string): void {
   requireDriver(c, what);
+  guard(c, caller, true);
   if (c.v2 !== v2) fail('ENOTTY', `${what} is a ${v2 ? 'v2' : 'v1'} ioctl; this container is ${c.v2 ? 'v2' : 'v1'}`);
 }

@@ -5,7 +5,7 @@ import type { Container } from './container.js';
 import type { Group } from './group.js';
 import type { Task } from '../kernel/task.js';
 import { DDW_BUS_OFFSET, type CreateWindow } from './types.js';
-import { guard, claim, ctxMm, requireType } from './owner.js';
+import { claim, ctxMm, requireType } from './owner.js';
 import { setWindow, findWindow, clearTable, freeWindow } from './tables.js';
 import { IommuTable } from '../kernel/table.js';
 import { getTableSize, checkGeometry } from '../kernel/geometry.js';
@@ -77,8 +77,7 @@ export function createWindow(c: Container, caller: Task, args: CreateWindow): { 
   const windowSize = v.u64('windowSize', o.windowSize);
   const levels = v.int('levels', o.levels, 0, 0xffffffff);
   const flags = o.flags === undefined ? 0 : v.int('flags', o.flags, 0, 0xffffffff);
-  requireType(c, true, 'createWindow');
-  guard(c, caller, true);
+  requireType(c, caller, true, 'createWindow');
   claim(c, caller);
   if (c.groups.length === 0) fail('ENXIO', 'createWindow: no group attached');
   if (flags !== 0) fail('EINVAL', `createWindow: flags must be 0, got ${flags}`);
@@ -94,8 +93,7 @@ export function createWindow(c: Container, caller: Task, args: CreateWindow): { 
 export function removeWindow(c: Container, caller: Task, startAddr: bigint, flags: number): void {
   v.u64('startAddr', startAddr);
   v.int('flags', flags, 0, 0xffffffff);
-  requireType(c, true, 'removeWindow');
-  guard(c, caller, true);
+  requireType(c, caller, true, 'removeWindow');
   claim(c, caller);
   if (c.groups.length === 0) fail('ENXIO', 'removeWindow: no group attached');
   if (flags !== 0) fail('EINVAL', `removeWindow: flags must be 0, got ${flags}`);
