@@ -11,11 +11,15 @@ import { createWasmEngine } from '../engine/wasm.js';
 import { createNativeEngine } from '../engine/native.js';
 import { HdrView } from '../generated/views.js';
 import {
-  HEADER_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, OWNER_CHECK_MM, PID_CHECK_CALL, PID_CHECK_ENTRY,
+  HEADER_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, OWNER_CHECK_MM, OWNER_CHECK_FORK_CLOSE, PID_CHECK_CALL, PID_CHECK_ENTRY,
 } from '../generated/layout.js';
 
-/** Who may change a container: nobody is stopped, only the owner's pid, or only the owner's mm. */
-export type OwnerCheck = 'none' | 'pid' | 'mm';
+/**
+ * Who may change a container: nobody is stopped ('none'), only the owner's
+ * pid ('pid'), only the owner's mm ('mm'), or whoever holds a handle, which
+ * fork() does not pass on ('fork-close').
+ */
+export type OwnerCheck = 'none' | 'pid' | 'mm' | 'fork-close';
 
 /** What a host is made of; checked by Host.create before it gets here. */
 export interface HostSettings {
@@ -27,7 +31,7 @@ export interface HostSettings {
   pin: 'simulated' | 'host';
 }
 
-const OWNER_CODES: Record<OwnerCheck, number> = { none: OWNER_CHECK_NONE, pid: OWNER_CHECK_PID, mm: OWNER_CHECK_MM };
+const OWNER_CODES: Record<OwnerCheck, number> = { none: OWNER_CHECK_NONE, pid: OWNER_CHECK_PID, mm: OWNER_CHECK_MM, 'fork-close': OWNER_CHECK_FORK_CLOSE };
 
 /** The services and settings of one host, as the layers below Host use them. */
 export class HostContext {

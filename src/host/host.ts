@@ -59,7 +59,7 @@ export class Host extends HostContext {
   /** A new host with its own linear memory. */
   static async create(opts?: HostOptions): Promise<Host> {
     const o = v.options<HostOptions>('opts', opts);
-    const ownerCheck = v.oneOf('opts.ownerCheck', o.ownerCheck, ['none', 'pid', 'mm'] as const, 'mm');
+    const ownerCheck = v.oneOf('opts.ownerCheck', o.ownerCheck, ['none', 'pid', 'mm', 'fork-close'] as const, 'mm');
     const pidCheck = v.oneOf('opts.pidCheck', o.pidCheck, ['call', 'entry'] as const, 'call');
     const engine = v.oneOf('opts.engine', o.engine, ['wasm', 'native'] as const, 'wasm');
     const pageShift = o.pageShift === undefined ? 16 : v.int('opts.pageShift', o.pageShift, 12, 16);
@@ -170,7 +170,7 @@ export class Host extends HostContext {
     const host = new Host(settings, memlockLimit);
     restoreBody(host, body, {
       mm: (mm) => void host.mms.add(mm),
-      process: (pid, tid, mm, limit) => host.adoptProcess(new Process(host, pid, tid, mm, limit)),
+      process: (pid, tid, mm, limit, files) => host.adoptProcess(new Process(host, pid, tid, mm, limit, files)),
       group: (g) => void host.groups.add(g),
       container: (c) => void host.containers.add(c),
       vm: (vm) => void host.vms.add(vm),

@@ -230,6 +230,7 @@ export const constants = {
     OWNER_CHECK_NONE: 0,
     OWNER_CHECK_PID: 1,
     OWNER_CHECK_MM: 2,
+    OWNER_CHECK_FORK_CLOSE: 3, // handles closed on fork(); nothing checked on any path (real mode treats it as none)
     PID_CHECK_CALL: 0,
     PID_CHECK_ENTRY: 1,
   },

@@ -97,7 +97,9 @@ export interface SnapshotBody {
   memory: { bytes: number; pages: [number, string][] };
   hostmem: HostMemoryState;
   mms: MmState[];
-  processes: { pid: number; tid: number; mm: number; memlockLimit: string | null }[];
+  processes: { pid: number; tid: number; mm: number; memlockLimit: string | null; files?: number }[];
+  /** Descriptor tables, numbered as processes[].files names them: the table each was copied from by fork(), or null (absent in older snapshots). */
+  fdTables?: (number | null)[];
   tables: TableState[];
   groups: GroupState[];
   containers: ContainerState[];
