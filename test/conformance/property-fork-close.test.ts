@@ -22,7 +22,9 @@ type Op =
   | { op: 'close' | 'register' | 'getInfo'; h: number }
   | { op: 'map' | 'unmap'; h: number; s: number };
 
-const idx = fc.nat(15);
+/** A task or handle: -1 is the newest (so a fresh task's handle is used soon after), else an index modulo the count. */
+const idx = fc.oneof(fc.constant(-1), fc.nat(15));
+const pick = (i: number, n: number): number => (i < 0 ? n - 1 : i % n);
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ op: fc.constantFrom('thread' as const, 'vmclone' as const, 'fork' as const), t: idx }) },
   { weight: 1, arbitrary: fc.record({ op: fc.constant('spawn' as const) }) },
@@ -31,6 +33,17 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ op: fc.constant('register' as const), h: idx }) },
   { weight: 6, arbitrary: fc.record({ op: fc.constantFrom('map' as const, 'unmap' as const), h: idx, s: fc.nat(SLOTS - 1) }) },
 );
+
+/** A handle passed to another mm and used there, as one step of the generator: a new task, receive, register, map. */
+interface Pass { op: 'pass'; via: 'fork' | 'spawn'; t: number; h: number; s: number }
+const passArb: fc.Arbitrary<Pass> = fc.record({ op: fc.constant('pass' as const), via: fc.constantFrom('fork' as const, 'spawn' as const), t: idx, h: idx, s: fc.nat(SLOTS - 1) });
+
+/** The primitive ops of a sequence, a pass expanded (the new task and its handle are the newest). */
+function expand(ops: (Op | Pass)[]): Op[] {
+  return ops.flatMap((o): Op[] => o.op !== 'pass'
+    ? [o]
+    : [o.via === 'fork' ? { op: 'fork', t: o.t } : { op: 'spawn' }, { op: 'receive', t: -1, h: o.h }, { op: 'register', h: -1 }, { op: 'map', h: -1, s: o.s }]);
+}
 
 /** The design's reference model: tasks by mm and descriptor table, handles, registered mms, slots and counts. */
 interface Model {
@@ -93,10 +106,10 @@ function predict(m: Model, o: Op): string {
   switch (o.op) {
     case 'thread':
     case 'vmclone':
-      m.tasks.push({ ...m.tasks[o.t % m.tasks.length]! });
+      m.tasks.push({ ...m.tasks[pick(o.t, m.tasks.length)]! });
       return 'ok';
     case 'fork': {
-      const parent = m.tasks[o.t % m.tasks.length]!;
+      const parent = m.tasks[pick(o.t, m.tasks.length)]!;
       m.tableParent.push(parent.table);
       m.tasks.push({ mm: m.nextMm++, table: m.tableParent.length - 1 });
       return 'ok';
@@ -107,21 +120,21 @@ function predict(m: Model, o: Op): string {
       return 'ok';
     case 'inherit':
     case 'receive': {
-      const t = m.tasks[o.t % m.tasks.length]!;
+      const t = m.tasks[pick(o.t, m.tasks.length)]!;
       const holder = m.tasks[m.handles[openHandle(m, o.h)]!.task]!;
       if (o.op === 'inherit' && t.table !== holder.table && copyOf(m, t.table, holder.table)) return 'EBADF';
-      m.handles.push({ task: o.t % m.tasks.length, open: true });
+      m.handles.push({ task: pick(o.t, m.tasks.length), open: true });
       if (t.mm !== 0) m.foreignHeld = true;
       return 'ok';
     }
     case 'close': {
-      const h = o.h % m.handles.length;
+      const h = pick(o.h, m.handles.length);
       // the owner's first handle stays open, so the container is never released
       if (h !== 0) m.handles[h]!.open = false;
       return 'ok';
     }
   }
-  const h = m.handles[o.h % m.handles.length]!;
+  const h = m.handles[pick(o.h, m.handles.length)]!;
   if (!h.open) return 'EBADF';
   const mm = m.tasks[h.task]!.mm;
   if (o.op === 'getInfo') return 'ok';
@@ -147,7 +160,7 @@ function predict(m: Model, o: Op): string {
 
 /** An open handle's index for a source of inherit/receive (a closed one is replaced by the owner's). */
 function openHandle(m: Model, h: number): number {
-  const i = h % m.handles.length;
+  const i = pick(h, m.handles.length);
   return m.handles[i]!.open ? i : 0;
 }
 
@@ -159,7 +172,7 @@ function holds(m: Model): boolean {
 
 /** Runs op on the real host; 'ok' or the errno of the TceError. */
 function apply(w: World, o: Op): string {
-  const at = (t: number) => w.procs[t % w.procs.length]!;
+  const at = (t: number) => w.procs[pick(t, w.procs.length)]!;
   try {
     switch (o.op) {
       case 'thread':
@@ -179,27 +192,27 @@ function apply(w: World, o: Op): string {
       }
       case 'inherit':
       case 'receive': {
-        const picked = w.fds[o.h % w.fds.length]!;
+        const picked = w.fds[pick(o.h, w.fds.length)]!;
         const src = picked.isOpen ? picked : w.fds[0]!;
         w.fds.push(o.op === 'inherit' ? at(o.t).inherit(src) : at(o.t).receive(src));
         break;
       }
       case 'close': {
-        const h = o.h % w.fds.length;
+        const h = pick(o.h, w.fds.length);
         if (h !== 0) w.fds[h]!.close();
         break;
       }
       case 'getInfo':
-        w.fds[o.h % w.fds.length]!.getInfo();
+        w.fds[pick(o.h, w.fds.length)]!.getInfo();
         break;
       case 'register':
-        w.fds[o.h % w.fds.length]!.registerMemory(w.ua, RAM);
+        w.fds[pick(o.h, w.fds.length)]!.registerMemory(w.ua, RAM);
         break;
       case 'map':
-        w.fds[o.h % w.fds.length]!.mapDma({ iova: BigInt(o.s) * PAGE, vaddr: w.ua + BigInt(o.s) * PAGE, size: PAGE, read: true, write: true });
+        w.fds[pick(o.h, w.fds.length)]!.mapDma({ iova: BigInt(o.s) * PAGE, vaddr: w.ua + BigInt(o.s) * PAGE, size: PAGE, read: true, write: true });
         break;
       case 'unmap':
-        w.fds[o.h % w.fds.length]!.unmapDma({ iova: BigInt(o.s) * PAGE, size: PAGE });
+        w.fds[pick(o.h, w.fds.length)]!.unmapDma({ iova: BigInt(o.s) * PAGE, size: PAGE });
         break;
     }
     return 'ok';
@@ -224,10 +237,10 @@ describe('fork-close: random handle passing, forks and clones against the design
     let brokenRuns = 0;
     let cleanRuns = 0;
     await fc.assert(
-      fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 50 }), async (ops) => {
+      fc.asyncProperty(fc.array(fc.oneof({ weight: 19, arbitrary: opArb }, { weight: 1, arbitrary: passArb }), { minLength: 1, maxLength: 50 }), async (gen) => {
         const w = await makeWorld();
         let broken = false;
-        for (const [i, o] of ops.entries()) {
+        for (const [i, o] of expand(gen).entries()) {
           const expected = predict(w.m, { ...o });
           const before = expected === 'ok' ? undefined : digest(w.host, [w.fds[0]!], w.procs);
           const got = apply(w, o);
