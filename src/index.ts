@@ -1,6 +1,6 @@
 // spapr-tce: the POWER sPAPR TCE IOMMU as Linux and KVM implement it.
 export { Host } from './host/host.js';
-export type { HostOptions, HostStats, OwnerCheck } from './host/host.js';
+export type { HostOptions, HostStats, OwnerCheck, KernelEra } from './host/host.js';
 export type { HostContext } from './core/context.js';
 export { Process } from './host/process.js';
 export type { MmapResult } from './host/process.js';

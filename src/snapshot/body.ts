@@ -92,7 +92,7 @@ export interface VmState {
 
 /** Everything a snapshot holds besides its envelope. */
 export interface SnapshotBody {
-  options: { ownerCheck: string; pidCheck: string; engine: string; pageShift: number; maxMemory: number; memlockLimit: string | null; pin: string };
+  options: { ownerCheck: string; pidCheck: string; kernel?: string; engine: string; pageShift: number; maxMemory: number; memlockLimit: string | null; pin: string };
   counters: { lastId: number; lastTid: number };
   memory: { bytes: number; pages: [number, string][] };
   hostmem: HostMemoryState;

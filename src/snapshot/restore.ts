@@ -28,7 +28,9 @@ export function settingsOf(body: SnapshotBody): { settings: HostSettings; memloc
   const o = body.options;
   return {
     settings: {
-      ownerCheck: o.ownerCheck as HostSettings['ownerCheck'], pidCheck: o.pidCheck as HostSettings['pidCheck'], engine: o.engine as HostSettings['engine'],
+      ownerCheck: o.ownerCheck as HostSettings['ownerCheck'], pidCheck: o.pidCheck as HostSettings['pidCheck'],
+      // a snapshot from before eras behaved as 4.12 (the view at the first map)
+      kernel: (o.kernel ?? '4.12') as HostSettings['kernel'], engine: o.engine as HostSettings['engine'],
       pageShift: o.pageShift, maxMemory: o.maxMemory, pin: o.pin as HostSettings['pin'],
     },
     memlockLimit: o.memlockLimit === null ? null : BigInt(o.memlockLimit),

@@ -36,7 +36,7 @@ export function saveBody(host: SnapshotSource): SnapshotBody {
   const mem = host.mem;
   const files = numberFdTables(host.processes.values());
   return {
-    options: { ownerCheck: host.ownerCheck, pidCheck: host.pidCheck, engine: host.engine.kind, pageShift: host.pageShift, maxMemory: mem.byteLength, memlockLimit: hexOrNull(host.memlockLimit), pin: host.pinMode },
+    options: { ownerCheck: host.ownerCheck, pidCheck: host.pidCheck, kernel: host.kernel, engine: host.engine.kind, pageShift: host.pageShift, maxMemory: mem.byteLength, memlockLimit: hexOrNull(host.memlockLimit), pin: host.pinMode },
     counters: host.idCounters(),
     memory: { bytes: mem.byteLength, pages: savePages(host) },
     hostmem: saveHostMemory(host.hostmem),

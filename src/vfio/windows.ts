@@ -37,18 +37,26 @@ function createWindowIn(c: Container, caller: Task, pageShift: number, windowSiz
   if (bytes === 0n) fail('EINVAL', `createWindow: no table of ${levels} level(s) for a ${hex(windowSize)}-byte window`);
   if (levels > g.maxLevels) fail('EINVAL', `createWindow: ${levels} levels exceed the group's ${g.maxLevels}`);
   // The whole of get_table_size (the TCE tree and its userspace copy) is
-  // charged now, to the owner, as tce_iommu_create_table does; the view's
-  // memory itself is only allocated at the first map (see buildV2 in dma.ts).
+  // charged now, to the owner, as tce_iommu_create_table does (in every
+  // era). From 4.19 the view comes with the table, as
+  // pnv_pci_ioda2_table_alloc_pages(..., alloc_userspace_copy) allocates it
+  // (090bad39b237), its lower levels on demand (a68bd1267b72); under '4.12'
+  // it is allocated at the first map (39701e56f5f1; see buildV2 in dma.ts).
+  // The kernel charges before pnv_pci_ioda2_table_alloc_pages refuses a
+  // geometry of 2^55 bytes or more and never returns that charge; here a
+  // refused geometry is uncharged (a divergence: a refusal changes nothing).
   const tablePages = bytes >> BigInt(c.host.pageShift);
   const mm = ctxMm(c, caller);
   const key = `container${c.id}:table${slot}`;
   mm.account(key, tablePages, caller.memlockLimitPages);
-  let table: IommuTable;
+  let table: IommuTable | undefined;
   try {
     const busOffset = slot === 0 ? g.tce32Start : DDW_BUS_OFFSET;
     checkGeometry({ pageShift, windowSize, levels, busOffset }, c.host.pageShift);
     table = IommuTable.create(c.host, { pageShift, windowSize, levels, busOffset }, true);
+    if (c.host.kernel !== '4.12') table.allocView();
   } catch (e) {
+    table?.free();
     mm.unaccount(key, tablePages);
     throw e;
   }
