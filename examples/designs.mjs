@@ -220,9 +220,9 @@ function resultsIn(dir) {
  * The results file the cost columns come from: `file` if given; else the
  * newest full run in the repository's bench/results/, else in
  * ./spapr-tce-results/ (where an installed package's `spapr-tce bench`
- * writes). A run without settings.mode counts as full.
+ * writes), or in `dirs` when given. A run without settings.mode counts as full.
  */
-export function findResults(file) {
+export function findResults(file, dirs = [join(packageRoot, 'bench/results'), resolve('spapr-tce-results')]) {
   if (file !== undefined) {
     let json;
     try {
@@ -232,7 +232,7 @@ export function findResults(file) {
     }
     return { path: file, json };
   }
-  for (const dir of [join(packageRoot, 'bench/results'), resolve('spapr-tce-results')]) {
+  for (const dir of dirs) {
     const full = resultsIn(dir).find((r) => r.json?.settings?.mode === undefined || r.json.settings.mode === 'full');
     if (full) return { path: full.path, json: full.json };
   }
@@ -251,7 +251,7 @@ const signed = (x, digits) => `${x >= 0 ? '+' : '−'}${Math.abs(x).toFixed(digi
 /** The two cost cells of a design: H_PUT_TCE and one INDIRECT(512) entry. */
 function costCells(design, results) {
   if (design.noCost) return [`0 — ${design.noCost}`, `0 — ${design.noCost}`];
-  if (!results) return ['no results file (run `spapr-tce bench`)', 'no results file'];
+  if (!results) return ['no full benchmark run found (run `spapr-tce bench`)', 'no full benchmark run found'];
   const f = benchFigures(results.json).figures[design.key];
   const cell = (x, nsDigits, irDigits) => {
     if (x.ns === undefined && x.instructions === undefined) return `no figures in ${shown(results.path)}`;
@@ -270,7 +270,7 @@ export function renderTable(cells, results) {
   const lines = [head, ['---', ...head.slice(1).map(() => '---')], ...rows].map((r) => `| ${r.map(esc).join(' | ')} |`);
   const src = results
     ? `Costs: what the check adds to \`none\` on the WebAssembly engine (wall time: median difference; instructions: callgrind), from \`${shown(results.path)}\`${benchFigures(results.json).date ? ` (${benchFigures(results.json).date})` : ''}.`
-    : 'Costs: no benchmark results file was found (bench/results/ in a checkout, ./spapr-tce-results/ otherwise, or --results FILE).';
+    : 'Costs: no full benchmark run was found (bench/results/ in a checkout, ./spapr-tce-results/ otherwise; or name a file with --results FILE).';
   return `${lines.join('\n')}\n\n${src}\n`;
 }
 

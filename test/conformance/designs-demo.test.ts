@@ -19,7 +19,7 @@ interface DesignsModule {
   HOLDERS: { key: string }[];
   runDesigns(l: unknown): Promise<Cell[]>;
   renderTable(cells: Cell[], results: unknown): string;
-  findResults(file?: string): { path: string; json: unknown } | undefined;
+  findResults(file?: string, dirs?: string[]): { path: string; json: unknown } | undefined;
   benchFigures(json: unknown): { date?: string; figures: Record<string, { putTce: { ns?: number; instructions?: number }; indirectEntry: { ns?: number; instructions?: number } }> };
 }
 interface ReadmeModule { tableIn(text: string): string }
@@ -99,6 +99,31 @@ describe('spapr-tce demo designs', () => {
     const irPut = Math.round(f['pid-entry']!.putTce.instructions!);
     expect(table).toMatch(new RegExp(`per view write.*\\+${irPut} instructions`));
     expect(table).toMatch(/`mm` \(Linux 4\.10\).*\| 0 — checked at ioctl\/link time \|/);
+  }, 60_000);
+
+  it('findResults: the newest full run of the first folder that has one; a quick run is no full run', async () => {
+    const d = await designs();
+    const a = mkdtempSync(join(tmpdir(), 'spapr-tce-results-a-'));
+    const b = mkdtempSync(join(tmpdir(), 'spapr-tce-results-b-'));
+    try {
+      writeFileSync(join(a, 'q.quick.json'), JSON.stringify({ date: '2030-01-01T00:00:00Z', settings: { mode: 'quick' } }));
+      writeFileSync(join(a, 'junk.json'), '{');
+      expect(d.findResults(undefined, [a])).toBeUndefined();
+      writeFileSync(join(b, 'old.json'), JSON.stringify({ date: '2026-01-01T00:00:00Z', settings: { mode: 'full' } }));
+      writeFileSync(join(b, 'new.json'), JSON.stringify({ date: '2026-06-01T00:00:00Z', settings: { mode: 'full' } }));
+      writeFileSync(join(b, 'later-quick.json'), JSON.stringify({ date: '2027-01-01T00:00:00Z', settings: { mode: 'quick' } }));
+      expect(d.findResults(undefined, [a, b])!.path).toBe(join(b, 'new.json'));
+      // a run of another schema, without settings.mode, counts as full
+      writeFileSync(join(a, 'schemaless.json'), JSON.stringify({ date: '2025-01-01T00:00:00Z' }));
+      expect(d.findResults(undefined, [a, b])!.path).toBe(join(a, 'schemaless.json'));
+      expect(d.findResults(undefined, [join(a, 'nosuch')])).toBeUndefined();
+      const table = d.renderTable(await d.runDesigns(lib), undefined);
+      expect(table).toMatch(/`pid`, per call .*\| no full benchmark run found \(run `spapr-tce bench`\) \| no full benchmark run found \|/);
+      expect(table).toMatch(/Costs: no full benchmark run was found/);
+    } finally {
+      rmSync(a, { recursive: true, force: true });
+      rmSync(b, { recursive: true, force: true });
+    }
   }, 60_000);
 
   it('benchFigures tolerates a missing field (another schema, a partial run): undefined, and the cell says so', async () => {
