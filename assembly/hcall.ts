@@ -13,7 +13,7 @@
 import {
   VCPU_GPR, VCPU_VM, VCPU_PID, VM_MM, VM_PROFILE, STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT,
   STT_STIT_COUNT, STT_STITS, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_FLAGS, TABLE_F_V2,
-  HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY,
+  HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY, HDR_KERNEL, KERNEL_4_19,
   H_GET_TCE, H_PUT_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT, H_SUCCESS, H_PARAMETER, H_TOO_HARD,
   OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, PROFILE_QEMU, INDIRECT_MAX, VCPU_LEVEL, VCPU_STATS,
   LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET,
@@ -168,6 +168,16 @@ function applyStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, flags: u3
   return true;
 }
 
+/**
+ * The answer to a TCE whose address is misaligned to the guest page: real
+ * mode (kvmppc_rm_tce_validate) and the 4.12 virtual mode say H_PARAMETER;
+ * from 4.19 the virtual-mode kvmppc_tce_validate (42de7b9e2167) says
+ * H_TOO_HARD, which exits to the VMM. Read only on that error path.
+ */
+@inline function misalignedTce(flags: u32): i32 {
+  return (flags & <u32>OP_ALLOC) != 0 && load<u32>(<u32>HEADER_BASE + HDR_KERNEL) >= <u32>KERNEL_4_19 ? H_TOO_HARD : H_PARAMETER;
+}
+
 /** Stores a guest TCE (kvmppc_tce_put): an absent page is allocated unless the TCE is 0. */
 @inline function sttPut(stt: u32, idx: u64, tce: u64, grow: bool): void {
   const p = sttSlot(stt, idx, grow && tce != 0);
@@ -193,7 +203,7 @@ function putTce(vm: u32, vcpu: u32, flags: u32): i32 {
   let ua: u64 = 0;
   if (perm != 0) {
     const gpa = tce & ~<u64>TCE_PERM_MASK;
-    if (gpa & ((<u64>1 << shift) - 1)) return H_PARAMETER;
+    if (gpa & ((<u64>1 << shift) - 1)) return misalignedTce(flags);
     ua = gpaToUa(vm, gpa);
     if (ua == 0) return H_TOO_HARD;
   }
@@ -233,7 +243,7 @@ function putTceIndirect(vm: u32, vcpu: u32, flags: u32): i32 {
     let ua: u64 = 0;
     if (perm != 0) {
       const gpa = tce & ~<u64>TCE_PERM_MASK;
-      if (gpa & pageMask) return H_PARAMETER;
+      if (gpa & pageMask) return misalignedTce(flags);
       ua = gpaToUa(vm, gpa);
       if (ua == 0) return H_TOO_HARD;
     }

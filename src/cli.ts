@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The command line: `spapr-tce replay FILE`, `spapr-tce bench`, `spapr-tce demo fork`.
+// The command line: `spapr-tce replay FILE`, `spapr-tce bench`, `spapr-tce demo fork|designs`.
 // One error path: every refusal is one line on stderr, `spapr-tce CMD: reason`
 // (`spapr-tce replay: FILE:LINE: reason` for a trace), never a stack; exit 2
 // for usage and input errors, 1 for mismatches (and failures), 0 for success.
@@ -148,10 +148,26 @@ const benchCmd = program
 const demoCmd = program
   .command('demo')
   .description('runnable scenarios')
-  .addArgument(new Argument('<name>', 'fork: the forked-child scenario of the 2015 review, in every owner-check mode').choices(['fork']))
+  .addArgument(
+    new Argument('<name>', 'fork: the forked-child scenario of the 2015 review, in every owner-check mode; designs: every design against every way of holding the handle, with what each costs').choices(['fork', 'designs']),
+  )
   .option('--json', 'print the outcome as JSON')
+  .option('--results <file>', 'designs: the benchmark results JSON the cost columns come from (default: the newest full run in bench/results/ or ./spapr-tce-results/)')
   .action(
-    action('demo', async () => {
+    action('demo', async (name: string, o: { json?: boolean; results?: string }) => {
+      if (name === 'designs') {
+        // The runnable example of examples/ is the demo, so there is one copy of the scenarios.
+        const mod = (await import(new URL('../examples/designs.mjs', import.meta.url).href)) as { main(o: object): Promise<number> };
+        if (o.results !== undefined && !existsSync(o.results)) throw new CliError(`--results ${o.results}: no such file`);
+        try {
+          return await mod.main({ json: o.json, results: o.results });
+        } catch (e) {
+          // A results file that does not parse is an input error.
+          if (e instanceof Error && e.message.startsWith('--results')) throw new CliError(e.message);
+          throw e;
+        }
+      }
+      if (o.results !== undefined) throw new CliError('--results applies to `demo designs` only');
       // The runnable example of examples/ is the demo, so there is one copy of the scenario; it reads --json from argv.
       await import(new URL('../examples/forked-child.mjs', import.meta.url).href);
       return 0;

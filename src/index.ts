@@ -1,10 +1,10 @@
 // spapr-tce: the POWER sPAPR TCE IOMMU as Linux and KVM implement it.
 export { Host } from './host/host.js';
-export type { HostOptions, HostStats, OwnerCheck } from './host/host.js';
+export type { HostOptions, HostStats, OwnerCheck, KernelEra } from './host/host.js';
 export type { HostContext } from './core/context.js';
 export { Process } from './host/process.js';
 export type { MmapResult } from './host/process.js';
-export { Task } from './kernel/task.js';
+export { Task, FdTable } from './kernel/task.js';
 export { Mm } from './kernel/mm.js';
 export type { Mapping } from './kernel/mm.js';
 export { Region, regionsOf, preregNew, preregGet, preregPut } from './kernel/prereg.js';

@@ -11,15 +11,29 @@ import { createWasmEngine } from '../engine/wasm.js';
 import { createNativeEngine } from '../engine/native.js';
 import { HdrView } from '../generated/views.js';
 import {
-  HEADER_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, OWNER_CHECK_MM, PID_CHECK_CALL, PID_CHECK_ENTRY,
+  HEADER_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, OWNER_CHECK_MM, OWNER_CHECK_FORK_CLOSE, PID_CHECK_CALL, PID_CHECK_ENTRY,
+  KERNEL_4_12, KERNEL_4_19, KERNEL_5_19,
 } from '../generated/layout.js';
 
-/** Who may change a container: nobody is stopped, only the owner's pid, or only the owner's mm. */
-export type OwnerCheck = 'none' | 'pid' | 'mm';
+/**
+ * Who may change a container: nobody is stopped ('none'), only the owner's
+ * pid ('pid'), only the owner's mm ('mm'), or whoever holds a handle, which
+ * fork() does not pass on ('fork-close').
+ */
+export type OwnerCheck = 'none' | 'pid' | 'mm' | 'fork-close';
+
+/**
+ * The kernel a host follows where kernels differ: '4.12' allocates the
+ * userspace view at the first VFIO map (until then guest TCE hypercalls on a
+ * linked table exit); '4.19' allocates it with the table, levels on demand;
+ * '5.19' has no real-mode handlers. Charges are the ≥4.19 ones in every era.
+ */
+export type KernelEra = '4.12' | '4.19' | '5.19';
 
 /** What a host is made of; checked by Host.create before it gets here. */
 export interface HostSettings {
   ownerCheck: OwnerCheck;
+  kernel: KernelEra;
   pidCheck: 'call' | 'entry';
   engine: 'wasm' | 'native';
   pageShift: number;
@@ -27,7 +41,9 @@ export interface HostSettings {
   pin: 'simulated' | 'host';
 }
 
-const OWNER_CODES: Record<OwnerCheck, number> = { none: OWNER_CHECK_NONE, pid: OWNER_CHECK_PID, mm: OWNER_CHECK_MM };
+const OWNER_CODES: Record<OwnerCheck, number> = { none: OWNER_CHECK_NONE, pid: OWNER_CHECK_PID, mm: OWNER_CHECK_MM, 'fork-close': OWNER_CHECK_FORK_CLOSE };
+/** HDR.kernel of each era. */
+export const KERNEL_CODES: Record<KernelEra, number> = { '4.12': KERNEL_4_12, '4.19': KERNEL_4_19, '5.19': KERNEL_5_19 };
 
 /** The services and settings of one host, as the layers below Host use them. */
 export class HostContext {
@@ -38,6 +54,8 @@ export class HostContext {
   readonly pageShift: number;
   readonly ownerCheck: OwnerCheck;
   readonly pidCheck: 'call' | 'entry';
+  /** The kernel era this host follows. */
+  readonly kernel: KernelEra;
   readonly pinMode: 'simulated' | 'host';
   /** Things the host could not do for real and simulated instead, said once each. */
   readonly fallbacks: string[] = [];
@@ -52,6 +70,7 @@ export class HostContext {
     this.pinMode = s.pin;
     this.ownerCheck = s.ownerCheck;
     this.pidCheck = s.pidCheck;
+    this.kernel = s.kernel;
     this.mem = LinearMemory.create(s.maxMemory);
     this.engine = s.engine === 'native' ? createNativeEngine(this.mem.memory) : createWasmEngine(this.mem.memory);
     if (this.engine.init(this.mem.byteLength, this.pageShift) !== 0) throw new Error('spapr-tce: the memory layout of the engine does not match');
@@ -59,6 +78,7 @@ export class HostContext {
     this.header = new HdrView(this.mem, HEADER_BASE);
     this.header.ownerCheck = OWNER_CODES[s.ownerCheck];
     this.header.pidPlacement = s.pidCheck === 'entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL;
+    this.header.kernel = KERNEL_CODES[s.kernel];
   }
 
   /** A new pid/tid. */

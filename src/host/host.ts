@@ -3,7 +3,7 @@
 // receives) plus the lists of everything created through it, which it alone
 // keeps: processes and their address spaces, groups, containers, VMs, and
 // (read from the kernel layer's own list) every TCE table.
-import { HostContext, type OwnerCheck } from '../core/context.js';
+import { HostContext, KERNEL_CODES, type OwnerCheck, type KernelEra } from '../core/context.js';
 import { loadNative, nativeLoadError } from '../engine/native.js';
 import { createMm, type Mm } from '../kernel/mm.js';
 import { liveTables, type IommuTable } from '../kernel/table.js';
@@ -19,7 +19,7 @@ import * as v from '../core/validate.js';
 import { HdrView } from '../generated/views.js';
 import { HEADER_BASE, HEAP_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, PID_CHECK_CALL, PID_CHECK_ENTRY } from '../generated/layout.js';
 
-export type { OwnerCheck };
+export type { OwnerCheck, KernelEra };
 
 /** Where the two settings setRealModeCheck switches live: plain stores inside a benchmark's timed loop. */
 const OWNER_CHECK_AT = HEADER_BASE + HdrView.OFFSET.ownerCheck;
@@ -30,6 +30,11 @@ export interface HostOptions {
   ownerCheck?: OwnerCheck;
   /** Where the pid check sits on the real-mode path: once per hypercall or at every view write. */
   pidCheck?: 'call' | 'entry';
+  /**
+   * The kernel era: '4.12' (the userspace view at the first VFIO map), '4.19'
+   * (default: the view with the table, levels on demand), '5.19' (no real mode).
+   */
+  kernel?: KernelEra;
   engine?: 'wasm' | 'native';
   /** The host kernel's PAGE_SHIFT: 16 (64 KiB, ppc64 server) by default, or 12. */
   pageShift?: number;
@@ -59,8 +64,9 @@ export class Host extends HostContext {
   /** A new host with its own linear memory. */
   static async create(opts?: HostOptions): Promise<Host> {
     const o = v.options<HostOptions>('opts', opts);
-    const ownerCheck = v.oneOf('opts.ownerCheck', o.ownerCheck, ['none', 'pid', 'mm'] as const, 'mm');
+    const ownerCheck = v.oneOf('opts.ownerCheck', o.ownerCheck, ['none', 'pid', 'mm', 'fork-close'] as const, 'mm');
     const pidCheck = v.oneOf('opts.pidCheck', o.pidCheck, ['call', 'entry'] as const, 'call');
+    const kernel = v.oneOf('opts.kernel', o.kernel, ['4.12', '4.19', '5.19'] as const, '4.19');
     const engine = v.oneOf('opts.engine', o.engine, ['wasm', 'native'] as const, 'wasm');
     const pageShift = o.pageShift === undefined ? 16 : v.int('opts.pageShift', o.pageShift, 12, 16);
     if (pageShift !== 12 && pageShift !== 16) throw new RangeError(`opts.pageShift must be 12 or 16, got ${pageShift}`);
@@ -75,7 +81,7 @@ export class Host extends HostContext {
     }
     const pin = v.oneOf('opts.pin', o.pin, ['simulated', 'host'] as const, 'simulated');
     if (pin === 'host' && !loadNative()) throw new Error(`spapr-tce: pin: 'host' needs the native addon: ${nativeLoadError()}`);
-    return new Host({ ownerCheck, pidCheck, engine, pageShift, maxMemory, pin }, memlockLimit);
+    return new Host({ ownerCheck, pidCheck, kernel, engine, pageShift, maxMemory, pin }, memlockLimit);
   }
 
   /** The shared WebAssembly.Memory holding all hot state. */
@@ -141,6 +147,7 @@ export class Host extends HostContext {
       pins: this.hostmem.totalPins(),
       engine: this.engine.kind,
       ownerCheck: this.ownerCheck,
+      kernel: this.kernel,
       fallbacks: [...this.fallbacks],
     };
   }
@@ -170,11 +177,13 @@ export class Host extends HostContext {
     const host = new Host(settings, memlockLimit);
     restoreBody(host, body, {
       mm: (mm) => void host.mms.add(mm),
-      process: (pid, tid, mm, limit) => host.adoptProcess(new Process(host, pid, tid, mm, limit)),
+      process: (pid, tid, mm, limit, files) => host.adoptProcess(new Process(host, pid, tid, mm, limit, files)),
       group: (g) => void host.groups.add(g),
       container: (c) => void host.containers.add(c),
       vm: (vm) => void host.vms.add(vm),
     });
+    // A header saved before eras existed has 0 there: the era comes from the settings.
+    host.header.kernel = KERNEL_CODES[host.kernel];
     return host;
   }
 
@@ -194,5 +203,6 @@ export interface HostStats {
   pins: number;
   engine: 'wasm' | 'native';
   ownerCheck: OwnerCheck;
+  kernel: KernelEra;
   fallbacks: string[];
 }

@@ -1,7 +1,8 @@
 // A task as the kernel layers see it (the parts of task_struct the IOMMU code
-// reads): a pid, a thread id, an mm and RLIMIT_MEMLOCK. thread(), fork() and
-// clone() make new tasks of the host's own kind (Process, src/host/process.ts,
-// which adds the file descriptors: containers and VMs); mmap() is the kernel's.
+// reads): a pid, a thread id, an mm, RLIMIT_MEMLOCK and its descriptor table
+// (files_struct). thread(), fork() and clone() make new tasks of the host's
+// own kind (Process, src/host/process.ts, which adds the file descriptors:
+// containers and VMs); mmap() is the kernel's.
 import type { HostContext } from '../core/context.js';
 import type { Mm } from './mm.js';
 import * as v from '../core/validate.js';
@@ -14,6 +15,27 @@ export interface MmapResult {
   bytes: Uint8Array | undefined;
 }
 
+/**
+ * A descriptor table (files_struct): the threads of a process and its
+ * clone({vm: true}) children (CLONE_VM | CLONE_FILES) share their creator's;
+ * fork() gives the child a copy (dup_fd), which remembers the table it was
+ * copied from, so a handle can tell a fork child from an unrelated process.
+ */
+export class FdTable {
+  /** The table fork() copied this one from; undefined for a process's first table. */
+  readonly copiedFrom: FdTable | undefined;
+
+  constructor(copiedFrom?: FdTable) {
+    this.copiedFrom = copiedFrom;
+  }
+
+  /** Whether this table is a copy of `other`, made by fork() directly or through earlier forks. */
+  isCopyOf(other: FdTable): boolean {
+    for (let t = this.copiedFrom; t; t = t.copiedFrom) if (t === other) return true;
+    return false;
+  }
+}
+
 /** A task of the simulated host: what VFIO and KVM check a caller by. */
 export abstract class Task {
   readonly host: HostContext;
@@ -22,13 +44,16 @@ export abstract class Task {
   readonly mm: Mm;
   /** RLIMIT_MEMLOCK in bytes (null: unlimited), inherited by threads, forks and clones. */
   readonly memlockLimit: bigint | null;
+  /** The descriptor table: shared by threads and vm-clones, copied by fork(). */
+  readonly files: FdTable;
 
-  constructor(host: HostContext, pid: number, tid: number, mm: Mm, memlockLimit: bigint | null) {
+  constructor(host: HostContext, pid: number, tid: number, mm: Mm, memlockLimit: bigint | null, files: FdTable = new FdTable()) {
     this.host = host;
     this.pid = pid;
     this.tid = tid;
     this.mm = mm;
     this.memlockLimit = memlockLimit;
+    this.files = files;
   }
 
   /** Another thread of this process: same pid, same mm. */

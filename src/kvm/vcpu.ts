@@ -10,7 +10,7 @@ import { hcallChain } from '../engine/chain.js';
 import { wasmModule } from '../engine/wasm.js';
 import type { WorkerVcpuData } from './worker.js';
 import { VcpuView } from '../generated/views.js';
-import { LEVEL_REAL } from '../generated/layout.js';
+import { H_TOO_HARD, LEVEL_REAL } from '../generated/layout.js';
 
 /** Which level finished a hypercall. */
 export type Level = 'real' | 'virtual' | 'exit' | 'none';
@@ -29,6 +29,8 @@ export class Vcpu {
   private readonly engine: Engine;
   private readonly events: HcallObserver;
   private readonly d: VcpuView;
+  /** Whether the kernel has real-mode handlers (all eras before '5.19'). */
+  private readonly realMode: boolean;
 
   /** @internal use vm.vcpu(). Allocates the register block, or adopts `desc` (a restored vCPU). */
   constructor(vm: KvmVm, index: number, thread: Task, desc?: number) {
@@ -37,6 +39,7 @@ export class Vcpu {
     this.thread = thread;
     this.engine = vm.host.engine;
     this.events = vm.events;
+    this.realMode = vm.host.kernel !== '5.19';
     if (desc === undefined) {
       const d = new VcpuView(vm.host.mem, vm.host.alloc(VcpuView.BYTES, 'vCPU register block'));
       d.vm = vm.desc;
@@ -66,7 +69,7 @@ export class Vcpu {
 
   /** The hypercall chain itself. */
   private run(): number {
-    return hcallChain(this.engine, this.desc, this.regs);
+    return hcallChain(this.engine, this.desc, this.regs, this.realMode);
   }
 
   /** hcall() with subscribers: the arguments are copied first, since r3 receives the status. */
@@ -82,8 +85,13 @@ export class Vcpu {
     return rc;
   }
 
-  /** Real mode only (for benchmarks and tests of the fast path): H_TOO_HARD leaves r3 as it was. */
+  /**
+   * Real mode only (for benchmarks and tests of the fast path): H_TOO_HARD
+   * leaves r3 as it was. Under kernel '5.19' there is no real mode: always
+   * H_TOO_HARD, and nothing runs.
+   */
   hcallRealMode(): number {
+    if (!this.realMode) return H_TOO_HARD;
     return this.engine.hcall(this.desc, LEVEL_REAL);
   }
 

@@ -8,7 +8,8 @@ import { createWasmEngine } from '../engine/wasm.js';
 import { createNativeEngine } from '../engine/native.js';
 import { hcallChain } from '../engine/chain.js';
 import { LinearMemory } from '../core/memory.js';
-import { VcpuView } from '../generated/views.js';
+import { HdrView, VcpuView } from '../generated/views.js';
+import { HEADER_BASE, KERNEL_5_19 } from '../generated/layout.js';
 
 /** What a Vcpu hands to a worker (structured-clone safe: the memory and module are shared, not copied). */
 export interface WorkerVcpuData {
@@ -24,11 +25,15 @@ export class WorkerVcpu {
   readonly regs: BigUint64Array;
   private readonly engine: Engine;
   private readonly desc: number;
+  /** Whether the host's kernel era has real mode, read from the shared header ('5.19' has none). */
+  private readonly realMode: boolean;
 
   private constructor(data: WorkerVcpuData) {
     this.engine = data.engine === 'native' ? createNativeEngine(data.memory) : createWasmEngine(data.memory, data.module);
     this.desc = data.vcpu;
-    this.regs = new VcpuView(new LinearMemory(data.memory), data.vcpu).gprArray();
+    const mem = new LinearMemory(data.memory);
+    this.regs = new VcpuView(mem, data.vcpu).gprArray();
+    this.realMode = new HdrView(mem, HEADER_BASE).kernel !== KERNEL_5_19;
   }
 
   /** Attaches to a vCPU from the data its Vcpu produced (vcpu.workerData()). */
@@ -41,6 +46,6 @@ export class WorkerVcpu {
 
   /** Runs the hypercall in the registers: real mode, then virtual mode, then H_TOO_HARD (exit to the VMM). */
   hcall(): number {
-    return hcallChain(this.engine, this.desc, this.regs);
+    return hcallChain(this.engine, this.desc, this.regs, this.realMode);
   }
 }

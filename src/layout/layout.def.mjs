@@ -73,6 +73,7 @@ export const structs = {
       ['allocFlMap', 'u32', 'TLSF first-level bitmap: bit f set when allocSlMap[f] != 0'],
       ['allocSlMap', 'u32', 'TLSF second-level bitmaps: bit s of [f] set when list f·2^SL_BITS+s is not empty', ALLOC_FL_COUNT],
       ['allocHeads', 'u32', 'TLSF free-list heads, one per (first, second) level', ALLOC_FL_COUNT << ALLOC_SL_BITS],
+      ['kernel', 'u32', 'KERNEL_* era of this host: whether real mode exists (vCPUs on workers read it) and what virtual mode answers a misaligned TCE'],
     ],
   },
   MM: {
@@ -230,8 +231,15 @@ export const constants = {
     OWNER_CHECK_NONE: 0,
     OWNER_CHECK_PID: 1,
     OWNER_CHECK_MM: 2,
+    OWNER_CHECK_FORK_CLOSE: 3, // handles closed on fork(); nothing checked on any path (real mode treats it as none)
     PID_CHECK_CALL: 0,
     PID_CHECK_ENTRY: 1,
+  },
+  /** The kernel eras of Host.create({ kernel }) (HDR.kernel); 0 in a header written before eras existed reads as 4.12. */
+  kernel: {
+    KERNEL_4_12: 412, // userspace view allocated at the first VFIO map; real mode; virtual mode answers a misaligned TCE H_PARAMETER
+    KERNEL_4_19: 419, // the view allocated with the table (090bad39b237), levels on demand; virtual mode H_TOO_HARD (42de7b9e2167)
+    KERNEL_5_19: 519, // no real mode (cad32d9d42e8): every TCE hypercall runs in virtual mode
   },
   /** Linux errno values (positive); internal routines return them negated. */
   errno: {

@@ -1243,6 +1243,19 @@ bool TceEngine::applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t u
   return true;
 }
 
+namespace {
+/**
+ * The answer to a TCE whose address is misaligned to the guest page: real
+ * mode (kvmppc_rm_tce_validate) and the 4.12 virtual mode say H_PARAMETER;
+ * from 4.19 the virtual-mode kvmppc_tce_validate (42de7b9e2167) says
+ * H_TOO_HARD, which exits to the VMM. `kernel` is HDR.kernel, loaded only on
+ * that error path.
+ */
+int32_t misalignedTce(uint32_t flags, uint32_t kernel) {
+  return (flags & kOpAlloc) != 0 && kernel >= static_cast<uint32_t>(KERNEL_4_19) ? H_TOO_HARD : H_PARAMETER;
+}
+}  // namespace
+
 /** Stores a guest TCE (kvmppc_tce_put): an absent page is allocated unless the TCE is 0. */
 void TceEngine::sttPut(uint32_t stt, uint64_t idx, uint64_t tce, bool grow) {
   const uint32_t p = sttSlot(stt, idx, grow && tce != 0);
@@ -1268,7 +1281,7 @@ int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, uint32_t flags) {
   uint64_t ua = 0;
   if (perm != 0) {
     const uint64_t gpa = tce & ~kPerm;
-    if (gpa & (shl64(1, shift) - 1)) return H_PARAMETER;
+    if (gpa & (shl64(1, shift) - 1)) return misalignedTce(flags, ld32(at(H, HDR_KERNEL)));
     ua = gpaToUa(vm, gpa);
     if (ua == 0) return H_TOO_HARD;
   }
@@ -1308,7 +1321,7 @@ int32_t TceEngine::putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags) {
     uint64_t ua = 0;
     if (perm != 0) {
       const uint64_t gpa = tce & ~kPerm;
-      if (gpa & pageMask) return H_PARAMETER;
+      if (gpa & pageMask) return misalignedTce(flags, ld32(at(H, HDR_KERNEL)));
       ua = gpaToUa(vm, gpa);
       if (ua == 0) return H_TOO_HARD;
     }

@@ -94,12 +94,14 @@ export interface VmState {
 
 /** Everything a snapshot holds besides its envelope. */
 export interface SnapshotBody {
-  options: { ownerCheck: string; pidCheck: string; engine: string; pageShift: number; maxMemory: number; memlockLimit: string | null; pin: string };
+  options: { ownerCheck: string; pidCheck: string; kernel?: string; engine: string; pageShift: number; maxMemory: number; memlockLimit: string | null; pin: string };
   counters: { lastId: number; lastTid: number };
   memory: { bytes: number; pages: [number, string][] };
   hostmem: HostMemoryState;
   mms: MmState[];
-  processes: { pid: number; tid: number; mm: number; memlockLimit: string | null }[];
+  processes: { pid: number; tid: number; mm: number; memlockLimit: string | null; files?: number }[];
+  /** Descriptor tables, numbered as processes[].files names them: the table each was copied from by fork(), or null (absent in older snapshots). */
+  fdTables?: (number | null)[];
   tables: TableState[];
   groups: GroupState[];
   containers: ContainerState[];

@@ -4,7 +4,7 @@
 // creates the bare host and keeps the objects handed to `adopt`.
 import type { HostContext, HostSettings } from '../core/context.js';
 import { Mm } from '../kernel/mm.js';
-import type { Task } from '../kernel/task.js';
+import { FdTable, type Task } from '../kernel/task.js';
 import { IommuTable, liveTables } from '../kernel/table.js';
 import { Region } from '../kernel/prereg.js';
 import { Group } from '../vfio/group.js';
@@ -17,7 +17,7 @@ import type { SnapshotBody, MmState, TableState, GroupState, ContainerState, VmS
 /** Where the restored objects go: the host keeps its lists, and makes its own kind of process. */
 export interface Adopt {
   mm(mm: Mm): void;
-  process(pid: number, tid: number, mm: Mm, memlockLimit: bigint | null): Task;
+  process(pid: number, tid: number, mm: Mm, memlockLimit: bigint | null, files: FdTable): Task;
   group(g: Group): void;
   container(c: Container): void;
   vm(vm: Vm): void;
@@ -28,7 +28,9 @@ export function settingsOf(body: SnapshotBody): { settings: HostSettings; memloc
   const o = body.options;
   return {
     settings: {
-      ownerCheck: o.ownerCheck as HostSettings['ownerCheck'], pidCheck: o.pidCheck as HostSettings['pidCheck'], engine: o.engine as HostSettings['engine'],
+      ownerCheck: o.ownerCheck as HostSettings['ownerCheck'], pidCheck: o.pidCheck as HostSettings['pidCheck'],
+      // a snapshot from before eras behaved as 4.12 (the view at the first map)
+      kernel: (o.kernel ?? '4.12') as HostSettings['kernel'], engine: o.engine as HostSettings['engine'],
       pageShift: o.pageShift, maxMemory: o.maxMemory, pin: o.pin as HostSettings['pin'],
     },
     memlockLimit: o.memlockLimit === null ? null : BigInt(o.memlockLimit),
@@ -48,7 +50,10 @@ export function restoreBody(host: HostContext, body: SnapshotBody, adopt: Adopt)
     adopt.mm(mm);
   }
   const processes = new Map<number, Task>();
-  for (const p of body.processes) processes.set(p.tid, adopt.process(p.pid, p.tid, mms.get(p.mm)!, p.memlockLimit === null ? null : BigInt(p.memlockLimit)));
+  const files = restoreFdTables(body);
+  for (const p of body.processes) {
+    processes.set(p.tid, adopt.process(p.pid, p.tid, mms.get(p.mm)!, p.memlockLimit === null ? null : BigInt(p.memlockLimit), files(p)));
+  }
   const tables = new Map<number, IommuTable>();
   for (const s of body.tables) tables.set(s.desc, restoreTable(host, s, mms));
   const groups = new Map<number, Group>();
@@ -89,6 +94,26 @@ function restoreGroup(host: HostContext, s: GroupState, tables: Map<number, Iomm
   g.hostWindow = s.hostWindow;
   s.slots.forEach((d, i) => (g.slots[i] = d ? tables.get(d) : undefined));
   return g;
+}
+
+/**
+ * The descriptor tables of the saved processes, their fork() ancestry kept.
+ * A snapshot from before tables were saved gives each pid one table (its
+ * threads share it), as those versions had no other tie between tasks.
+ */
+function restoreFdTables(body: SnapshotBody): (p: SnapshotBody['processes'][number]) => FdTable {
+  const saved = body.fdTables;
+  if (saved) {
+    const tables: FdTable[] = [];
+    for (const parent of saved) tables.push(new FdTable(parent === null ? undefined : tables[parent]));
+    return (p) => tables[p.files ?? -1] ?? new FdTable();
+  }
+  const byPid = new Map<number, FdTable>();
+  return (p) => {
+    let t = byPid.get(p.pid);
+    if (!t) byPid.set(p.pid, (t = new FdTable()));
+    return t;
+  };
 }
 
 /** The container, with new handles for the processes that held it open. */

@@ -4,7 +4,7 @@
 import type { HostContext } from '../core/context.js';
 import type { HostMemory } from '../core/hostmem.js';
 import type { Mm } from '../kernel/mm.js';
-import type { Task } from '../kernel/task.js';
+import type { Task, FdTable } from '../kernel/task.js';
 import type { IommuTable } from '../kernel/table.js';
 import type { Group } from '../vfio/group.js';
 import type { Container } from '../vfio/container.js';
@@ -34,13 +34,15 @@ const hexOrNull = (x: bigint | null): string | null => (x === null ? null : hex(
 /** The body of a snapshot of `host`. */
 export function saveBody(host: SnapshotSource): SnapshotBody {
   const mem = host.mem;
+  const files = numberFdTables(host.processes.values());
   return {
-    options: { ownerCheck: host.ownerCheck, pidCheck: host.pidCheck, engine: host.engine.kind, pageShift: host.pageShift, maxMemory: mem.byteLength, memlockLimit: hexOrNull(host.memlockLimit), pin: host.pinMode },
+    options: { ownerCheck: host.ownerCheck, pidCheck: host.pidCheck, kernel: host.kernel, engine: host.engine.kind, pageShift: host.pageShift, maxMemory: mem.byteLength, memlockLimit: hexOrNull(host.memlockLimit), pin: host.pinMode },
     counters: host.idCounters(),
     memory: { bytes: mem.byteLength, pages: savePages(host) },
     hostmem: saveHostMemory(host.hostmem),
     mms: [...host.mms].map(saveMm),
-    processes: [...host.processes.values()].map((p) => ({ pid: p.pid, tid: p.tid, mm: p.mm.id, memlockLimit: hexOrNull(p.memlockLimit) })),
+    processes: [...host.processes.values()].map((p) => ({ pid: p.pid, tid: p.tid, mm: p.mm.id, memlockLimit: hexOrNull(p.memlockLimit), files: files.number(p.files) })),
+    fdTables: files.list,
     tables: [...host.tables].map(saveTable),
     groups: [...host.groups].map(saveGroup),
     containers: [...host.containers].map(saveContainer),
@@ -119,4 +121,22 @@ function saveVm(vm: Vm): VmState {
 
 function savePhb(p: Phb): PhbState {
   return { buid: hex(p.buid), index: p.index, dma32Addr: hex(p.dma32Addr), dma32Size: hex(p.dma32Size), dma64Addr: hex(p.dma64Addr), pageSizeMask: hex(p.pageSizeMask), ddw: p.ddw, defWin: [...p.defWin] };
+}
+
+/** Numbers the descriptor tables of `tasks` (and the tables they were copied from): each entry of `list` is the number of its parent, or null. */
+function numberFdTables(tasks: Iterable<Task>): { number(t: FdTable): number; list: (number | null)[] } {
+  const ids = new Map<FdTable, number>();
+  const list: (number | null)[] = [];
+  const number = (t: FdTable): number => {
+    let id = ids.get(t);
+    if (id === undefined) {
+      const parent = t.copiedFrom ? number(t.copiedFrom) : null;
+      id = list.length;
+      ids.set(t, id);
+      list.push(parent);
+    }
+    return id;
+  };
+  for (const t of tasks) number(t.files);
+  return { number, list };
 }

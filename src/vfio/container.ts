@@ -1,8 +1,9 @@
 // VFIO sPAPR TCE containers (drivers/vfio/vfio_iommu_spapr_tce.c, reference
 // ≈v5.10–6.3) with the owner check in three modes. A Container is the shared
 // kernel object (struct tce_container); a ContainerFd (fd.ts) is a handle on
-// it bound to the process that uses it (open, or inherited through
-// fork()/fd passing). This file holds the container's state and its ioctl
+// it bound to the process that uses it (opened, inherited across fork() or
+// from a thread, or received over a socket: src/host/process.ts). This file
+// holds the container's state and its ioctl
 // surface; each concern has its own file:
 //   owner.ts         the owner check and the driver checks every ioctl makes first
 //   iommu.ts         IOMMU type, groups, GET_INFO, release
@@ -56,7 +57,7 @@ export class Container {
     this.id = id;
   }
 
-  /** @internal a new open handle on this container for `task` (open, fork, fd passing, restore). */
+  /** @internal a new open handle on this container for `task` (open, inherit, receive, restore). */
   open(task: Task): ContainerFd {
     const fd = new ContainerFd(task, this);
     this.handles++;

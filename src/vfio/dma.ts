@@ -60,7 +60,7 @@ export function mapDma(c: Container, caller: Task, args: DmaMap): void {
 function buildV2(c: Container, caller: Task, w: Window, entry: bigint, n: bigint, vaddr: bigint, perm: number): void {
   if (n === 0n) return;
   const mm = ctxMm(c, caller);
-  // The userspace view's memory comes with the first map (it was charged with the table).
+  // Under '4.12' the userspace view's memory comes with the first map (it was charged with the table).
   w.table.viewMm ??= mm;
   w.table.buildV2(mm, entry, n, vaddr, perm);
 }

@@ -14,7 +14,7 @@ export class ContainerFd {
   readonly container: Container;
   private open = true;
 
-  /** @internal use process.openContainer() or process.inherit(fd) */
+  /** @internal use process.openContainer(), process.inherit(fd) or process.receive(fd) */
   constructor(process: Task, container: Container) {
     this.process = process;
     this.container = container;

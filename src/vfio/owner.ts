@@ -1,11 +1,15 @@
-// The owner check of a container, in three modes (Host.create's ownerCheck):
-//   none — the 2015 patch as posted: nothing; lookups and accounting use the
-//          calling process's mm (current->mm).
-//   pid  — the owner's pid, claimed where `mm` claims, is required for every
-//          call that changes state; it is also stored in each table next to
-//          the userspace view for the real-mode path.
-//   mm   — Linux ≥ 4.10 (bc82d122ae4a): the container is bound to the first
-//          mm that needs one; every other mm gets EPERM (except CHECK_EXTENSION).
+// The owner check of a container, in four modes (Host.create's ownerCheck):
+//   none       — the 2015 patch as posted: nothing; lookups and accounting use
+//                the calling process's mm (current->mm).
+//   pid        — the owner's pid, claimed where `mm` claims, is required for
+//                every call that changes state; it is also stored in each
+//                table next to the userspace view for the real-mode path.
+//   mm         — Linux ≥ 4.10 (bc82d122ae4a): the container is bound to the
+//                first mm that needs one; every other mm gets EPERM (except
+//                CHECK_EXTENSION).
+//   fork-close — the review's other proposal: the handles are not inherited
+//                across fork() (src/host/process.ts refuses the child's copy
+//                with EBADF), and nothing else is checked: here it is `none`.
 // Also the driver checks every ioctl makes before anything else.
 import type { Container } from './container.js';
 import type { Window } from './types.js';
@@ -24,10 +28,16 @@ export function guard(c: Container, caller: Task, changes: boolean): void {
   }
 }
 
+/** Whether the mode binds a container to an owner (tce_iommu_mm_set): mm and pid do; none and fork-close do not. */
+export function bindsOwner(c: Container): boolean {
+  const mode = c.host.ownerCheck;
+  return mode === 'mm' || mode === 'pid';
+}
+
 /** tce_iommu_mm_set: binds the container to the caller on first need (modes mm and pid). */
 export function claim(c: Container, caller: Task): void {
   const mode = c.host.ownerCheck;
-  if (mode === 'none' || c.mm) return;
+  if (!bindsOwner(c) || c.mm) return;
   c.mm = caller.mm;
   if (mode === 'pid') {
     c.ownerPid = caller.pid;
@@ -35,9 +45,9 @@ export function claim(c: Container, caller: Task): void {
   }
 }
 
-/** The mm that lookups and accounting use: the bound one, or the caller's (mode none: current->mm). */
+/** The mm that lookups and accounting use: the bound one, or the caller's (modes none and fork-close: current->mm). */
 export function ctxMm(c: Container, caller: Task): Mm {
-  return c.host.ownerCheck === 'none' ? caller.mm : c.mm ?? caller.mm;
+  return bindsOwner(c) ? c.mm ?? caller.mm : caller.mm;
 }
 
 /** The mm a window's entries were mapped in, for clearing outside any caller (release, detach). */
@@ -50,8 +60,15 @@ export function requireDriver(c: Container, what: string): void {
   if (!c.iommuSet) fail('EINVAL', `${what}: no IOMMU type set on container ${c.id} (setIommu first)`);
 }
 
-/** requireDriver, and the driver of the right type: ENOTTY for a v1 ioctl on v2 and the reverse. */
-export function requireType(c: Container, v2: boolean, what: string): void {
+/**
+ * The entry of a v1-only or v2-only ioctl, in tce_iommu_ioctl's order:
+ * requireDriver (EINVAL), then the owner check (guard: EPERM from another
+ * mm), and only then the type (ENOTTY for a v1 ioctl on v2 and the
+ * reverse): the kernel's mm check precedes the switch whose `if
+ * (container->v2) break;` falls through to -ENOTTY.
+ */
+export function requireType(c: Container, caller: Task, v2: boolean, what: string): void {
   requireDriver(c, what);
+  guard(c, caller, true);
   if (c.v2 !== v2) fail('ENOTTY', `${what} is a ${v2 ? 'v2' : 'v1'} ioctl; this container is ${c.v2 ? 'v2' : 'v1'}`);
 }

@@ -4,7 +4,7 @@
 // regions of src/kernel/prereg.ts.
 import type { Container } from './container.js';
 import type { Task } from '../kernel/task.js';
-import { guard, claim, ctxMm, requireType } from './owner.js';
+import { bindsOwner, claim, ctxMm, requireType } from './owner.js';
 import { preregGet, preregNew, preregPut, findExact } from '../kernel/prereg.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -19,8 +19,7 @@ export function registerMemory(c: Container, caller: Task, vaddr: bigint, size: 
   v.u64('vaddr', vaddr);
   v.u64('size', size);
   v.int('flags', flags, 0, 0xffffffff);
-  requireType(c, true, 'registerMemory');
-  guard(c, caller, true);
+  requireType(c, caller, true, 'registerMemory');
   claim(c, caller);
   if (flags !== 0) fail('EINVAL', `registerMemory: flags must be 0, got ${flags}`);
   const mask = (1n << BigInt(c.host.pageShift)) - 1n;
@@ -47,9 +46,8 @@ export function unregisterMemory(c: Container, caller: Task, vaddr: bigint, size
   v.u64('vaddr', vaddr);
   v.u64('size', size);
   v.int('flags', flags, 0, 0xffffffff);
-  requireType(c, true, 'unregisterMemory');
-  guard(c, caller, true);
-  if (c.host.ownerCheck !== 'none' && !c.mm) fail('EPERM', 'unregisterMemory: the container has no mm yet');
+  requireType(c, caller, true, 'unregisterMemory');
+  if (bindsOwner(c) && !c.mm) fail('EPERM', 'unregisterMemory: the container has no mm yet');
   if (flags !== 0) fail('EINVAL', `unregisterMemory: flags must be 0, got ${flags}`);
   const mask = (1n << BigInt(c.host.pageShift)) - 1n;
   if (vaddr & mask || size & mask) fail('EINVAL', `unregisterMemory: vaddr ${hex(vaddr)} and size ${hex(size)} must be aligned to the 2^${c.host.pageShift} system page`);

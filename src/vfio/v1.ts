@@ -4,7 +4,7 @@
 import type { Container } from './container.js';
 import type { Window } from './types.js';
 import type { Task } from '../kernel/task.js';
-import { guard, claim, ctxMm, requireType } from './owner.js';
+import { claim, ctxMm, requireType } from './owner.js';
 import { clearV1 } from './tables.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -12,8 +12,7 @@ import { TCE_PERM_MASK } from '../generated/layout.js';
 
 /** VFIO_IOMMU_ENABLE (v1): EBUSY / ENODEV / EPERM (no 32-bit window); claims; charges tce32_size pages (ENOMEM). */
 export function enable(c: Container, caller: Task): void {
-  requireType(c, false, 'enable');
-  guard(c, caller, true);
+  requireType(c, caller, false, 'enable');
   if (c.enabled) fail('EBUSY', 'enable: the container is already enabled');
   const g = c.groups[0];
   if (!g) fail('ENODEV', 'enable: no group attached');
@@ -29,8 +28,7 @@ export function enable(c: Container, caller: Task): void {
 
 /** VFIO_IOMMU_DISABLE (v1): always succeeds; returns the ENABLE charge. */
 export function disable(c: Container, caller: Task): void {
-  requireType(c, false, 'disable');
-  guard(c, caller, true);
+  requireType(c, caller, false, 'disable');
   disableV1(c);
 }
 

@@ -5,7 +5,7 @@ import type { Container } from './container.js';
 import type { Group } from './group.js';
 import type { Task } from '../kernel/task.js';
 import { DDW_BUS_OFFSET, type CreateWindow } from './types.js';
-import { guard, claim, ctxMm, requireType } from './owner.js';
+import { claim, ctxMm, requireType } from './owner.js';
 import { setWindow, findWindow, clearTable, freeWindow } from './tables.js';
 import { IommuTable } from '../kernel/table.js';
 import { getTableSize, checkGeometry } from '../kernel/geometry.js';
@@ -37,18 +37,26 @@ function createWindowIn(c: Container, caller: Task, pageShift: number, windowSiz
   if (bytes === 0n) fail('EINVAL', `createWindow: no table of ${levels} level(s) for a ${hex(windowSize)}-byte window`);
   if (levels > g.maxLevels) fail('EINVAL', `createWindow: ${levels} levels exceed the group's ${g.maxLevels}`);
   // The whole of get_table_size (the TCE tree and its userspace copy) is
-  // charged now, to the owner, as tce_iommu_create_table does; the view's
-  // memory itself is only allocated at the first map (see buildV2 in dma.ts).
+  // charged now, to the owner, as tce_iommu_create_table does (in every
+  // era). From 4.19 the view comes with the table, as
+  // pnv_pci_ioda2_table_alloc_pages(..., alloc_userspace_copy) allocates it
+  // (090bad39b237), its lower levels on demand (a68bd1267b72); under '4.12'
+  // it is allocated at the first map (39701e56f5f1; see buildV2 in dma.ts).
+  // The kernel charges before pnv_pci_ioda2_table_alloc_pages refuses a
+  // geometry of 2^55 bytes or more and never returns that charge; here a
+  // refused geometry is uncharged (a divergence: a refusal changes nothing).
   const tablePages = bytes >> BigInt(c.host.pageShift);
   const mm = ctxMm(c, caller);
   const key = `container${c.id}:table${slot}`;
   mm.account(key, tablePages, caller.memlockLimitPages);
-  let table: IommuTable;
+  let table: IommuTable | undefined;
   try {
     const busOffset = slot === 0 ? g.tce32Start : DDW_BUS_OFFSET;
     checkGeometry({ pageShift, windowSize, levels, busOffset }, c.host.pageShift);
     table = IommuTable.create(c.host, { pageShift, windowSize, levels, busOffset }, true);
+    if (c.host.kernel !== '4.12') table.allocView();
   } catch (e) {
+    table?.free();
     mm.unaccount(key, tablePages);
     throw e;
   }
@@ -77,8 +85,7 @@ export function createWindow(c: Container, caller: Task, args: CreateWindow): { 
   const windowSize = v.u64('windowSize', o.windowSize);
   const levels = v.int('levels', o.levels, 0, 0xffffffff);
   const flags = o.flags === undefined ? 0 : v.int('flags', o.flags, 0, 0xffffffff);
-  requireType(c, true, 'createWindow');
-  guard(c, caller, true);
+  requireType(c, caller, true, 'createWindow');
   claim(c, caller);
   if (c.groups.length === 0) fail('ENXIO', 'createWindow: no group attached');
   if (flags !== 0) fail('EINVAL', `createWindow: flags must be 0, got ${flags}`);
@@ -94,8 +101,7 @@ export function createWindow(c: Container, caller: Task, args: CreateWindow): { 
 export function removeWindow(c: Container, caller: Task, startAddr: bigint, flags: number): void {
   v.u64('startAddr', startAddr);
   v.int('flags', flags, 0, 0xffffffff);
-  requireType(c, true, 'removeWindow');
-  guard(c, caller, true);
+  requireType(c, caller, true, 'removeWindow');
   claim(c, caller);
   if (c.groups.length === 0) fail('ENXIO', 'removeWindow: no group attached');
   if (flags !== 0) fail('EINVAL', `removeWindow: flags must be 0, got ${flags}`);
