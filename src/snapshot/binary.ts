@@ -31,8 +31,9 @@ import { memBuffer, pageIsZero, PAGE, type BlockRecord, type Run } from './scan.
 export const BINARY_MAGIC = 'SPTCESNP';
 /** The version of binary snapshots this library writes and reads (it carries body version 2). */
 export const BINARY_VERSION = 1;
-/** Header flags. */
+/** Header flag: an incremental snapshot, restored over its base. */
 export const F_INCREMENTAL = 1;
+/** Header flag: a RAM-less snapshot (guest RAM left out, the heap's blocks listed). */
 export const F_NO_RAM = 2;
 
 const HEADER = 64;

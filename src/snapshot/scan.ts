@@ -1,5 +1,5 @@
 // Finding what to save in linear memory at memory speed. Zero pages are
-// recognised by comparing 64 KiB at a time against a zero buffer with
+// recognised by comparing 256 KiB at a time against a zero buffer with
 // Buffer#compare (memcmp over the shared memory, no copy, no JavaScript loop
 // per word): about 11 GB/s here, where a Uint32Array loop reaches 2.5 and the
 // engine's i64 loop 8. Memory above the allocator's top is never used and
@@ -12,7 +12,7 @@ import { heapGeometry } from './fsck/heap.js';
 
 /** Size of the pages memory is saved and compared in. */
 export const PAGE = 4096;
-const CHUNK = 65536;
+const CHUNK = 256 << 10;
 const ZERO = Buffer.alloc(CHUNK);
 const GRANULE = 1 << MIN_BLOCK_SHIFT;
 

@@ -38,6 +38,8 @@ export function checkMappings(g: Graph, m: Mem, claims: Claims, ramBlocks: Map<n
       if (x.pageShift < g.sysShift) refuse(`${f}.pageShift`, `must be at least the system page shift ${g.sysShift}, got ${x.pageShift}`);
       if (x.ua % page !== 0n) refuse(`${f}.ua`, `${hex(x.ua)} is not aligned to its 2^${x.pageShift}-byte pages`);
       if (x.size === 0n || x.size % page !== 0n || x.size > 1n << 46n) refuse(`${f}.size`, `must be a non-zero multiple of 2^${x.pageShift} up to 2^46, got ${hex(x.size)}`);
+      // Its page addresses become one BigUint64Array (Mapping.hpas): past 2^27 pages no host could have made it.
+      if (x.size / page > 1n << 27n) refuse(`${f}.size`, `${x.size / page} pages of 2^${x.pageShift} bytes are more than one mapping can hold (2^27)`);
       const end = x.ua + x.size;
       if (end > U64_END) refuse(`${f}.size`, 'the mapping wraps around the address space');
       if (end + page > mm.s.nextUa) refuse(`${mm.field}.nextUa`, `${hex(mm.s.nextUa)} is not past mapping ${i} and its guard page (${hex(end + page)})`);
