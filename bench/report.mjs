@@ -14,7 +14,7 @@ export function header() {
 }
 
 /** The results document. Contract fields first; everything else under extra keys. */
-export function document({ results, skipped, traces, scaling, instructions, settings, seconds, sectionSeconds }) {
+export function document({ results, skipped, traces, scaling, instructions, snapshot, settings, seconds, sectionSeconds }) {
   return {
     ...header(),
     // Contract rows: {op, engine, check, nsPerCall, nsPerEntry, samples, overhead}; `entries`, and
@@ -24,6 +24,7 @@ export function document({ results, skipped, traces, scaling, instructions, sett
     traces,
     scaling,
     instructions,
+    snapshot,
     settings,
     seconds,
     sectionSeconds,

@@ -11,6 +11,7 @@ import { PROFILES } from './harness.mjs';
 import { plan, runMatrix } from './matrix.mjs';
 import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
 import { runScaling } from './scaling.mjs';
+import { runSnapshot, snapshotRuns, snapshotTable } from './snapshot.mjs';
 import { CG_OPS, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, prepare } from './ops.mjs';
 import { cFloor } from './cfloor.mjs';
@@ -70,11 +71,12 @@ export async function main(opts = {}) {
   const traceNames = traceFiles(opts.traceDir).map((f) => basename(f).replace(/\.jsonl(\.gz)?$/, ''));
   const anyTrace = traceNames.some((n) => CHECKS.some((c) => !filter || filter.test(`trace/${n}/${c}`)));
   const anyScaling = !filter || ['disjoint', 'shared'].some((t) => [1, 2, 4].some((n) => filter.test(`scaling/${t}/${n}`)));
-  if (filter && cells.length === 0 && !anyTrace && !anyScaling && cgCells.length === 0 && cgSkipped.length === 0) {
+  const anySnapshot = !filter || filter.test('snapshot');
+  if (filter && cells.length === 0 && !anyTrace && !anyScaling && !anySnapshot && cgCells.length === 0 && cgSkipped.length === 0) {
     console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2)`);
     return 2;
   }
-  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2;
+  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2 + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0);
 
   const bar = new cliProgress.SingleBar(
     { format: 'bench [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left | {label}', stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 40 },
@@ -83,7 +85,7 @@ export async function main(opts = {}) {
   if (!opts.quiet) bar.start(total, 0, { label: 'preparing' });
   const tick = (label) => (opts.quiet ? undefined : bar.increment(1, label ? { label } : undefined));
 
-  let results, skipped, traces = [], scaling = [], instructions;
+  let results, skipped, traces = [], scaling = [], instructions, snapshot;
   const sectionSeconds = {};
   let mark = Date.now();
   const lap = (name) => {
@@ -103,6 +105,8 @@ export async function main(opts = {}) {
       scaling = await runScaling({ reps: scaleReps, durationMs: scaleMs, filter, tick: () => tick('vCPU scaling') });
     }
     lap('scaling');
+    if (anySnapshot) snapshot = await runSnapshot({ quick, tiny, dir: opts.traceDir, tick: () => tick('snapshots') });
+    lap('snapshot');
     if (opts.instructions) {
       if (cgMissing) instructions = { skipped: cgMissing };
       else {
@@ -126,6 +130,7 @@ export async function main(opts = {}) {
     traces,
     scaling,
     instructions,
+    snapshot,
     settings: {
       mode: opts.profile ?? (quick ? 'quick' : 'full'),
       filter: opts.filter ?? null,
@@ -164,6 +169,7 @@ export async function main(opts = {}) {
   if (Array.isArray(traces) && traces.length) log('\nTrace replay (qemu profile)\n' + tracesTable(traces));
   else if (traces.skipped) log(`\ntrace replay skipped: ${traces.skipped}`);
   if (scaling.length) log('\nvCPU scaling (H_PUT_TCE on worker threads, wasm, check none)\n' + scalingTable(scaling));
+  if (snapshot) log('\nSnapshots (binary format)\n' + snapshotTable(snapshot));
   if (instructions?.skipped && !instructions.results) log(`\ninstructions: skipped — ${instructions.skipped}`);
   else if (instructions) {
     log('\nInstructions (callgrind)\n' + instructionsTable(instructions.results));
