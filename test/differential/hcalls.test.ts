@@ -84,7 +84,8 @@ class World {
     fd2.setIommu('v2');
     fd2.registerMemory(this.ram.ua, cfg.regHalf ? RAM / 2n : RAM);
     fd2.removeWindow(0n);
-    fd2.createWindow({ pageShift: cfg.gShift > 16 ? 16 : 12, windowSize: HW_WINDOW, levels: 3 });
+    // 3 levels of 64K pages reach 2^55 with 64K system pages (EINVAL, pnv_pci_ioda2_table_alloc_pages): 2 there.
+    fd2.createWindow({ pageShift: cfg.gShift > 16 ? 16 : 12, windowSize: HW_WINDOW, levels: cfg.gShift > 16 ? 2 : 3 });
     if (cfg.gShift <= 16) fd2.mapDma({ iova: 0n, vaddr: this.ram.ua, size: 4096n, read: true, write: false });
     const legacy = host.addGroup({ ddw: false });
 
