@@ -225,6 +225,28 @@ describe('Host.restore checks every field', () => {
     }
   });
 
+  it('handles: one held by no task of the snapshot, a closed container that kept its groups, a task naming a table of no list', async () => {
+    const h = await Host.create({ ownerCheck: 'fork-close', kernel: '4.12', maxMemory: 4 << 20 });
+    const p = h.spawn();
+    const fd = p.openContainer();
+    fd.attachGroup(h.addGroup());
+    p.fork().receive(fd);
+    Host.restore(reseal(snapOf(h))).checkInvariants();
+    type C = { fds: number[] };
+    const cases: [(s: Snap) => void, string, RegExp][] = [
+      [(s) => void (s.body.containers as C[])[0]!.fds.push(4242), 'body.containers[0].fds[2]', /no task 4242/],
+      [(s) => void ((s.body.containers as C[])[0]!.fds = []), 'body.containers[0].fds', /a container whose last handle closed was released/],
+      [(s) => void ((s.body.processes as { files: number }[])[1]!.files = 7), 'body.processes[1].files', /descriptor table 7 is not in fdTables \(2 table\(s\)\)/],
+    ];
+    for (const [edit, field, re] of cases) {
+      const s = snapOf(h);
+      edit(s);
+      const e = refusal(s);
+      expect(e.field).toBe(field);
+      expect(e.reason).toMatch(re);
+    }
+  });
+
   it('VIO bypass: a PHB window, a LIOBN of no table, one twice, an empty list, not hex', async () => {
     const h = await Host.create({ maxMemory: 4 << 20 });
     const p = h.spawn();
