@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
 import { PROFILES } from './harness.mjs';
 import { plan, runMatrix } from './matrix.mjs';
-import { runTraces, traceFiles } from './traces.mjs';
+import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
 import { runScaling } from './scaling.mjs';
 import { CG_OPS, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, prepare } from './ops.mjs';
@@ -85,7 +85,7 @@ export async function main(opts = {}) {
     ({ results, skipped } = await runMatrix(cells, profile, tick));
     lap('matrix');
     if (traceFiles().length === 0) {
-      traces = { skipped: `no traces in ${resolve(join(RESULTS, '../../../shared/traces'))}` };
+      traces = { skipped: `no traces in ${TRACE_DIR} (set SPAPR_TCE_TRACES to a directory of recorded traces)` };
     } else {
       traces = await runTraces({ reps: traceReps, filter, tick: () => tick('trace replay') });
     }

@@ -1,6 +1,7 @@
-// Trace replay throughput: every trace of ../shared/traces (relative to the
-// package root), replayed with each check, hypercalls per second as
-// replay() reports it (the replay loop only; parsing happens once, before).
+// Trace replay throughput: every recorded trace in the package's traces/
+// directory (or SPAPR_TCE_TRACES), replayed with each check, hypercalls per
+// second as replay() reports it (the replay loop only; parsing happens once,
+// before).
 // The traces come from QEMU's emulated TCE (the qemu profile), where the
 // owner check is not on the path: the check columns show that it costs
 // nothing there, and the spread between them is this machine's noise.
@@ -12,7 +13,8 @@ import { readTrace } from '../dist/trace.js';
 import { replay } from '../dist/replay.js';
 import { CHECKS, hostOptions } from './ops.mjs';
 
-export const TRACE_DIR = fileURLToPath(new URL('../../shared/traces/', import.meta.url));
+/** Where the recorded traces are: $SPAPR_TCE_TRACES, else traces/ at the package root. */
+export const TRACE_DIR = process.env.SPAPR_TCE_TRACES || fileURLToPath(new URL('../traces/', import.meta.url));
 
 /** Trace files present (.jsonl or .jsonl.gz). */
 export function traceFiles() {

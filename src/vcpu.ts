@@ -10,9 +10,11 @@ import { hcallChain } from './engine/chain.js';
 import { wasmModule } from './engine/wasm.js';
 import type { WorkerVcpuData } from './worker.js';
 import type { EventHub } from './events.js';
+import type { LinearMemory } from './memory.js';
+import { fail } from './errors.js';
 import {
-  VCPU_BYTES, VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_TID, VCPU_LEVEL, VCPU_ID, VCPU_STATS,
-  LEVEL_REAL,
+  VCPU_BYTES, VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_TID, VCPU_LEVEL, VCPU_ID, VCPU_STATS, VCPU_LOCK_TAG,
+  HEADER_BASE, HDR_LOCK_TAGS, MAX_LOCK_TAG, LEVEL_REAL,
 } from './generated/layout.js';
 
 /** Which level finished a hypercall. */
@@ -40,7 +42,9 @@ export class Vcpu {
     this.engine = vm.host.engine;
     this.events = vm.events;
     const mem = vm.host.mem;
+    const tag = takeLockTag(mem);
     this.desc = vm.host.alloc(VCPU_BYTES, 'vCPU register block');
+    mem.setU32(this.desc + VCPU_LOCK_TAG, tag);
     mem.setU32(this.desc + VCPU_VM, vm.desc);
     mem.setU32(this.desc + VCPU_PID, thread.pid);
     mem.setU32(this.desc + VCPU_TID, thread.tid);
@@ -106,6 +110,24 @@ export class Vcpu {
   count(kind: number, level: number): number {
     return this.vm.host.mem.getU32(this.desc + VCPU_STATS + (kind * 4 + level) * 4);
   }
+}
+
+/**
+ * Takes a free view-lock tag of the host (1..MAX_LOCK_TAG): the hypercall
+ * paths tell their own view locks from other vCPUs' by it, so no two live
+ * vCPUs of a host share one. Only the thread that owns the host creates
+ * vCPUs, so the bitmap in the header needs no lock.
+ */
+function takeLockTag(mem: LinearMemory): number {
+  for (let t = 1; t <= MAX_LOCK_TAG; t++) {
+    const w = HEADER_BASE + HDR_LOCK_TAGS + (t >>> 5) * 4;
+    const bits = mem.getU32(w);
+    if ((bits & (1 << (t & 31))) === 0) {
+      mem.setU32(w, (bits | (1 << (t & 31))) >>> 0);
+      return t;
+    }
+  }
+  return fail('ENOSPC', `vcpu: a host runs at most ${MAX_LOCK_TAG} vCPUs (each needs its own view-lock tag)`);
 }
 
 /** Per-hypercall completion counters. */
