@@ -9,23 +9,28 @@ import {
 import { alloc, free } from './alloc';
 import { sysPageShift } from './region';
 
+// The lists of memslots, guest tables and regions are published by the VMM
+// thread with plain stores (src/vm.ts, src/prereg.ts; the kernel uses RCU
+// lists), so they are walked with plain loads: an atomic load would order
+// nothing the writer ordered.
+
 /** The guest TCE table of `vm` with this LIOBN, or 0 (kvmppc_find_table). */
 export function findStt(vm: u32, liobn: u64): u32 {
-  let s = atomic.load<u32>(vm + VM_STTS);
+  let s = load<u32>(vm + VM_STTS);
   while (s != 0) {
     if (load<u64>(s + STT_LIOBN) == liobn) return s;
-    s = atomic.load<u32>(s + STT_NEXT);
+    s = load<u32>(s + STT_NEXT);
   }
   return 0;
 }
 
 /** The memslot holding `gpa`, or 0. */
 export function findSlot(vm: u32, gpa: u64): u32 {
-  let s = atomic.load<u32>(vm + VM_SLOTS);
+  let s = load<u32>(vm + VM_SLOTS);
   while (s != 0) {
     const base = load<u64>(s + SLOT_GPA);
     if (gpa >= base && gpa - base < load<u64>(s + SLOT_SIZE)) return s;
-    s = atomic.load<u32>(s + SLOT_NEXT);
+    s = load<u32>(s + SLOT_NEXT);
   }
   return 0;
 }

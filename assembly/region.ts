@@ -17,13 +17,14 @@ import {
 export function regionLookup(mm: u32, ua: u64, size: u64): u32 {
   if (mm == 0) return 0;
   const sh = sysPageShift();
-  let r = atomic.load<u32>(mm + MM_REGIONS);
+  // A plain walk, as the list is published with plain stores (guest.ts).
+  let r = load<u32>(mm + MM_REGIONS);
   while (r != 0) {
     const rua = load<u64>(r + REG_UA);
     const rsize = load<u64>(r + REG_ENTRIES) << sh;
     // Overflow-safe form of rua <= ua && ua + size <= rua + rsize.
     if (ua >= rua && size <= rsize && ua - rua <= rsize - size) return r;
-    r = atomic.load<u32>(r + REG_NEXT);
+    r = load<u32>(r + REG_NEXT);
   }
   return 0;
 }

@@ -94,6 +94,36 @@ export function leafNode(tbl: u32, rootField: u32, bytesField: u32, rel: u64, gr
   return node;
 }
 
+/**
+ * leafNode without allocation, inlined where a hypercall walks one leaf (the
+ * call costs more than the walk). Its loads of child pointers are plain, as
+ * rcu_dereference's are: what a pointer leads to is read through that
+ * pointer, an address dependency every host orders (and the node was zeroed
+ * before the compare-and-swap that published it).
+ */
+@inline export function leafPeek(tbl: u32, rootField: u32, rel: u64): u32 {
+  let node = load<u32>(tbl + rootField);
+  const levels = load<u32>(tbl + TBL_LEVELS);
+  if (node != 0 && levels > 1) {
+    const bits = load<u32>(tbl + TBL_LEVEL_BITS);
+    const lowMask: u64 = (<u64>1 << <u64>bits) - 1;
+    let lvl = levels - 1;
+    let m: u64 = (<u64>1 << <u64>load<u32>(tbl + TBL_ROOT_BITS)) - 1;
+    for (;;) {
+      node = load<u32>(node + (<u32>((rel >> <u64>(lvl * bits)) & m) << 2));
+      if (node == 0) {
+        absentLevel = lvl;
+        break;
+      }
+      if (--lvl == 0) break;
+      m = lowMask;
+    }
+  } else if (node == 0) {
+    absentLevel = levels;
+  }
+  return node;
+}
+
 /** Index bits of a leaf node: the root's when the table has one level. */
 @inline export function leafBits(tbl: u32): u32 {
   return load<u32>(tbl + TBL_LEVELS) <= 1 ? load<u32>(tbl + TBL_ROOT_BITS) : load<u32>(tbl + TBL_LEVEL_BITS);

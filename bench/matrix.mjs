@@ -64,9 +64,10 @@ async function variantsOf(cell) {
       vs.push({ key: check, entries: p.entries, loop: p.loop, verify: p.verify });
     } else {
       const p = await prepare(op, engine, check);
+      p.before?.();
       p.run();
       p.verify();
-      vs.push({ key: check, run: p.run, entries: p.entries, verify: p.verify });
+      vs.push({ key: check, run: p.run, before: p.before, entries: p.entries, verify: p.verify });
     }
   }
   return vs;

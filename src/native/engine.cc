@@ -480,14 +480,14 @@ uint32_t TceEngine::regionLookupT(uint32_t mm, uint64_t ua, uint64_t size) {
   if (mm == 0) return 0;
   if (!need<R>(mm, MM_BYTES)) return 0;
   const uint64_t sh = L32<R>(at(H, HDR_SYS_PAGE_SHIFT));
-  uint32_t r = AL32<R>(at(mm, MM_REGIONS));
+  uint32_t r = L32<R>(at(mm, MM_REGIONS));
   while (r != 0) {
     if (!need<R>(r, REG_BYTES)) return 0;
     const uint64_t rua = L64<R>(at(r, REG_UA));
     const uint64_t rsize = shl64(L64<R>(at(r, REG_ENTRIES)), sh);
     // Overflow-safe form of rua <= ua && ua + size <= rua + rsize.
     if (ua >= rua && size <= rsize && ua - rua <= rsize - size) return r;
-    r = AL32<R>(at(r, REG_NEXT));
+    r = L32<R>(at(r, REG_NEXT));
     if (!R && fault_ != Fault::kNone) return 0;
   }
   return 0;
@@ -913,14 +913,17 @@ int32_t TceEngine::tableBuildV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint6
 // tables (kvmppc_spapr_tce_table.pages[], QEMU's table), whose pages of
 // TCEs are allocated on demand.
 
+// The lists of memslots, guest tables and regions are walked with plain
+// loads: the VMM thread publishes them with plain stores (guest.ts).
+
 /** The guest TCE table of `vm` with this LIOBN, or 0 (kvmppc_find_table). */
 template <bool R>
 uint32_t TceEngine::findSttT(uint32_t vm, uint64_t liobn) {
-  uint32_t s = AL32<R>(at(vm, VM_STTS));
+  uint32_t s = L32<R>(at(vm, VM_STTS));
   while (s != 0) {
     if (!need<R>(s, STT_BYTES)) return 0;
     if (L64<R>(at(s, STT_LIOBN)) == liobn) return s;
-    s = AL32<R>(at(s, STT_NEXT));
+    s = L32<R>(at(s, STT_NEXT));
     if (!R && fault_ != Fault::kNone) return 0;
   }
   return 0;
@@ -929,12 +932,12 @@ uint32_t TceEngine::findSttT(uint32_t vm, uint64_t liobn) {
 /** The memslot holding `gpa`, or 0. */
 template <bool R>
 uint32_t TceEngine::findSlotT(uint32_t vm, uint64_t gpa) {
-  uint32_t s = AL32<R>(at(vm, VM_SLOTS));
+  uint32_t s = L32<R>(at(vm, VM_SLOTS));
   while (s != 0) {
     if (!need<R>(s, SLOT_BYTES)) return 0;
     const uint64_t base = L64<R>(at(s, SLOT_GPA));
     if (gpa >= base && gpa - base < L64<R>(at(s, SLOT_SIZE))) return s;
-    s = AL32<R>(at(s, SLOT_NEXT));
+    s = L32<R>(at(s, SLOT_NEXT));
     if (!R && fault_ != Fault::kNone) return 0;
   }
   return 0;
