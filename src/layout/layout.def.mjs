@@ -60,6 +60,7 @@ export const structs = {
       ['pidPlacement', 'u32', 'PID_CHECK_* for the pid mode'],
       // One bit per view-lock tag handed to a vCPU (bit 0, the VFIO path's tag, stays clear).
       ['lockTags', 'u32', 'view-lock tags in use: bit t of word t >> 5', 64],
+      ['ablate', 'u32', 'ABLATE_* bits: 0 except while bench/ measures a safety mechanism by running without it'],
       ['hostId', 'u32', 'random id of this host, for workers attaching'],
       ['freeHeads', 'u32', 'free-list heads, one per power-of-two class', 32],
     ],
@@ -209,6 +210,19 @@ export const constants = {
     LOCK_SPINS_VFIO: 4194304,
     /** Attempts of a lock-free counter update (each failure is another vCPU's success). */
     COUNTER_RETRIES: 1048576,
+  },
+  ablate: {
+    /**
+     * Benchmark ablations (HDR.ablate), so that bench/ can measure what a
+     * safety mechanism of the real-mode map path costs by timing the path
+     * without it. Never set by the library; each one breaks a guarantee:
+     * ABLATE_VIEW_LOCK reads the view slot instead of locking it (racing
+     * vCPUs on one entry can lose counts); ABLATE_VALIDATE writes each entry
+     * of an H_PUT_TCE_INDIRECT as soon as it is checked (a refused call can
+     * leave earlier entries changed).
+     */
+    ABLATE_VIEW_LOCK: 1,
+    ABLATE_VALIDATE: 2,
   },
   flags: {
     REGION_F_DEV: 1,

@@ -1262,9 +1262,13 @@ SPAPR_HOT bool TceEngine::transfers(uint64_t oldTce, uint64_t oldUa) {
 /** Takes the lock of view slot `pua` for this call: one attempt inline, the bounded wait out of line. */
 SPAPR_HOT uint64_t TceEngine::lockSlot(uint32_t pua) {
   const uint64_t v = P64<kRaw>(pua);
+  if (xNoLock_) return v & ~kLockBits;
   if ((v & kLock) == 0 && CAS64<kRaw>(pua, v, (v & ~kLockBits) | xTag_) == v) return v;
   return lockWait(pua);
 }
+
+/** The benchmark ablations in force (HDR.ablate; 0 outside bench/). */
+uint32_t TceEngine::ablations() { return L32<kRaw>(at(H, HDR_ABLATE)); }
 
 SPAPR_COLD uint64_t TceEngine::lockWait(uint32_t pua) { return lockViewT<kRaw>(pua, xTag_, xSpins_); }
 
@@ -1372,7 +1376,8 @@ uint32_t TceEngine::lockPass(uint32_t tbl, uint32_t n, uint64_t r0, uint32_t sub
       // Already clear, or valid with no view (cleared without accounting): no lock needed.
       if (tl == 0 || P64<kRaw>(tl + off) == 0 || ul == 0) continue;
       if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return i;
-      const uint64_t v = lockSlot(ul + off);
+      // Clears find their locks again by the tag: always locked, ablation or not.
+      const uint64_t v = lockViewT<kRaw>(ul + off, xTag_, xSpins_);
       if (v & kLock) return i;
       // Cleared by someone else meanwhile: nothing to do here.
       if (P64<kRaw>(tl + off) == 0) REL64<kRaw>(ul + off, v);
@@ -1542,6 +1547,7 @@ int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint6
   xSpins_ = grow ? static_cast<uint32_t>(LOCK_SPINS_VIRTUAL) : static_cast<uint32_t>(LOCK_SPINS_REAL);
   xPidCheck_ = entryCheck();
   xPid_ = L32<kRaw>(at(vcpu, VCPU_PID));
+  xNoLock_ = (ablations() & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
   for (uint32_t s = 0; s < nstits; s++) {
     const uint32_t tbl = stit(stt, s);
     // A table outside the memory: give back the tables before it (it took nothing).
@@ -1594,18 +1600,45 @@ void TceEngine::begin(uint32_t vm, uint32_t src) {
   gTceMask_ = shl64(1, gTceShift_) - 1;
 }
 
+// The fast loops keep the caches in locals: every raw store goes through a
+// uint8_t pointer, which may alias anything, so members would be reloaded
+// after each one. A refill (rare) goes through the members and is read back.
+namespace {
+struct RegionCache {
+  uint64_t ua, last, devHpa;
+  uint32_t hpas;
+  bool dev;
+};
+struct SlotCache {
+  uint64_t base, last, ua;
+};
+}  // namespace
+
 /** lockFast of hcall.ts: validates and locks entries [0, n) of the fast case; n, or where it stopped with xRc_ saying why. */
 uint32_t TceEngine::lockFast(uint32_t tbl, uint32_t n, uint64_t r0, uint64_t pageMask) {
   const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
   const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
   const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
   const uint32_t src = xSrc_;
+  const uint64_t tag = xTag_;
+  const bool pidCheck = xPidCheck_;
+  const bool noLock = xNoLock_;
+  uint8_t* const b = base_;
   uint64_t leafLo = r0 - lmask - 1;
   uint32_t tl = 0;
   uint32_t ul = 0;
+  // What applyFast needs again (not in linear memory: the WebAssembly build recomputes it).
+  uint32_t nleaves = 0;
   regionReset();
+  RegionCache rc{cUa_, cLast_, 0, 0, false};
+  SlotCache sc{mBase_, mLast_, mUa_};
+  auto load64 = [b](uint32_t a) {
+    uint64_t v;
+    std::memcpy(&v, b + a, 8);
+    return v;
+  };
   for (uint32_t i = 0; i < n; i++) {
-    const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(src + (i << 3)));
+    const uint64_t tce = load64(src + (i << 3));
     if ((tce & kPerm) == 0) {
       xRc_ = kFastBail;
       return i;
@@ -1616,24 +1649,45 @@ uint32_t TceEngine::lockFast(uint32_t tbl, uint32_t n, uint64_t r0, uint64_t pag
       return i;
     }
     xRc_ = H_TOO_HARD;
-    const uint64_t ua = uaOf(gpa);
+    if (gpa - sc.base > sc.last) {
+      if (uaOf(gpa) == 0) return i;
+      sc = {mBase_, mLast_, mUa_};
+    }
+    const uint64_t ua = sc.ua + (gpa - sc.base);
     if (ua == 0) return i;
     const uint64_t rel = r0 + i;
     if (rel >= tsize) return i;
-    if (ua - cUa_ > cLast_ && !regionFind(ua, tshift)) return i;
+    if (ua - rc.ua > rc.last) {
+      if (!regionFind(ua, tshift)) return i;
+      rc = {cUa_, cLast_, 0, 0, false};
+    }
     if (rel - leafLo > lmask) {
       ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
       if (ul == 0) return i;
       tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
       if (tl == 0) return i;
       leafLo = rel & ~lmask;
+      leaves_[nleaves] = {ul, tl};
+      nleaves++;
     }
-    if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return i;
+    uas_[i] = ua;
+    if (pidCheck && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return i;
     const uint32_t off = static_cast<uint32_t>(rel - leafLo) << 3;
-    const uint64_t v = lockSlot(ul + off);
-    if (v & kLock) return i;
-    if (!transfers(P64<kRaw>(tl + off), v & ~kLockBits) && regionMappedIncT<kRaw>(cR_) != 0) {
-      REL64<kRaw>(ul + off, v);
+    uint64_t* const pua = reinterpret_cast<uint64_t*>(b + ul + off);
+    uint64_t v = __atomic_load_n(pua, __ATOMIC_RELAXED);
+    if (noLock) {
+      v &= ~kLockBits;
+    } else if ((v & kLock) != 0 || !__atomic_compare_exchange_n(pua, &v, (v & ~kLockBits) | tag, false,
+                                                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+      v = lockWait(ul + off);
+      if (v & kLock) return i;
+    }
+    // transfers(): the old entry was valid and mapped from this region.
+    const uint64_t oldUa = v & ~kLockBits;
+    const bool keep = (__atomic_load_n(reinterpret_cast<uint64_t*>(b + tl + off), __ATOMIC_RELAXED) & kPerm) != 0 &&
+                      oldUa != 0 && oldUa - rc.ua <= rc.last;
+    if (!keep && regionMappedIncT<kRaw>(cR_) != 0) {
+      __atomic_store_n(pua, v, __ATOMIC_RELEASE);
       return i;
     }
   }
@@ -1645,39 +1699,115 @@ void TceEngine::applyFast(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, u
   const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
   const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
   const uint32_t src = xSrc_;
+  const uint64_t sysShift = gSysShift_;
+  const uint64_t sysMask = gSysMask_;
+  const uint64_t tceShift = gTceShift_;
+  const uint64_t tceMask = gTceMask_;
+  uint8_t* const b = base_;
+  uint64_t leafLo = r0 - lmask - 1;
+  uint32_t tl = 0;
+  uint32_t ul = 0;
+  uint32_t nleaves = 0;
+  uint64_t pageLo = idx - tceMask - 1;
+  uint32_t page = 0;
+  RegionCache rc{cUa_, cLast_, cDevHpa_, cHpas_, cDev_};
+  (void)tbl;
+  auto load64 = [b](uint32_t a) {
+    uint64_t v;
+    std::memcpy(&v, b + a, 8);
+    return v;
+  };
+  for (uint32_t i = 0; i < n; i++) {
+    const uint64_t tce = load64(src + (i << 3));
+    const uint64_t ua = uas_[i];
+    uint64_t word = tce & kPerm;
+    if (word & kWrite) word = kRead | kWrite;
+    const uint64_t rel = r0 + i;
+    if (ua - rc.ua > rc.last) {
+      if (!regionFind(ua, tshift)) return;
+      rc = {cUa_, cLast_, cDevHpa_, cHpas_, cDev_};
+    }
+    if (rel - leafLo > lmask) {
+      ul = leaves_[nleaves].ua;
+      tl = leaves_[nleaves].tce;
+      nleaves++;
+      leafLo = rel & ~lmask;
+    }
+    const uint32_t off = static_cast<uint32_t>(rel - leafLo) << 3;
+    const uint64_t d = ua - rc.ua;
+    const uint64_t hpa = rc.dev ? rc.devHpa + d
+                                : (load64(static_cast<uint32_t>(rc.hpas + static_cast<uint32_t>((d >> sysShift) << 3))) &
+                                   ~sysMask) | (ua & sysMask);
+    const uint64_t old = __atomic_exchange_n(reinterpret_cast<uint64_t*>(b + tl + off), hpa | word, __ATOMIC_SEQ_CST);
+    uint64_t* const pua = reinterpret_cast<uint64_t*>(b + ul + off);
+    if ((old & kPerm) != 0) {
+      const uint64_t oldUa = __atomic_load_n(pua, __ATOMIC_RELAXED) & ~kLockBits;
+      if (!(oldUa != 0 && oldUa - rc.ua <= rc.last)) unuseUaT<kRaw>(xMm_, oldUa, tshift);
+    }
+    __atomic_store_n(pua, ua, __ATOMIC_RELEASE);
+    const uint64_t j = idx + i;
+    if (j - pageLo > tceMask) {
+      page = sttPageT<kRaw>(stt, j >> tceShift, false);
+      if (fault_ != Fault::kNone) return;
+      pageLo = j & ~tceMask;
+    }
+    if (page != 0) __atomic_store_n(reinterpret_cast<uint64_t*>(b + page + (static_cast<uint32_t>(j - pageLo) << 3)), tce,
+                                    __ATOMIC_RELAXED);
+  }
+}
+
+/** putFused of hcall.ts (ABLATE_VALIDATE, the benchmark only): lockFast's checks and applyFast's writes entry by entry. */
+int32_t TceEngine::putFused(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx, uint64_t pageMask) {
+  const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
+  const uint32_t src = xSrc_;
   uint64_t leafLo = r0 - lmask - 1;
   uint32_t tl = 0;
   uint32_t ul = 0;
   uint64_t pageLo = idx - gTceMask_ - 1;
   uint32_t page = 0;
+  regionReset();
   for (uint32_t i = 0; i < n; i++) {
     const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(src + (i << 3)));
-    const uint64_t ua = uaOf(tce & ~kPerm);
-    uint64_t word = tce & kPerm;
-    if (word & kWrite) word = kRead | kWrite;
+    if ((tce & kPerm) == 0) return i == 0 ? kFastBail : H_TOO_HARD;
+    const uint64_t gpa = tce & ~kPerm;
+    if (gpa & pageMask) return H_PARAMETER;
+    const uint64_t ua = uaOf(gpa);
+    if (ua == 0) return H_TOO_HARD;
     const uint64_t rel = r0 + i;
-    if (ua - cUa_ > cLast_ && !regionFind(ua, tshift)) return;
+    if (rel >= tsize) return H_TOO_HARD;
+    if (ua - cUa_ > cLast_ && !regionFind(ua, tshift)) return H_TOO_HARD;
     if (rel - leafLo > lmask) {
       ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+      if (ul == 0) return H_TOO_HARD;
       tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
-      if (tl == 0 || ul == 0) return;
+      if (tl == 0) return H_TOO_HARD;
       leafLo = rel & ~lmask;
     }
+    if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return H_TOO_HARD;
     const uint32_t off = static_cast<uint32_t>(rel - leafLo) << 3;
-    const uint64_t old = XCHG64<kRaw>(tl + off, cachedHpa(ua) | word);
-    if ((old & kPerm) != 0) {
-      const uint64_t oldUa = P64<kRaw>(ul + off) & ~kLockBits;
-      if (!transfers(old, oldUa)) unuseUaT<kRaw>(xMm_, oldUa, tshift);
+    const uint64_t v = lockSlot(ul + off);
+    if (v & kLock) return H_TOO_HARD;
+    const uint64_t oldUa = v & ~kLockBits;
+    if (!transfers(P64<kRaw>(tl + off), oldUa) && regionMappedIncT<kRaw>(cR_) != 0) {
+      REL64<kRaw>(ul + off, v);
+      return H_TOO_HARD;
     }
+    uint64_t word = tce & kPerm;
+    if (word & kWrite) word = kRead | kWrite;
+    const uint64_t old = XCHG64<kRaw>(tl + off, cachedHpa(ua) | word);
+    if ((old & kPerm) != 0 && !transfers(old, oldUa)) unuseUaT<kRaw>(xMm_, oldUa, tshift);
     REL64<kRaw>(ul + off, ua);
     const uint64_t j = idx + i;
     if (j - pageLo > gTceMask_) {
-      page = sttPageT<kRaw>(stt, shr64(j, gTceShift_), false);
-      if (fault_ != Fault::kNone) return;
+      page = sttPageT<kRaw>(stt, j >> gTceShift_, false);
+      if (fault_ != Fault::kNone) return H_TOO_HARD;
       pageLo = j & ~gTceMask_;
     }
     if (page != 0) W64<kRaw>(page + (static_cast<uint32_t>(j - pageLo) << 3), tce);
   }
+  return H_SUCCESS;
 }
 
 /** putFast of hcall.ts: the fast path when it applies, or kFastBail with nothing changed. */
@@ -1691,13 +1821,94 @@ int32_t TceEngine::putFast(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t
   xSpins_ = static_cast<uint32_t>(LOCK_SPINS_REAL);
   xPidCheck_ = entryCheck();
   xPid_ = L32<kRaw>(at(vcpu, VCPU_PID));
+  const uint32_t ablate = ablations();
+  xNoLock_ = (ablate & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
   const uint64_t r0 = entry - L64<kRaw>(at(tbl, TBL_OFFSET));
+  if (ablate & static_cast<uint32_t>(ABLATE_VALIDATE)) return putFused(tbl, stt, n, r0, idx, shl64(1, gshift) - 1);
   const uint32_t j = lockFast(tbl, n, r0, shl64(1, gshift) - 1);
   if (j < n) {
     undoPass(tbl, j, r0, 0);
     return xRc_;
   }
   applyFast(tbl, stt, n, r0, idx);
+  return H_SUCCESS;
+}
+
+/** putOne of hcall.ts: one valid TCE of H_PUT_TCE in the fast case, straight through; kFastBail when it does not apply. */
+int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t entry, uint32_t page, uint32_t slot,
+                          uint64_t tce) {
+  if (L32<kRaw>(at(stt, STT_STIT_COUNT)) != 1) return kFastBail;
+  const uint32_t tbl = stit(stt, 0);
+  if (fault_ != Fault::kNone) return H_TOO_HARD;
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  if (tshift != L32<kRaw>(at(stt, STT_PAGE_SHIFT)) || (L32<kRaw>(at(tbl, TBL_FLAGS)) & kTableV2) == 0) return kFastBail;
+  const uint64_t gpa = tce & ~kPerm;
+  const uint64_t psize = shl64(1, tshift);
+  if (gpa & (psize - 1)) return H_PARAMETER;
+  const uint32_t ms = findSlotT<kRaw>(vm, gpa);
+  if (ms == 0) return H_TOO_HARD;
+  const uint64_t ua = L64<kRaw>(at(ms, SLOT_UA)) + (gpa - L64<kRaw>(at(ms, SLOT_GPA)));
+  if (ua == 0) return H_TOO_HARD;
+  const uint64_t rel = entry - L64<kRaw>(at(tbl, TBL_OFFSET));
+  if (rel >= L64<kRaw>(at(tbl, TBL_SIZE))) return H_TOO_HARD;
+  // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
+  const uint32_t mm = L32<kRaw>(at(vm, VM_MM));
+  const uint64_t sh = L32<kRaw>(at(H, HDR_SYS_PAGE_SHIFT));
+  if (mm != 0 && !need<kRaw>(mm, MM_BYTES)) return H_TOO_HARD;
+  uint32_t r = mm == 0 ? 0 : L32<kRaw>(at(mm, MM_REGIONS));
+  uint64_t rua = 0;
+  uint64_t last = 0;
+  while (r != 0) {
+    if (!need<kRaw>(r, REG_BYTES)) return H_TOO_HARD;
+    rua = L64<kRaw>(at(r, REG_UA));
+    const uint64_t rsize = shl64(L64<kRaw>(at(r, REG_ENTRIES)), sh);
+    if (ua >= rua && psize <= rsize) {
+      last = rsize - psize;
+      if (ua - rua <= last) break;
+    }
+    r = L32<kRaw>(at(r, REG_NEXT));
+  }
+  if (r == 0) return H_TOO_HARD;
+  if (tshift > L32<kRaw>(at(r, REG_PAGE_SHIFT))) return H_TOO_HARD;
+  const uint32_t ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+  if (ul == 0) return H_TOO_HARD;
+  const uint32_t tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+  if (tl == 0) return H_TOO_HARD;
+  if (entryCheck() && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != L32<kRaw>(at(vcpu, VCPU_PID))) return H_TOO_HARD;
+  const uint32_t off = static_cast<uint32_t>(rel & (shl64(1, leafBitsT<kRaw>(tbl)) - 1)) << 3;
+  xTag_ = tagBitsOf(vcpu);
+  xSpins_ = static_cast<uint32_t>(LOCK_SPINS_REAL);
+  xNoLock_ = (ablations() & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
+  const uint64_t v = lockSlot(ul + off);
+  if (v & kLock) return H_TOO_HARD;
+  const uint64_t oldUa = v & ~kLockBits;
+  // transfers(), on this region: the old entry was valid and mapped from it.
+  const bool inRegion = oldUa != 0 && oldUa - rua <= last;
+  if ((P64<kRaw>(tl + off) & kPerm) == 0 || !inRegion) {
+    if (regionMappedIncT<kRaw>(r) != 0) {
+      REL64<kRaw>(ul + off, v);
+      return H_TOO_HARD;
+    }
+  }
+  uint64_t hpa;
+  if (L32<kRaw>(at(r, REG_FLAGS)) & static_cast<uint32_t>(REGION_F_DEV)) {
+    hpa = L64<kRaw>(at(r, REG_DEV_HPA)) + (ua - rua);
+  } else {
+    const uint64_t mask = shl64(1, sh) - 1;
+    const uint32_t p = L32<kRaw>(at(r, REG_HPAS)) + (static_cast<uint32_t>(shr64(ua - rua, sh)) << 3);
+    // The one entry of the region's page array this call reads.
+    if (!need<kRaw>(p, 8, false)) {
+      REL64<kRaw>(ul + off, v);
+      return H_TOO_HARD;
+    }
+    hpa = (L64<kRaw>(p) & ~mask) | (ua & mask);
+  }
+  uint64_t word = tce & kPerm;
+  if (word & kWrite) word = kRead | kWrite;
+  const uint64_t old = XCHG64<kRaw>(tl + off, hpa | word);
+  if ((old & kPerm) != 0 && !inRegion) unuseUaT<kRaw>(mm, oldUa, tshift);
+  REL64<kRaw>(ul + off, ua);
+  if (page != 0) W64<kRaw>(page + slot, tce);
   return H_SUCCESS;
 }
 
@@ -1710,14 +1921,22 @@ int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, bool grow) {
   if (!iobaOk(stt, ioba, 1)) return H_PARAMETER;
   const uint64_t entry = shr64(ioba, L32<kRaw>(at(stt, STT_PAGE_SHIFT)));
   const uint64_t idx = entry - L64<kRaw>(at(stt, STT_OFFSET));
-  if (!grow && tce != 0 && !sttPagesPresentT<kRaw>(stt, idx, 1)) return H_TOO_HARD;
+  // kvmppc_rm_ioba_validate's page check, keeping the page for the store.
+  const uint64_t gsh = tceShiftT<kRaw>();
+  uint32_t page = 0;
+  if (shr64(idx, gsh) < L32<kRaw>(at(stt, STT_NPAGES))) {
+    const uint32_t pp = L32<kRaw>(at(stt, STT_PAGES)) + (static_cast<uint32_t>(shr64(idx, gsh)) << 2);
+    if (!need<kRaw>(pp, 4, false)) return H_TOO_HARD;
+    page = L32<kRaw>(pp);
+    if (page != 0 && !need<kRaw>(page, gsh < 32 ? uint64_t{8} << gsh : ~uint64_t{0})) return H_TOO_HARD;
+  }
+  if (!grow && tce != 0 && page == 0) return H_TOO_HARD;
   if (callCheckFails(stt, L32<kRaw>(at(vcpu, VCPU_PID)))) return H_TOO_HARD;
-  const uint32_t r6 = vcpu + VCPU_GPR + (6 << 3);
-  begin(vm, r6);
-  if (!grow) {
-    const int32_t rc = putFast(vcpu, stt, entry, idx, 1);
+  if (!grow && (tce & kPerm) != 0) {
+    const int32_t rc = putOne(vm, vcpu, stt, entry, page, static_cast<uint32_t>(idx & (shl64(1, gsh) - 1)) << 3, tce);
     if (rc != kFastBail) return rc;
   }
+  begin(vm, vcpu + VCPU_GPR + (6 << 3));
   return putEntries(vcpu, stt, entry, idx, 1, grow);
 }
 
@@ -1771,6 +1990,12 @@ int64_t TceEngine::stuffLock(uint32_t tbl, uint64_t lo, uint64_t hi) {
     bool looked = false;
     for (const uint64_t e = leafEnd(rel, lmask, hi); rel < e; rel++) {
       const uint32_t off = static_cast<uint32_t>(rel & lmask) << 3;
+      // Four clear entries at a time, as hcall.ts does.
+      if (rel + 4 <= e && (P64<kRaw>(tl + off) | P64<kRaw>(tl + off + 8) | P64<kRaw>(tl + off + 16) |
+                           P64<kRaw>(tl + off + 24)) == 0) {
+        rel += 3;
+        continue;
+      }
       if (P64<kRaw>(tl + off) == 0) continue;
       if (!looked) {
         ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
@@ -1786,7 +2011,7 @@ int64_t TceEngine::stuffLock(uint32_t tbl, uint64_t lo, uint64_t hi) {
         stuffUndo(tbl, lo, rel);
         return -1;
       }
-      const uint64_t v = lockSlot(ul + off);
+      const uint64_t v = lockViewT<kRaw>(ul + off, xTag_, xSpins_);
       if (v & kLock) {
         stuffUndo(tbl, lo, rel);
         return -1;

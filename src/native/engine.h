@@ -37,6 +37,13 @@
 
 #include <cstdint>
 
+#include "generated/layout.h"
+
+// Everything here is internal to the addon: hidden, so that calls inside
+// engine.cc bind locally and inline (a shared object's default-visibility
+// functions may be interposed, which keeps the compiler from inlining them).
+#pragma GCC visibility push(hidden)
+
 namespace spapr {
 
 /** Why the last routine stopped early (the WebAssembly trap it stands for). */
@@ -205,6 +212,9 @@ class TceEngine {
   uint32_t lockFast(uint32_t tbl, uint32_t n, uint64_t r0, uint64_t pageMask);
   void applyFast(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx);
   int32_t putFast(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n);
+  int32_t putFused(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx, uint64_t pageMask);
+  int32_t putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t entry, uint32_t page, uint32_t slot, uint64_t tce);
+  uint32_t ablations();
   int32_t putTce(uint32_t vm, uint32_t vcpu, bool grow);
   int32_t putTceIndirect(uint32_t vm, uint32_t vcpu, bool grow);
   int64_t stuffLock(uint32_t tbl, uint64_t lo, uint64_t hi);
@@ -232,6 +242,7 @@ class TceEngine {
   uint64_t xTag_ = 0;
   uint32_t xSpins_ = 0;
   bool xPidCheck_ = false;
+  bool xNoLock_ = false;
   uint32_t xPid_ = 0;
   int32_t xRc_ = 0;
   uint64_t mBase_ = 1;
@@ -247,6 +258,13 @@ class TceEngine {
   uint64_t gSysMask_ = 0;
   uint64_t gTceShift_ = 0;
   uint64_t gTceMask_ = 0;
+  // lockFast's findings for applyFast: each entry's ua and each leaf's pair
+  // of nodes, in order (at most one new leaf per entry).
+  struct LeafPair {
+    uint32_t ua, tce;
+  };
+  uint64_t uas_[INDIRECT_MAX] = {};
+  LeafPair leaves_[INDIRECT_MAX] = {};
   Fault fault_ = Fault::kNone;
   uint32_t faultSize_ = 0;
   uint64_t faultAddr_ = 0;
@@ -259,3 +277,5 @@ uint32_t blockShift(uint32_t bytes);
 uint32_t nodeSize(bool isLeaf, uint32_t bits);
 
 }  // namespace spapr
+
+#pragma GCC visibility pop
