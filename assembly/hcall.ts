@@ -62,17 +62,23 @@ export function hcall(vcpu: u32, level: u32): i32 {
   const grow = level != <u32>LEVEL_REAL;
   let rc: i32;
   let done = level;
+  let kind: i32 = -1;
   if (load<u32>(vm + VM_PROFILE) == <u32>PROFILE_QEMU) {
     rc = qemuHcall(vm, vcpu, nr);
     done = <u32>LEVEL_EXIT;
+    kind = kindOf(nr);
   } else if (nr == <u64>H_PUT_TCE) {
     rc = putTce(vm, vcpu, grow);
+    kind = KIND_PUT;
   } else if (nr == <u64>H_PUT_TCE_INDIRECT) {
     rc = putTceIndirect(vm, vcpu, grow);
+    kind = KIND_INDIRECT;
   } else if (nr == <u64>H_STUFF_TCE) {
     rc = stuffTce(vm, vcpu, grow);
+    kind = KIND_STUFF;
   } else if (nr == <u64>H_GET_TCE) {
     rc = getTce(vm, vcpu);
+    kind = KIND_GET;
   } else {
     rc = H_TOO_HARD;
   }
@@ -80,9 +86,8 @@ export function hcall(vcpu: u32, level: u32): i32 {
   else if (level == <u32>LEVEL_VIRTUAL) done = <u32>LEVEL_EXIT;
   else done = <u32>LEVEL_NONE;
   store<u32>(vcpu + VCPU_LEVEL, done);
-  const kind = kindOf(nr);
   // Only the four levels have counters (an odd level from the engine API finishes nowhere).
-  if (kind >= 0 && done != <u32>LEVEL_NONE && done <= <u32>LEVEL_EXIT) {
+  if (kind >= 0 && done - 1 < <u32>LEVEL_EXIT) {
     const c = vcpu + VCPU_STATS + ((<u32>kind * 4 + done) << 2);
     store<u32>(c, load<u32>(c) + 1);
   }
@@ -236,11 +241,13 @@ function regionFind(mm: u32, ua: u64, tshift: u32): bool {
 // read-modify-writes to locked instructions on x86-64 and to acquire-release
 // sequences on arm64, and atomic.store to xchg):
 //  - the view slot's lock is taken by compare-and-swap (an acquire) and let
-//    go by the plain store that writes the entry's new ua: the ua lives in
+//    go by the plain store that writes the entry's new ua (the kernel's
+//    it_userspace stores are plain too; it has no lock): the ua lives in
 //    the lock word itself, so the next holder's compare-and-swap reads it by
 //    coherence of that one location, and the store cannot become visible
 //    before the holder's own read-modify-writes, which precede it and are
-//    acquires (x86: locked instructions are full fences);
+//    acquires (x86: locked instructions are full fences). An atomic.store
+//    here would be one more locked instruction per entry;
 //  - the TCE is changed by exchange (the kernel's iommu_tce_xchg: the old
 //    value comes back atomically with the change, and readers that hold no
 //    lock, DMA and H_GET_TCE, see the old or the new TCE). Every writer of a

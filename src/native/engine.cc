@@ -1109,17 +1109,23 @@ int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
   if (!need<kRaw>(vm, VM_BYTES)) return H_TOO_HARD;
   int32_t rc;
   uint32_t done = level;
+  int32_t kind = -1;
   if (L32<kRaw>(at(vm, VM_PROFILE)) == static_cast<uint32_t>(PROFILE_QEMU)) {
     rc = qemuHcall(vm, vcpu, nr);
     done = kLevelExit;
+    kind = kindOf(nr);
   } else if (nr == kHPut) {
     rc = putTce(vm, vcpu, grow);
+    kind = KIND_PUT;
   } else if (nr == kHIndirect) {
     rc = putTceIndirect(vm, vcpu, grow);
+    kind = KIND_INDIRECT;
   } else if (nr == kHStuff) {
     rc = stuffTce(vm, vcpu, grow);
+    kind = KIND_STUFF;
   } else if (nr == kHGet) {
     rc = getTce(vm, vcpu);
+    kind = KIND_GET;
   } else {
     rc = H_TOO_HARD;
   }
@@ -1133,8 +1139,8 @@ int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
     done = kLevelNone;
   }
   S32<kRaw>(at(vcpu, VCPU_LEVEL), done);
-  const int32_t kind = kindOf(nr);
-  if (kind >= 0 && done != kLevelNone && done <= kLevelExit) {
+  // Only the four levels have counters (an odd level from the engine API finishes nowhere).
+  if (kind >= 0 && done - 1 < kLevelExit) {
     const uint32_t c = vcpu + VCPU_STATS + ((static_cast<uint32_t>(kind) * 4 + done) << 2);
     S32<kRaw>(c, L32<kRaw>(c) + 1);
   }
