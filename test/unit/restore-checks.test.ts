@@ -5,8 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { Host, H, InvariantError } from '../../src/index.js';
 import { SnapshotError } from '../../src/snapshot/fsck/read.js';
-import { MmView, RegView, TblView, SttView, SlotView, VmView } from '../../src/generated/views.js';
-import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_TOP, HDR_ALLOC_BLOCKS, HDR_KERNEL, KERNEL_4_12, KERNEL_4_19 } from '../../src/generated/layout.js';
+import { MmView, RegView, TblView, SttView, SlotView, VmView, VcpuView } from '../../src/generated/views.js';
+import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_TOP, HDR_ALLOC_BLOCKS, HDR_KERNEL, HDR_ABLATE, HDR_LOCK_TAGS, ABLATE_VIEW_LOCK, KERNEL_4_12, KERNEL_4_19 } from '../../src/generated/layout.js';
 
 const LIOBN = 0x80000000n;
 
@@ -223,6 +223,38 @@ describe('Host.restore checks every field', () => {
       expect(e.field, what).toBe(field);
       expect(e.reason, what).toMatch(re);
     }
+  });
+
+  it('view-lock tags and ablations: a vCPU without a tag, two with one, a tag not marked taken, tag 0 marked, an ablation left on', async () => {
+    const { h, vm } = await host();
+    const a = vm.vcpu(0);
+    const b = vm.vcpu(1);
+    const tagOf = (c: { desc: number }): number => h.mem.getU32(c.desc + VcpuView.OFFSET.lockTag);
+    expect(tagOf(a)).not.toBe(tagOf(b));
+    Host.restore(reseal(snapOf(h))).checkInvariants();
+    const field = (s: Snap, c: { desc: number }): string => `body.vms[0].vcpus[${(s.body.vms as { vcpus: { desc: number }[] }[])[0]!.vcpus.findIndex((x) => x.desc === c.desc)}].desc`;
+    const cases: [(s: Snap) => void, (s: Snap) => string, RegExp][] = [
+      [(s) => poke(s, a.desc + VcpuView.OFFSET.lockTag, 0), (s) => field(s, a), /VCPU\.lockTag is 0, not a vCPU's view-lock tag \(1\.\.2047; 0 is the VFIO path's\)/],
+      [(s) => poke(s, b.desc + VcpuView.OFFSET.lockTag, tagOf(a)), (s) => field(s, b), /VCPU\.lockTag \d+ is also body\.vms\[0\]\.vcpus\[\d\]'s/],
+      [(s) => poke(s, HEADER_BASE + HDR_LOCK_TAGS, h.mem.getU32(HEADER_BASE + HDR_LOCK_TAGS) & ~(1 << tagOf(a))), (s) => field(s, a), /VCPU\.lockTag \d+ is not marked taken in HDR\.lockTags/],
+      [(s) => poke(s, HEADER_BASE + HDR_LOCK_TAGS, h.mem.getU32(HEADER_BASE + HDR_LOCK_TAGS) | 1), () => 'memory: header.lockTags', /bit 0 is set/],
+      [(s) => poke(s, HEADER_BASE + HDR_ABLATE, ABLATE_VIEW_LOCK), () => 'memory: header.ablate', /a benchmark ablation was on when the snapshot was taken/],
+      [(s) => poke(s, HEADER_BASE + HDR_ABLATE, 0x80), () => 'memory: header.ablate', /must be ABLATE_\* bits, got 0x80/],
+    ];
+    for (const [edit, want, re] of cases) {
+      const s = snapOf(h);
+      edit(s);
+      const e = refusal(s);
+      expect(e.field).toBe(want(s));
+      expect(e.reason).toMatch(re);
+    }
+    // On a live host an ablation is bench/'s to set: checkInvariants() accepts the known bits, not others.
+    h.mem.setU32(HEADER_BASE + HDR_ABLATE, ABLATE_VIEW_LOCK);
+    h.checkInvariants();
+    h.mem.setU32(HEADER_BASE + HDR_ABLATE, 0x80);
+    expect(() => h.checkInvariants()).toThrow(/header\.ablate: must be ABLATE_\* bits/);
+    h.mem.setU32(HEADER_BASE + HDR_ABLATE, 0);
+    h.checkInvariants();
   });
 
   it('handles: one held by no task of the snapshot, a closed container that kept its groups, a task naming a table of no list', async () => {

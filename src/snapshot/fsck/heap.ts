@@ -15,7 +15,7 @@ import { hex } from '../../core/format.js';
 import { HdrView } from '../../generated/views.js';
 import {
   HEADER_BASE, HEAP_BASE, LAYOUT_MAGIC, LAYOUT_VERSION, MIN_BLOCK_SHIFT, STRUCTS,
-  OWNER_CHECK_NONE, OWNER_CHECK_FORK_CLOSE, PID_CHECK_CALL, PID_CHECK_ENTRY,
+  OWNER_CHECK_NONE, OWNER_CHECK_FORK_CLOSE, PID_CHECK_CALL, PID_CHECK_ENTRY, ABLATE_VIEW_LOCK, ABLATE_VALIDATE,
 } from '../../generated/layout.js';
 import { KERNEL_CODES, type KernelEra } from '../../core/context.js';
 import { refuse } from './read.js';
@@ -95,9 +95,13 @@ export class Mem {
  * the arena end, the settings real mode reads from their allowed sets (the
  * owner check and pid placement are switched in place by setRealModeCheck,
  * the era never: it is the option's code), no allocator lock held (a
- * snapshot taken during an allocation), bytes past the last field zero.
+ * snapshot taken during an allocation), tag 0 (the VFIO path's) never
+ * handed out as a vCPU's view-lock tag, no benchmark ablation (only known
+ * ABLATE_* bits on a live host, where bench/ sets them; none in a snapshot,
+ * whose host would run without a safety mechanism), bytes past the last
+ * field zero.
  */
-export function checkHeader(m: Mem, memBytes: number, pageShift: number, kernel: KernelEra): void {
+export function checkHeader(m: Mem, memBytes: number, pageShift: number, kernel: KernelEra, snapshot: boolean): void {
   const h = new HdrView(m.mem, HEADER_BASE);
   const f = 'memory: header';
   if (h.magic !== LAYOUT_MAGIC) refuse(`${f}.magic`, `must be ${hex(LAYOUT_MAGIC)} (an initialised layout), got ${hex(h.magic)}`);
@@ -109,6 +113,9 @@ export function checkHeader(m: Mem, memBytes: number, pageShift: number, kernel:
   if (h.pidPlacement !== PID_CHECK_CALL && h.pidPlacement !== PID_CHECK_ENTRY) refuse(`${f}.pidPlacement`, `must be a PID_CHECK_* code, got ${h.pidPlacement}`);
   // Worker vCPUs decide from HDR.kernel whether real mode exists, the main thread from the option: they must agree.
   if (h.kernel !== KERNEL_CODES[kernel]) refuse(`${f}.kernel`, `is ${h.kernel}, but options.kernel '${kernel}' is KERNEL_${kernel.replace('.', '_')} (${KERNEL_CODES[kernel]})`);
+  if (h.lockTagsAt(0) & 1) refuse(`${f}.lockTags`, 'bit 0 is set: tag 0 is the VFIO path\'s, never a vCPU\'s');
+  if (h.ablate & ~(ABLATE_VIEW_LOCK | ABLATE_VALIDATE)) refuse(`${f}.ablate`, `must be ABLATE_* bits, got ${hex(h.ablate)}`);
+  if (snapshot && h.ablate !== 0) refuse(`${f}.ablate`, `is ${hex(h.ablate)}: a benchmark ablation was on when the snapshot was taken (the library never sets it, and the restored host would run without a safety mechanism)`);
   const { start, end } = heapGeometry(memBytes);
   const top = h.allocTop;
   if (top !== HEAP_BASE && (top < start || top > end || top % GRANULE !== 0)) refuse(`${f}.allocTop`, `must be HEAP_BASE or a granule in [${hex(start)}, ${hex(end)}], got ${hex(top)}`);

@@ -60,7 +60,7 @@ export function fsck(state: HostState, t: FsckTarget): Graph {
   const root = t.root;
   const m = new Mem(t.mem);
   if (t.mem.byteLength !== state.memoryBytes) refuse(`${root}.memory.bytes`, `the memory holds ${t.mem.byteLength} bytes, not ${state.memoryBytes}`);
-  checkHeader(m, state.memoryBytes, state.options.pageShift, state.options.kernel);
+  checkHeader(m, state.memoryBytes, state.options.pageShift, state.options.kernel, root === 'body');
   const rc = t.heapCheck();
   if (rc < 0) refuse('memory: heap', `heapCheck() fails (${rc}): ${HEAP_CHECKS[rc] ?? 'unknown failure'}`);
   const heap = t.heap ?? walkHeap(m, state.memoryBytes);

@@ -5,8 +5,8 @@
 // vCPU register blocks, the PCI host bridges of the qemu profile, and the
 // VIO tables in TCE bypass.
 import { hex } from '../../core/format.js';
-import { VmView, SlotView, SttView, VcpuView } from '../../generated/views.js';
-import { MAX_STITS, PROFILE_KVM, PROFILE_QEMU, STT_F_DEFAULT } from '../../generated/layout.js';
+import { VmView, SlotView, SttView, VcpuView, HdrView } from '../../generated/views.js';
+import { MAX_STITS, PROFILE_KVM, PROFILE_QEMU, STT_F_DEFAULT, MAX_LOCK_TAG, HEADER_BASE } from '../../generated/layout.js';
 import type { GuestTableState, PhbState, VmState } from '../state.js';
 import type { Claims, Mem } from './heap.js';
 import type { Graph, SttInfo } from './graph.js';
@@ -132,8 +132,15 @@ function checkPhb(p: PhbState, f: string): void {
   if (p.dma64Addr & (maxPage - 1n)) refuse(`${f}.dma64Addr`, 'must be aligned to the largest page size of the mask');
 }
 
-/** One vCPU block: claimed, naming its VM, its thread's pid and tid and its index (its registers, level and counters are the guest's and the engine's to write). */
-function checkVcpu(g: Graph, m: Mem, claims: Claims, v: VmState, desc: number, index: number, thread: number, f: string): void {
+/**
+ * One vCPU block: claimed, naming its VM, its thread's pid and tid and its
+ * index, with a view-lock tag of its own (its registers, level, counters and
+ * INDIRECT list copy are the guest's and the engine's to write). The tag is
+ * how a hypercall tells its own view locks from another vCPU's: two vCPUs
+ * with one tag would take each other's locks, and a tag whose bit is clear
+ * in HDR.lockTags would be handed to the next new vCPU as well.
+ */
+function checkVcpu(g: Graph, m: Mem, claims: Claims, v: VmState, desc: number, index: number, thread: number, f: string, tags: Map<number, string>): void {
   // No padding check: the bytes past the counters are the engine's (a raw engine.hcall at an odd level counts there).
   claims.claim(desc, VcpuView.BYTES, 'vCPU register block', `${f}.desc`);
   const task = g.processes.get(thread);
@@ -142,10 +149,17 @@ function checkVcpu(g: Graph, m: Mem, claims: Claims, v: VmState, desc: number, i
   if (d.vm !== v.desc) refuse(`${f}.desc`, `VCPU.vm is ${hex(d.vm)}, not its VM ${hex(v.desc)}`);
   if (d.pid !== task.s.pid || d.tid !== task.s.tid) refuse(`${f}.desc`, `VCPU.pid/tid ${d.pid}/${d.tid} are not its thread's ${task.s.pid}/${task.s.tid}`);
   if (d.id !== index) refuse(`${f}.desc`, `VCPU.id is ${d.id}, not ${index}`);
+  const tag = d.lockTag;
+  if (tag < 1 || tag > MAX_LOCK_TAG) refuse(`${f}.desc`, `VCPU.lockTag is ${tag}, not a vCPU's view-lock tag (1..${MAX_LOCK_TAG}; 0 is the VFIO path's)`);
+  const other = tags.get(tag);
+  if (other !== undefined) refuse(`${f}.desc`, `VCPU.lockTag ${tag} is also ${other}'s: each vCPU locks view slots under a tag of its own`);
+  tags.set(tag, f);
+  if ((new HdrView(m.mem, HEADER_BASE).lockTagsAt(tag >>> 5) & (1 << (tag & 31))) === 0) refuse(`${f}.desc`, `VCPU.lockTag ${tag} is not marked taken in HDR.lockTags: the next new vCPU would get it too`);
 }
 
 /** Every VM, its lists, guest tables, vCPUs and PHBs. */
 export function checkVms(g: Graph, m: Mem, claims: Claims, root: string): void {
+  const tags = new Map<number, string>();
   g.state.vms.forEach((v, i) => {
     const f = `${root}.vms[${i}]`;
     if (g.vms.has(v.desc)) refuse(`${f}.desc`, `VM ${hex(v.desc)} appears twice`);
@@ -185,11 +199,11 @@ export function checkVms(g: Graph, m: Mem, claims: Claims, root: string): void {
     v.vcpus.forEach((c, k) => {
       if (seen.has(c.index)) refuse(`${f}.vcpus[${k}].index`, `vCPU ${c.index} appears twice`);
       seen.add(c.index);
-      checkVcpu(g, m, claims, v, c.desc, c.index, c.thread, `${f}.vcpus[${k}]`);
+      checkVcpu(g, m, claims, v, c.desc, c.index, c.thread, `${f}.vcpus[${k}]`, tags);
     });
     if (v.friendly) {
       if (v.friendly.thread !== v.process) refuse(`${f}.friendly.thread`, 'vm.hcall()\'s vCPU runs on the VM\'s process');
-      checkVcpu(g, m, claims, v, v.friendly.desc, 0xffff_ffff, v.friendly.thread, `${f}.friendly`);
+      checkVcpu(g, m, claims, v, v.friendly.desc, 0xffff_ffff, v.friendly.thread, `${f}.friendly`, tags);
     }
     if (v.phbs.length && v.profile !== 'qemu') refuse(`${f}.phbs`, 'PHBs are QEMU\'s: the qemu profile only');
     const phbLiobns = new Set<bigint>();
