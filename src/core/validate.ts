@@ -139,13 +139,9 @@ export type Unchecked<T extends object> = { readonly [K in keyof T]?: unknown };
  * TypeError naming it, as Node's own APIs refuse what they do not know.
  * The values are `unknown` until each is checked by its rule.
  */
-export function options<T extends object>(name: string, v: unknown, allowed: OptionKeys<T>): Unchecked<T>;
-/** The unchecked form the call sites move off (next commit): no key test, values typed as T's. */
-export function options<T extends object>(name: string, v: unknown): Partial<T>;
-export function options<T extends object>(name: string, v: unknown, allowed?: OptionKeys<T>): Unchecked<T> {
+export function options<T extends object>(name: string, v: unknown, allowed: OptionKeys<T>): Unchecked<T> {
   if (v === undefined) return {};
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new TypeError(`${name} must be an object, got ${describe(v)}`);
-  if (allowed === undefined) return v as Unchecked<T>;
   // for-in with an own-key test: no array of keys allocated per call.
   for (const k in v) {
     if (Object.hasOwn(v, k) && !allowed.names.has(k)) throw new TypeError(`${name}.${k} is not an option of ${allowed.where}${suggest(k, allowed.names)}`);

@@ -7,7 +7,7 @@ import { HostContext, KERNEL_CODES, type OwnerCheck, type KernelEra } from '../c
 import { loadNative, nativeLoadError } from '../engine/native.js';
 import { createMm, type Mm } from '../kernel/mm.js';
 import { liveTables, type IommuTable } from '../kernel/table.js';
-import { Group, type GroupOptions } from '../vfio/group.js';
+import { Group, groupOptions, type GroupOptions } from '../vfio/group.js';
 import type { Container } from '../vfio/container.js';
 import type { Vm } from '../vmm/vm.js';
 import { saveBody } from '../snapshot/save.js';
@@ -46,6 +46,15 @@ export interface HostOptions {
   pin?: 'simulated' | 'host';
 }
 
+const HOST_OPTIONS = v.keys<HostOptions>('Host.create', { ownerCheck: true, pidCheck: true, kernel: true, engine: true, pageShift: true, maxMemory: true, memlockLimit: true, pin: true });
+
+/** Options of host.spawn(). */
+export interface SpawnOptions {
+  /** RLIMIT_MEMLOCK of the new process: bytes or 'unlimited'; default the host's memlockLimit. */
+  memlockLimit?: bigint | 'unlimited';
+}
+const SPAWN_OPTIONS = v.keys<SpawnOptions>('host.spawn', { memlockLimit: true });
+
 /** The simulated host. */
 export class Host extends HostContext {
   readonly memlockLimit: bigint | null;
@@ -63,7 +72,7 @@ export class Host extends HostContext {
 
   /** A new host with its own linear memory. */
   static async create(opts?: HostOptions): Promise<Host> {
-    const o = v.options<HostOptions>('opts', opts);
+    const o = v.options('opts', opts, HOST_OPTIONS);
     const ownerCheck = v.oneOf('opts.ownerCheck', o.ownerCheck, ['none', 'pid', 'mm', 'fork-close'] as const, 'mm');
     const pidCheck = v.oneOf('opts.pidCheck', o.pidCheck, ['call', 'entry'] as const, 'call');
     const kernel = v.oneOf('opts.kernel', o.kernel, ['4.12', '4.19', '5.19'] as const, '4.19');
@@ -95,8 +104,8 @@ export class Host extends HostContext {
   }
 
   /** A new process with its own address space. */
-  spawn(opts?: { memlockLimit?: bigint | 'unlimited' }): Process {
-    const o = v.options<{ memlockLimit: bigint | 'unlimited' }>('opts', opts);
+  spawn(opts?: SpawnOptions): Process {
+    const o = v.options('opts', opts, SPAWN_OPTIONS);
     let limit = this.memlockLimit;
     if (o.memlockLimit === 'unlimited') limit = null;
     else if (o.memlockLimit !== undefined) limit = v.u64('opts.memlockLimit', o.memlockLimit);
@@ -106,6 +115,8 @@ export class Host extends HostContext {
 
   /** An IOMMU group (a PE) of this host, owned by the host until VFIO takes it. */
   addGroup(opts?: GroupOptions): Group {
+    // Checked before an id is taken: a refused call changes nothing.
+    groupOptions(opts);
     const g = new Group(this, this.nextId(), opts);
     this.groups.add(g);
     return g;

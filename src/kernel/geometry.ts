@@ -43,13 +43,16 @@ export function getTableSize(pageShift: number, windowSize: bigint, levels: numb
   return bytes + bytes;
 }
 
+/** The keys of a TableGeometry. */
+export const GEOMETRY = v.keys<TableGeometry>('a table geometry', { pageShift: true, windowSize: true, levels: true, busOffset: true });
+
 /**
  * The kernel's checks of pnv_pci_ioda2_table_alloc_pages for a geometry: EINVAL
  * for levels outside [1, 5], a window that is not a power of two or smaller
  * than one page, or one whose levels would address 2^55 bytes or more.
  */
 export function checkGeometry(g: TableGeometry, sysPageShift: number): void {
-  v.options<TableGeometry>('geometry', g);
+  v.options('geometry', g, GEOMETRY);
   v.int('pageShift', g.pageShift, 0, 63);
   v.u64('windowSize', g.windowSize);
   v.int('levels', g.levels, 0, 0xffffffff);

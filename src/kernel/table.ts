@@ -8,7 +8,17 @@ import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { TblView } from '../generated/views.js';
 import { OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, TABLE_F_V2 } from '../generated/layout.js';
-import { checkGeometry, getTableSize, indexShape, type TableGeometry } from './geometry.js';
+import { checkGeometry, getTableSize, indexShape, GEOMETRY, type TableGeometry } from './geometry.js';
+
+/** Options of IommuTable.buildV2(). */
+export interface BuildOptions {
+  /** Real mode: nothing is allocated (kvmppc_rm_tce_iommu_map: a missing level is a failure). */
+  realMode?: boolean;
+  /** The pid owner check at every view write, against this pid. */
+  checkPidOf?: number;
+}
+const BUILD_OPTIONS = v.keys<BuildOptions>('table.buildV2', { realMode: true, checkPidOf: true });
+const CLEAR_OPTIONS = v.keys<Omit<BuildOptions, 'realMode'>>('table.clearV2', { checkPidOf: true });
 
 /** Live tables (created and not yet freed) per host: the kernel's list, read by stats, invariants and snapshots. */
 const live = new WeakMap<HostContext, Set<IommuTable>>();
@@ -56,7 +66,7 @@ export class IommuTable {
    * allocated now, everything else on demand. ENOMEM when memory is full.
    */
   static create(host: HostContext, g: TableGeometry, v2: boolean): IommuTable {
-    v.options<TableGeometry>('geometry', g);
+    v.options('geometry', g, GEOMETRY);
     v.bool('v2', v2, false);
     v.int('pageShift', g.pageShift, 12, 40);
     v.u64('windowSize', g.windowSize);
@@ -148,10 +158,10 @@ export class IommuTable {
    * pages at `ua` in `mm`'s regions. Virtual mode (levels allocated) unless
    * realMode. Rolls back this call's entries on failure and throws.
    */
-  buildV2(mm: Mm, entry: bigint, n: bigint, ua: bigint, perm: number, opts: { realMode?: boolean; checkPidOf?: number } = {}): void {
+  buildV2(mm: Mm, entry: bigint, n: bigint, ua: bigint, perm: number, opts: BuildOptions = {}): void {
     this.live();
     this.checkMm(mm);
-    v.options('opts', opts);
+    v.options('opts', opts, BUILD_OPTIONS);
     v.bool('opts.realMode', opts.realMode, false);
     if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
     v.u64('entry', entry);
@@ -179,7 +189,7 @@ export class IommuTable {
   clearV2(mm: Mm, entry: bigint, n: bigint, opts: { checkPidOf?: number } = {}): void {
     this.live();
     this.checkMm(mm);
-    v.options('opts', opts);
+    v.options('opts', opts, CLEAR_OPTIONS);
     if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
     v.u64('entry', entry);
     v.u64('n', n);

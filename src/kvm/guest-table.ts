@@ -2,7 +2,7 @@
 // the qemu profile): KVM_CREATE_SPAPR_TCE_64, the links to VFIO hardware
 // tables (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE), and reading an entry back as a
 // device model's translation (spapr_tce_translate_iommu).
-import type { KvmVm } from './vm.js';
+import type { KvmVm, CreateTceTable } from './vm.js';
 import type { IommuTable } from '../kernel/table.js';
 import { Group } from '../vfio/group.js';
 import { fail } from '../core/errors.js';
@@ -29,14 +29,16 @@ export type Translation =
   | { ok: true; gpa: bigint; pageIova: bigint; pageSize: bigint; perm: number }
   | { ok: false; fault: 'no-window' | 'out-of-range' | 'no-permission' };
 
+const CREATE_TCE_TABLE = v.keys<CreateTceTable>('vm.createTceTable', { liobn: true, pageShift: true, offset: true, size: true });
+
 /**
  * KVM_CREATE_SPAPR_TCE_64 {liobn, page_shift, offset, size} (offset and size
  * in IOMMU pages): size 0, page shift outside [12, 34] or an end past 2^64
  * → EINVAL; pages charged to the creator (ENOMEM); duplicate LIOBN → EBUSY.
  * In the qemu profile this is QEMU's table: nothing is charged.
  */
-export function createTceTable(vm: KvmVm, args: { liobn: bigint; pageShift: number; offset: bigint; size: bigint }): GuestTable {
-  const o = v.options<{ liobn: bigint; pageShift: number; offset: bigint; size: bigint }>('args', args);
+export function createTceTable(vm: KvmVm, args: CreateTceTable): GuestTable {
+  const o = v.options('args', args, CREATE_TCE_TABLE);
   const liobn = v.u64('liobn', o.liobn);
   const pageShift = v.int('pageShift', o.pageShift, 0, 63);
   const offset = v.u64('offset', o.offset);

@@ -22,13 +22,15 @@ export interface Memslot {
   ua: bigint;
 }
 
+const MEMSLOT = v.keys<Memslot>('vm.addMemslot', { gpa: true, size: true, ua: true });
+
 /**
  * KVM_SET_USER_MEMORY_REGION: guest physical [gpa, gpa + size) is the
  * creator's memory at ua. Page aligned (EINVAL), no overlap (EEXIST is
  * reported as EINVAL here), inside one mapping (EFAULT).
  */
 export function addMemslot(vm: KvmVm, slot: Memslot): Memslot {
-  const o = v.options<Memslot>('slot', slot);
+  const o = v.options('slot', slot, MEMSLOT);
   const gpa = v.u64('gpa', o.gpa);
   const size = v.u64('size', o.size);
   const ua = v.u64('ua', o.ua);

@@ -27,6 +27,21 @@ export interface HcallObserver {
   afterHcall(nr: bigint, liobn: bigint, ioba: bigint, arg: bigint, npages: bigint, rc: number): void;
 }
 
+/** Options of vm.vcpu(). */
+export interface VcpuOptions {
+  /** The thread running the vCPU (a Process of the VM's host); default a new thread of the VM's process. */
+  thread?: Task;
+}
+const VCPU_OPTIONS = v.keys<VcpuOptions>('vm.vcpu', { thread: true });
+
+/** Arguments of vm.createTceTable() (struct kvm_create_spapr_tce_64; offset and size in IOMMU pages). */
+export interface CreateTceTable {
+  liobn: bigint;
+  pageShift: number;
+  offset: bigint;
+  size: bigint;
+}
+
 /** The observer of a VM nobody listens to. */
 const NOBODY: HcallObserver = { active: false, afterHcall: () => undefined };
 
@@ -79,7 +94,7 @@ export class KvmVm {
   }
 
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts). */
-  createTceTable(args: { liobn: bigint; pageShift: number; offset: bigint; size: bigint }): GuestTable {
+  createTceTable(args: CreateTceTable): GuestTable {
     return guest.createTceTable(this, args);
   }
 
@@ -104,13 +119,13 @@ export class KvmVm {
   }
 
   /** vCPU `index`, created on first use, run by `thread` (default: a new thread of the VM's process). */
-  vcpu(index: number, opts?: { thread?: Task }): Vcpu {
+  vcpu(index: number, opts?: VcpuOptions): Vcpu {
     v.int('index', index, 0, 4095);
-    const o = v.options<{ thread: Task }>('opts', opts);
-    if (o.thread !== undefined) v.owned('opts.thread', o.thread, Task, 'a Process', this.host);
+    const o = v.options('opts', opts, VCPU_OPTIONS);
+    const thread = o.thread === undefined ? undefined : v.owned('opts.thread', o.thread, Task, 'a Process', this.host);
     let c = this.vcpus.get(index);
     if (!c) {
-      c = new Vcpu(this, index, o.thread ?? this.process.thread());
+      c = new Vcpu(this, index, thread ?? this.process.thread());
       this.vcpus.set(index, c);
     }
     return c;

@@ -161,6 +161,8 @@ interface Run {
   entries: number;
 }
 
+const SYNC_OPTIONS = v.keys<VfioSyncOptions>('vm.attachContainer', { liobns: true, onError: true, onCall: true });
+
 /** The containers with a sync attached: one sync per container. */
 const ATTACHED = new WeakMap<Container, VfioSync>();
 
@@ -194,7 +196,7 @@ export class VfioSync {
     this.vm = vm;
     this.fd = v.instance('fd', fd, ContainerFd, 'a ContainerFd');
     v.sameHost('fd', this.fd.container, vm.host);
-    const o = v.options<VfioSyncOptions>('opts', opts);
+    const o = v.options('opts', opts, SYNC_OPTIONS);
     if (o.liobns !== undefined) this.only = new Set(v.array('opts.liobns', o.liobns, 'LIOBNs').map((l, i) => liobnArg(`opts.liobns[${i}]`, l)));
     this.onError = o.onError === undefined ? undefined : v.fn<(e: VfioSyncError) => void>('opts.onError', o.onError);
     this.onCall = o.onCall === undefined ? undefined : v.fn<(c: VfioCall) => void>('opts.onCall', o.onCall);

@@ -4,7 +4,7 @@
 // bridges with the guest's DDW RTAS calls and the VIO bypass (rtas.ts), the
 // machine reset of the IOMMU (reset.ts), and host VFIO containers kept in
 // step with the guest (vfio-sync.ts).
-import { KvmVm } from '../kvm/vm.js';
+import { KvmVm, type CreateTceTable } from '../kvm/vm.js';
 import type { Task } from '../kernel/task.js';
 import type { GuestTable, Translation } from '../kvm/guest-table.js';
 import type { Memslot } from '../kvm/memslot.js';
@@ -56,7 +56,7 @@ export class Vm extends KvmVm {
   }
 
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts); the new window is a 'window-add' event. */
-  override createTceTable(args: { liobn: bigint; pageShift: number; offset: bigint; size: bigint }): GuestTable {
+  override createTceTable(args: CreateTceTable): GuestTable {
     const t = super.createTceTable(args);
     this.events.emit(windowEvent(t, 'window-add'));
     return t;
