@@ -16,12 +16,34 @@ function missing(name: string): TypeError {
   return new TypeError(`${name} is required`);
 }
 
-/** A u64 argument: a bigint in [0, 2^64). */
-export function u64(name: string, v: unknown): bigint {
+/**
+ * A u64 argument (an address, a size, an offset, a register value): a
+ * bigint in [min, max] (default [0, 2^64)), or a number that is a safe
+ * integer there (above 2^53 a number is not exact: pass a bigint). Returned
+ * as a bigint; results are always bigints.
+ */
+export function u64(name: string, v: unknown, min = 0n, max = U64_MAX): bigint {
+  if (typeof v === 'bigint') {
+    if (v < min || v > max) throw new RangeError(`${name} must be in ${range(min, max)}, got ${v}n`);
+    return v;
+  }
   if (v === undefined) throw missing(name);
-  if (typeof v !== 'bigint') throw new TypeError(`${name} must be a bigint, got ${describe(v)}`);
-  if (v < 0n || v > U64_MAX) throw new RangeError(`${name} must be in [0, 2^64), got ${v}n`);
-  return v;
+  if (typeof v !== 'number') throw new TypeError(`${name} must be a bigint or a number, got ${describe(v)}`);
+  if (!Number.isInteger(v)) throw new RangeError(`${name} must be an integer, got ${v}`);
+  if (!Number.isSafeInteger(v)) throw new RangeError(`${name} must be a safe integer when it is a number (pass a bigint), got ${v}`);
+  const b = BigInt(v);
+  if (b < min || b > max) throw new RangeError(`${name} must be in ${range(min, max)}, got ${v}`);
+  return b;
+}
+
+/** A byte count that must fit a number (a linear-memory size): u64()'s rule, returned as a number. */
+export function size(name: string, v: unknown, min: number, max: number): number {
+  return Number(u64(name, v, BigInt(min), BigInt(max)));
+}
+
+/** "[0, 2^64)" for the full range, else "[min, max]". */
+function range(min: bigint, max: bigint): string {
+  return min === 0n && max === U64_MAX ? '[0, 2^64)' : `[${min}, ${max}]`;
 }
 
 /**

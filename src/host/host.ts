@@ -38,10 +38,10 @@ export interface HostOptions {
   engine?: 'wasm' | 'native';
   /** The host kernel's PAGE_SHIFT: 16 (64 KiB, ppc64 server) by default, or 12. */
   pageShift?: number;
-  /** Bytes of linear memory (fixed for the host's life): 128 MiB by default. */
-  maxMemory?: number;
+  /** Bytes of linear memory (fixed for the host's life), 1 MiB to 4 GiB − 64 KiB: 128 MiB by default. */
+  maxMemory?: bigint | number;
   /** RLIMIT_MEMLOCK of spawned processes: bytes, 'host' (this process's real limit) or 'unlimited' (default). */
-  memlockLimit?: bigint | 'host' | 'unlimited';
+  memlockLimit?: bigint | number | 'host' | 'unlimited';
   /** 'host': also mlock() the bytes behind each registered region (needs the addon); default 'simulated'. */
   pin?: 'simulated' | 'host';
 }
@@ -51,7 +51,7 @@ const HOST_OPTIONS = v.keys<HostOptions>('Host.create', { ownerCheck: true, pidC
 /** Options of host.spawn(). */
 export interface SpawnOptions {
   /** RLIMIT_MEMLOCK of the new process: bytes or 'unlimited'; default the host's memlockLimit. */
-  memlockLimit?: bigint | 'unlimited';
+  memlockLimit?: bigint | number | 'unlimited';
 }
 const SPAWN_OPTIONS = v.keys<SpawnOptions>('host.spawn', { memlockLimit: true });
 
@@ -79,7 +79,7 @@ export class Host extends HostContext {
     const engine = v.oneOf('opts.engine', o.engine, ['wasm', 'native'] as const, 'wasm');
     const pageShift = o.pageShift === undefined ? 16 : v.int('opts.pageShift', o.pageShift, 12, 16);
     if (pageShift !== 12 && pageShift !== 16) throw new RangeError(`opts.pageShift must be 12 or 16, got ${pageShift}`);
-    const maxMemory = o.maxMemory === undefined ? 128 << 20 : v.int('opts.maxMemory', o.maxMemory, 1 << 20, 4 * 1024 * 1024 * 1024 - 65536);
+    const maxMemory = o.maxMemory === undefined ? 128 << 20 : v.size('opts.maxMemory', o.maxMemory, 1 << 20, 4 * 1024 * 1024 * 1024 - 65536);
     let memlockLimit: bigint | null = null;
     if (o.memlockLimit === 'host') {
       const addon = loadNative();

@@ -82,8 +82,8 @@ export abstract class Task {
    * (2^hugePageShift when given, else the system page); `backed` (default
    * true) gives its bytes as a Uint8Array.
    */
-  mmap(size: bigint, opts?: MmapOptions): MmapResult {
-    v.u64('size', size);
+  mmap(size: bigint | number, opts?: MmapOptions): MmapResult {
+    size = v.u64('size', size);
     const o = v.options('opts', opts, MMAP_OPTIONS);
     const sys = this.host.pageShift;
     const shift = o.hugePageShift === undefined ? sys : v.int('opts.hugePageShift', o.hugePageShift, sys, 34);

@@ -7,8 +7,8 @@ import type { HostContext } from '../core/context.js';
 import type { Mm } from '../kernel/mm.js';
 import { Task } from '../kernel/task.js';
 import type { Group } from '../vfio/group.js';
-import { Vcpu, type HcallStats } from './vcpu.js';
-import { addMemslot, removeMemslot, type Memslot } from './memslot.js';
+import { Vcpu, type HcallStats, type Level } from './vcpu.js';
+import { addMemslot, removeMemslot, type Memslot, type MemslotArgs } from './memslot.js';
 import * as guest from './guest-table.js';
 import type { GuestTable, Translation } from './guest-table.js';
 import * as v from '../core/validate.js';
@@ -36,10 +36,18 @@ const VCPU_OPTIONS = v.keys<VcpuOptions>('vm.vcpu', { thread: true });
 
 /** Arguments of vm.createTceTable() (struct kvm_create_spapr_tce_64; offset and size in IOMMU pages). */
 export interface CreateTceTable {
-  liobn: bigint;
+  /** A 32-bit id (docs/semantics.md §8.1). */
+  liobn: bigint | number;
   pageShift: number;
-  offset: bigint;
-  size: bigint;
+  offset: bigint | number;
+  size: bigint | number;
+}
+
+/** What vm.hcall() returns: the status (also left in r3), r4 after the call (H_GET_TCE's TCE), and the level that finished it. */
+export interface HcallResult {
+  ret: number;
+  out: bigint[];
+  level: Level;
 }
 
 /** The observer of a VM nobody listens to. */
@@ -84,12 +92,12 @@ export class KvmVm {
   }
 
   /** KVM_SET_USER_MEMORY_REGION (see memslot.ts). */
-  addMemslot(slot: Memslot): void {
+  addMemslot(slot: MemslotArgs): void {
     addMemslot(this, slot);
   }
 
   /** KVM_SET_USER_MEMORY_REGION with size 0: deletes the memslot starting at `gpa`; TCEs pointing into it are left as the kernel leaves them (see memslot.ts). */
-  removeMemslot(gpa: bigint): void {
+  removeMemslot(gpa: bigint | number): void {
     removeMemslot(this, gpa);
   }
 
@@ -99,22 +107,22 @@ export class KvmVm {
   }
 
   /** KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE: links a hardware table of `group` to the LIOBN (see guest-table.ts). */
-  attachGroup(group: Group, liobn: bigint): void {
+  attachGroup(group: Group, liobn: bigint | number): void {
     guest.attachGroup(this, group, liobn);
   }
 
   /** The hardware tables linked to a LIOBN, with their reference counts. */
-  links(liobn: bigint): { tableDesc: number; refs: number }[] {
+  links(liobn: bigint | number): { tableDesc: number; refs: number }[] {
     return guest.links(this, liobn);
   }
 
   /** The guest TCE at relative index `idx` of a table (0 when its page was never allocated). */
-  guestEntry(t: GuestTable, idx: bigint): bigint {
+  guestEntry(t: GuestTable, idx: bigint | number): bigint {
     return guest.guestEntry(this, t, idx);
   }
 
   /** The translation a device model gets for a DMA at `iova` through `liobn` (spapr_tce_translate_iommu). */
-  translate(liobn: bigint, iova: bigint, access?: 'read' | 'write'): Translation {
+  translate(liobn: bigint | number, iova: bigint | number, access?: 'read' | 'write'): Translation {
     return guest.translate(this, liobn, iova, access);
   }
 
@@ -132,17 +140,18 @@ export class KvmVm {
   }
 
   /**
-   * The convenience form: runs hypercall `nr` with bigint arguments r4.. on a
-   * vCPU of the VM's process and returns {ret, out: [r4]} (r4 holds H_GET_TCE's result).
+   * The convenience form: runs hypercall `nr` with arguments r4.. (register
+   * contents: any u64, bigint or safe-integer number) on a vCPU of the VM's
+   * process and returns {ret, out: [r4], level} (r4 holds H_GET_TCE's result).
    */
-  hcall(nr: number, ...args: bigint[]): { ret: number; out: bigint[]; level: string } {
-    v.int('nr', nr, 0, 0xffffffff);
+  hcall(nr: number | bigint, ...args: (bigint | number)[]): HcallResult {
+    const n = v.u32('nr', nr);
     if (args.length > 8) throw new RangeError(`hcall takes at most 8 arguments, got ${args.length}`);
-    args.forEach((a, i) => v.u64(`args[${i}]`, a));
+    const regs = args.map((a, i) => v.u64(`args[${i}]`, a));
     this.friendly ??= new Vcpu(this, -1 >>> 0, this.process);
     const r = this.friendly.regs;
-    r[3] = BigInt(nr);
-    for (let i = 0; i < 8; i++) r[4 + i] = args[i] ?? 0n;
+    r[3] = BigInt(n);
+    for (let i = 0; i < 8; i++) r[4 + i] = regs[i] ?? 0n;
     const ret = this.friendly.hcall();
     return { ret, out: [r[4]!], level: this.friendly.lastLevel };
   }

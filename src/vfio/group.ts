@@ -11,9 +11,9 @@ import * as v from '../core/validate.js';
 /** Options of host.addGroup. */
 export interface GroupOptions {
   /** Bus address of the 32-bit window (default 0). */
-  tce32Start?: bigint;
+  tce32Start?: bigint | number;
   /** Size of the 32-bit window (default 2 GiB). */
-  tce32Size?: bigint;
+  tce32Size?: bigint | number;
   /** Supported IOMMU page shifts (default [12, 16, 24]). */
   pageShifts?: number[];
   /** Dynamic windows supported (default 2). */

@@ -100,8 +100,8 @@ export function createWindow(c: Container, caller: Task, args: CreateWindow): { 
  * EINVAL; start 0 while the default window is pending cancels it; else the
  * window containing start_addr (EINVAL if none) is cleared, unset and freed.
  */
-export function removeWindow(c: Container, caller: Task, startAddr: bigint, flags: number): void {
-  v.u64('startAddr', startAddr);
+export function removeWindow(c: Container, caller: Task, startAddr: bigint | number, flags: number): void {
+  startAddr = v.u64('startAddr', startAddr);
   v.int('flags', flags, 0, 0xffffffff);
   requireType(c, caller, true, 'removeWindow');
   claim(c, caller);

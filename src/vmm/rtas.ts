@@ -49,11 +49,11 @@ export const RTAS_OUT = Object.freeze({ SUCCESS: 0, HW_ERROR: -1, PARAM_ERROR: -
  * Both window addresses must be aligned to the largest page size in the mask (windows here start on a whole IOMMU page).
  */
 export interface PhbOptions {
-  buid: bigint;
+  buid: bigint | number;
   index: number;
-  dma32?: { addr: bigint; size: bigint };
-  dma64Addr?: bigint;
-  pageSizeMask?: bigint;
+  dma32?: { addr: bigint | number; size: bigint | number };
+  dma64Addr?: bigint | number;
+  pageSizeMask?: bigint | number;
   ddw?: boolean;
 }
 
@@ -246,7 +246,7 @@ export class Phb {
  */
 export function rtasCall(vm: Vm, name: unknown, args: unknown, nret: unknown): number[] {
   const call = v.oneOf('name', name, RTAS_CALLS);
-  const cells = v.array('args', args, 'RTAS cells (u32 numbers)').map((a, i) => v.int(`args[${i}]`, a, 0, 0xffff_ffff));
+  const cells = v.array('args', args, 'RTAS cells (u32, number or bigint)').map((a, i) => v.u32(`args[${i}]`, a));
   const nr = v.int('nret', nret, 0, 1024);
   const n = cells.length;
   const phbs = vm.phbs;
