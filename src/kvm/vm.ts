@@ -14,7 +14,7 @@ import type { GuestTable, Translation } from './guest-table.js';
 import * as v from '../core/validate.js';
 import { VmView } from '../generated/views.js';
 import {
-  PROFILE_KVM, PROFILE_QEMU, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT,
+  H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_GET_TCE, PROFILE_KVM, PROFILE_QEMU, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT,
 } from '../generated/layout.js';
 
 /**
@@ -49,6 +49,14 @@ export interface HcallResult {
   out: bigint[];
   level: Level;
 }
+
+/** Each TCE hypercall's name and arguments (r4..), by number: the arity vm.hcall() checks (PAPR's H_PUT_TCE etc.). */
+const HCALL_ARGS: ReadonlyMap<number, readonly string[]> = new Map([
+  [H_PUT_TCE, ['H_PUT_TCE', 'liobn', 'ioba', 'tce']],
+  [H_PUT_TCE_INDIRECT, ['H_PUT_TCE_INDIRECT', 'liobn', 'ioba', 'tce_list', 'npages']],
+  [H_STUFF_TCE, ['H_STUFF_TCE', 'liobn', 'ioba', 'tce_value', 'npages']],
+  [H_GET_TCE, ['H_GET_TCE', 'liobn', 'ioba']],
+]);
 
 /** The observer of a VM nobody listens to. */
 const NOBODY: HcallObserver = { active: false, afterHcall: () => undefined };
@@ -140,14 +148,24 @@ export class KvmVm {
   }
 
   /**
-   * The convenience form: runs hypercall `nr` with arguments r4.. (register
-   * contents: any u64, bigint or safe-integer number) on a vCPU of the VM's
-   * process and returns {ret, out: [r4], level} (r4 holds H_GET_TCE's result).
+   * The convenience form: runs hypercall `nr` with arguments r4.. on a vCPU
+   * of the VM's process and returns {ret, out: [r4], level} (r4 holds
+   * H_GET_TCE's result). The TCE hypercalls take exactly their arguments
+   * (H_PUT_TCE 3, H_PUT_TCE_INDIRECT 4, H_STUFF_TCE 4, H_GET_TCE 2; a
+   * TypeError otherwise); another number takes up to 8 and, not being one
+   * of this library's, exits (H_TOO_HARD, level 'exit') for the VMM to
+   * handle. The arguments are register contents: any u64 (bigint or
+   * safe-integer number), answered by the hypercall, never refused here.
    */
   hcall(nr: number | bigint, ...args: (bigint | number)[]): HcallResult {
     const n = v.u32('nr', nr);
-    if (args.length > 8) throw new RangeError(`hcall takes at most 8 arguments, got ${args.length}`);
-    const regs = args.map((a, i) => v.u64(`args[${i}]`, a));
+    const want = HCALL_ARGS.get(n);
+    if (want ? args.length !== want.length - 1 : args.length > 8) {
+      throw new TypeError(want
+        ? `vm.hcall(${want[0]}) takes ${want.length - 1} arguments (${want.slice(1).join(', ')}), got ${args.length}`
+        : `vm.hcall(0x${n.toString(16)}) takes at most 8 arguments (r4..r11), got ${args.length}`);
+    }
+    const regs = args.map((a, i) => v.u64(want ? want[i + 1]! : `args[${i}]`, a));
     this.friendly ??= new Vcpu(this, -1 >>> 0, this.process);
     const r = this.friendly.regs;
     r[3] = BigInt(n);
