@@ -57,6 +57,17 @@ export const H = Object.freeze({
   TOO_HARD: H_TOO_HARD,
 });
 
+/**
+ * H as the 64-bit register contents a vCPU holds, for `vcpu.regs`: the
+ * hypercall numbers r3 takes (`vcpu.regs[3] = H64.PUT_TCE`), and the
+ * statuses as vcpu.hcall() leaves them in r3, two's complement
+ * (`vcpu.regs[3] === H64.PARAMETER`, 2^64 − 4). vcpu.hcall() itself returns
+ * the signed number, to compare with H.
+ */
+export const H64: { readonly [K in keyof typeof H]: bigint } = Object.freeze(
+  Object.fromEntries(Object.entries(H).map(([k, x]) => [k, BigInt.asUintN(64, BigInt(x))])) as { [K in keyof typeof H]: bigint },
+);
+
 /** VFIO IOMMU type of the sPAPR TCE v1 container. */
 export const SPAPR_TCE_IOMMU = VFIO_SPAPR_TCE_IOMMU;
 /** VFIO IOMMU type of the sPAPR TCE v2 (pre-registered memory) container. */
