@@ -53,23 +53,28 @@ export function getTableSize(pageShift: number, windowSize: bigint | number, lev
 
 const GEOMETRY = v.keys<TableGeometry>('a table geometry', { pageShift: true, windowSize: true, levels: true, busOffset: true });
 
-/** A TableGeometry's types checked, page shift and levels in the given ranges (the kernel's checks are checkGeometry's). */
-export function geometryOf(g: unknown, minPageShift: number, maxPageShift: number, maxLevels: number): Geometry {
+/**
+ * A TableGeometry's types checked, page shift and levels in the given ranges
+ * (the kernel's checks are checkGeometry's). A busOffset left out is 0 when
+ * `busOffsetOptional` (the window's size checks do not depend on where it sits).
+ */
+export function geometryOf(g: unknown, minPageShift: number, maxPageShift: number, maxLevels: number, busOffsetOptional = false): Geometry {
   const o = v.options('geometry', g, GEOMETRY);
   const pageShift = v.int('pageShift', o.pageShift, minPageShift, maxPageShift);
   const windowSize = v.u64('windowSize', o.windowSize);
   const levels = v.int('levels', o.levels, 0, maxLevels);
-  const busOffset = v.u64('busOffset', o.busOffset);
+  const busOffset = busOffsetOptional && o.busOffset === undefined ? 0n : v.u64('busOffset', o.busOffset);
   return { pageShift, windowSize, levels, busOffset };
 }
 
 /**
  * The kernel's checks of pnv_pci_ioda2_table_alloc_pages for a geometry: EINVAL
  * for levels outside [1, 5], a window that is not a power of two or smaller
- * than one page, or one whose levels would address 2^55 bytes or more.
+ * than one page, or one whose levels would address 2^55 bytes or more. The
+ * bus offset, which those checks do not read, may be left out.
  */
-export function checkGeometry(geometry: TableGeometry, sysPageShift: number): void {
-  const g = geometryOf(geometry, 0, 63, 0xffffffff);
+export function checkGeometry(geometry: Omit<TableGeometry, 'busOffset'> & { busOffset?: bigint | number }, sysPageShift: number): void {
+  const g = geometryOf(geometry, 0, 63, 0xffffffff, true);
   v.int('sysPageShift', sysPageShift, 12, 16);
   if (g.levels < 1 || g.levels > MAX_LEVELS) fail('EINVAL', `levels must be in [1, ${MAX_LEVELS}], got ${g.levels}`);
   if (!isPow2(g.windowSize)) fail('EINVAL', `windowSize must be a power of two, got ${g.windowSize}`);

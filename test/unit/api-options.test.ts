@@ -86,6 +86,7 @@ describe('a missing required option or argument is "X is required"; nothing chan
     { what: 'vcpu index', call: (w) => w.vm.vcpu(any(undefined)), message: /^index is required$/ },
     { what: 'rtas nret', call: (w) => w.qvm.rtas('ibm,reset-pe-dma-window', [0, 0, 0], any(undefined)), message: /^nret is required$/ },
     { what: 'rtas name', call: (w) => w.qvm.rtas(any(undefined), [], 1), message: /^name is required$/ },
+    { what: 'IommuTable.create busOffset', call: (w) => IommuTable.create(w.host, any({ pageShift: 12, windowSize: 1n << 20n, levels: 1 }), true), message: /^busOffset is required$/ },
   ];
   for (const c of cases) {
     it(c.what, async () => {
@@ -93,6 +94,12 @@ describe('a missing required option or argument is "X is required"; nothing chan
       refused(w.host, () => c.call(w), TypeError, c.message);
     });
   }
+
+  it('checkGeometry: the bus offset its checks do not read may be left out, and is checked when given', () => {
+    expect(() => checkGeometry({ pageShift: 12, windowSize: 1n << 20n, levels: 1 }, 16)).not.toThrow();
+    expect(() => checkGeometry({ pageShift: 12, windowSize: 1n << 20n, levels: 9 }, 16)).toThrow(/levels must be in \[1, 5\]/);
+    expect(() => checkGeometry(any({ pageShift: 12, windowSize: 1n << 20n, levels: 1, busOffset: '0' }), 16)).toThrow(/^busOffset must be a bigint or a number/);
+  });
 
   it('Host.create: every option has a default, and an empty object or none is the default host', async () => {
     const a = await Host.create();
