@@ -1,17 +1,19 @@
 // spapr-tce: the POWER sPAPR TCE IOMMU as Linux and KVM implement it.
 export { Host } from './host/host.js';
-export type { HostOptions, HostStats, OwnerCheck, KernelEra, SnapshotOptions } from './host/host.js';
+export type { HostOptions, HostStats, OwnerCheck, KernelEra, SnapshotOptions, SpawnOptions } from './host/host.js';
 export type { Snapshot, RestoreOptions } from './snapshot/snapshot.js';
 export type { RamSource } from './snapshot/image.js';
 export { SnapshotError } from './snapshot/fsck/read.js';
 export type { HostContext } from './core/context.js';
 export { Process } from './host/process.js';
-export type { MmapResult } from './host/process.js';
+export type { MmapResult, CloneOptions, VmOptions } from './host/process.js';
+export type { MmapOptions } from './kernel/task.js';
 export { Task, FdTable } from './kernel/task.js';
 export { Mm } from './kernel/mm.js';
 export type { Mapping } from './kernel/mm.js';
 export { Region, regionsOf, preregNew, preregGet, preregPut } from './kernel/prereg.js';
 export { IommuTable } from './kernel/table.js';
+export type { BuildOptions } from './kernel/table.js';
 export { getTableSize, checkGeometry, MAX_LEVELS } from './kernel/geometry.js';
 export type { TableGeometry } from './kernel/geometry.js';
 export { Group } from './vfio/group.js';
@@ -21,8 +23,9 @@ export { ContainerFd } from './vfio/fd.js';
 export { DDW_BUS_OFFSET } from './vfio/types.js';
 export type { Window, TceInfo, DmaMap, DmaUnmap, CreateWindow } from './vfio/types.js';
 export { KvmVm } from './kvm/vm.js';
+export type { HcallResult, CreateTceTable, VcpuOptions } from './kvm/vm.js';
 export { Vm } from './vmm/vm.js';
-export type { Memslot } from './kvm/memslot.js';
+export type { Memslot, MemslotArgs } from './kvm/memslot.js';
 export type { GuestTable, Translation } from './kvm/guest-table.js';
 export { DmaFault } from './vmm/dma.js';
 export type { DmaAccessor, DmaFaultReason } from './vmm/dma.js';
@@ -56,6 +59,17 @@ export const H = Object.freeze({
   CLOSED: H_CLOSED,
   TOO_HARD: H_TOO_HARD,
 });
+
+/**
+ * H as the 64-bit register contents a vCPU holds, for `vcpu.regs`: the
+ * hypercall numbers r3 takes (`vcpu.regs[3] = H64.PUT_TCE`), and the
+ * statuses as vcpu.hcall() leaves them in r3, two's complement
+ * (`vcpu.regs[3] === H64.PARAMETER`, 2^64 − 4). vcpu.hcall() itself returns
+ * the signed number, to compare with H.
+ */
+export const H64: { readonly [K in keyof typeof H]: bigint } = Object.freeze(
+  Object.fromEntries(Object.entries(H).map(([k, x]) => [k, BigInt.asUintN(64, BigInt(x))])) as { [K in keyof typeof H]: bigint },
+);
 
 /** VFIO IOMMU type of the sPAPR TCE v1 container. */
 export const SPAPR_TCE_IOMMU = VFIO_SPAPR_TCE_IOMMU;

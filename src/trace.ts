@@ -273,7 +273,8 @@ function parseEvent(f: Fields, ev: string): TraceEvent {
     return { kind: 'hcall', line, nr, liobn, ioba, arg: f.hex('tce'), npages: 0n, ret };
   }
   if (ev === 'xlate') {
-    const liobn = f.hex('liobn');
+    // The LIOBN of a table QEMU translated through (spapr_tce_translate_iommu): 32 bits, as vm.translate takes.
+    const liobn = f.hex('liobn', 32);
     const ioba = f.hex('ioba');
     const inWindow = f.optionalBool('in_window', true);
     // Beyond the table QEMU reports no page (mask ~0): nothing else of the record is needed then.

@@ -7,7 +7,7 @@ import { HostContext, type OwnerCheck, type KernelEra } from '../core/context.js
 import { loadNative, nativeLoadError } from '../engine/native.js';
 import { createMm, type Mm } from '../kernel/mm.js';
 import { liveTables, type IommuTable } from '../kernel/table.js';
-import { Group, type GroupOptions } from '../vfio/group.js';
+import { Group, groupOptions, type GroupOptions } from '../vfio/group.js';
 import type { Container } from '../vfio/container.js';
 import type { Vm } from '../vmm/vm.js';
 import { saveBody, saveBinary, saveIncremental, saveRamless } from '../snapshot/save.js';
@@ -39,13 +39,22 @@ export interface HostOptions {
   engine?: 'wasm' | 'native';
   /** The host kernel's PAGE_SHIFT: 16 (64 KiB, ppc64 server) by default, or 12. */
   pageShift?: number;
-  /** Bytes of linear memory (fixed for the host's life): 128 MiB by default. */
-  maxMemory?: number;
+  /** Bytes of linear memory (fixed for the host's life), 1 MiB to 4 GiB − 64 KiB: 128 MiB by default. */
+  maxMemory?: bigint | number;
   /** RLIMIT_MEMLOCK of spawned processes: bytes, 'host' (this process's real limit) or 'unlimited' (default). */
-  memlockLimit?: bigint | 'host' | 'unlimited';
+  memlockLimit?: bigint | number | 'host' | 'unlimited';
   /** 'host': also mlock() the bytes behind each registered region (needs the addon); default 'simulated'. */
   pin?: 'simulated' | 'host';
 }
+
+const HOST_OPTIONS = v.keys<HostOptions>('Host.create', { ownerCheck: true, pidCheck: true, kernel: true, engine: true, pageShift: true, maxMemory: true, memlockLimit: true, pin: true });
+
+/** Options of host.spawn(). */
+export interface SpawnOptions {
+  /** RLIMIT_MEMLOCK of the new process: bytes or 'unlimited'; default the host's memlockLimit. */
+  memlockLimit?: bigint | number | 'unlimited';
+}
+const SPAWN_OPTIONS = v.keys<SpawnOptions>('host.spawn', { memlockLimit: true });
 
 /** The simulated host. */
 export class Host extends HostContext {
@@ -64,14 +73,14 @@ export class Host extends HostContext {
 
   /** A new host with its own linear memory. */
   static async create(opts?: HostOptions): Promise<Host> {
-    const o = v.options<HostOptions>('opts', opts);
+    const o = v.options('opts', opts, HOST_OPTIONS);
     const ownerCheck = v.oneOf('opts.ownerCheck', o.ownerCheck, ['none', 'pid', 'mm', 'fork-close'] as const, 'mm');
     const pidCheck = v.oneOf('opts.pidCheck', o.pidCheck, ['call', 'entry'] as const, 'call');
     const kernel = v.oneOf('opts.kernel', o.kernel, ['4.12', '4.19', '5.19'] as const, '4.19');
     const engine = v.oneOf('opts.engine', o.engine, ['wasm', 'native'] as const, 'wasm');
     const pageShift = o.pageShift === undefined ? 16 : v.int('opts.pageShift', o.pageShift, 12, 16);
     if (pageShift !== 12 && pageShift !== 16) throw new RangeError(`opts.pageShift must be 12 or 16, got ${pageShift}`);
-    const maxMemory = o.maxMemory === undefined ? 128 << 20 : v.int('opts.maxMemory', o.maxMemory, 1 << 20, 4 * 1024 * 1024 * 1024 - 65536);
+    const maxMemory = o.maxMemory === undefined ? 128 << 20 : v.size('opts.maxMemory', o.maxMemory, 1 << 20, 4 * 1024 * 1024 * 1024 - 65536);
     let memlockLimit: bigint | null = null;
     if (o.memlockLimit === 'host') {
       const addon = loadNative();
@@ -96,8 +105,8 @@ export class Host extends HostContext {
   }
 
   /** A new process with its own address space. */
-  spawn(opts?: { memlockLimit?: bigint | 'unlimited' }): Process {
-    const o = v.options<{ memlockLimit: bigint | 'unlimited' }>('opts', opts);
+  spawn(opts?: SpawnOptions): Process {
+    const o = v.options('opts', opts, SPAWN_OPTIONS);
     let limit = this.memlockLimit;
     if (o.memlockLimit === 'unlimited') limit = null;
     else if (o.memlockLimit !== undefined) limit = v.u64('opts.memlockLimit', o.memlockLimit);
@@ -107,6 +116,8 @@ export class Host extends HostContext {
 
   /** An IOMMU group (a PE) of this host, owned by the host until VFIO takes it. */
   addGroup(opts?: GroupOptions): Group {
+    // Checked before an id is taken: a refused call changes nothing.
+    groupOptions(opts);
     const g = new Group(this, this.nextId(), opts);
     this.groups.add(g);
     return g;

@@ -27,6 +27,20 @@ import * as v from '../core/validate.js';
 
 export type { MmapResult };
 
+/** Options of process.clone(). */
+export interface CloneOptions {
+  /** CLONE_VM | CLONE_FILES: share this mm and descriptor table (default false: fork()). */
+  vm?: boolean;
+}
+const CLONE_OPTIONS = v.keys<CloneOptions>('process.clone', { vm: true });
+
+/** Options of process.createVm(). */
+export interface VmOptions {
+  /** Whose hypercall semantics: 'kvm' (the kernel's handlers, default) or 'qemu' (QEMU's emulated ones). */
+  profile?: 'kvm' | 'qemu';
+}
+const VM_OPTIONS = v.keys<VmOptions>('process.createVm', { profile: true });
+
 /** A task of the simulated host. */
 export class Process extends Task {
   declare readonly host: Host;
@@ -61,8 +75,8 @@ export class Process extends Task {
    * (CLONE_VM | CLONE_FILES: what KVM's worker threads or a vhost task get);
    * without, fork().
    */
-  clone(opts?: { vm?: boolean }): Process {
-    const o = v.options<{ vm: boolean }>('opts', opts);
+  clone(opts?: CloneOptions): Process {
+    const o = v.options('opts', opts, CLONE_OPTIONS);
     if (!v.bool('opts.vm', o.vm, false)) return this.fork();
     const pid = this.host.nextTid();
     return this.host.adoptProcess(new Process(this.host, pid, pid, this.mm, this.memlockLimit, this.files));
@@ -110,8 +124,8 @@ export class Process extends Task {
   }
 
   /** KVM_CREATE_VM: a guest whose memory and hypercall lookups use this process's mm. */
-  createVm(opts?: { profile?: 'kvm' | 'qemu' }): Vm {
-    const o = v.options<{ profile: 'kvm' | 'qemu' }>('opts', opts);
+  createVm(opts?: VmOptions): Vm {
+    const o = v.options('opts', opts, VM_OPTIONS);
     const vm = new Vm(this, v.oneOf('opts.profile', o.profile, ['kvm', 'qemu'] as const, 'kvm'));
     this.host.vms.add(vm);
     return vm;

@@ -7,12 +7,20 @@ import * as v from '../core/validate.js';
 /** Most levels a table may have (POWERNV_IOMMU_MAX_LEVELS). */
 export const MAX_LEVELS = 5;
 
-/** Geometry of a window, as TCE_CREATE / pnv_pci_ioda2_create_table take it. */
+/** Geometry of a window, as TCE_CREATE / pnv_pci_ioda2_create_table take it (sizes as bigint or safe-integer number). */
 export interface TableGeometry {
   pageShift: number;
-  windowSize: bigint;
+  windowSize: bigint | number;
   levels: number;
-  busOffset: bigint;
+  busOffset: bigint | number;
+}
+
+/** A TableGeometry checked (geometryOf): bigints. */
+export interface Geometry {
+  readonly pageShift: number;
+  readonly windowSize: bigint;
+  readonly levels: number;
+  readonly busOffset: bigint;
 }
 
 const log2 = (x: bigint): number => x.toString(2).length - 1;
@@ -22,9 +30,9 @@ const isPow2 = (x: bigint): boolean => x > 0n && (x & (x - 1n)) === 0n;
  * pnv_pci_ioda2_get_table_size: bytes the kernel allocates (and accounts)
  * for a window, the TCE tree and its userspace copy; 0 for an impossible geometry.
  */
-export function getTableSize(pageShift: number, windowSize: bigint, levels: number, sysPageShift: number): bigint {
+export function getTableSize(pageShift: number, windowSize: bigint | number, levels: number, sysPageShift: number): bigint {
   v.int('pageShift', pageShift, 0, 63);
-  v.u64('windowSize', windowSize);
+  windowSize = v.u64('windowSize', windowSize);
   v.int('levels', levels, 0, 0xffffffff);
   v.int('sysPageShift', sysPageShift, 12, 16);
   if (levels < 1 || levels > MAX_LEVELS || !isPow2(windowSize)) return 0n;
@@ -43,16 +51,30 @@ export function getTableSize(pageShift: number, windowSize: bigint, levels: numb
   return bytes + bytes;
 }
 
+const GEOMETRY = v.keys<TableGeometry>('a table geometry', { pageShift: true, windowSize: true, levels: true, busOffset: true });
+
+/**
+ * A TableGeometry's types checked, page shift and levels in the given ranges
+ * (the kernel's checks are checkGeometry's). A busOffset left out is 0 when
+ * `busOffsetOptional` (the window's size checks do not depend on where it sits).
+ */
+export function geometryOf(g: unknown, minPageShift: number, maxPageShift: number, maxLevels: number, busOffsetOptional = false): Geometry {
+  const o = v.options('geometry', g, GEOMETRY);
+  const pageShift = v.int('pageShift', o.pageShift, minPageShift, maxPageShift);
+  const windowSize = v.u64('windowSize', o.windowSize);
+  const levels = v.int('levels', o.levels, 0, maxLevels);
+  const busOffset = busOffsetOptional && o.busOffset === undefined ? 0n : v.u64('busOffset', o.busOffset);
+  return { pageShift, windowSize, levels, busOffset };
+}
+
 /**
  * The kernel's checks of pnv_pci_ioda2_table_alloc_pages for a geometry: EINVAL
  * for levels outside [1, 5], a window that is not a power of two or smaller
- * than one page, or one whose levels would address 2^55 bytes or more.
+ * than one page, or one whose levels would address 2^55 bytes or more. The
+ * bus offset, which those checks do not read, may be left out.
  */
-export function checkGeometry(g: TableGeometry, sysPageShift: number): void {
-  v.options<TableGeometry>('geometry', g);
-  v.int('pageShift', g.pageShift, 0, 63);
-  v.u64('windowSize', g.windowSize);
-  v.int('levels', g.levels, 0, 0xffffffff);
+export function checkGeometry(geometry: Omit<TableGeometry, 'busOffset'> & { busOffset?: bigint | number }, sysPageShift: number): void {
+  const g = geometryOf(geometry, 0, 63, 0xffffffff, true);
   v.int('sysPageShift', sysPageShift, 12, 16);
   if (g.levels < 1 || g.levels > MAX_LEVELS) fail('EINVAL', `levels must be in [1, ${MAX_LEVELS}], got ${g.levels}`);
   if (!isPow2(g.windowSize)) fail('EINVAL', `windowSize must be a power of two, got ${g.windowSize}`);
@@ -89,7 +111,7 @@ export function levelSplit(sizeShift: number, levels: number): { bits: number; r
  * it_size = max(entries, one system page of TCEs), as the kernel pads tiny
  * windows, split over the levels by levelSplit().
  */
-export function indexShape(g: TableGeometry, sysPageShift: number): { sizeShift: number; bits: number; rootBits: number } {
+export function indexShape(g: Geometry, sysPageShift: number): { sizeShift: number; bits: number; rootBits: number } {
   const entriesShift = log2(g.windowSize) - g.pageShift;
   const sizeShift = Math.max(entriesShift, sysPageShift - 3);
   return { sizeShift, ...levelSplit(sizeShift, g.levels) };

@@ -65,10 +65,10 @@ export function findExact(mm: Mm, ua: bigint, entries: bigint): Region | undefin
 }
 
 /** mm_iommu_get: the region at exactly (ua, entries) with used + 1, or undefined. */
-export function preregGet(mm: Mm, ua: bigint, entries: bigint): Region | undefined {
+export function preregGet(mm: Mm, ua: bigint | number, entries: bigint | number): Region | undefined {
   v.instance('mm', mm, Mm, 'an Mm');
-  v.u64('ua', ua);
-  v.u64('entries', entries);
+  ua = v.u64('ua', ua);
+  entries = v.u64('entries', entries);
   const r = findExact(mm, ua, entries);
   if (r) r.view.used = r.used + 1;
   return r;
@@ -81,11 +81,11 @@ export function preregGet(mm: Mm, ua: bigint, entries: bigint): Region | undefin
  * of the mm (EINVAL), computes the page shift and links the region with
  * used = 1, mapped = 1. Any failure leaves nothing changed.
  */
-export function preregNew(proc: Task, ua: bigint, entries: bigint): Region {
+export function preregNew(proc: Task, ua: bigint | number, entries: bigint | number): Region {
   v.instance('proc', proc, Task, 'a Process');
   const { host, mm } = proc;
-  v.u64('ua', ua);
-  v.u64('entries', entries);
+  ua = v.u64('ua', ua);
+  entries = v.u64('entries', entries);
   const sh = BigInt(host.pageShift);
   if (ua & ((1n << sh) - 1n)) fail('EINVAL', `registerMemory: ua ${hex(ua)} is not aligned to the 2^${sh} system page`);
   if (entries === 0n) fail('EINVAL', 'registerMemory: size must not be 0');

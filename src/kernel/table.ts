@@ -8,7 +8,17 @@ import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { TblView } from '../generated/views.js';
 import { OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, TABLE_F_V2 } from '../generated/layout.js';
-import { checkGeometry, getTableSize, indexShape, type TableGeometry } from './geometry.js';
+import { checkGeometry, geometryOf, getTableSize, indexShape, type TableGeometry } from './geometry.js';
+
+/** Options of IommuTable.buildV2(). */
+export interface BuildOptions {
+  /** Real mode: nothing is allocated (kvmppc_rm_tce_iommu_map: a missing level is a failure). */
+  realMode?: boolean;
+  /** The pid owner check at every view write, against this pid. */
+  checkPidOf?: number;
+}
+const BUILD_OPTIONS = v.keys<BuildOptions>('table.buildV2', { realMode: true, checkPidOf: true });
+const CLEAR_OPTIONS = v.keys<Omit<BuildOptions, 'realMode'>>('table.clearV2', { checkPidOf: true });
 
 /** Live tables (created and not yet freed) per host: the kernel's list, read by stats, invariants and snapshots. */
 const live = new WeakMap<HostContext, Set<IommuTable>>();
@@ -55,13 +65,9 @@ export class IommuTable {
    * windows], index split ceil(log2(it_size)/levels) bits per level, root
    * allocated now, everything else on demand. ENOMEM when memory is full.
    */
-  static create(host: HostContext, g: TableGeometry, v2: boolean): IommuTable {
-    v.options<TableGeometry>('geometry', g);
+  static create(host: HostContext, geometry: TableGeometry, v2: boolean): IommuTable {
+    const g = geometryOf(geometry, 12, 40, 64);
     v.bool('v2', v2, false);
-    v.int('pageShift', g.pageShift, 12, 40);
-    v.u64('windowSize', g.windowSize);
-    v.int('levels', g.levels, 0, 64);
-    v.u64('busOffset', g.busOffset);
     checkGeometry(g, host.pageShift);
     if (g.busOffset & ((1n << BigInt(g.pageShift)) - 1n)) fail('EINVAL', `busOffset ${hex(g.busOffset)} is not aligned to the IOMMU page`);
     const { sizeShift, bits, rootBits } = indexShape(g, host.pageShift);
@@ -123,16 +129,16 @@ export class IommuTable {
   }
 
   /** The TCE at `entry` (0 when never set or outside). */
-  get(entry: bigint): bigint {
+  get(entry: bigint | number): bigint {
     this.live();
-    v.u64('entry', entry);
+    entry = v.u64('entry', entry);
     return this.host.engine.tableGet(this.desc, entry);
   }
 
   /** The userspace address the entry was mapped from (0 when none). */
-  getUa(entry: bigint): bigint {
+  getUa(entry: bigint | number): bigint {
     this.live();
-    v.u64('entry', entry);
+    entry = v.u64('entry', entry);
     return this.host.engine.tableUaGet(this.desc, entry);
   }
 
@@ -148,15 +154,15 @@ export class IommuTable {
    * pages at `ua` in `mm`'s regions. Virtual mode (levels allocated) unless
    * realMode. Rolls back this call's entries on failure and throws.
    */
-  buildV2(mm: Mm, entry: bigint, n: bigint, ua: bigint, perm: number, opts: { realMode?: boolean; checkPidOf?: number } = {}): void {
+  buildV2(mm: Mm, entry: bigint | number, n: bigint | number, ua: bigint | number, perm: number, opts: BuildOptions = {}): void {
     this.live();
     this.checkMm(mm);
-    v.options('opts', opts);
+    v.options('opts', opts, BUILD_OPTIONS);
     v.bool('opts.realMode', opts.realMode, false);
     if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
-    v.u64('entry', entry);
-    v.u64('n', n);
-    v.u64('ua', ua);
+    entry = v.u64('entry', entry);
+    n = v.u64('n', n);
+    ua = v.u64('ua', ua);
     v.int('perm', perm, 1, 3);
     if (!this.contains(entry, n)) fail('EINVAL', `entries [${hex(entry)}, +${n}) are outside the table`);
     if (ua & ((1n << BigInt(this.pageShift)) - 1n)) fail('EINVAL', `ua ${hex(ua)} is not aligned to the IOMMU page`);
@@ -176,23 +182,23 @@ export class IommuTable {
   }
 
   /** v2 clear (tce_iommu_clear): n entries from `entry`; regions looked up in `mm`. */
-  clearV2(mm: Mm, entry: bigint, n: bigint, opts: { checkPidOf?: number } = {}): void {
+  clearV2(mm: Mm, entry: bigint | number, n: bigint | number, opts: { checkPidOf?: number } = {}): void {
     this.live();
     this.checkMm(mm);
-    v.options('opts', opts);
+    v.options('opts', opts, CLEAR_OPTIONS);
     if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
-    v.u64('entry', entry);
-    v.u64('n', n);
+    entry = v.u64('entry', entry);
+    n = v.u64('n', n);
     if (!this.contains(entry, n)) fail('EINVAL', `entries [${hex(entry)}, +${n}) are outside the table`);
     const rc = this.host.engine.tableClearV2(this.desc, mm.desc, entry, n, opts.checkPidOf !== undefined ? OP_CHECK_PID : 0, opts.checkPidOf ?? 0);
     if (rc < 0) throw errnoError(rc, `clearing ${n} entries at index ${hex(entry)}`);
   }
 
   /** Exchanges one TCE without view bookkeeping (v1): returns the old TCE. */
-  xchg(entry: bigint, tce: bigint): bigint {
+  xchg(entry: bigint | number, tce: bigint | number): bigint {
     this.live();
-    v.u64('entry', entry);
-    v.u64('tce', tce);
+    entry = v.u64('entry', entry);
+    tce = v.u64('tce', tce);
     if (!this.contains(entry, 1n)) fail('EINVAL', `entry ${hex(entry)} is outside the table`);
     const old = this.host.engine.tableXchg(this.desc, entry, tce, OP_ALLOC);
     if (old < 0n) throw errnoError(Number(old), `exchanging the TCE at index ${hex(entry)}`);
@@ -200,10 +206,10 @@ export class IommuTable {
   }
 
   /** The first entry in [entry, end) with a non-zero TCE, or -1n. */
-  nextValid(entry: bigint, end: bigint): bigint {
+  nextValid(entry: bigint | number, end: bigint | number): bigint {
     this.live();
-    v.u64('entry', entry);
-    v.u64('end', end);
+    entry = v.u64('entry', entry);
+    end = v.u64('end', end);
     return this.host.engine.tableNextValid(this.desc, entry, end);
   }
 

@@ -36,6 +36,15 @@ export class FdTable {
   }
 }
 
+/** Options of mmap(). */
+export interface MmapOptions {
+  /** Align to and back with pages of 2^hugePageShift bytes (default the system page). */
+  hugePageShift?: number;
+  /** Give the range bytes (a Uint8Array over linear memory); default true. */
+  backed?: boolean;
+}
+const MMAP_OPTIONS = v.keys<MmapOptions>('mmap', { hugePageShift: true, backed: true });
+
 /** A task of the simulated host: what VFIO and KVM check a caller by. */
 export abstract class Task {
   readonly host: HostContext;
@@ -73,9 +82,9 @@ export abstract class Task {
    * (2^hugePageShift when given, else the system page); `backed` (default
    * true) gives its bytes as a Uint8Array.
    */
-  mmap(size: bigint, opts?: { hugePageShift?: number; backed?: boolean }): MmapResult {
-    v.u64('size', size);
-    const o = v.options<{ hugePageShift: number; backed: boolean }>('opts', opts);
+  mmap(size: bigint | number, opts?: MmapOptions): MmapResult {
+    size = v.u64('size', size);
+    const o = v.options('opts', opts, MMAP_OPTIONS);
     const sys = this.host.pageShift;
     const shift = o.hugePageShift === undefined ? sys : v.int('opts.hugePageShift', o.hugePageShift, sys, 34);
     const backed = v.bool('opts.backed', o.backed, true);

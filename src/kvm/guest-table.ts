@@ -2,7 +2,7 @@
 // the qemu profile): KVM_CREATE_SPAPR_TCE_64, the links to VFIO hardware
 // tables (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE), and reading an entry back as a
 // device model's translation (spapr_tce_translate_iommu).
-import type { KvmVm } from './vm.js';
+import type { KvmVm, CreateTceTable } from './vm.js';
 import type { IommuTable } from '../kernel/table.js';
 import { Group } from '../vfio/group.js';
 import { fail } from '../core/errors.js';
@@ -29,15 +29,17 @@ export type Translation =
   | { ok: true; gpa: bigint; pageIova: bigint; pageSize: bigint; perm: number }
   | { ok: false; fault: 'no-window' | 'out-of-range' | 'no-permission' };
 
+const CREATE_TCE_TABLE = v.keys<CreateTceTable>('vm.createTceTable', { liobn: true, pageShift: true, offset: true, size: true });
+
 /**
  * KVM_CREATE_SPAPR_TCE_64 {liobn, page_shift, offset, size} (offset and size
  * in IOMMU pages): size 0, page shift outside [12, 34] or an end past 2^64
  * → EINVAL; pages charged to the creator (ENOMEM); duplicate LIOBN → EBUSY.
  * In the qemu profile this is QEMU's table: nothing is charged.
  */
-export function createTceTable(vm: KvmVm, args: { liobn: bigint; pageShift: number; offset: bigint; size: bigint }): GuestTable {
-  const o = v.options<{ liobn: bigint; pageShift: number; offset: bigint; size: bigint }>('args', args);
-  const liobn = v.u64('liobn', o.liobn);
+export function createTceTable(vm: KvmVm, args: CreateTceTable): GuestTable {
+  const o = v.options('args', args, CREATE_TCE_TABLE);
+  const liobn = v.liobn('liobn', o.liobn);
   const pageShift = v.int('pageShift', o.pageShift, 0, 63);
   const offset = v.u64('offset', o.offset);
   const size = v.u64('size', o.size);
@@ -88,9 +90,9 @@ export function createTceTable(vm: KvmVm, args: { liobn: bigint; pageShift: numb
  * mm owner check, the group's container must belong to the VM's mm (EPERM):
  * the one check that mode needs, paid here rather than per hypercall.
  */
-export function attachGroup(vm: KvmVm, group: Group, liobn: bigint): void {
+export function attachGroup(vm: KvmVm, group: Group, liobn: bigint | number): void {
   v.owned('group', group, Group, 'a Group', vm.host);
-  v.u64('liobn', liobn);
+  liobn = v.liobn('liobn', liobn);
   if (vm.profile !== 'kvm') fail('ENODEV', 'attachGroup: the qemu profile has no in-kernel acceleration');
   const t = vm.tables.get(liobn);
   if (!t) fail('EINVAL', `attachGroup: no guest table with LIOBN ${hex(liobn)}`);
@@ -119,8 +121,8 @@ export function attachGroup(vm: KvmVm, group: Group, liobn: bigint): void {
 }
 
 /** The hardware tables linked to a LIOBN, with their reference counts. */
-export function links(vm: KvmVm, liobn: bigint): { tableDesc: number; refs: number }[] {
-  const t = vm.tables.get(v.u64('liobn', liobn));
+export function links(vm: KvmVm, liobn: bigint | number): { tableDesc: number; refs: number }[] {
+  const t = vm.tables.get(v.liobn('liobn', liobn));
   if (!t) return [];
   const stt = new SttView(vm.host.mem, t.desc);
   const out: { tableDesc: number; refs: number }[] = [];
@@ -130,7 +132,17 @@ export function links(vm: KvmVm, liobn: bigint): { tableDesc: number; refs: numb
 }
 
 /** The guest TCE at relative index `idx` of a table (0 when its page was never allocated). */
-export function guestEntry(vm: KvmVm, t: GuestTable, idx: bigint): bigint {
+export function guestEntry(vm: KvmVm, t: GuestTable, idx: bigint | number): bigint {
+  if (typeof t !== 'object' || t === null || vm.tables.get(t.liobn)?.desc !== t.desc) throw new TypeError('t must be a guest table of this VM (vm.tables)');
+  // The current geometry: a PHB window's GuestTable object is replaced when it changes.
+  const size = vm.tables.get(t.liobn)!.size;
+  if (size === 0n) throw new RangeError(`idx: LIOBN ${hex(t.liobn)} has no entries (its window is disabled)`);
+  idx = v.u64('idx', idx, 0n, size - 1n);
+  return entryAt(vm, t, idx);
+}
+
+/** The guest TCE at relative index `idx`, inside the table (0 when its page was never allocated). */
+function entryAt(vm: KvmVm, t: GuestTable, idx: bigint): bigint {
   const mem = vm.host.mem;
   const per = (1n << BigInt(vm.host.pageShift)) / 8n;
   const page = mem.getU32At(new SttView(mem, t.desc).pages, Number(idx / per));
@@ -143,9 +155,9 @@ export function guestEntry(vm: KvmVm, t: GuestTable, idx: bigint): bigint {
  * page, or a fault. `access` 'read' needs the READ bit, 'write' the WRITE
  * bit; without `access` only the window is checked.
  */
-export function translate(vm: KvmVm, liobn: bigint, iova: bigint, access?: 'read' | 'write'): Translation {
-  v.u64('liobn', liobn);
-  v.u64('iova', iova);
+export function translate(vm: KvmVm, liobn: bigint | number, iova: bigint | number, access?: 'read' | 'write'): Translation {
+  liobn = v.liobn('liobn', liobn);
+  iova = v.u64('iova', iova);
   if (access !== undefined) v.oneOf('access', access, ['read', 'write'] as const, 'read');
   const t = vm.tables.get(liobn);
   if (!t || t.size === 0n) return { ok: false, fault: 'no-window' };
@@ -153,7 +165,7 @@ export function translate(vm: KvmVm, liobn: bigint, iova: bigint, access?: 'read
   const bus = t.offset << shift;
   const idx = iova >= bus ? (iova - bus) >> shift : t.size;
   if (idx >= t.size) return { ok: false, fault: 'out-of-range' };
-  const tce = guestEntry(vm, t, idx);
+  const tce = entryAt(vm, t, idx);
   const perm = Number(tce & 3n);
   if ((access === 'read' && !(perm & 1)) || (access === 'write' && !(perm & 2)) || (access !== undefined && perm === 0)) {
     return { ok: false, fault: 'no-permission' };

@@ -22,13 +22,22 @@ export interface Memslot {
   ua: bigint;
 }
 
+/** What vm.addMemslot() takes (struct kvm_userspace_memory_region): addresses and size as bigint or safe-integer number. */
+export interface MemslotArgs {
+  gpa: bigint | number;
+  size: bigint | number;
+  ua: bigint | number;
+}
+
+const MEMSLOT = v.keys<MemslotArgs>('vm.addMemslot', { gpa: true, size: true, ua: true });
+
 /**
  * KVM_SET_USER_MEMORY_REGION: guest physical [gpa, gpa + size) is the
  * creator's memory at ua. Page aligned (EINVAL), no overlap (EEXIST is
  * reported as EINVAL here), inside one mapping (EFAULT).
  */
-export function addMemslot(vm: KvmVm, slot: Memslot): Memslot {
-  const o = v.options<Memslot>('slot', slot);
+export function addMemslot(vm: KvmVm, slot: MemslotArgs): Memslot {
+  const o = v.options('slot', slot, MEMSLOT);
   const gpa = v.u64('gpa', o.gpa);
   const size = v.u64('size', o.size);
   const ua = v.u64('ua', o.ua);
@@ -67,8 +76,8 @@ export function addMemslot(vm: KvmVm, slot: Memslot): Memslot {
  * and clearing such an entry still works (it finds the region by the
  * userspace address the view recorded). The VMM's mapping is not touched.
  */
-export function removeMemslot(vm: KvmVm, gpa: bigint): Memslot {
-  v.u64('gpa', gpa);
+export function removeMemslot(vm: KvmVm, gpa: bigint | number): Memslot {
+  gpa = v.u64('gpa', gpa);
   const i = vm.memslots.findIndex((s) => s.gpa === gpa);
   if (i < 0) fail('EINVAL', `removeMemslot: no memslot starts at ${hex(gpa)}`);
   const slot = vm.memslots[i]!;

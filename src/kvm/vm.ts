@@ -7,14 +7,14 @@ import type { HostContext } from '../core/context.js';
 import type { Mm } from '../kernel/mm.js';
 import { Task } from '../kernel/task.js';
 import type { Group } from '../vfio/group.js';
-import { Vcpu, type HcallStats } from './vcpu.js';
-import { addMemslot, removeMemslot, type Memslot } from './memslot.js';
+import { Vcpu, type HcallStats, type Level } from './vcpu.js';
+import { addMemslot, removeMemslot, type Memslot, type MemslotArgs } from './memslot.js';
 import * as guest from './guest-table.js';
 import type { GuestTable, Translation } from './guest-table.js';
 import * as v from '../core/validate.js';
 import { VmView } from '../generated/views.js';
 import {
-  PROFILE_KVM, PROFILE_QEMU, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT,
+  H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_GET_TCE, PROFILE_KVM, PROFILE_QEMU, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT,
 } from '../generated/layout.js';
 
 /**
@@ -26,6 +26,37 @@ export interface HcallObserver {
   readonly active: boolean;
   afterHcall(nr: bigint, liobn: bigint, ioba: bigint, arg: bigint, npages: bigint, rc: number): void;
 }
+
+/** Options of vm.vcpu(). */
+export interface VcpuOptions {
+  /** The thread running the vCPU (a Process of the VM's host); default a new thread of the VM's process. */
+  thread?: Task;
+}
+const VCPU_OPTIONS = v.keys<VcpuOptions>('vm.vcpu', { thread: true });
+
+/** Arguments of vm.createTceTable() (struct kvm_create_spapr_tce_64; offset and size in IOMMU pages). */
+export interface CreateTceTable {
+  /** A 32-bit id (docs/semantics.md §8.1). */
+  liobn: bigint | number;
+  pageShift: number;
+  offset: bigint | number;
+  size: bigint | number;
+}
+
+/** What vm.hcall() returns: the status (also left in r3), r4 after the call (H_GET_TCE's TCE), and the level that finished it. */
+export interface HcallResult {
+  ret: number;
+  out: bigint[];
+  level: Level;
+}
+
+/** Each TCE hypercall's name and arguments (r4..), by number: the arity vm.hcall() checks (PAPR's H_PUT_TCE etc.). */
+const HCALL_ARGS: ReadonlyMap<number, readonly string[]> = new Map([
+  [H_PUT_TCE, ['H_PUT_TCE', 'liobn', 'ioba', 'tce']],
+  [H_PUT_TCE_INDIRECT, ['H_PUT_TCE_INDIRECT', 'liobn', 'ioba', 'tce_list', 'npages']],
+  [H_STUFF_TCE, ['H_STUFF_TCE', 'liobn', 'ioba', 'tce_value', 'npages']],
+  [H_GET_TCE, ['H_GET_TCE', 'liobn', 'ioba']],
+]);
 
 /** The observer of a VM nobody listens to. */
 const NOBODY: HcallObserver = { active: false, afterHcall: () => undefined };
@@ -69,65 +100,76 @@ export class KvmVm {
   }
 
   /** KVM_SET_USER_MEMORY_REGION (see memslot.ts). */
-  addMemslot(slot: Memslot): void {
+  addMemslot(slot: MemslotArgs): void {
     addMemslot(this, slot);
   }
 
   /** KVM_SET_USER_MEMORY_REGION with size 0: deletes the memslot starting at `gpa`; TCEs pointing into it are left as the kernel leaves them (see memslot.ts). */
-  removeMemslot(gpa: bigint): void {
+  removeMemslot(gpa: bigint | number): void {
     removeMemslot(this, gpa);
   }
 
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts). */
-  createTceTable(args: { liobn: bigint; pageShift: number; offset: bigint; size: bigint }): GuestTable {
+  createTceTable(args: CreateTceTable): GuestTable {
     return guest.createTceTable(this, args);
   }
 
   /** KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE: links a hardware table of `group` to the LIOBN (see guest-table.ts). */
-  attachGroup(group: Group, liobn: bigint): void {
+  attachGroup(group: Group, liobn: bigint | number): void {
     guest.attachGroup(this, group, liobn);
   }
 
   /** The hardware tables linked to a LIOBN, with their reference counts. */
-  links(liobn: bigint): { tableDesc: number; refs: number }[] {
+  links(liobn: bigint | number): { tableDesc: number; refs: number }[] {
     return guest.links(this, liobn);
   }
 
   /** The guest TCE at relative index `idx` of a table (0 when its page was never allocated). */
-  guestEntry(t: GuestTable, idx: bigint): bigint {
+  guestEntry(t: GuestTable, idx: bigint | number): bigint {
     return guest.guestEntry(this, t, idx);
   }
 
   /** The translation a device model gets for a DMA at `iova` through `liobn` (spapr_tce_translate_iommu). */
-  translate(liobn: bigint, iova: bigint, access?: 'read' | 'write'): Translation {
+  translate(liobn: bigint | number, iova: bigint | number, access?: 'read' | 'write'): Translation {
     return guest.translate(this, liobn, iova, access);
   }
 
   /** vCPU `index`, created on first use, run by `thread` (default: a new thread of the VM's process). */
-  vcpu(index: number, opts?: { thread?: Task }): Vcpu {
+  vcpu(index: number, opts?: VcpuOptions): Vcpu {
     v.int('index', index, 0, 4095);
-    const o = v.options<{ thread: Task }>('opts', opts);
-    if (o.thread !== undefined) v.owned('opts.thread', o.thread, Task, 'a Process', this.host);
+    const o = v.options('opts', opts, VCPU_OPTIONS);
+    const thread = o.thread === undefined ? undefined : v.owned('opts.thread', o.thread, Task, 'a Process', this.host);
     let c = this.vcpus.get(index);
     if (!c) {
-      c = new Vcpu(this, index, o.thread ?? this.process.thread());
+      c = new Vcpu(this, index, thread ?? this.process.thread());
       this.vcpus.set(index, c);
     }
     return c;
   }
 
   /**
-   * The convenience form: runs hypercall `nr` with bigint arguments r4.. on a
-   * vCPU of the VM's process and returns {ret, out: [r4]} (r4 holds H_GET_TCE's result).
+   * The convenience form: runs hypercall `nr` with arguments r4.. on a vCPU
+   * of the VM's process and returns {ret, out: [r4], level} (r4 holds
+   * H_GET_TCE's result). The TCE hypercalls take exactly their arguments
+   * (H_PUT_TCE 3, H_PUT_TCE_INDIRECT 4, H_STUFF_TCE 4, H_GET_TCE 2; a
+   * TypeError otherwise); another number takes up to 8 and, not being one
+   * of this library's, exits (H_TOO_HARD, level 'exit') for the VMM to
+   * handle. The arguments are register contents: any u64 (bigint or
+   * safe-integer number), answered by the hypercall, never refused here.
    */
-  hcall(nr: number, ...args: bigint[]): { ret: number; out: bigint[]; level: string } {
-    v.int('nr', nr, 0, 0xffffffff);
-    if (args.length > 8) throw new RangeError(`hcall takes at most 8 arguments, got ${args.length}`);
-    args.forEach((a, i) => v.u64(`args[${i}]`, a));
+  hcall(nr: number | bigint, ...args: (bigint | number)[]): HcallResult {
+    const n = v.u32('nr', nr);
+    const want = HCALL_ARGS.get(n);
+    if (want ? args.length !== want.length - 1 : args.length > 8) {
+      throw new TypeError(want
+        ? `vm.hcall(${want[0]}) takes ${want.length - 1} arguments (${want.slice(1).join(', ')}), got ${args.length}`
+        : `vm.hcall(0x${n.toString(16)}) takes at most 8 arguments (r4..r11), got ${args.length}`);
+    }
+    const regs = args.map((a, i) => v.u64(want ? want[i + 1]! : `args[${i}]`, a));
     this.friendly ??= new Vcpu(this, -1 >>> 0, this.process);
     const r = this.friendly.regs;
-    r[3] = BigInt(nr);
-    for (let i = 0; i < 8; i++) r[4 + i] = args[i] ?? 0n;
+    r[3] = BigInt(n);
+    for (let i = 0; i < 8; i++) r[4 + i] = regs[i] ?? 0n;
     const ret = this.friendly.hcall();
     return { ret, out: [r[4]!], level: this.friendly.lastLevel };
   }

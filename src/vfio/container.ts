@@ -124,12 +124,12 @@ export class Container {
   }
 
   /** VFIO_IOMMU_SPAPR_REGISTER_MEMORY (v2): see registration.ts. */
-  registerMemory(caller: Task, vaddr: bigint, size: bigint, flags: number): void {
+  registerMemory(caller: Task, vaddr: bigint | number, size: bigint | number, flags: number): void {
     registration.registerMemory(this, caller, vaddr, size, flags);
   }
 
   /** VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY (v2): see registration.ts. */
-  unregisterMemory(caller: Task, vaddr: bigint, size: bigint, flags: number): void {
+  unregisterMemory(caller: Task, vaddr: bigint | number, size: bigint | number, flags: number): void {
     registration.unregisterMemory(this, caller, vaddr, size, flags);
   }
 
@@ -139,7 +139,7 @@ export class Container {
   }
 
   /** VFIO_IOMMU_SPAPR_TCE_REMOVE (v2): see windows.ts. */
-  removeWindow(caller: Task, startAddr: bigint, flags: number): void {
+  removeWindow(caller: Task, startAddr: bigint | number, flags: number): void {
     windows.removeWindow(this, caller, startAddr, flags);
   }
 

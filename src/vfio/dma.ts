@@ -14,6 +14,9 @@ import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { TCE_READ, TCE_WRITE } from '../generated/layout.js';
 
+const DMA_MAP = v.keys<DmaMap>('fd.mapDma', { iova: true, vaddr: true, size: true, read: true, write: true, flags: true });
+const DMA_UNMAP = v.keys<DmaUnmap>('fd.unmapDma', { iova: true, size: true, flags: true });
+
 /** The checks MAP_DMA and UNMAP_DMA share after `enabled` and the flags, after which `iova` is known to be in window `w`. */
 function dmaWindow(c: Container, caller: Task, what: string, iova: bigint, size: bigint): Window {
   createDefaultWindow(c, caller);
@@ -32,7 +35,7 @@ function dmaWindow(c: Container, caller: Task, what: string, iova: bigint, size:
 
 /** VFIO_IOMMU_MAP_DMA: v2 through pre-registered regions and the userspace view; v1 pinning per page. */
 export function mapDma(c: Container, caller: Task, args: DmaMap): void {
-  const o = v.options<DmaMap>('args', args);
+  const o = v.options('args', args, DMA_MAP);
   const iova = v.u64('iova', o.iova);
   const vaddr = v.u64('vaddr', o.vaddr);
   const size = v.u64('size', o.size);
@@ -67,7 +70,7 @@ function buildV2(c: Container, caller: Task, w: Window, entry: bigint, n: bigint
 
 /** VFIO_IOMMU_UNMAP_DMA: flags EINVAL; the range's entries cleared (regions decremented / pages unpinned). */
 export function unmapDma(c: Container, caller: Task, args: DmaUnmap): void {
-  const o = v.options<DmaUnmap>('args', args);
+  const o = v.options('args', args, DMA_UNMAP);
   const iova = v.u64('iova', o.iova);
   const size = v.u64('size', o.size);
   const flags = o.flags === undefined ? 0 : v.int('flags', o.flags, 0, 0xffffffff);

@@ -40,13 +40,13 @@ export class ContainerFd {
   /** VFIO_IOMMU_DISABLE (v1). */
   disable(): void { this.c().disable(this.process); }
   /** VFIO_IOMMU_SPAPR_REGISTER_MEMORY (v2). */
-  registerMemory(vaddr: bigint, size: bigint, flags = 0): void { this.c().registerMemory(this.process, vaddr, size, flags); }
+  registerMemory(vaddr: bigint | number, size: bigint | number, flags = 0): void { this.c().registerMemory(this.process, vaddr, size, flags); }
   /** VFIO_IOMMU_SPAPR_UNREGISTER_MEMORY (v2). */
-  unregisterMemory(vaddr: bigint, size: bigint, flags = 0): void { this.c().unregisterMemory(this.process, vaddr, size, flags); }
+  unregisterMemory(vaddr: bigint | number, size: bigint | number, flags = 0): void { this.c().unregisterMemory(this.process, vaddr, size, flags); }
   /** VFIO_IOMMU_SPAPR_TCE_CREATE (v2). */
   createWindow(args: CreateWindow): { startAddr: bigint } { return this.c().createWindow(this.process, args); }
   /** VFIO_IOMMU_SPAPR_TCE_REMOVE (v2). */
-  removeWindow(startAddr: bigint, flags = 0): void { this.c().removeWindow(this.process, startAddr, flags); }
+  removeWindow(startAddr: bigint | number, flags = 0): void { this.c().removeWindow(this.process, startAddr, flags); }
   /** VFIO_IOMMU_MAP_DMA. */
   mapDma(args: DmaMap): void { this.c().mapDma(this.process, args); }
   /** VFIO_IOMMU_UNMAP_DMA. */

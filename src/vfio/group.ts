@@ -11,9 +11,9 @@ import * as v from '../core/validate.js';
 /** Options of host.addGroup. */
 export interface GroupOptions {
   /** Bus address of the 32-bit window (default 0). */
-  tce32Start?: bigint;
+  tce32Start?: bigint | number;
   /** Size of the 32-bit window (default 2 GiB). */
-  tce32Size?: bigint;
+  tce32Size?: bigint | number;
   /** Supported IOMMU page shifts (default [12, 16, 24]). */
   pageShifts?: number[];
   /** Dynamic windows supported (default 2). */
@@ -22,6 +22,33 @@ export interface GroupOptions {
   maxLevels?: number;
   /** IODA2 with DDW ops (default); false: a legacy group for v1 containers. */
   ddw?: boolean;
+}
+
+const GROUP_OPTIONS = v.keys<GroupOptions>('host.addGroup', { tce32Start: true, tce32Size: true, pageShifts: true, maxWindows: true, maxLevels: true, ddw: true });
+
+/** GroupOptions checked, with the defaults filled in. */
+export interface GroupSettings {
+  readonly tce32Start: bigint;
+  readonly tce32Size: bigint;
+  readonly pageShifts: readonly number[];
+  readonly maxWindows: number;
+  readonly maxLevels: number;
+  readonly ddw: boolean;
+}
+
+/** The options of a group checked, defaults filled in: host.addGroup checks them before it takes an id. */
+export function groupOptions(opts: unknown): GroupSettings {
+  const o = v.options('opts', opts, GROUP_OPTIONS);
+  const tce32Start = o.tce32Start === undefined ? 0n : v.u64('opts.tce32Start', o.tce32Start);
+  const tce32Size = o.tce32Size === undefined ? 2n << 30n : v.u64('opts.tce32Size', o.tce32Size);
+  const shifts = o.pageShifts === undefined ? [12, 16, 24] : v.array('opts.pageShifts', o.pageShifts, 'numbers');
+  const pageShifts = Object.freeze(shifts.map((s, i) => v.int(`opts.pageShifts[${i}]`, s, 12, 40)));
+  const maxWindows = o.maxWindows === undefined ? 2 : v.int('opts.maxWindows', o.maxWindows, 0, 2);
+  const maxLevels = o.maxLevels === undefined ? 5 : v.int('opts.maxLevels', o.maxLevels, 1, 5);
+  const ddw = v.bool('opts.ddw', o.ddw, true);
+  if (tce32Start & 0xfffn) throw new RangeError('opts.tce32Start must be 4 KiB aligned');
+  if (!ddw && (tce32Size === 0n || tce32Size & (tce32Size - 1n))) throw new RangeError('opts.tce32Size of a legacy group must be a power of two');
+  return { tce32Start, tce32Size, pageShifts, maxWindows, maxLevels, ddw };
 }
 
 /** An IOMMU group. */
@@ -52,19 +79,16 @@ export class Group {
    * unless `legacyTable` is the one it had (a restored group).
    */
   constructor(host: HostContext, id: number, opts?: GroupOptions, legacyTable?: IommuTable) {
-    const o = v.options<GroupOptions>('opts', opts);
+    const o = groupOptions(opts);
     this.host = host;
     this.id = id;
-    this.tce32Start = o.tce32Start === undefined ? 0n : v.u64('opts.tce32Start', o.tce32Start);
-    this.tce32Size = o.tce32Size === undefined ? 2n << 30n : v.u64('opts.tce32Size', o.tce32Size);
-    const shifts = o.pageShifts === undefined ? [12, 16, 24] : v.array('opts.pageShifts', o.pageShifts, 'numbers');
-    this.pageShifts = Object.freeze(shifts.map((s, i) => v.int(`opts.pageShifts[${i}]`, s, 12, 40)));
-    this.maxWindows = o.maxWindows === undefined ? 2 : v.int('opts.maxWindows', o.maxWindows, 0, 2);
-    this.maxLevels = o.maxLevels === undefined ? 5 : v.int('opts.maxLevels', o.maxLevels, 1, 5);
-    this.ddw = v.bool('opts.ddw', o.ddw, true);
-    if (this.tce32Start & 0xfffn) throw new RangeError('opts.tce32Start must be 4 KiB aligned');
+    this.tce32Start = o.tce32Start;
+    this.tce32Size = o.tce32Size;
+    this.pageShifts = o.pageShifts;
+    this.maxWindows = o.maxWindows;
+    this.maxLevels = o.maxLevels;
+    this.ddw = o.ddw;
     if (!this.ddw) {
-      if (this.tce32Size === 0n || this.tce32Size & (this.tce32Size - 1n)) throw new RangeError('opts.tce32Size of a legacy group must be a power of two');
       this.legacyTable = legacyTable ?? IommuTable.create(host, { pageShift: 12, windowSize: this.tce32Size, levels: 1, busOffset: this.tce32Start }, false);
     }
   }

@@ -15,9 +15,9 @@ import * as v from '../core/validate.js';
  * anything; EINVAL for flags, misalignment or wrap; EBUSY if this container
  * has the region already; otherwise get-or-new (§2.1) and enabled for good.
  */
-export function registerMemory(c: Container, caller: Task, vaddr: bigint, size: bigint, flags: number): void {
-  v.u64('vaddr', vaddr);
-  v.u64('size', size);
+export function registerMemory(c: Container, caller: Task, vaddr: bigint | number, size: bigint | number, flags: number): void {
+  vaddr = v.u64('vaddr', vaddr);
+  size = v.u64('size', size);
   v.int('flags', flags, 0, 0xffffffff);
   requireType(c, caller, true, 'registerMemory');
   claim(c, caller);
@@ -42,9 +42,9 @@ export function registerMemory(c: Container, caller: Task, vaddr: bigint, size: 
  * exactly that range; EBUSY (divergence: the kernel returns 0 and orphans
  * the region) while TCEs still point into it and this is its last user.
  */
-export function unregisterMemory(c: Container, caller: Task, vaddr: bigint, size: bigint, flags: number): void {
-  v.u64('vaddr', vaddr);
-  v.u64('size', size);
+export function unregisterMemory(c: Container, caller: Task, vaddr: bigint | number, size: bigint | number, flags: number): void {
+  vaddr = v.u64('vaddr', vaddr);
+  size = v.u64('size', size);
   v.int('flags', flags, 0, 0xffffffff);
   requireType(c, caller, true, 'unregisterMemory');
   if (bindsOwner(c) && !c.mm) fail('EPERM', 'unregisterMemory: the container has no mm yet');

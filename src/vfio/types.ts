@@ -31,11 +31,11 @@ export interface TceInfo {
   ddw?: { pgSizes: bigint; maxDynamicWindowsSupported: number; levels: number };
 }
 
-/** Arguments of mapDma (struct vfio_iommu_type1_dma_map). */
+/** Arguments of mapDma (struct vfio_iommu_type1_dma_map); addresses and size as bigint or safe-integer number. */
 export interface DmaMap {
-  iova: bigint;
-  vaddr: bigint;
-  size: bigint;
+  iova: bigint | number;
+  vaddr: bigint | number;
+  size: bigint | number;
   read?: boolean;
   write?: boolean;
   /** Raw VFIO flags (READ 1, WRITE 2), instead of read/write. */
@@ -44,15 +44,15 @@ export interface DmaMap {
 
 /** Arguments of unmapDma. */
 export interface DmaUnmap {
-  iova: bigint;
-  size: bigint;
+  iova: bigint | number;
+  size: bigint | number;
   flags?: number;
 }
 
 /** Arguments of createWindow (struct vfio_iommu_spapr_tce_create). */
 export interface CreateWindow {
   pageShift: number;
-  windowSize: bigint;
+  windowSize: bigint | number;
   levels: number;
   flags?: number;
 }

@@ -78,9 +78,11 @@ function createWindowIn(c: Container, caller: Task, pageShift: number, windowSiz
   return table.offset << BigInt(pageShift);
 }
 
+const CREATE_WINDOW = v.keys<CreateWindow>('fd.createWindow', { pageShift: true, windowSize: true, levels: true, flags: true });
+
 /** VFIO_IOMMU_SPAPR_TCE_CREATE (v2): claims; ENXIO without groups; flags EINVAL; default window first. */
 export function createWindow(c: Container, caller: Task, args: CreateWindow): { startAddr: bigint } {
-  const o = v.options<CreateWindow>('args', args);
+  const o = v.options('args', args, CREATE_WINDOW);
   const pageShift = v.int('pageShift', o.pageShift, 0, 63);
   const windowSize = v.u64('windowSize', o.windowSize);
   const levels = v.int('levels', o.levels, 0, 0xffffffff);
@@ -98,8 +100,8 @@ export function createWindow(c: Container, caller: Task, args: CreateWindow): { 
  * EINVAL; start 0 while the default window is pending cancels it; else the
  * window containing start_addr (EINVAL if none) is cleared, unset and freed.
  */
-export function removeWindow(c: Container, caller: Task, startAddr: bigint, flags: number): void {
-  v.u64('startAddr', startAddr);
+export function removeWindow(c: Container, caller: Task, startAddr: bigint | number, flags: number): void {
+  startAddr = v.u64('startAddr', startAddr);
   v.int('flags', flags, 0, 0xffffffff);
   requireType(c, caller, true, 'removeWindow');
   claim(c, caller);

@@ -31,9 +31,9 @@ export class DmaFault extends Error {
 export interface DmaAccessor {
   readonly liobn: bigint;
   /** The device reads `length` bytes at `iova` (needs the TCE READ bit on every page); a fresh copy. */
-  read(iova: bigint, length: number): Uint8Array;
+  read(iova: bigint | number, length: number): Uint8Array;
   /** The device writes `bytes` at `iova` (needs the TCE WRITE bit on every page). */
-  write(iova: bigint, bytes: Uint8Array): void;
+  write(iova: bigint | number, bytes: Uint8Array): void;
 }
 
 /** Largest single transfer: a Uint8Array of it must be allocatable. */
@@ -77,15 +77,15 @@ function plan(vm: KvmVm, liobn: bigint, iova: bigint, length: number, access: 'r
 }
 
 /** @internal use vm.dma(liobn). */
-export function createDma(vm: KvmVm, liobn: bigint): DmaAccessor {
-  v.u64('liobn', liobn);
+export function createDma(vm: KvmVm, liobn: bigint | number): DmaAccessor {
+  const l = v.liobn('liobn', liobn);
   const u8 = vm.host.mem.u8;
   return {
-    liobn,
-    read(iova: bigint, length: number): Uint8Array {
-      v.u64('iova', iova);
+    liobn: l,
+    read(iova: bigint | number, length: number): Uint8Array {
+      iova = v.u64('iova', iova);
       v.int('length', length, 0, MAX_LENGTH);
-      const pieces = plan(vm, liobn, iova, length, 'read');
+      const pieces = plan(vm, l, iova, length, 'read');
       const out = new Uint8Array(length);
       let pos = 0;
       for (let i = 0; i < pieces.length; i += 2) {
@@ -96,11 +96,11 @@ export function createDma(vm: KvmVm, liobn: bigint): DmaAccessor {
       }
       return out;
     },
-    write(iova: bigint, bytes: Uint8Array): void {
-      v.u64('iova', iova);
+    write(iova: bigint | number, bytes: Uint8Array): void {
+      iova = v.u64('iova', iova);
       v.instance('bytes', bytes, Uint8Array, 'a Uint8Array');
       if (bytes.length > MAX_LENGTH) throw new RangeError(`bytes must be at most ${MAX_LENGTH} bytes long, got ${bytes.length}`);
-      const pieces = plan(vm, liobn, iova, bytes.length, 'write');
+      const pieces = plan(vm, l, iova, bytes.length, 'write');
       let pos = 0;
       for (let i = 0; i < pieces.length; i += 2) {
         const n = pieces[i + 1]!;

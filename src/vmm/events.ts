@@ -86,8 +86,8 @@ export class EventHub implements HcallObserver {
   }
 
   /** Adds a subscriber; returns its unsubscribe function (idempotent). */
-  subscribe(liobn: bigint | '*', fn: VmListener): () => void {
-    if (liobn !== '*') v.u64('liobn', liobn);
+  subscribe(liobn: bigint | number | '*', fn: VmListener): () => void {
+    if (liobn !== '*') liobn = v.liobn('liobn', liobn);
     v.fn('fn', fn);
     const entry: Entry = { liobn, fn };
     this.entries = [...this.entries, entry];
@@ -313,8 +313,8 @@ export function droppedMappings(vm: KvmVm, t: GuestTable): IommuEvent[] {
  * what a listener attaching late needs (QEMU's memory_region_iommu_replay →
  * spapr_tce_replay). An unknown or disabled LIOBN has no mappings.
  */
-export function replayMappings(vm: KvmVm, liobn: bigint, fn: IommuListener): void {
-  v.u64('liobn', liobn);
+export function replayMappings(vm: KvmVm, liobn: bigint | number, fn: IommuListener): void {
+  liobn = v.liobn('liobn', liobn);
   v.fn('fn', fn);
   const t = vm.tables.get(liobn);
   if (!t) return;

@@ -49,13 +49,16 @@ export const RTAS_OUT = Object.freeze({ SUCCESS: 0, HW_ERROR: -1, PARAM_ERROR: -
  * Both window addresses must be aligned to the largest page size in the mask (windows here start on a whole IOMMU page).
  */
 export interface PhbOptions {
-  buid: bigint;
+  buid: bigint | number;
   index: number;
-  dma32?: { addr: bigint; size: bigint };
-  dma64Addr?: bigint;
-  pageSizeMask?: bigint;
+  dma32?: { addr: bigint | number; size: bigint | number };
+  dma64Addr?: bigint | number;
+  pageSizeMask?: bigint | number;
   ddw?: boolean;
 }
+
+const PHB_OPTIONS = v.keys<PhbOptions>('vm.addPhb', { buid: true, index: true, dma32: true, dma64Addr: true, pageSizeMask: true, ddw: true });
+const DMA32_OPTIONS = v.keys<NonNullable<PhbOptions['dma32']>>('vm.addPhb', { addr: true, size: true });
 
 /** One enabled window of a PHB. */
 export interface PhbWindow {
@@ -97,12 +100,12 @@ export class Phb {
    * windows already among the VM's tables, and nothing is created or reset.
    */
   constructor(vm: Vm, opts: PhbOptions, others: readonly Phb[], restored?: { defWin: readonly boolean[] }) {
-    const o = v.options<PhbOptions>('opts', opts);
+    const o = v.options('opts', opts, PHB_OPTIONS);
     if (vm.profile !== 'qemu') fail('ENODEV', 'addPhb: the DDW RTAS calls are QEMU\'s; create the VM with profile \'qemu\'');
     this.vm = vm;
     this.buid = v.u64('opts.buid', o.buid);
     this.index = v.int('opts.index', o.index, 0, 0x7fffff);
-    const d32 = v.options<{ addr: bigint; size: bigint }>('opts.dma32', o.dma32);
+    const d32 = v.options('opts.dma32', o.dma32, DMA32_OPTIONS);
     this.dma32Addr = o.dma32 === undefined ? 0n : v.u64('opts.dma32.addr', d32.addr);
     this.dma32Size = o.dma32 === undefined ? 1n << 30n : v.u64('opts.dma32.size', d32.size);
     this.dma64Addr = o.dma64Addr === undefined ? 1n << 59n : v.u64('opts.dma64Addr', o.dma64Addr);
@@ -243,7 +246,7 @@ export class Phb {
  */
 export function rtasCall(vm: Vm, name: unknown, args: unknown, nret: unknown): number[] {
   const call = v.oneOf('name', name, RTAS_CALLS);
-  const cells = v.array('args', args, 'RTAS cells (u32 numbers)').map((a, i) => v.int(`args[${i}]`, a, 0, 0xffff_ffff));
+  const cells = v.array('args', args, 'RTAS cells (u32, number or bigint)').map((a, i) => v.u32(`args[${i}]`, a));
   const nr = v.int('nret', nret, 0, 1024);
   const n = cells.length;
   const phbs = vm.phbs;

@@ -161,14 +161,10 @@ interface Run {
   entries: number;
 }
 
+const SYNC_OPTIONS = v.keys<VfioSyncOptions>('vm.attachContainer', { liobns: true, onError: true, onCall: true });
+
 /** The containers with a sync attached: one sync per container. */
 const ATTACHED = new WeakMap<Container, VfioSync>();
-
-/** The 'liobn' option: 32-bit ids as number or bigint. */
-function liobnArg(name: string, x: unknown): bigint {
-  if (typeof x === 'number') return BigInt(v.int(name, x, 0, 0xffff_ffff));
-  return v.u64(name, x);
-}
 
 /** A VFIO container kept in sync with a VM's guest windows and mappings (create with vm.attachContainer). */
 export class VfioSync {
@@ -194,8 +190,8 @@ export class VfioSync {
     this.vm = vm;
     this.fd = v.instance('fd', fd, ContainerFd, 'a ContainerFd');
     v.sameHost('fd', this.fd.container, vm.host);
-    const o = v.options<VfioSyncOptions>('opts', opts);
-    if (o.liobns !== undefined) this.only = new Set(v.array('opts.liobns', o.liobns, 'LIOBNs').map((l, i) => liobnArg(`opts.liobns[${i}]`, l)));
+    const o = v.options('opts', opts, SYNC_OPTIONS);
+    if (o.liobns !== undefined) this.only = new Set(v.array('opts.liobns', o.liobns, 'LIOBNs').map((l, i) => v.liobn(`opts.liobns[${i}]`, l)));
     this.onError = o.onError === undefined ? undefined : v.fn<(e: VfioSyncError) => void>('opts.onError', o.onError);
     this.onCall = o.onCall === undefined ? undefined : v.fn<(c: VfioCall) => void>('opts.onCall', o.onCall);
     if (vm.profile !== 'qemu') {

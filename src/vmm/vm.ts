@@ -4,10 +4,10 @@
 // bridges with the guest's DDW RTAS calls and the VIO bypass (rtas.ts), the
 // machine reset of the IOMMU (reset.ts), and host VFIO containers kept in
 // step with the guest (vfio-sync.ts).
-import { KvmVm } from '../kvm/vm.js';
+import { KvmVm, type CreateTceTable } from '../kvm/vm.js';
 import type { Task } from '../kernel/task.js';
 import type { GuestTable, Translation } from '../kvm/guest-table.js';
-import type { Memslot } from '../kvm/memslot.js';
+import type { MemslotArgs } from '../kvm/memslot.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
@@ -33,7 +33,7 @@ export class Vm extends KvmVm {
   }
 
   /** KVM_SET_USER_MEMORY_REGION; a container kept in sync (attachContainer) registers the memory. */
-  override addMemslot(slot: Memslot): void {
+  override addMemslot(slot: MemslotArgs): void {
     super.addMemslot(slot);
     this.events.memslotChanged('add', this.memslots[this.memslots.length - 1]!);
   }
@@ -48,15 +48,15 @@ export class Vm extends KvmVm {
    * which the kernel refuses while TCEs point into it (reported; retried by
    * detach()).
    */
-  override removeMemslot(gpa: bigint): void {
-    v.u64('gpa', gpa);
+  override removeMemslot(gpa: bigint | number): void {
+    gpa = v.u64('gpa', gpa);
     const slot = this.memslots.find((s) => s.gpa === gpa);
     super.removeMemslot(gpa);
     this.events.memslotChanged('remove', slot!);
   }
 
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts); the new window is a 'window-add' event. */
-  override createTceTable(args: { liobn: bigint; pageShift: number; offset: bigint; size: bigint }): GuestTable {
+  override createTceTable(args: CreateTceTable): GuestTable {
     const t = super.createTceTable(args);
     this.events.emit(windowEvent(t, 'window-add'));
     return t;
@@ -68,9 +68,9 @@ export class Vm extends KvmVm {
    * (QEMU's bypass alias of guest RAM): the address is the guest physical
    * one, read and write allowed, in pages of the table's size.
    */
-  override translate(liobn: bigint, iova: bigint, access?: 'read' | 'write'): Translation {
-    if (this.bypass.size !== 0 && this.bypass.has(liobn)) {
-      v.u64('iova', iova);
+  override translate(liobn: bigint | number, iova: bigint | number, access?: 'read' | 'write'): Translation {
+    if (this.bypass.size !== 0 && this.bypass.has((liobn = v.liobn('liobn', liobn)))) {
+      iova = v.u64('iova', iova);
       if (access !== undefined) v.oneOf('access', access, ['read', 'write'] as const, 'read');
       const t = this.tables.get(liobn)!;
       const page = 1n << BigInt(t.size === 0n ? 12 : t.pageShift);
@@ -85,7 +85,7 @@ export class Vm extends KvmVm {
    * later PUTs take effect at once); a DmaFault, with nothing touched, when
    * any page has no window, no permission or no backed RAM behind it.
    */
-  dma(liobn: bigint): DmaAccessor {
+  dma(liobn: bigint | number): DmaAccessor {
     return createDma(this, liobn);
   }
 
@@ -99,12 +99,12 @@ export class Vm extends KvmVm {
    * 'unmap' for every mapping that goes with it. The events of one call are
    * delivered before it returns. Returns the unsubscribe function.
    */
-  subscribe(liobn: bigint | '*', fn: VmListener): () => void {
+  subscribe(liobn: bigint | number | '*', fn: VmListener): () => void {
     return this.events.subscribe(liobn, fn);
   }
 
   /** Calls `fn` with a 'map' event for every present mapping (perm ≠ 0) of LIOBN `liobn`, in ascending IOVA. */
-  replay(liobn: bigint, fn: IommuListener): void {
+  replay(liobn: bigint | number, fn: IommuListener): void {
     replayMappings(this, liobn, fn);
   }
 
@@ -122,7 +122,7 @@ export class Vm extends KvmVm {
    * ibm,set-tce-bypass) with u32 argument cells; returns the result cells,
    * [status] on an error.
    */
-  rtas(name: string, args: number[], nret: number): number[] {
+  rtas(name: string, args: readonly (number | bigint)[], nret: number): number[] {
     return rtasCall(this, name, args, nret);
   }
 
@@ -134,7 +134,7 @@ export class Vm extends KvmVm {
    * A LIOBN that is no VIO table (unknown, or a PHB's window) is EINVAL.
    */
   setTceBypass(liobn: bigint | number, on: boolean): void {
-    const l = typeof liobn === 'number' ? BigInt(v.int('liobn', liobn, 0, 0xffff_ffff)) : v.u64('liobn', liobn);
+    const l = v.liobn('liobn', liobn);
     if (typeof on !== 'boolean') throw new TypeError(`on must be a boolean, got ${typeof on}`);
     if (!isVioTable(this, l)) fail('EINVAL', `setTceBypass: LIOBN ${hex(l)} is no VIO unit's table${this.tables.has(l) ? ' (it is a PHB window: PCI has no bypass)' : ''}`);
     if (on) this.bypass.add(l);
@@ -143,7 +143,7 @@ export class Vm extends KvmVm {
 
   /** Whether LIOBN `liobn` is in TCE bypass. */
   tceBypass(liobn: bigint | number): boolean {
-    const l = typeof liobn === 'number' ? BigInt(v.int('liobn', liobn, 0, 0xffff_ffff)) : v.u64('liobn', liobn);
+    const l = v.liobn('liobn', liobn);
     return this.bypass.has(l);
   }
 

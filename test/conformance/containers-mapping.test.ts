@@ -46,7 +46,7 @@ describe('v2 MAP_DMA / UNMAP_DMA', () => {
     expectErr(() => fd.mapDma({ iova: 0x1000n, vaddr: ram.ua, size: 0x1000n, flags: 4 }), 'EINVAL');
     expectErr(() => fd.mapDma({ iova: 0x1000n, vaddr: ram.ua, size: 0x1000n, read: false, write: false }), 'EINVAL');
     expect(digest(host, [fd])).toBe(before);
-    expect(() => fd.mapDma({ iova: 0x1000, vaddr: ram.ua, size: 0x1000n, read: true } as never)).toThrow(TypeError);
+    expect(() => fd.mapDma({ iova: '0x1000', vaddr: ram.ua, size: 0x1000n, read: true } as never)).toThrow(TypeError);
     host.checkInvariants();
   });
 

@@ -16,7 +16,7 @@ describe('v2 pre-registration', () => {
     expect(digest(host, [fd])).toBe(before);
     expect(p.mm.lockedPages).toBe(1n);
     expect(regionsOf(p.mm)).toHaveLength(1);
-    expect(() => fd.registerMemory(Number(ram.ua) as unknown as bigint, 0x10000n)).toThrow(TypeError);
+    expect(() => fd.registerMemory(String(ram.ua) as unknown as bigint, 0x10000n)).toThrow(TypeError);
     host.checkInvariants();
   });
 

@@ -141,7 +141,9 @@ describe('snapshot and restore', () => {
     });
     const run = (vm: Vm, c: Call) => {
       // INDIRECT reads its list from a fixed 4K-aligned page of guest RAM: 0x700000.
-      const r = vm.hcall(c.nr, LIOBN, c.ioba, c.nr === H.PUT_TCE_INDIRECT ? 0x700000n : c.arg, c.n);
+      const args = [LIOBN, c.ioba, c.nr === H.PUT_TCE_INDIRECT ? 0x700000n : c.arg, c.n];
+      // vm.hcall takes exactly each hypercall's arguments: H_PUT_TCE 3, H_GET_TCE 2, the others 4
+      const r = vm.hcall(c.nr, ...args.slice(0, c.nr === H.PUT_TCE ? 3 : c.nr === H.GET_TCE ? 2 : 4));
       return [r.ret, r.out[0], r.level];
     };
     await fc.assert(

@@ -156,11 +156,11 @@ for (const profile of ['qemu', 'kvm'] as const) {
 
     it('arguments are validated: TypeError / RangeError naming them', async () => {
       const { vm } = await setup(profile);
-      expect(() => vm.dma(1 as unknown as bigint)).toThrow(/liobn/);
+      expect(() => vm.dma('1' as unknown as bigint)).toThrow(/liobn/);
       expect(() => vm.dma(-1n)).toThrow(RangeError);
       const dma = vm.dma(L0);
       expect(dma.liobn).toBe(L0);
-      expect(() => dma.read(0x1000 as unknown as bigint, 4)).toThrow(TypeError);
+      expect(() => dma.read('0x1000' as unknown as bigint, 4)).toThrow(TypeError);
       expect(() => dma.read(0x1000n, -1)).toThrow(/length/);
       expect(() => dma.read(0x1000n, 1.5)).toThrow(RangeError);
       expect(() => dma.read(0x1000n, 4n as unknown as number)).toThrow(TypeError);

@@ -185,7 +185,7 @@ for (const profile of ['qemu', 'kvm'] as const) {
       const got: IommuEvent[] = [];
       vm.replay(0x1234n, (e) => got.push(e));
       expect(got).toEqual([]);
-      expect(() => vm.replay(1 as unknown as bigint, () => {})).toThrow(TypeError);
+      expect(() => vm.replay('1' as unknown as bigint, () => {})).toThrow(TypeError);
       expect(() => vm.replay(L0, 'f' as unknown as () => void)).toThrow(/fn/);
       expect(() => vm.subscribe(L0, undefined as unknown as () => void)).toThrow(TypeError);
       expect(() => vm.subscribe('all' as '*', () => {})).toThrow(/liobn/);

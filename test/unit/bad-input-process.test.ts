@@ -12,13 +12,13 @@ describe('bad input: host and processes', () => {
     await expect(Host.create(any({ engine: 'gpu' }))).rejects.toThrow(/engine/);
     await expect(Host.create(any({ ownerCheck: 'pids' }))).rejects.toThrow(/ownerCheck/);
     await expect(Host.create(any({ memlockLimit: -1n }))).rejects.toThrow(/memlockLimit/);
-    await expect(Host.create(any({ memlockLimit: 1024 }))).rejects.toThrow(/memlockLimit/);
+    await expect(Host.create(any({ memlockLimit: 1024.5 }))).rejects.toThrow(/memlockLimit/);
     await expect(Host.create(any('mm'))).rejects.toThrow(/opts/);
   });
 
   it('spawn options', async () => {
     const host = await Host.create();
-    expectRejected(host, () => host.spawn(any({ memlockLimit: 1024 })), 'memlockLimit');
+    expectRejected(host, () => host.spawn(any({ memlockLimit: 1024.5 })), 'memlockLimit');
     expectRejected(host, () => host.spawn(any({ memlockLimit: -1n })), 'memlockLimit');
     expectRejected(host, () => host.spawn(any(5)), 'opts');
   });
@@ -34,7 +34,7 @@ describe('bad input: host and processes', () => {
     const host = await Host.create();
     const p = host.spawn();
     p.mmap(1n << 20n);
-    expectRejected(host, () => p.mmap(any(65536)), 'size');
+    expectRejected(host, () => p.mmap(any('65536')), 'size');
     expectRejected(host, () => p.mmap(-65536n), 'size');
     expectRejected(host, () => p.mmap(0n), 'size');
     expectRejected(host, () => p.mmap(1n << 16n, any({ hugePageShift: 13 })), 'hugePageShift');

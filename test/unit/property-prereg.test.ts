@@ -140,15 +140,15 @@ function step(w: World, c: Cmd): { lib: ReturnType<typeof outcome>; ref: ReturnT
       const any = (x: unknown) => x as never;
       const calls: (() => unknown)[] = [
         () => preregNew(p, -PS, 1n),
-        () => preregNew(p, ua, any(1)),
+        () => preregNew(p, ua, any(1.5)),
         () => preregNew(p, any(String(ua)), 1n),
         () => preregGet(p.mm, ua, -1n),
         () => t.buildV2(p.mm, 0n, 1n, ua, 0),
         () => t.buildV2(p.mm, 0n, 1n, ua, 4),
         () => t.buildV2(p.mm, -1n, 1n, ua, 1),
-        () => t.clearV2(p.mm, 0n, any(1)),
+        () => t.clearV2(p.mm, 0n, any(2 ** 53)),
         () => t.get(1n << 64n),
-        () => t.getUa(any(0)),
+        () => t.getUa(any(-1)),
       ];
       const lib = outcome(() => void calls[c.which % calls.length]!());
       return { lib, ref: { code: 'JS' }, mayGrowLevels: false, bad: true };
