@@ -14,7 +14,7 @@ export function header() {
 }
 
 /** The results document. Contract fields first; everything else under extra keys. */
-export function document({ results, skipped, traces, scaling, instructions, targets, settings, seconds, sectionSeconds }) {
+export function document({ results, skipped, traces, scaling, instructions, targets, snapshot, settings, seconds, sectionSeconds }) {
   return {
     ...header(),
     // Contract rows: {op, engine, check, nsPerCall, nsPerEntry, samples, overhead}; `entries`,
@@ -25,6 +25,7 @@ export function document({ results, skipped, traces, scaling, instructions, targ
     scaling,
     instructions,
     targets,
+    snapshot,
     settings,
     seconds,
     sectionSeconds,

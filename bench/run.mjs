@@ -1,8 +1,9 @@
 // `npm run bench` / `npx spapr-tce bench [--quick] [--filter RE] [--json FILE] [--instructions]`:
 // the matrix (op × engine × check, each check interleaved with `none`),
-// trace replay throughput, vCPU scaling and, with --instructions, callgrind
-// counts. Writes <date>.json and an SVG chart next to it into resultsDir
-// (the CLI's --out: ./spapr-tce-results, bench/results for `npm run bench`).
+// trace replay throughput, vCPU scaling, snapshots (bench/snapshot.mjs) and
+// callgrind counts (with --instructions every variant). Writes <date>.json
+// and an SVG chart next to it into resultsDir (the CLI's --out:
+// ./spapr-tce-results, bench/results for `npm run bench`).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +12,7 @@ import { PROFILES } from './harness.mjs';
 import { plan, runMatrix } from './matrix.mjs';
 import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
 import { runScaling } from './scaling.mjs';
+import { runSnapshot, snapshotRuns, snapshotTable } from './snapshot.mjs';
 import { CG_OPS, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, VARIANTS, variantUnavailable, prepare } from './ops.mjs';
 import { cFloor } from './cfloor.mjs';
@@ -78,11 +80,12 @@ export async function main(opts = {}) {
   const traceNames = traceFiles(opts.traceDir).map((f) => basename(f).replace(/\.jsonl(\.gz)?$/, ''));
   const anyTrace = traceNames.some((n) => CHECKS.some((c) => !filter || filter.test(`trace/${n}/${c}`)));
   const anyScaling = !filter || ['disjoint', 'shared'].some((t) => [1, 2, 4].some((n) => filter.test(`scaling/${t}/${n}`)));
-  if (filter && cells.length === 0 && !anyTrace && !anyScaling && cgCells.length === 0 && cgSkipped.length === 0 && cgUnavailable.length === 0) {
-    console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2)`);
+  const anySnapshot = !filter || filter.test('snapshot');
+  if (filter && cells.length === 0 && !anyTrace && !anyScaling && !anySnapshot && cgCells.length === 0 && cgSkipped.length === 0 && cgUnavailable.length === 0) {
+    console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, snapshot)`);
     return 2;
   }
-  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2;
+  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2 + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0);
 
   const bar = new cliProgress.SingleBar(
     { format: 'bench [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left | {label}', stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 40 },
@@ -91,7 +94,7 @@ export async function main(opts = {}) {
   if (!opts.quiet) bar.start(total, 0, { label: 'preparing' });
   const tick = (label) => (opts.quiet ? undefined : bar.increment(1, label ? { label } : undefined));
 
-  let results, skipped, traces = [], scaling = [], instructions;
+  let results, skipped, traces = [], scaling = [], instructions, snapshot;
   const sectionSeconds = {};
   let mark = Date.now();
   const lap = (name) => {
@@ -111,6 +114,8 @@ export async function main(opts = {}) {
       scaling = await runScaling({ reps: scaleReps, durationMs: scaleMs, filter, tick: () => tick('vCPU scaling') });
     }
     lap('scaling');
+    if (anySnapshot) snapshot = await runSnapshot({ quick, tiny, dir: opts.traceDir, tick: () => tick('snapshots') });
+    lap('snapshot');
     if (opts.instructions && cgMissing) {
       instructions = { skipped: cgMissing };
     } else if (wantCg) {
@@ -138,6 +143,7 @@ export async function main(opts = {}) {
     traces,
     scaling,
     instructions,
+    snapshot,
     settings: {
       mode: opts.profile ?? (quick ? 'quick' : 'full'),
       filter: opts.filter ?? null,
@@ -179,6 +185,7 @@ export async function main(opts = {}) {
   if (Array.isArray(traces) && traces.length) log('\nTrace replay (qemu profile)\n' + tracesTable(traces));
   else if (traces.skipped) log(`\ntrace replay skipped: ${traces.skipped}`);
   if (scaling.length) log('\nvCPU scaling (H_PUT_TCE on worker threads, wasm, check none)\n' + scalingTable(scaling));
+  if (snapshot) log('\nSnapshots (binary format)\n' + snapshotTable(snapshot));
   if (instructions?.skipped && !instructions.results) log(`\ninstructions: skipped — ${instructions.skipped}`);
   const mech = mechanismsTable(results, instructions?.results ?? []);
   if (mech) log('\nWhat each safety mechanism costs (none − run without it; owner checks: check − none)\n' + mech);

@@ -195,6 +195,12 @@ export function benchFigures(json) {
   return { date: typeof json?.date === 'string' ? json.date : undefined, mode: json?.settings?.mode, figures };
 }
 
+/** Whether a results file is a full run of every benchmark. */
+export function isFullRun(json) {
+  const s = json?.settings;
+  return (s?.mode === undefined || s.mode === 'full') && (s?.filter === undefined || s.filter === null);
+}
+
 /** Results files of a folder that parse, newest first (by their date, else their name). */
 function resultsIn(dir) {
   if (!existsSync(dir)) return [];
@@ -220,7 +226,9 @@ function resultsIn(dir) {
  * The results file the cost columns come from: `file` if given; else the
  * newest full run in the repository's bench/results/, else in
  * ./spapr-tce-results/ (where an installed package's `spapr-tce bench`
- * writes), or in `dirs` when given. A run without settings.mode counts as full.
+ * writes), or in `dirs` when given. A run without settings.mode counts as
+ * full; a run of some sections only (settings.filter, e.g. `--filter
+ * snapshot`) does not, as it has no hypercall figures.
  */
 export function findResults(file, dirs = [join(packageRoot, 'bench/results'), resolve('spapr-tce-results')]) {
   if (file !== undefined) {
@@ -233,7 +241,7 @@ export function findResults(file, dirs = [join(packageRoot, 'bench/results'), re
     return { path: file, json };
   }
   for (const dir of dirs) {
-    const full = resultsIn(dir).find((r) => r.json?.settings?.mode === undefined || r.json.settings.mode === 'full');
+    const full = resultsIn(dir).find((r) => isFullRun(r.json));
     if (full) return { path: full.path, json: full.json };
   }
   return undefined;

@@ -1,6 +1,9 @@
 // spapr-tce: the POWER sPAPR TCE IOMMU as Linux and KVM implement it.
 export { Host } from './host/host.js';
-export type { HostOptions, HostStats, OwnerCheck, KernelEra, SpawnOptions } from './host/host.js';
+export type { HostOptions, HostStats, OwnerCheck, KernelEra, SpawnOptions, SnapshotOptions } from './host/host.js';
+export type { Snapshot, RestoreOptions } from './snapshot/snapshot.js';
+export type { RamSource } from './snapshot/image.js';
+export { SnapshotError } from './snapshot/fsck/read.js';
 export type { HostContext } from './core/context.js';
 export { Process } from './host/process.js';
 export type { MmapResult, CloneOptions, VmOptions } from './host/process.js';

@@ -33,7 +33,12 @@ export interface ReplayOptions {
   ramSize?: bigint;
   /** Stop collecting mismatches after this many (default 1000). */
   maxMismatches?: number;
-  /** Every this many events, snapshot the host, restore it into a new one (through JSON) and go on there. */
+  /**
+   * Every this many events, take a RAM-less binary snapshot of the host,
+   * restore it into a new one and go on there (a trace carries no RAM
+   * contents: the restored guest RAM is zero, and each H_PUT_TCE_INDIRECT
+   * list is written again before its call).
+   */
   snapshotEvery?: number;
 }
 
@@ -71,7 +76,7 @@ function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: num
   const t0 = process.hrtime.bigint();
   for (const ev of trace.events) {
     if (snapshotEvery > 0 && ++n % snapshotEvery === 0) {
-      host = Host.restore(JSON.parse(JSON.stringify(host.snapshot())));
+      host = Host.restore(host.snapshot({ format: 'binary', ram: false }));
       ({ vm, vcpu, dv } = attach(host, start.ua));
       regs = vcpu.regs;
     }

@@ -34,6 +34,8 @@ export interface NativeAddon {
   lockedBytes(): number;
   mlockRange(bytes: Uint8Array): number;
   munlockRange(bytes: Uint8Array): number;
+  /** madvise(MADV_HUGEPAGE) over the whole 2 MiB pages of a view (src/native/huge_pages.cc): 0 or the errno. */
+  adviseHugePages?(bytes: Uint8Array): number;
   /** The C++ engine over a Uint8Array view of the whole shared memory. */
   createEngine(view: Uint8Array): NativeEngineRoutines;
   layoutVersion: number;

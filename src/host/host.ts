@@ -3,16 +3,18 @@
 // receives) plus the lists of everything created through it, which it alone
 // keeps: processes and their address spaces, groups, containers, VMs, and
 // (read from the kernel layer's own list) every TCE table.
-import { HostContext, KERNEL_CODES, type OwnerCheck, type KernelEra } from '../core/context.js';
+import { HostContext, type OwnerCheck, type KernelEra } from '../core/context.js';
 import { loadNative, nativeLoadError } from '../engine/native.js';
 import { createMm, type Mm } from '../kernel/mm.js';
 import { liveTables, type IommuTable } from '../kernel/table.js';
 import { Group, groupOptions, type GroupOptions } from '../vfio/group.js';
 import type { Container } from '../vfio/container.js';
 import type { Vm } from '../vmm/vm.js';
-import { saveBody } from '../snapshot/save.js';
-import { restoreBody, settingsOf } from '../snapshot/restore.js';
-import { seal, checkSnapshot, type Snapshot } from '../snapshot/snapshot.js';
+import { saveBody, saveBinary, saveIncremental, saveRamless } from '../snapshot/save.js';
+import { restoreObjects, settingsOf } from '../snapshot/restore.js';
+import { seal, readSnapshot, type Snapshot, type RestoreOptions } from '../snapshot/snapshot.js';
+import type { RamSource } from '../snapshot/image.js';
+import { fsck, accountingProblems, refuse } from '../snapshot/fsck/index.js';
 import { Process } from './process.js';
 import { checkInvariants } from './invariants.js';
 import * as v from '../core/validate.js';
@@ -176,25 +178,64 @@ export class Host extends HostContext {
     this.mem.storeU32(PID_PLACEMENT_AT, check === 'pid-entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL);
   }
 
-  /** A JSON-safe snapshot of everything (no vCPU may run on another thread meanwhile). */
-  snapshot(): Snapshot {
-    return seal(saveBody(this));
+  /**
+   * A snapshot of everything: by default JSON-safe data (`Snapshot`); with
+   * `format: 'binary'` a Uint8Array (zero pages skipped, other pages as they
+   * are); `since: base` (a full binary snapshot) keeps only the pages changed
+   * since it; `ram: false` (binary) leaves guest RAM out and costs
+   * O(allocated state). Pause every vCPU first: a snapshot copies memory that
+   * running vCPUs change (an allocation in progress is refused).
+   */
+  snapshot(): Snapshot;
+  snapshot(opts: { format?: 'json' }): Snapshot;
+  snapshot(opts: SnapshotOptions & ({ format: 'binary' } | { ram: false } | { since: Uint8Array })): Uint8Array;
+  snapshot(opts?: SnapshotOptions): Snapshot | Uint8Array;
+  snapshot(opts?: SnapshotOptions): Snapshot | Uint8Array {
+    const o = v.options('opts', opts, SNAPSHOT_OPTIONS);
+    const ram = v.bool('opts.ram', o.ram, true);
+    if (o.since !== undefined && !(o.since instanceof Uint8Array)) throw new TypeError('opts.since must be a binary snapshot (a Uint8Array)');
+    const since = o.since as Uint8Array | undefined;
+    const format = v.oneOf('opts.format', o.format, ['json', 'binary'] as const, !ram || since !== undefined ? 'binary' : 'json');
+    if (format === 'json') {
+      if (!ram || since !== undefined) throw new TypeError("opts.ram: false and opts.since are options of format: 'binary'");
+      return seal(saveBody(this));
+    }
+    if (since !== undefined) {
+      if (!ram) throw new TypeError('opts.since: a RAM-less snapshot is already O(allocated state); take it whole (ram: false without since)');
+      return saveIncremental(this, since);
+    }
+    return ram ? saveBinary(this) : saveRamless(this);
   }
 
-  /** A new host equal to the one a snapshot was taken of; a snapshot of another version or a corrupted one is refused. */
-  static restore(snapshot: unknown): Host {
-    const { body } = checkSnapshot(snapshot);
-    const { settings, memlockLimit } = settingsOf(body);
+  /**
+   * A new host equal to the one a snapshot was taken of (any format). Nothing
+   * is trusted: every field and every structure in memory is checked first
+   * (src/snapshot/fsck/), and a snapshot that fails is refused with a
+   * SnapshotError naming the field. `opts.base`: the full snapshot an
+   * incremental one applies to; `opts.ram`: the guest RAM of a RAM-less one
+   * (default zeros).
+   */
+  static restore(snapshot: unknown, opts?: RestoreOptions): Host {
+    const o = v.options('opts', opts, RESTORE_OPTIONS);
+    if (o.base !== undefined && !(o.base instanceof Uint8Array)) throw new TypeError('opts.base must be a binary snapshot (a Uint8Array)');
+    const ram = o.ram === undefined ? undefined : v.fn<RamSource>('opts.ram', o.ram);
+    const read = readSnapshot(snapshot, { base: o.base as Uint8Array | undefined, ram });
+    const { settings, memlockLimit } = settingsOf(read.state);
+    if (settings.engine === 'native' && !loadNative()) refuse('body.options.engine', `'native' needs the native addon: ${nativeLoadError()}`);
+    if (settings.pin === 'host' && !loadNative()) refuse('body.options.pin', `'host' needs the native addon: ${nativeLoadError()}`);
+    // The bare host: its memory is where the image is checked; no object exists until every check passed.
     const host = new Host(settings, memlockLimit);
-    restoreBody(host, body, {
+    const heap = read.load(host.mem);
+    const graph = fsck(read.state, { mem: host.mem, heapCheck: () => host.engine.heapCheck(), root: 'body', heap });
+    const problems = accountingProblems(graph);
+    if (problems.length) refuse(problems[0]!.field, problems[0]!.message + (problems.length > 1 ? ` (and ${problems.length - 1} more problem(s))` : ''));
+    restoreObjects(host, read.state, {
       mm: (mm) => void host.mms.add(mm),
       process: (pid, tid, mm, limit, files) => host.adoptProcess(new Process(host, pid, tid, mm, limit, files)),
       group: (g) => void host.groups.add(g),
       container: (c) => void host.containers.add(c),
       vm: (vm) => void host.vms.add(vm),
     });
-    // A header saved before eras existed has 0 there: the era comes from the settings.
-    host.header.kernel = KERNEL_CODES[host.kernel];
     return host;
   }
 
@@ -203,6 +244,19 @@ export class Host extends HostContext {
     checkInvariants(this);
   }
 }
+
+/** Options of host.snapshot(). */
+export interface SnapshotOptions {
+  /** 'json' (default): JSON-safe data; 'binary': a Uint8Array at memory speed. */
+  format?: 'json' | 'binary';
+  /** Binary only: the full binary snapshot to take an incremental one against. */
+  since?: Uint8Array;
+  /** false (binary only): leave guest RAM out; Host.restore gets it from opts.ram, or zeros. */
+  ram?: boolean;
+}
+
+const SNAPSHOT_OPTIONS = v.keys<SnapshotOptions>('host.snapshot', { format: true, since: true, ram: true });
+const RESTORE_OPTIONS = v.keys<RestoreOptions>('Host.restore', { base: true, ram: true });
 
 /** What host.stats() returns. */
 export interface HostStats {

@@ -6,11 +6,13 @@
 #include "engine_binding.h"
 #include "generated/layout.h"
 #include "host_memory.h"
+#include "huge_pages.h"
 
 namespace {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   spapr::InitHostMemory(env, exports);
+  spapr::InitHugePages(env, exports);
   spapr::InitEngine(env, exports);
   exports.Set("layoutVersion", Napi::Number::New(env, spapr::LAYOUT_VERSION));
   return exports;

@@ -1,7 +1,9 @@
-// Restoring a host: the settings to create it with, then its objects rebuilt
-// over the saved bytes, each through its own constructor (which checks the
-// saved arguments again) adopting its saved descriptor. The caller (Host)
-// creates the bare host and keeps the objects handed to `adopt`.
+// Rebuilding a host's objects from a state the fsck has accepted, over the
+// memory image already loaded: each object through its own constructor,
+// adopting its saved descriptor. Nothing here checks anything: by the time
+// it runs, every reference resolves and every descriptor is what its object
+// says (fsck/). The caller (Host) creates the bare host and keeps the
+// objects handed to `adopt`.
 import type { HostContext, HostSettings } from '../core/context.js';
 import { Mm } from '../kernel/mm.js';
 import { FdTable, type Task } from '../kernel/task.js';
@@ -12,7 +14,7 @@ import { Container } from '../vfio/container.js';
 import { Vcpu } from '../kvm/vcpu.js';
 import { Vm } from '../vmm/vm.js';
 import { Phb } from '../vmm/rtas.js';
-import type { SnapshotBody, MmState, TableState, GroupState, ContainerState, VmState } from './body.js';
+import { hpasOfRuns, type HostState, type MmState, type TableState, type GroupState, type ContainerState, type VmState } from './state.js';
 
 /** Where the restored objects go: the host keeps its lists, and makes its own kind of process. */
 export interface Adopt {
@@ -23,97 +25,69 @@ export interface Adopt {
   vm(vm: Vm): void;
 }
 
-/** The settings and memlock limit of the host a body was taken of. */
-export function settingsOf(body: SnapshotBody): { settings: HostSettings; memlockLimit: bigint | null } {
-  const o = body.options;
+/** The settings and memlock limit of the host a state was taken of. */
+export function settingsOf(s: HostState): { settings: HostSettings; memlockLimit: bigint | null } {
+  const o = s.options;
   return {
-    settings: {
-      ownerCheck: o.ownerCheck as HostSettings['ownerCheck'], pidCheck: o.pidCheck as HostSettings['pidCheck'],
-      // a snapshot from before eras behaved as 4.12 (the view at the first map)
-      kernel: (o.kernel ?? '4.12') as HostSettings['kernel'], engine: o.engine as HostSettings['engine'],
-      pageShift: o.pageShift, maxMemory: o.maxMemory, pin: o.pin as HostSettings['pin'],
-    },
-    memlockLimit: o.memlockLimit === null ? null : BigInt(o.memlockLimit),
+    settings: { ownerCheck: o.ownerCheck, pidCheck: o.pidCheck, kernel: o.kernel, engine: o.engine, pageShift: o.pageShift, maxMemory: o.maxMemory, pin: o.pin },
+    memlockLimit: o.memlockLimit,
   };
 }
 
-/** Rebuilds every object of `body` in `host`, a fresh host created with settingsOf(body). */
-export function restoreBody(host: HostContext, body: SnapshotBody, adopt: Adopt): void {
-  if (host.mem.byteLength !== body.memory.bytes) throw new Error('Host.restore: could not recreate a memory of the saved size');
-  for (const [off, data] of body.memory.pages) host.mem.u8.set(Buffer.from(data, 'base64'), off);
-  host.setIdCounters(body.counters);
-  host.hostmem.reset(BigInt(body.hostmem.next), body.hostmem.pins.map(([page, n]) => [BigInt(page), n] as const));
+/** Rebuilds every object of `s` in `host`, whose memory holds the checked image. */
+export function restoreObjects(host: HostContext, s: HostState, adopt: Adopt): void {
+  host.setIdCounters(s.counters);
+  host.hostmem.reset(s.hostmem.next, s.hostmem.pins);
   const mms = new Map<number, Mm>();
-  for (const s of body.mms) {
-    const mm = restoreMm(host, s);
+  for (const m of s.mms) {
+    const mm = restoreMm(host, m);
     mms.set(mm.id, mm);
     adopt.mm(mm);
   }
+  // Descriptor tables in list order: the table each was copied from comes before it, so fork() ancestry is kept.
+  const files: FdTable[] = [];
+  for (const parent of s.fdTables) files.push(new FdTable(parent === null ? undefined : files[parent]));
   const processes = new Map<number, Task>();
-  const files = restoreFdTables(body);
-  for (const p of body.processes) {
-    processes.set(p.tid, adopt.process(p.pid, p.tid, mms.get(p.mm)!, p.memlockLimit === null ? null : BigInt(p.memlockLimit), files(p)));
-  }
+  for (const p of s.processes) processes.set(p.tid, adopt.process(p.pid, p.tid, mms.get(p.mm)!, p.memlockLimit, files[p.files]!));
   const tables = new Map<number, IommuTable>();
-  for (const s of body.tables) tables.set(s.desc, restoreTable(host, s, mms));
+  for (const t of s.tables) tables.set(t.desc, restoreTable(host, t, mms));
   const groups = new Map<number, Group>();
-  for (const s of body.groups) {
-    const g = restoreGroup(host, s, tables);
+  for (const gs of s.groups) {
+    const g = restoreGroup(host, gs, tables);
     groups.set(g.id, g);
     adopt.group(g);
   }
-  for (const s of body.containers) adopt.container(restoreContainer(host, s, { mms, groups, tables, processes }));
-  for (const s of body.vms) adopt.vm(restoreVm(s, processes));
+  for (const c of s.containers) adopt.container(restoreContainer(host, c, { mms, groups, tables, processes }));
+  for (const v of s.vms) adopt.vm(restoreVm(v, processes));
 }
 
 /** The mm over a memory already holding its descriptor and backed bytes. */
 function restoreMm(host: HostContext, s: MmState): Mm {
   const mm = new Mm(host, s.id, s.desc);
-  mm.nextUa = BigInt(s.nextUa);
+  mm.nextUa = s.nextUa;
   for (const m of s.mappings) {
-    const size = BigInt(m.size);
-    const bytes = m.hostOff ? host.mem.bytes(m.hostOff, Number(size)) : undefined;
-    mm.mappings.push({ ua: BigInt(m.ua), size, pageShift: m.pageShift, hpas: BigUint64Array.from(m.hpas, (x) => BigInt(x)), bytes, hostOff: m.hostOff });
+    const bytes = m.hostOff ? host.mem.bytes(m.hostOff, Number(m.size)) : undefined;
+    mm.mappings.push({ ua: m.ua, size: m.size, pageShift: m.pageShift, hpas: hpasOfRuns(m.frames, m.pageShift), bytes, hostOff: m.hostOff });
   }
-  for (const [k, v] of s.charges) mm.charges.set(k, BigInt(v));
+  for (const [k, v] of s.charges) mm.charges.set(k, v);
   return mm;
 }
 
 /** The table over a memory already holding its descriptor and trees; listed live again. */
 function restoreTable(host: HostContext, s: TableState, mms: Map<number, Mm>): IommuTable {
-  const t = new IommuTable(host, s.desc, BigInt(s.busOffset), BigInt(s.kernelBytes), s.v2, s.viewMm === null ? undefined : mms.get(s.viewMm));
+  const t = new IommuTable(host, s.desc, s.busOffset, s.kernelBytes, s.v2, s.viewMm === null ? undefined : mms.get(s.viewMm));
   liveTables(host).add(t);
   return t;
 }
 
 function restoreGroup(host: HostContext, s: GroupState, tables: Map<number, IommuTable>): Group {
-  const opts = { tce32Start: BigInt(s.tce32Start), tce32Size: BigInt(s.tce32Size), pageShifts: [...s.pageShifts], maxWindows: s.maxWindows, maxLevels: s.maxLevels, ddw: s.ddw };
+  const opts = { tce32Start: s.tce32Start, tce32Size: s.tce32Size, pageShifts: [...s.pageShifts], maxWindows: s.maxWindows, maxLevels: s.maxLevels, ddw: s.ddw };
   const g = new Group(host, s.id, opts, s.legacyTable ? tables.get(s.legacyTable) : undefined);
   g.hostDmaMappings = s.hostDmaMappings;
   g.owned = s.owned;
   g.hostWindow = s.hostWindow;
   s.slots.forEach((d, i) => (g.slots[i] = d ? tables.get(d) : undefined));
   return g;
-}
-
-/**
- * The descriptor tables of the saved processes, their fork() ancestry kept.
- * A snapshot from before tables were saved gives each pid one table (its
- * threads share it), as those versions had no other tie between tasks.
- */
-function restoreFdTables(body: SnapshotBody): (p: SnapshotBody['processes'][number]) => FdTable {
-  const saved = body.fdTables;
-  if (saved) {
-    const tables: FdTable[] = [];
-    for (const parent of saved) tables.push(new FdTable(parent === null ? undefined : tables[parent]));
-    return (p) => tables[p.files ?? -1] ?? new FdTable();
-  }
-  const byPid = new Map<number, FdTable>();
-  return (p) => {
-    let t = byPid.get(p.pid);
-    if (!t) byPid.set(p.pid, (t = new FdTable()));
-    return t;
-  };
 }
 
 /** The container, with new handles for the processes that held it open. */
@@ -123,12 +97,12 @@ function restoreContainer(host: HostContext, s: ContainerState, ctx: { mms: Map<
   c.v2 = s.v2 ?? undefined;
   c.enabled = s.enabled;
   c.defWindowPending = s.defWindowPending;
-  c.lockedPages = BigInt(s.lockedPages);
+  c.lockedPages = s.lockedPages;
   c.v1ChargedMm = mm(s.v1ChargedMm);
   c.mm = mm(s.mm);
   c.ownerPid = s.ownerPid;
   s.windows.forEach((w, i) => {
-    c.windows[i] = w ? { startAddr: BigInt(w.startAddr), windowSize: BigInt(w.windowSize), pageShift: w.pageShift, levels: w.levels, table: ctx.tables.get(w.table)!, chargedMm: mm(w.chargedMm), tablePages: BigInt(w.tablePages) } : undefined;
+    c.windows[i] = w ? { startAddr: w.startAddr, windowSize: w.windowSize, pageShift: w.pageShift, levels: w.levels, table: ctx.tables.get(w.table)!, chargedMm: mm(w.chargedMm), tablePages: w.tablePages } : undefined;
   });
   for (const id of s.groups) {
     const g = ctx.groups.get(id)!;
@@ -143,14 +117,14 @@ function restoreContainer(host: HostContext, s: ContainerState, ctx: { mms: Map<
 /** The VM over a memory already holding its descriptors, guest tables and register blocks. */
 function restoreVm(s: VmState, processes: Map<number, Task>): Vm {
   const vm = new Vm(processes.get(s.process)!, s.profile, s.desc);
-  for (const m of s.memslots) vm.memslots.push({ gpa: BigInt(m.gpa), size: BigInt(m.size), ua: BigInt(m.ua) });
-  for (const t of s.tables) vm.tables.set(BigInt(t.liobn), { liobn: BigInt(t.liobn), desc: t.desc, pageShift: t.pageShift, offset: BigInt(t.offset), size: BigInt(t.size), chargedPages: BigInt(t.chargedPages) });
+  for (const m of s.memslots) vm.memslots.push({ gpa: m.gpa, size: m.size, ua: m.ua });
+  for (const t of s.tables) vm.tables.set(t.liobn, { ...t });
   for (const c of s.vcpus) vm.vcpus.set(c.index, new Vcpu(vm, c.index, processes.get(c.thread)!, c.desc));
   if (s.friendly) vm.friendly = new Vcpu(vm, -1 >>> 0, processes.get(s.friendly.thread)!, s.friendly.desc);
   for (const p of s.phbs) {
-    const opts = { buid: BigInt(p.buid), index: p.index, dma32: { addr: BigInt(p.dma32Addr), size: BigInt(p.dma32Size) }, dma64Addr: BigInt(p.dma64Addr), pageSizeMask: BigInt(p.pageSizeMask), ddw: p.ddw };
+    const opts = { buid: p.buid, index: p.index, dma32: { addr: p.dma32Addr, size: p.dma32Size }, dma64Addr: p.dma64Addr, pageSizeMask: p.pageSizeMask, ddw: p.ddw };
     vm.phbs.push(new Phb(vm, opts, vm.phbs, { defWin: p.defWin }));
   }
-  for (const l of s.bypass ?? []) vm.bypass.add(BigInt(l));
+  for (const l of s.bypass) vm.bypass.add(l);
   return vm;
 }

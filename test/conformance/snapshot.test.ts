@@ -120,7 +120,7 @@ describe('snapshot and restore', () => {
   it('refuses another version, a corrupted snapshot and a non-snapshot, without building anything', async () => {
     const a = await richHost();
     const snap = JSON.parse(JSON.stringify(a.host.snapshot()));
-    expect(() => Host.restore({ ...snap, version: 2 })).toThrow(/version 2 is not supported/);
+    expect(() => Host.restore({ ...snap, version: 3 })).toThrow(/version 3 is not supported/);
     const corrupt = JSON.parse(JSON.stringify(snap));
     corrupt.body.memory.pages[0][1] = corrupt.body.memory.pages[0][1].replace(/^./, (c: string) => (c === 'A' ? 'B' : 'A'));
     expect(() => Host.restore(corrupt)).toThrow(/corrupted/);
