@@ -13,6 +13,7 @@ import type { Vm } from '../vmm/vm.js';
 import { saveBody, saveBinary, saveIncremental, saveRamless } from '../snapshot/save.js';
 import { restoreObjects, settingsOf } from '../snapshot/restore.js';
 import { seal, readSnapshot, type Snapshot, type RestoreOptions } from '../snapshot/snapshot.js';
+import type { RamSource } from '../snapshot/image.js';
 import { fsck, accountingProblems, refuse } from '../snapshot/fsck/index.js';
 import { Process } from './process.js';
 import { checkInvariants } from './invariants.js';
@@ -190,17 +191,18 @@ export class Host extends HostContext {
   snapshot(opts: SnapshotOptions & ({ format: 'binary' } | { ram: false } | { since: Uint8Array })): Uint8Array;
   snapshot(opts?: SnapshotOptions): Snapshot | Uint8Array;
   snapshot(opts?: SnapshotOptions): Snapshot | Uint8Array {
-    const o = v.options<SnapshotOptions>('opts', opts);
+    const o = v.options('opts', opts, SNAPSHOT_OPTIONS);
     const ram = v.bool('opts.ram', o.ram, true);
     if (o.since !== undefined && !(o.since instanceof Uint8Array)) throw new TypeError('opts.since must be a binary snapshot (a Uint8Array)');
-    const format = v.oneOf('opts.format', o.format, ['json', 'binary'] as const, !ram || o.since !== undefined ? 'binary' : 'json');
+    const since = o.since as Uint8Array | undefined;
+    const format = v.oneOf('opts.format', o.format, ['json', 'binary'] as const, !ram || since !== undefined ? 'binary' : 'json');
     if (format === 'json') {
-      if (!ram || o.since !== undefined) throw new TypeError("opts.ram: false and opts.since are options of format: 'binary'");
+      if (!ram || since !== undefined) throw new TypeError("opts.ram: false and opts.since are options of format: 'binary'");
       return seal(saveBody(this));
     }
-    if (o.since !== undefined) {
+    if (since !== undefined) {
       if (!ram) throw new TypeError('opts.since: a RAM-less snapshot is already O(allocated state); take it whole (ram: false without since)');
-      return saveIncremental(this, o.since);
+      return saveIncremental(this, since);
     }
     return ram ? saveBinary(this) : saveRamless(this);
   }
@@ -214,10 +216,10 @@ export class Host extends HostContext {
    * (default zeros).
    */
   static restore(snapshot: unknown, opts?: RestoreOptions): Host {
-    const o = v.options<RestoreOptions>('opts', opts);
+    const o = v.options('opts', opts, RESTORE_OPTIONS);
     if (o.base !== undefined && !(o.base instanceof Uint8Array)) throw new TypeError('opts.base must be a binary snapshot (a Uint8Array)');
-    if (o.ram !== undefined) v.fn('opts.ram', o.ram);
-    const read = readSnapshot(snapshot, o);
+    const ram = o.ram === undefined ? undefined : v.fn<RamSource>('opts.ram', o.ram);
+    const read = readSnapshot(snapshot, { base: o.base as Uint8Array | undefined, ram });
     const { settings, memlockLimit } = settingsOf(read.state);
     if (settings.engine === 'native' && !loadNative()) refuse('body.options.engine', `'native' needs the native addon: ${nativeLoadError()}`);
     if (settings.pin === 'host' && !loadNative()) refuse('body.options.pin', `'host' needs the native addon: ${nativeLoadError()}`);
@@ -252,6 +254,9 @@ export interface SnapshotOptions {
   /** false (binary only): leave guest RAM out; Host.restore gets it from opts.ram, or zeros. */
   ram?: boolean;
 }
+
+const SNAPSHOT_OPTIONS = v.keys<SnapshotOptions>('host.snapshot', { format: true, since: true, ram: true });
+const RESTORE_OPTIONS = v.keys<RestoreOptions>('Host.restore', { base: true, ram: true });
 
 /** What host.stats() returns. */
 export interface HostStats {

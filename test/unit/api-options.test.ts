@@ -27,6 +27,8 @@ const ENTRY_POINTS: { where: string; name: string; valid: (w: World) => Record<s
   { where: 'a table geometry', name: 'geometry', valid: () => ({ pageShift: 12, windowSize: 1n << 20n, levels: 1, busOffset: 0n }), call: (w, o) => IommuTable.create(w.host, any(o), true) },
   { where: 'a table geometry', name: 'geometry', valid: () => ({ pageShift: 12, windowSize: 1n << 20n, levels: 1, busOffset: 0n }), call: (w, o) => checkGeometry(any(o), 16) },
   { where: 'table.buildV2', name: 'opts', valid: () => ({ realMode: false }), call: (w, o) => w.fd.container.windows[0]!.table.buildV2(w.p.mm, 1n, 1n, w.ram.ua, 3, any(o)) },
+  { where: 'host.snapshot', name: 'opts', valid: () => ({ format: 'binary' }), call: (w, o) => w.host.snapshot(any(o)) },
+  { where: 'Host.restore', name: 'opts', valid: () => ({ ram: () => undefined }), call: (w, o) => Host.restore(w.host.snapshot({ format: 'binary', ram: false }), any(o)) },
   { where: 'table.clearV2', name: 'opts', valid: () => ({}), call: (w, o) => w.fd.container.windows[0]!.table.clearV2(w.p.mm, 0n, 1n, any(o)) },
 ];
 
