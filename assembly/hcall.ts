@@ -16,7 +16,7 @@ import {
   HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY, HDR_KERNEL, KERNEL_4_19,
   H_GET_TCE, H_PUT_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT, H_SUCCESS, H_PARAMETER, H_TOO_HARD,
   OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, PROFILE_QEMU, INDIRECT_MAX, VCPU_LEVEL, VCPU_STATS,
-  LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET,
+  LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET, VCPU_RCU_SEQ,
 } from './generated/layout';
 import { findStt, gpaToUa, gpaToHost, sttSlot, sttPagesPresent, sttGet } from './guest';
 import { buildOneV2, checkMapOne, clearRel } from './table';
@@ -47,6 +47,21 @@ import { buildOneV2, checkMapOne, clearRel } from './table';
  * Counts the completion in the vCPU's stats[kind][level].
  */
 export function hcall(vcpu: u32, level: u32): i32 {
+  // The reclamation read side (src/core/reclaim.ts): rcuSeq is odd from here
+  // to the end of the call. The entry store is atomic (seq_cst, an xchg on
+  // x86): it must be visible before the first load of a shared descriptor,
+  // which a plain store is not (x86 lets a later load pass it). The exit store
+  // must not move before the call's loads: WebAssembly has no release store,
+  // so it is atomic too. Nothing else of the call is touched.
+  const inside = (load<u32>(vcpu + VCPU_RCU_SEQ) + 1) | 1;
+  atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside);
+  const rc = hcallInside(vcpu, level);
+  atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside + 1);
+  return rc;
+}
+
+/** hcall() between the read-side entry and exit. */
+function hcallInside(vcpu: u32, level: u32): i32 {
   const vm = load<u32>(vcpu + VCPU_VM);
   const nr = gpr(vcpu, 3);
   const flags: u32 = level == <u32>LEVEL_REAL ? 0 : <u32>OP_ALLOC;

@@ -15,6 +15,7 @@ import { restoreBody, settingsOf } from '../snapshot/restore.js';
 import { seal, checkSnapshot, type Snapshot } from '../snapshot/snapshot.js';
 import { Process } from './process.js';
 import { checkInvariants } from './invariants.js';
+import type { ReclaimStats } from '../core/reclaim.js';
 import * as v from '../core/validate.js';
 import { HdrView } from '../generated/views.js';
 import { HEADER_BASE, HEAP_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, PID_CHECK_CALL, PID_CHECK_ENTRY } from '../generated/layout.js';
@@ -149,6 +150,7 @@ export class Host extends HostContext {
       ownerCheck: this.ownerCheck,
       kernel: this.kernel,
       fallbacks: [...this.fallbacks],
+      reclaim: this.reclaim.stats(),
     };
   }
 
@@ -165,8 +167,21 @@ export class Host extends HostContext {
     this.mem.storeU32(PID_PLACEMENT_AT, check === 'pid-entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL);
   }
 
-  /** A JSON-safe snapshot of everything (no vCPU may run on another thread meanwhile). */
+  /**
+   * synchronize_rcu: waits until every vCPU that was inside a hypercall has
+   * left it, so that every free deferred so far is done; at once when none
+   * is. Bounded: after `timeoutMs` (default 1000) it throws EBUSY naming the
+   * vCPUs still inside (a worker killed mid-call: vcpu.release({ gone: true })),
+   * and their frees stay deferred. Returns how long it waited.
+   */
+  synchronize(opts?: { timeoutMs?: number }): { waitedMs: number } {
+    const o = v.options<{ timeoutMs: number }>('opts', opts);
+    return this.reclaim.synchronize(v.int('opts.timeoutMs', o.timeoutMs ?? 1000, 0, 3_600_000));
+  }
+
+  /** A JSON-safe snapshot of everything (no vCPU may run on another thread meanwhile: the pending frees are done first). */
   snapshot(): Snapshot {
+    this.synchronize({ timeoutMs: 0 });
     return seal(saveBody(this));
   }
 
@@ -180,7 +195,10 @@ export class Host extends HostContext {
       process: (pid, tid, mm, limit, files) => host.adoptProcess(new Process(host, pid, tid, mm, limit, files)),
       group: (g) => void host.groups.add(g),
       container: (c) => void host.containers.add(c),
-      vm: (vm) => void host.vms.add(vm),
+      vm: (vm) => {
+        host.vms.add(vm);
+        vm.onDestroy = () => void host.vms.delete(vm);
+      },
     });
     // A header saved before eras existed has 0 there: the era comes from the settings.
     host.header.kernel = KERNEL_CODES[host.kernel];
@@ -205,4 +223,6 @@ export interface HostStats {
   ownerCheck: OwnerCheck;
   kernel: KernelEra;
   fallbacks: string[];
+  /** Safe memory reclamation: grace periods, deferred frees (src/core/reclaim.ts). */
+  reclaim: ReclaimStats;
 }

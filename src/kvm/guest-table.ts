@@ -4,6 +4,7 @@
 // device model's translation (spapr_tce_translate_iommu).
 import type { KvmVm } from './vm.js';
 import type { IommuTable } from '../kernel/table.js';
+import type { HostContext } from '../core/context.js';
 import { Group } from '../vfio/group.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -160,4 +161,48 @@ export function translate(vm: KvmVm, liobn: bigint, iova: bigint, access?: 'read
   }
   const mask = (1n << shift) - 1n;
   return { ok: true, gpa: (tce & ~mask) | (iova & mask), pageIova: iova & ~mask, pageSize: 1n << shift, perm };
+}
+
+/**
+ * Frees a guest table's pages of TCEs and their page array after a grace
+ * period (release_spapr_tce_table frees them through call_rcu): the caller
+ * has unlinked them (the table's pages field, or the table itself). The
+ * array is read when the grace period ends, so a page a vCPU installed in
+ * the meantime (virtual mode, sttSlot) is freed too.
+ */
+export function freeTcePages(host: HostContext, pages: number, npages: number): void {
+  const pageBytes = 1 << host.pageShift >>> 3 << 3;
+  host.deferFree(() => {
+    for (let i = 0; i < npages; i++) {
+      const p = host.mem.getU32At(pages, i);
+      if (p !== 0) host.engine.free(p, pageBytes);
+    }
+    host.engine.free(pages, npages * 4);
+  });
+}
+
+/**
+ * The guest-table half of closing a VM (kvm_vm_release → the stt fds and
+ * the KVM VFIO device going): every table leaves the VM's list first, so no
+ * vCPU finds one after that; then the links drop their references
+ * (kvm_spapr_tce_release_iommu_group: a hardware table whose last reference
+ * this was is freed), the charges go back, and the pages, page arrays and
+ * descriptors are freed after a grace period.
+ */
+export function releaseTables(vm: KvmVm, tableOf: (desc: number) => IommuTable | undefined): void {
+  const host = vm.host;
+  new VmView(host.mem, vm.desc).stts = 0;
+  for (const t of vm.tables.values()) {
+    const stt = new SttView(host.mem, t.desc);
+    const n = stt.stitCount;
+    for (let i = 0; i < n; i++) {
+      const hw = tableOf(stt.stitsAt(i));
+      // One reference per link (attachGroup's hold), whatever its KVM-side count.
+      if (hw) hw.releaseLink();
+    }
+    if (stt.pages !== 0) freeTcePages(host, stt.pages, stt.npages);
+    host.free(t.desc, SttView.BYTES);
+    vm.mm.unaccount(`vm${vm.desc}:stt${t.liobn.toString(16)}`, t.chargedPages);
+  }
+  vm.tables.clear();
 }

@@ -74,6 +74,7 @@ export const structs = {
       ['allocSlMap', 'u32', 'TLSF second-level bitmaps: bit s of [f] set when list f·2^SL_BITS+s is not empty', ALLOC_FL_COUNT],
       ['allocHeads', 'u32', 'TLSF free-list heads, one per (first, second) level', ALLOC_FL_COUNT << ALLOC_SL_BITS],
       ['kernel', 'u32', 'KERNEL_* era of this host: whether real mode exists (vCPUs on workers read it) and what virtual mode answers a misaligned TCE'],
+      ['gracePeriods', 'u32', 'grace periods started by the host thread: its atomic add is the full fence between unlinking and reading the vCPUs\' rcuSeq (src/core/reclaim.ts)'],
     ],
   },
   MM: {
@@ -181,6 +182,9 @@ export const structs = {
       ['id', 'u32', 'vcpu index'],
       ['pad', 'u32', ''],
       ['stats', 'u32', 'completions per [hcall kind][level]: 4 kinds × 4 levels', 16],
+      // The reclamation read side (src/core/reclaim.ts): written only by the
+      // thread running the vCPU, read by the host thread at a grace period.
+      ['rcuSeq', 'u32', 'hypercall entries + exits: odd while the vCPU is inside one (its read-side critical section)'],
     ],
   },
 };

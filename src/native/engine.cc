@@ -1108,6 +1108,19 @@ void TceEngine::setGpr(uint32_t vcpu, uint32_t n, uint64_t v) { st64(at(vcpu, VC
  * the completion in the vCPU's stats[kind][level].
  */
 int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
+  // The reclamation read side, as in assembly/hcall.ts: a seq_cst store at
+  // entry (ordered before the call's loads of shared descriptors), a release
+  // store at exit (ordered after them; a plain mov on x86).
+  const uint64_t seqAt = at(vcpu, VCPU_RCU_SEQ);
+  const uint32_t inside = (ld32(seqAt) + 1) | 1;
+  ast32(seqAt, inside);
+  const int32_t rc = hcallInside(vcpu, level);
+  if (okAtomic(seqAt, 4)) __atomic_store_n(reinterpret_cast<uint32_t*>(base_ + seqAt), inside + 1, __ATOMIC_RELEASE);
+  return rc;
+}
+
+/** hcall() between the read-side entry and exit. */
+int32_t TceEngine::hcallInside(uint32_t vcpu, uint32_t level) {
   const uint32_t vm = ld32(at(vcpu, VCPU_VM));
   const uint64_t nr = gpr(vcpu, 3);
   const uint32_t flags = level == kLevelReal ? 0 : kOpAlloc;

@@ -123,6 +123,7 @@ class TceEngine {
   uint64_t axchg64(uint64_t a, uint64_t v);
   void aadd64(uint64_t a, uint64_t v);
   void fill0(uint64_t a, uint32_t size);
+  int32_t hcallInside(uint32_t vcpu, uint32_t level);
 
   // alloc.ts
   bool lock();
