@@ -132,9 +132,16 @@ export function links(vm: KvmVm, liobn: bigint): { tableDesc: number; refs: numb
 
 /** The guest TCE at relative index `idx` of a table (0 when its page was never allocated). */
 export function guestEntry(vm: KvmVm, t: GuestTable, idx: bigint): bigint {
+  // Only this VM's own tables: a GuestTable of another VM names no table here.
+  const own = vm.tables.get(t?.liobn);
+  if (!own || own.desc !== t.desc) fail('EINVAL', 'guestEntry: not a guest table of this VM');
+  v.u64('idx', idx);
   const mem = vm.host.mem;
+  const stt = new SttView(mem, own.desc);
   const per = (1n << BigInt(vm.host.pageShift)) / 8n;
-  const page = mem.getU32At(new SttView(mem, t.desc).pages, Number(idx / per));
+  // Past the page array (or a disabled table, which has none) nothing was ever stored.
+  if (idx / per >= BigInt(stt.npages)) return 0n;
+  const page = mem.getU32At(stt.pages, Number(idx / per));
   return page === 0 ? 0n : mem.getU64At(page, Number(idx % per));
 }
 

@@ -118,6 +118,11 @@ export class KvmVm {
     v.int('index', index, 0, 4095);
     const o = v.options<{ thread: Task }>('opts', opts);
     if (o.thread !== undefined) v.owned('opts.thread', o.thread, Task, 'a Process', this.host);
+    // kvm_vcpu_ioctl: `if (vcpu->kvm->mm != current->mm) return -EIO` — a vCPU runs only in the
+    // VM's address space. Under ownerCheck 'none' the model keeps the old openness (see README).
+    if (o.thread !== undefined && this.host.ownerCheck !== 'none' && o.thread.mm !== this.mm) {
+      fail('EIO', `vcpu: thread ${o.thread.tid} (pid ${o.thread.pid}) is not in the VM's mm ${this.mm.id}: KVM refuses vCPU ioctls from another mm`);
+    }
     let c = this.vcpus.get(index);
     if (!c) {
       c = new Vcpu(this, index, o.thread ?? this.process.thread());
