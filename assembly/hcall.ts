@@ -646,6 +646,7 @@ function putEntries(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32, grow: boo
     }
     if (lim < n) return rc;
   }
+  if (grow && !sttReserveList(stt, idx, n, src)) return H_TOO_HARD;
   xTag = tagBitsOf(vcpu);
   xSpins = grow ? <u32>LOCK_SPINS_VIRTUAL : <u32>LOCK_SPINS_REAL;
   xPidCheck = entryCheck();
@@ -684,6 +685,38 @@ function putEntries(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32, grow: boo
     if (page != 0) store<u64>(page + (<u32>(j & mask) << 3), tce);
   }
   return H_SUCCESS;
+}
+
+/**
+ * Virtual mode, before anything is written: the guest-table page of every
+ * non-zero TCE of the list exists or is allocated now; false when memory is
+ * exhausted. The kernel's kvmppc_tce_put drops the TCE silently when that
+ * allocation fails and the call still answers H_SUCCESS; here the call
+ * exits (H_TOO_HARD) with no entry changed, as kvmppc_tce_iommu_do_map
+ * answers its own allocation failures.
+ */
+function sttReserveList(stt: u32, idx: u64, n: u32, src: u32): bool {
+  const sh = tceShift();
+  let pg: u64 = <u64>-1;
+  for (let i: u32 = 0; i < n; i++) {
+    if (load<u64>(src + (i << 3)) == 0) continue;
+    const p = (idx + <u64>i) >> sh;
+    if (p == pg) continue;
+    pg = p;
+    if (sttPage(stt, p, true) == 0) return false;
+  }
+  return true;
+}
+
+/** sttReserveList for H_STUFF_TCE of a non-zero value: every page of [idx, idx + n). */
+function sttReserveRange(stt: u32, idx: u64, n: u64): bool {
+  if (n == 0) return true;
+  const sh = tceShift();
+  const last = (idx + n - 1) >> sh;
+  for (let p = idx >> sh; p <= last; p++) {
+    if (sttPage(stt, p, true) == 0) return false;
+  }
+  return true;
 }
 
 /** Sets up the passes for a hypercall of `vcpu` on `vm`, its TCEs at `src`. */
@@ -1168,6 +1201,7 @@ function stuffTce(vm: u32, vcpu: u32, grow: bool): i32 {
   const pid = load<u32>(vcpu + VCPU_PID);
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
   if (npages != 0 && hasV1(stt)) return H_TOO_HARD;
+  if (grow && value != 0 && !sttReserveRange(stt, idx, npages)) return H_TOO_HARD;
   xMm = load<u32>(vm + VM_MM);
   xTag = tagBitsOf(vcpu);
   xSpins = grow ? <u32>LOCK_SPINS_VIRTUAL : <u32>LOCK_SPINS_REAL;

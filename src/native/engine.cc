@@ -1849,6 +1849,31 @@ uint64_t TceEngine::tagBitsOf(uint32_t vcpu) {
   return shl64(L32<kRaw>(at(vcpu, VCPU_LOCK_TAG)), static_cast<uint64_t>(VIEW_TAG_SHIFT)) | kLock;
 }
 
+/** hcall.ts#sttReserveList: virtual mode allocates the guest pages of the list's non-zero TCEs before any write. */
+bool TceEngine::sttReserveList(uint32_t stt, uint64_t idx, uint32_t n, uint32_t src) {
+  const uint64_t sh = tceShiftT<kRaw>();
+  uint64_t pg = ~uint64_t{0};
+  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
+    if (L64<kRaw>(static_cast<uint32_t>(src + (i << 3))) == 0) continue;
+    const uint64_t p = shr64(idx + i, static_cast<uint32_t>(sh));
+    if (p == pg) continue;
+    pg = p;
+    if (sttPageT<kRaw>(stt, p, true) == 0) return false;
+  }
+  return fault_ == Fault::kNone;
+}
+
+/** hcall.ts#sttReserveRange: every guest page of [idx, idx + n). */
+bool TceEngine::sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n) {
+  if (n == 0) return true;
+  const uint32_t sh = static_cast<uint32_t>(tceShiftT<kRaw>());
+  const uint64_t last = shr64(idx + n - 1, sh);
+  for (uint64_t p = shr64(idx, sh); p <= last && fault_ == Fault::kNone; p++) {
+    if (sttPageT<kRaw>(stt, p, true) == 0) return false;
+  }
+  return fault_ == Fault::kNone;
+}
+
 /** putEntries of hcall.ts: the general body of H_PUT_TCE and H_PUT_TCE_INDIRECT over the TCEs at xSrc_. */
 int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n, bool grow) {
   const uint32_t src = xSrc_;
@@ -1890,6 +1915,7 @@ int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint6
     }
     if (lim < n) return rc;
   }
+  if (grow && !sttReserveList(stt, idx, n, xSrc_)) return H_TOO_HARD;
   xTag_ = tagBitsOf(vcpu);
   xSpins_ = grow ? static_cast<uint32_t>(LOCK_SPINS_VIRTUAL) : static_cast<uint32_t>(LOCK_SPINS_REAL);
   xPidCheck_ = entryCheck();
@@ -2449,6 +2475,7 @@ int32_t TceEngine::stuffTce(uint32_t vm, uint32_t vcpu, bool grow) {
   const uint32_t pid = L32<kRaw>(at(vcpu, VCPU_PID));
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
   if (npages != 0 && hasV1(stt)) return H_TOO_HARD;
+  if (grow && value != 0 && !sttReserveRange(stt, idx, npages)) return H_TOO_HARD;
   if (fault_ != Fault::kNone) return H_TOO_HARD;
   xMm_ = L32<kRaw>(at(vm, VM_MM));
   xTag_ = tagBitsOf(vcpu);
