@@ -25,7 +25,7 @@ import {
   OP_ALLOC, TCE_PERM_MASK, TCE_READ, TCE_WRITE, PROFILE_QEMU, INDIRECT_MAX, VCPU_LEVEL, VCPU_STATS,
   LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET,
   VIEW_LOCK, VIEW_LOCK_BITS, VIEW_TAG_SHIFT, LOCK_SPINS_REAL, LOCK_SPINS_VIRTUAL, MAX_STITS,
-  HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE,
+  HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE, ABLATE_SMR_READ, VCPU_RCU_SEQ,
 } from './generated/layout';
 import { findStt, findSlot, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
 import { leafNode, leafPeek, leafBits, leafEnd, skipAbsent, lockView, unuseUa } from './table';
@@ -61,6 +61,22 @@ export function hcall(vcpu: u32, level: u32): i32 {
   // Only the chain's two levels run; any other (from the engine API) is refused and changes nothing:
   // no r3, no VCPU.level, no counter (stats[kind·4 + level] would lie past the counters).
   if (level - <u32>LEVEL_REAL > <u32>(LEVEL_VIRTUAL - LEVEL_REAL)) return H_PARAMETER;
+  // The reclamation read side (src/core/reclaim.ts): rcuSeq is odd from here
+  // to the end of the call. The entry store is atomic (seq_cst, an xchg on
+  // x86): it must be visible before the first load of a shared descriptor,
+  // which a plain store is not (x86 lets a later load pass it). The exit store
+  // must not move before the call's loads: WebAssembly has no release store,
+  // so it is atomic too. ABLATE_SMR_READ (bench/ only) runs the call without them.
+  if (ablations() & <u32>ABLATE_SMR_READ) return hcallInside(vcpu, level);
+  const inside = (load<u32>(vcpu + VCPU_RCU_SEQ) + 1) | 1;
+  atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside);
+  const rc = hcallInside(vcpu, level);
+  atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside + 1);
+  return rc;
+}
+
+/** hcall() between the read-side entry and exit. */
+function hcallInside(vcpu: u32, level: u32): i32 {
   const vm = load<u32>(vcpu + VCPU_VM);
   const nr = gpr(vcpu, 3);
   const grow = level != <u32>LEVEL_REAL;
@@ -630,6 +646,7 @@ function putEntries(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32, grow: boo
     }
     if (lim < n) return rc;
   }
+  if (grow && !sttReserveList(stt, idx, n, src)) return H_TOO_HARD;
   xTag = tagBitsOf(vcpu);
   xSpins = grow ? <u32>LOCK_SPINS_VIRTUAL : <u32>LOCK_SPINS_REAL;
   xPidCheck = entryCheck();
@@ -668,6 +685,38 @@ function putEntries(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32, grow: boo
     if (page != 0) store<u64>(page + (<u32>(j & mask) << 3), tce);
   }
   return H_SUCCESS;
+}
+
+/**
+ * Virtual mode, before anything is written: the guest-table page of every
+ * non-zero TCE of the list exists or is allocated now; false when memory is
+ * exhausted. The kernel's kvmppc_tce_put drops the TCE silently when that
+ * allocation fails and the call still answers H_SUCCESS; here the call
+ * exits (H_TOO_HARD) with no entry changed, as kvmppc_tce_iommu_do_map
+ * answers its own allocation failures.
+ */
+function sttReserveList(stt: u32, idx: u64, n: u32, src: u32): bool {
+  const sh = tceShift();
+  let pg: u64 = <u64>-1;
+  for (let i: u32 = 0; i < n; i++) {
+    if (load<u64>(src + (i << 3)) == 0) continue;
+    const p = (idx + <u64>i) >> sh;
+    if (p == pg) continue;
+    pg = p;
+    if (sttPage(stt, p, true) == 0) return false;
+  }
+  return true;
+}
+
+/** sttReserveList for H_STUFF_TCE of a non-zero value: every page of [idx, idx + n). */
+function sttReserveRange(stt: u32, idx: u64, n: u64): bool {
+  if (n == 0) return true;
+  const sh = tceShift();
+  const last = (idx + n - 1) >> sh;
+  for (let p = idx >> sh; p <= last; p++) {
+    if (sttPage(stt, p, true) == 0) return false;
+  }
+  return true;
 }
 
 /** Sets up the passes for a hypercall of `vcpu` on `vm`, its TCEs at `src`. */
@@ -1152,6 +1201,7 @@ function stuffTce(vm: u32, vcpu: u32, grow: bool): i32 {
   const pid = load<u32>(vcpu + VCPU_PID);
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
   if (npages != 0 && hasV1(stt)) return H_TOO_HARD;
+  if (grow && value != 0 && !sttReserveRange(stt, idx, npages)) return H_TOO_HARD;
   xMm = load<u32>(vm + VM_MM);
   xTag = tagBitsOf(vcpu);
   xSpins = grow ? <u32>LOCK_SPINS_VIRTUAL : <u32>LOCK_SPINS_REAL;

@@ -6,7 +6,7 @@
 // objects built once), so the loop itself does no BigInt arithmetic and
 // allocates nothing: the registers are written once, here, outside it.
 import { Host, H } from '../dist/index.js';
-import { HEADER_BASE, HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE } from '../dist/generated/layout.js';
+import { HEADER_BASE, HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE, ABLATE_SMR_READ } from '../dist/generated/layout.js';
 
 export const OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'MAP_UNMAP_1', 'MAP_UNMAP_512', 'H_PUT_TCE_64K_OVER_4K'];
 export const HCALL_OPS = new Set(['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'H_PUT_TCE_64K_OVER_4K']);
@@ -36,13 +36,12 @@ export const ABLATIONS = [
     elsewhere: 'one entry, or a clear: no separate pass to remove',
   },
   {
-    // The slot of issue 12's item 1: the helper adding safe memory reclamation adds its
-    // ablation bit here (and honours it in the engines); until then the cell says why it is empty.
+    // Issue 12 item 1: the vCPU's rcuSeq stores at hypercall entry and exit (src/core/reclaim.ts).
     key: 'no-smr-read',
     mechanism: '(f) read side of safe memory reclamation',
-    bits: null,
-    ops: [],
-    elsewhere: 'not measurable yet: safe memory reclamation (issue 12) has not landed',
+    bits: ABLATE_SMR_READ,
+    ops: ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'H_PUT_TCE_64K_OVER_4K'],
+    elsewhere: 'the VFIO ioctl path runs on the host thread, which reclamation never waits for',
   },
 ];
 /** Every variant of a hypercall cell: the checks, then the ablations. */

@@ -154,7 +154,7 @@ export async function main(opts = {}) {
         'H_STUFF_TCE_512 is in steady state: the prepared 512 entries are mapped before the first timed call and already clear after it.',
         'MAP_UNMAP_* is the VFIO ioctl path (TypeScript over the engine), argument objects built once; the js and c-floor engines cover the hypercalls only.',
         'Trace replay runs in the qemu profile (the traces come from QEMU’s emulated TCE), where no owner check is on the path.',
-        'Variants: the owner checks none, pid-call, pid-entry, mm; and runs without one safety mechanism (HDR.ablate, benchmark only): no-view-lock (d), one-pass (e), no-smr-read (f, not available yet). A mechanism’s cost is none minus its run without it.',
+        'Variants: the owner checks none, pid-call, pid-entry, mm; and runs without one safety mechanism (HDR.ablate, benchmark only): no-view-lock (d), one-pass (e), no-smr-read (f). A mechanism’s cost is none minus its run without it.',
         'Every section ends with host.checkInvariants(): each matrix cell in its verify(), each scaling run; the traces’ replay() checks every return code and translation.',
       ],
       cFloor: cf.ok ? 'available' : `not available: ${cf.reason}`,

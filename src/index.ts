@@ -1,6 +1,6 @@
 // spapr-tce: the POWER sPAPR TCE IOMMU as Linux and KVM implement it.
 export { Host } from './host/host.js';
-export type { HostOptions, HostStats, OwnerCheck, KernelEra, SpawnOptions, SnapshotOptions } from './host/host.js';
+export type { HostOptions, HostStats, OwnerCheck, KernelEra, SpawnOptions, SnapshotOptions, SynchronizeOptions } from './host/host.js';
 export type { Snapshot, RestoreOptions } from './snapshot/snapshot.js';
 export type { RamSource } from './snapshot/image.js';
 export { SnapshotError } from './snapshot/fsck/read.js';

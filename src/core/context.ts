@@ -10,6 +10,7 @@ import type { Engine } from '../engine/engine.js';
 import { createWasmEngine } from '../engine/wasm.js';
 import { createNativeEngine } from '../engine/native.js';
 import { HdrView } from '../generated/views.js';
+import { Reclaimer } from './reclaim.js';
 import {
   HEADER_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, OWNER_CHECK_MM, OWNER_CHECK_FORK_CLOSE, PID_CHECK_CALL, PID_CHECK_ENTRY,
   KERNEL_4_12, KERNEL_4_19, KERNEL_5_19,
@@ -61,6 +62,8 @@ export class HostContext {
   readonly fallbacks: string[] = [];
   /** The header of the linear memory: allocator state and the settings real mode reads. */
   readonly header: HdrView;
+  /** The reclamation: every free waits for the vCPUs inside a hypercall (src/core/reclaim.ts). */
+  readonly reclaim: Reclaimer;
   private lastId = 0;
   private lastTid = 999;
 
@@ -79,6 +82,7 @@ export class HostContext {
     this.header.ownerCheck = OWNER_CODES[s.ownerCheck];
     this.header.pidPlacement = s.pidCheck === 'entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL;
     this.header.kernel = KERNEL_CODES[s.kernel];
+    this.reclaim = new Reclaimer(this.mem, (p, b) => this.engine.free(p, b));
   }
 
   /** A new pid/tid. */
@@ -120,12 +124,25 @@ export class HostContext {
   tryAlloc(bytes: number): number {
     // The engine takes a u32 and allocates blocks of at most 2 GiB.
     if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 0x8000_0000) return 0;
+    const p = this.engine.alloc(bytes);
+    if (p !== 0 || this.reclaim.pendingCount() === 0) return p;
+    // Frees whose grace period has ended since may make room.
+    this.reclaim.poll();
     return this.engine.alloc(bytes);
   }
 
-  /** Returns a block of alloc(bytes). */
+  /**
+   * Returns a block of alloc(bytes) once no vCPU can still be reading it
+   * (call_rcu): at once when no vCPU is inside a hypercall, else after they
+   * all have left the one they were in. The caller has unlinked it first.
+   */
   free(ptr: number, bytes: number): void {
-    this.engine.free(ptr, bytes);
+    this.reclaim.defer({ ptr, bytes });
+  }
+
+  /** Runs `fn` (a routine that frees linear memory, such as a table's trees) after a grace period, as free() does. */
+  deferFree(fn: () => void): void {
+    this.reclaim.defer(fn);
   }
 
   /** Pins the system page of `hpa`. */

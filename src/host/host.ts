@@ -17,6 +17,7 @@ import type { RamSource } from '../snapshot/image.js';
 import { fsck, accountingProblems, refuse } from '../snapshot/fsck/index.js';
 import { Process } from './process.js';
 import { checkInvariants } from './invariants.js';
+import type { ReclaimStats } from '../core/reclaim.js';
 import * as v from '../core/validate.js';
 import { HdrView } from '../generated/views.js';
 import { HEADER_BASE, HEAP_BASE, OWNER_CHECK_NONE, OWNER_CHECK_PID, PID_CHECK_CALL, PID_CHECK_ENTRY } from '../generated/layout.js';
@@ -162,6 +163,7 @@ export class Host extends HostContext {
       ownerCheck: this.ownerCheck,
       kernel: this.kernel,
       fallbacks: [...this.fallbacks],
+      reclaim: this.reclaim.stats(),
     };
   }
 
@@ -176,6 +178,18 @@ export class Host extends HostContext {
     const pid = check === 'pid-call' || check === 'pid-entry';
     this.mem.storeU32(OWNER_CHECK_AT, pid ? OWNER_CHECK_PID : OWNER_CHECK_NONE);
     this.mem.storeU32(PID_PLACEMENT_AT, check === 'pid-entry' ? PID_CHECK_ENTRY : PID_CHECK_CALL);
+  }
+
+  /**
+   * synchronize_rcu: waits until every vCPU that was inside a hypercall has
+   * left it, so that every free deferred so far is done; at once when none
+   * is. Bounded: after `timeoutMs` (default 1000) it throws EBUSY naming the
+   * vCPUs still inside (a worker killed mid-call: vcpu.release({ gone: true })),
+   * and their frees stay deferred. Returns how long it waited.
+   */
+  synchronize(opts?: SynchronizeOptions): { waitedMs: number } {
+    const o = v.options('opts', opts, SYNCHRONIZE_OPTIONS);
+    return this.reclaim.synchronize(v.int('opts.timeoutMs', o.timeoutMs ?? 1000, 0, 3_600_000));
   }
 
   /**
@@ -196,6 +210,8 @@ export class Host extends HostContext {
     if (o.since !== undefined && !(o.since instanceof Uint8Array)) throw new TypeError('opts.since must be a binary snapshot (a Uint8Array)');
     const since = o.since as Uint8Array | undefined;
     const format = v.oneOf('opts.format', o.format, ['json', 'binary'] as const, !ram || since !== undefined ? 'binary' : 'json');
+    // The pending frees are done first (no vCPU may run on another thread meanwhile).
+    this.synchronize({ timeoutMs: 0 });
     if (format === 'json') {
       if (!ram || since !== undefined) throw new TypeError("opts.ram: false and opts.since are options of format: 'binary'");
       return seal(saveBody(this));
@@ -234,7 +250,10 @@ export class Host extends HostContext {
       process: (pid, tid, mm, limit, files) => host.adoptProcess(new Process(host, pid, tid, mm, limit, files)),
       group: (g) => void host.groups.add(g),
       container: (c) => void host.containers.add(c),
-      vm: (vm) => void host.vms.add(vm),
+      vm: (vm) => {
+        host.vms.add(vm);
+        vm.onDestroy = () => void host.vms.delete(vm);
+      },
     });
     return host;
   }
@@ -255,6 +274,12 @@ export interface SnapshotOptions {
   ram?: boolean;
 }
 
+/** Options of host.synchronize(). */
+export interface SynchronizeOptions {
+  /** How long to wait for the vCPUs inside a hypercall, in ms (default 1000; 0: do not wait). */
+  timeoutMs?: number;
+}
+const SYNCHRONIZE_OPTIONS = v.keys<SynchronizeOptions>('host.synchronize', { timeoutMs: true });
 const SNAPSHOT_OPTIONS = v.keys<SnapshotOptions>('host.snapshot', { format: true, since: true, ram: true });
 const RESTORE_OPTIONS = v.keys<RestoreOptions>('Host.restore', { base: true, ram: true });
 
@@ -270,4 +295,6 @@ export interface HostStats {
   ownerCheck: OwnerCheck;
   kernel: KernelEra;
   fallbacks: string[];
+  /** Safe memory reclamation: grace periods, deferred frees (src/core/reclaim.ts). */
+  reclaim: ReclaimStats;
 }

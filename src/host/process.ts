@@ -128,6 +128,7 @@ export class Process extends Task {
     const o = v.options('opts', opts, VM_OPTIONS);
     const vm = new Vm(this, v.oneOf('opts.profile', o.profile, ['kvm', 'qemu'] as const, 'kvm'));
     this.host.vms.add(vm);
+    vm.onDestroy = () => void this.host.vms.delete(vm);
     return vm;
   }
 }

@@ -238,12 +238,47 @@ export class IommuTable {
     if (n === 0) this.free();
   }
 
-  /** Frees the table's trees and descriptor. The caller has cleared it first. */
+  /**
+   * Drops the reference of a KVM link the caller has unlinked
+   * (kvm_spapr_tce_iommu_table_free, which runs after a grace period). When
+   * it was the last one, VFIO has let the table go and cleared it, but a
+   * vCPU may have mapped entries since: after the grace period, when none
+   * can reach the table any more, they are cleared through the view (their
+   * regions lose the counts) and the table is freed. The kernel frees the
+   * table without clearing it, leaving those regions counted forever.
+   */
+  releaseLink(): void {
+    this.live();
+    const n = this.refs - 1;
+    this.d.refs = n;
+    if (n > 0) return;
+    this.freed = true;
+    liveTables(this.host).delete(this);
+    const { host, desc } = this;
+    const mm = this.viewMm?.desc ?? 0;
+    const offset = this.offset;
+    const size = this.size;
+    host.deferFree(() => {
+      if (mm !== 0) host.engine.tableClearV2(desc, mm, offset, size, 0, 0);
+      host.engine.tableFree(desc);
+      host.engine.free(desc, TblView.BYTES);
+    });
+  }
+
+  /**
+   * Frees the table's trees and descriptor after a grace period (the kernel
+   * frees a table a KVM link held through call_rcu, in
+   * kvm_spapr_tce_iommu_table_free): a vCPU that read the link before it
+   * went may still walk the trees. The caller has cleared and unlinked it.
+   */
   free(): void {
     this.live();
     this.freed = true;
-    this.host.engine.tableFree(this.desc);
-    this.host.free(this.desc, TblView.BYTES);
+    const { host, desc } = this;
+    host.deferFree(() => {
+      host.engine.tableFree(desc);
+      host.engine.free(desc, TblView.BYTES);
+    });
     liveTables(this.host).delete(this);
   }
 }

@@ -4,6 +4,7 @@
 // device model's translation (spapr_tce_translate_iommu).
 import type { KvmVm, CreateTceTable } from './vm.js';
 import type { IommuTable } from '../kernel/table.js';
+import type { HostContext } from '../core/context.js';
 import { Group } from '../vfio/group.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -133,7 +134,9 @@ export function links(vm: KvmVm, liobn: bigint | number): { tableDesc: number; r
 
 /** The guest TCE at relative index `idx` of a table (0 when its page was never allocated). */
 export function guestEntry(vm: KvmVm, t: GuestTable, idx: bigint | number): bigint {
-  if (typeof t !== 'object' || t === null || vm.tables.get(t.liobn)?.desc !== t.desc) throw new TypeError('t must be a guest table of this VM (vm.tables)');
+  if (typeof t !== 'object' || t === null) throw new TypeError('t must be a guest table of this VM (vm.tables)');
+  // Only this VM's own tables: a GuestTable of another VM names no table here.
+  if (vm.tables.get(t.liobn)?.desc !== t.desc) fail('EINVAL', 'guestEntry: not a guest table of this VM');
   // The current geometry: a PHB window's GuestTable object is replaced when it changes.
   const size = vm.tables.get(t.liobn)!.size;
   if (size === 0n) throw new RangeError(`idx: LIOBN ${hex(t.liobn)} has no entries (its window is disabled)`);
@@ -144,8 +147,11 @@ export function guestEntry(vm: KvmVm, t: GuestTable, idx: bigint | number): bigi
 /** The guest TCE at relative index `idx`, inside the table (0 when its page was never allocated). */
 function entryAt(vm: KvmVm, t: GuestTable, idx: bigint): bigint {
   const mem = vm.host.mem;
+  const stt = new SttView(mem, t.desc);
   const per = (1n << BigInt(vm.host.pageShift)) / 8n;
-  const page = mem.getU32At(new SttView(mem, t.desc).pages, Number(idx / per));
+  // Past the page array (or a disabled table, which has none) nothing was ever stored.
+  if (idx / per >= BigInt(stt.npages)) return 0n;
+  const page = mem.getU32At(stt.pages, Number(idx / per));
   return page === 0 ? 0n : mem.getU64At(page, Number(idx % per));
 }
 
@@ -172,4 +178,48 @@ export function translate(vm: KvmVm, liobn: bigint | number, iova: bigint | numb
   }
   const mask = (1n << shift) - 1n;
   return { ok: true, gpa: (tce & ~mask) | (iova & mask), pageIova: iova & ~mask, pageSize: 1n << shift, perm };
+}
+
+/**
+ * Frees a guest table's pages of TCEs and their page array after a grace
+ * period (release_spapr_tce_table frees them through call_rcu): the caller
+ * has unlinked them (the table's pages field, or the table itself). The
+ * array is read when the grace period ends, so a page a vCPU installed in
+ * the meantime (virtual mode, sttSlot) is freed too.
+ */
+export function freeTcePages(host: HostContext, pages: number, npages: number): void {
+  const pageBytes = 1 << host.pageShift >>> 3 << 3;
+  host.deferFree(() => {
+    for (let i = 0; i < npages; i++) {
+      const p = host.mem.getU32At(pages, i);
+      if (p !== 0) host.engine.free(p, pageBytes);
+    }
+    host.engine.free(pages, npages * 4);
+  });
+}
+
+/**
+ * The guest-table half of closing a VM (kvm_vm_release → the stt fds and
+ * the KVM VFIO device going): every table leaves the VM's list first, so no
+ * vCPU finds one after that; then the links drop their references
+ * (kvm_spapr_tce_release_iommu_group: a hardware table whose last reference
+ * this was is freed), the charges go back, and the pages, page arrays and
+ * descriptors are freed after a grace period.
+ */
+export function releaseTables(vm: KvmVm, tableOf: (desc: number) => IommuTable | undefined): void {
+  const host = vm.host;
+  new VmView(host.mem, vm.desc).stts = 0;
+  for (const t of vm.tables.values()) {
+    const stt = new SttView(host.mem, t.desc);
+    const n = stt.stitCount;
+    for (let i = 0; i < n; i++) {
+      const hw = tableOf(stt.stitsAt(i));
+      // One reference per link (attachGroup's hold), whatever its KVM-side count.
+      if (hw) hw.releaseLink();
+    }
+    if (stt.pages !== 0) freeTcePages(host, stt.pages, stt.npages);
+    host.free(t.desc, SttView.BYTES);
+    vm.mm.unaccount(`vm${vm.desc}:stt${t.liobn.toString(16)}`, t.chargedPages);
+  }
+  vm.tables.clear();
 }

@@ -9,14 +9,22 @@ import type { Engine } from '../engine/engine.js';
 import { hcallChain } from '../engine/chain.js';
 import { wasmModule } from '../engine/wasm.js';
 import type { WorkerVcpuData } from './worker.js';
-import { HdrView, VcpuView } from '../generated/views.js';
+import { HdrView, VcpuView, VmView } from '../generated/views.js';
 import { HEADER_BASE, H_TOO_HARD, LEVEL_REAL, MAX_LOCK_TAG } from '../generated/layout.js';
 import type { LinearMemory } from '../core/memory.js';
 import { fail } from '../core/errors.js';
+import * as v from '../core/validate.js';
 
 /** Which level finished a hypercall. */
 export type Level = 'real' | 'virtual' | 'exit' | 'none';
 const LEVELS: Level[] = ['none', 'real', 'virtual', 'exit'];
+
+/** Options of vcpu.release(). */
+export interface ReleaseOptions {
+  /** The vCPU's worker was killed mid-call: release it although it looks inside a hypercall. */
+  gone?: boolean;
+}
+const RELEASE_OPTIONS = v.keys<ReleaseOptions>('vcpu.release', { gone: true });
 
 /** A virtual CPU of a VM. */
 export class Vcpu {
@@ -33,6 +41,7 @@ export class Vcpu {
   private readonly d: VcpuView;
   /** Whether the kernel has real-mode handlers (all eras before '5.19'). */
   private readonly realMode: boolean;
+  private released = false;
 
   /** @internal use vm.vcpu(). Allocates the register block, or adopts `desc` (a restored vCPU). */
   constructor(vm: KvmVm, index: number, thread: Task, desc?: number) {
@@ -56,6 +65,7 @@ export class Vcpu {
     this.desc = desc;
     this.d = new VcpuView(vm.host.mem, desc);
     this.regs = this.d.gprArray();
+    vm.host.reclaim.addVcpu(desc, `vCPU ${index === -1 >>> 0 ? '(vm.hcall)' : index} of VM ${new VmView(vm.host.mem, vm.desc).id}`);
   }
 
   /**
@@ -67,6 +77,7 @@ export class Vcpu {
    * are delivered before it returns.
    */
   hcall(): number {
+    if (this.released) return fail('EBADF', `vCPU ${this.index} has been released`);
     // The only cost of events when nobody subscribed: one boolean.
     if (this.events.active) return this.hcallNotify();
     return this.run();
@@ -98,6 +109,40 @@ export class Vcpu {
   hcallRealMode(): number {
     if (!this.realMode) return H_TOO_HARD;
     return this.engine.hcall(this.desc, LEVEL_REAL);
+  }
+
+  /**
+   * Closes the vCPU (its fd): the host stops waiting for it at grace periods
+   * and frees its register block after one. A vCPU inside a hypercall (its
+   * worker still running it) is EBUSY: stop and join the worker first. A
+   * worker killed mid-call (worker.terminate() while in WebAssembly) leaves
+   * the vCPU inside forever: `{ gone: true }` declares it dead and releases
+   * it anyway, which unblocks host.synchronize() and every deferred free.
+   * View-entry locks such a call held stay held (the entries are refused in
+   * bounded time, see docs/semantics.md). A second release does nothing.
+   */
+  release(opts?: ReleaseOptions): void {
+    const o = v.options('opts', opts, RELEASE_OPTIONS);
+    const gone = v.bool('opts.gone', o.gone, false);
+    if (this.released) return;
+    const host = this.vm.host;
+    if (host.reclaim.inside(this.desc) && !gone) {
+      fail('EBUSY', `vcpu.release: vCPU ${this.index} is inside a hypercall; join its worker first, or release({ gone: true }) once the worker was terminated`);
+    }
+    this.released = true;
+    // The view-lock tag goes back, unless a killed call may still hold locks under it: a new vCPU
+    // with that tag would take those entries for its own.
+    if (!gone || !host.reclaim.inside(this.desc)) giveBackLockTag(host.mem, this.d.lockTag);
+    host.reclaim.removeVcpu(this.desc);
+    host.free(this.desc, VcpuView.BYTES);
+    if (this.vm.vcpus.get(this.index) === this) this.vm.vcpus.delete(this.index);
+    if (this.vm.friendly === this) this.vm.friendly = undefined;
+    this.vm.vcpuGone();
+  }
+
+  /** Whether release() has run. */
+  get isReleased(): boolean {
+    return this.released;
   }
 
   /** What a worker thread needs to run this vCPU (post it as workerData; see spapr-tce/worker). */
@@ -132,6 +177,13 @@ function takeLockTag(mem: LinearMemory): number {
     }
   }
   return fail('ENOSPC', `vcpu: a host runs at most ${MAX_LOCK_TAG} vCPUs (each needs its own view-lock tag)`);
+}
+
+/** Returns a tag takeLockTag() handed out. */
+function giveBackLockTag(mem: LinearMemory, tag: number): void {
+  if (tag < 1 || tag > MAX_LOCK_TAG) return;
+  const hdr = new HdrView(mem, HEADER_BASE);
+  hdr.setLockTagsAt(tag >>> 5, (hdr.lockTagsAt(tag >>> 5) & ~(1 << (tag & 31))) >>> 0);
 }
 
 /** Per-hypercall completion counters. */

@@ -10,9 +10,11 @@ import type { Group } from '../vfio/group.js';
 import { Vcpu, type HcallStats, type Level } from './vcpu.js';
 import { addMemslot, removeMemslot, type Memslot, type MemslotArgs } from './memslot.js';
 import * as guest from './guest-table.js';
+import { liveTables } from '../kernel/table.js';
+import { fail } from '../core/errors.js';
 import type { GuestTable, Translation } from './guest-table.js';
 import * as v from '../core/validate.js';
-import { VmView } from '../generated/views.js';
+import { SlotView, VmView } from '../generated/views.js';
 import {
   H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_GET_TCE, PROFILE_KVM, PROFILE_QEMU, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT,
 } from '../generated/layout.js';
@@ -78,6 +80,10 @@ export class KvmVm {
   readonly vcpus = new Map<number, Vcpu>();
   /** @internal the vCPU of vm.hcall(). */
   friendly: Vcpu | undefined;
+  /** @internal what the host does when the VM is destroyed (forget it). */
+  onDestroy: (vm: KvmVm) => void = () => undefined;
+  private destroyed = false;
+  private descFreed = false;
 
   /**
    * @internal use process.createVm(). Allocates the VM descriptor, or adopts
@@ -101,6 +107,7 @@ export class KvmVm {
 
   /** KVM_SET_USER_MEMORY_REGION (see memslot.ts). */
   addMemslot(slot: MemslotArgs): void {
+    this.alive();
     addMemslot(this, slot);
   }
 
@@ -111,11 +118,13 @@ export class KvmVm {
 
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts). */
   createTceTable(args: CreateTceTable): GuestTable {
+    this.alive();
     return guest.createTceTable(this, args);
   }
 
   /** KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE: links a hardware table of `group` to the LIOBN (see guest-table.ts). */
   attachGroup(group: Group, liobn: bigint | number): void {
+    this.alive();
     guest.attachGroup(this, group, liobn);
   }
 
@@ -136,9 +145,15 @@ export class KvmVm {
 
   /** vCPU `index`, created on first use, run by `thread` (default: a new thread of the VM's process). */
   vcpu(index: number, opts?: VcpuOptions): Vcpu {
+    this.alive();
     v.int('index', index, 0, 4095);
     const o = v.options('opts', opts, VCPU_OPTIONS);
     const thread = o.thread === undefined ? undefined : v.owned('opts.thread', o.thread, Task, 'a Process', this.host);
+    // kvm_vcpu_ioctl: `if (vcpu->kvm->mm != current->mm) return -EIO` — a vCPU runs only in the
+    // VM's address space. Under ownerCheck 'none' the model keeps the old openness (see README).
+    if (thread !== undefined && this.host.ownerCheck !== 'none' && thread.mm !== this.mm) {
+      fail('EIO', `vcpu: thread ${thread.tid} (pid ${thread.pid}) is not in the VM's mm ${this.mm.id}: KVM refuses vCPU ioctls from another mm`);
+    }
     let c = this.vcpus.get(index);
     if (!c) {
       c = new Vcpu(this, index, thread ?? this.process.thread());
@@ -166,12 +181,60 @@ export class KvmVm {
         : `vm.hcall(0x${n.toString(16)}) takes at most 8 arguments (r4..r11), got ${args.length}`);
     }
     const regs = args.map((a, i) => v.u64(want ? want[i + 1]! : `args[${i}]`, a));
+    this.alive();
     this.friendly ??= new Vcpu(this, -1 >>> 0, this.process);
     const r = this.friendly.regs;
     r[3] = BigInt(n);
     for (let i = 0; i < 8; i++) r[4 + i] = regs[i] ?? 0n;
     const ret = this.friendly.hcall();
     return { ret, out: [r[4]!], level: this.friendly.lastLevel };
+  }
+
+  /** Whether destroy() has run. */
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
+  /**
+   * Closes the VM (the last reference to the KVM VM fd: kvm_destroy_vm):
+   * its guest tables leave the VM's list, their links drop their
+   * references (a hardware table VFIO has already let go is cleared and
+   * freed), their charges go back, and the memslots go; everything a vCPU
+   * may still be reading is freed after a grace period. vCPUs still running
+   * on workers find no table any more (H_TOO_HARD, an exit); their register
+   * blocks, and with the last of them the VM descriptor, go when the VMM
+   * releases them (vcpu.release()), as a vCPU fd keeps its VM. Any later
+   * call on the VM is EBADF; a second destroy() does nothing.
+   */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    const host = this.host;
+    guest.releaseTables(this, (d) => [...liveTables(host)].find((t) => t.desc === d));
+    const vmd = new VmView(host.mem, this.desc);
+    let at = vmd.slots;
+    vmd.slots = 0;
+    while (at !== 0) {
+      const next = new SlotView(host.mem, at).next;
+      host.free(at, SlotView.BYTES);
+      at = next;
+    }
+    this.memslots.length = 0;
+    this.friendly?.release();
+    this.friendly = undefined;
+    this.onDestroy(this);
+    this.vcpuGone();
+  }
+
+  /** @internal a vCPU was released: the VM descriptor goes with the last one once the VM is destroyed. */
+  vcpuGone(): void {
+    if (!this.destroyed || this.descFreed || this.vcpus.size > 0 || this.friendly !== undefined) return;
+    this.descFreed = true;
+    this.host.free(this.desc, VmView.BYTES);
+  }
+
+  private alive(): void {
+    if (this.destroyed) fail('EBADF', `VM ${new VmView(this.host.mem, this.desc).id} has been destroyed`);
   }
 
   /** Completions per hypercall: in real mode, in virtual mode, and exits to the VMM (or, in the qemu profile, handled by it). */

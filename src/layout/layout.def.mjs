@@ -77,6 +77,7 @@ export const structs = {
       ['allocSlMap', 'u32', 'TLSF second-level bitmaps: bit s of [f] set when list f·2^SL_BITS+s is not empty', ALLOC_FL_COUNT],
       ['allocHeads', 'u32', 'TLSF free-list heads, one per (first, second) level', ALLOC_FL_COUNT << ALLOC_SL_BITS],
       ['kernel', 'u32', 'KERNEL_* era of this host: whether real mode exists (vCPUs on workers read it) and what virtual mode answers a misaligned TCE'],
+      ['gracePeriods', 'u32', 'grace periods started by the host thread: its atomic add is the full fence between unlinking and reading the vCPUs\' rcuSeq (src/core/reclaim.ts)'],
     ],
   },
   MM: {
@@ -184,6 +185,9 @@ export const structs = {
       ['id', 'u32', 'vcpu index'],
       ['lockTag', 'u32', 'the tag this vCPU writes into the view slots it locks (1..MAX_LOCK_TAG, unique in the host)'],
       ['stats', 'u32', 'completions per [hcall kind][level]: 4 kinds × 4 levels', 16],
+      // The reclamation read side (src/core/reclaim.ts): written only by the
+      // thread running the vCPU, read by the host thread at a grace period.
+      ['rcuSeq', 'u32', 'hypercall entries + exits: odd while the vCPU is inside one (its read-side critical section)'],
       // H_PUT_TCE_INDIRECT copies the guest's list here before it validates
       // it: the apply pass then writes exactly what was validated, however
       // the guest rewrites its list meanwhile (the kernel reads it twice).
@@ -246,6 +250,9 @@ export const constants = {
      */
     ABLATE_VIEW_LOCK: 1,
     ABLATE_VALIDATE: 2,
+    // ABLATE_SMR_READ skips the reclamation read side (VCPU.rcuSeq stays as it was): a grace period
+    // then cannot see the vCPU inside a call, so a free may reach memory the call still reads.
+    ABLATE_SMR_READ: 4,
   },
   flags: {
     REGION_F_DEV: 1,

@@ -1417,6 +1417,21 @@ int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
   // Only the chain's two levels run; any other is refused and changes nothing (hcall.ts#hcall).
   if (level - kLevelReal > kLevelVirtual - kLevelReal) return H_PARAMETER;
   if (!need<kRaw>(H, HDR_BYTES) || !need<kRaw>(vcpu, VCPU_BYTES)) return H_TOO_HARD;
+  // The reclamation read side, as in assembly/hcall.ts: a seq_cst store at
+  // entry (ordered before the call's loads of shared descriptors), a release
+  // store at exit (ordered after them; a plain mov on x86). After a fault the
+  // exit store is skipped, as the WebAssembly build traps before it.
+  if (ablations() & static_cast<uint32_t>(ABLATE_SMR_READ)) return hcallInside(vcpu, level);
+  uint32_t* const seq = reinterpret_cast<uint32_t*>(base_ + at(vcpu, VCPU_RCU_SEQ));
+  const uint32_t inside = (__atomic_load_n(seq, __ATOMIC_RELAXED) + 1) | 1;
+  __atomic_store_n(seq, inside, __ATOMIC_SEQ_CST);
+  const int32_t rc = hcallInside(vcpu, level);
+  if (fault_ == Fault::kNone) __atomic_store_n(seq, inside + 1, __ATOMIC_RELEASE);
+  return rc;
+}
+
+/** hcall() between the read-side entry and exit (the vCPU block and the header are in range). */
+int32_t TceEngine::hcallInside(uint32_t vcpu, uint32_t level) {
   const uint32_t vm = L32<kRaw>(at(vcpu, VCPU_VM));
   const uint64_t nr = gpr(vcpu, 3);
   const bool grow = level != kLevelReal;
@@ -1834,6 +1849,31 @@ uint64_t TceEngine::tagBitsOf(uint32_t vcpu) {
   return shl64(L32<kRaw>(at(vcpu, VCPU_LOCK_TAG)), static_cast<uint64_t>(VIEW_TAG_SHIFT)) | kLock;
 }
 
+/** hcall.ts#sttReserveList: virtual mode allocates the guest pages of the list's non-zero TCEs before any write. */
+bool TceEngine::sttReserveList(uint32_t stt, uint64_t idx, uint32_t n, uint32_t src) {
+  const uint64_t sh = tceShiftT<kRaw>();
+  uint64_t pg = ~uint64_t{0};
+  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
+    if (L64<kRaw>(static_cast<uint32_t>(src + (i << 3))) == 0) continue;
+    const uint64_t p = shr64(idx + i, static_cast<uint32_t>(sh));
+    if (p == pg) continue;
+    pg = p;
+    if (sttPageT<kRaw>(stt, p, true) == 0) return false;
+  }
+  return fault_ == Fault::kNone;
+}
+
+/** hcall.ts#sttReserveRange: every guest page of [idx, idx + n). */
+bool TceEngine::sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n) {
+  if (n == 0) return true;
+  const uint32_t sh = static_cast<uint32_t>(tceShiftT<kRaw>());
+  const uint64_t last = shr64(idx + n - 1, sh);
+  for (uint64_t p = shr64(idx, sh); p <= last && fault_ == Fault::kNone; p++) {
+    if (sttPageT<kRaw>(stt, p, true) == 0) return false;
+  }
+  return fault_ == Fault::kNone;
+}
+
 /** putEntries of hcall.ts: the general body of H_PUT_TCE and H_PUT_TCE_INDIRECT over the TCEs at xSrc_. */
 int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n, bool grow) {
   const uint32_t src = xSrc_;
@@ -1875,6 +1915,7 @@ int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint6
     }
     if (lim < n) return rc;
   }
+  if (grow && !sttReserveList(stt, idx, n, xSrc_)) return H_TOO_HARD;
   xTag_ = tagBitsOf(vcpu);
   xSpins_ = grow ? static_cast<uint32_t>(LOCK_SPINS_VIRTUAL) : static_cast<uint32_t>(LOCK_SPINS_REAL);
   xPidCheck_ = entryCheck();
@@ -2434,6 +2475,7 @@ int32_t TceEngine::stuffTce(uint32_t vm, uint32_t vcpu, bool grow) {
   const uint32_t pid = L32<kRaw>(at(vcpu, VCPU_PID));
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
   if (npages != 0 && hasV1(stt)) return H_TOO_HARD;
+  if (grow && value != 0 && !sttReserveRange(stt, idx, npages)) return H_TOO_HARD;
   if (fault_ != Fault::kNone) return H_TOO_HARD;
   xMm_ = L32<kRaw>(at(vm, VM_MM));
   xTag_ = tagBitsOf(vcpu);

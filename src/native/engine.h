@@ -132,6 +132,9 @@ class TceEngine {
   uint64_t axchg64(uint64_t a, uint64_t v);
   void aadd64(uint64_t a, uint64_t v);
   void fill0(uint64_t a, uint32_t size);
+  int32_t hcallInside(uint32_t vcpu, uint32_t level);
+  bool sttReserveList(uint32_t stt, uint64_t idx, uint32_t n, uint32_t src);
+  bool sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n);
 
   // Either kind of access (engine.cc, "Two ways to reach memory"): R = true is raw after need().
   template <bool R> uint32_t L32(uint64_t a);

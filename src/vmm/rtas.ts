@@ -13,7 +13,7 @@
 // IOMMU region, which the VFIO listener answers with one UNMAP over it and
 // TCE_REMOVE). Also here: the VIO call ibm,set-tce-bypass (hw/ppc/spapr_vio.c).
 import type { Vm } from './vm.js';
-import { createTceTable, type GuestTable } from '../kvm/guest-table.js';
+import { createTceTable, freeTcePages, type GuestTable } from '../kvm/guest-table.js';
 import { droppedMappings, windowEvent } from './events.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -304,12 +304,11 @@ function disableTable(vm: Vm, liobn: bigint, notify: boolean): void {
   const stt = new SttView(vm.host.mem, t.desc);
   // Size first, so every lookup fails before the pages go.
   stt.size = 0n;
-  vm.host.engine.sttFreePages(t.desc);
   const npages = stt.npages;
   const pages = stt.pages;
   stt.npages = 0;
   stt.pages = 0;
-  if (pages !== 0) vm.host.free(pages, npages * 4);
+  if (pages !== 0) freeTcePages(vm.host, pages, npages);
   stt.offset = 0n;
   stt.pageShift = 0;
   vm.tables.set(liobn, { ...t, pageShift: 0, offset: 0n, size: 0n } satisfies GuestTable);

@@ -72,7 +72,8 @@ class World {
   readonly tables: Table[] = [];
   constructor(readonly host: Host, cfg: Cfg) {
     const q = (this.qemu = host.spawn());
-    this.other = host.spawn();
+    // Another pid of the same mm (clone(CLONE_VM)): KVM runs its vCPU ioctls (another mm is EIO), the pid check refuses them.
+    this.other = q.clone({ vm: true });
     this.ram = q.mmap(RAM, { hugePageShift: cfg.ramShift });
     const cold = q.mmap(MiB, { backed: false });
     // The main container: v2, RAM (or its first half) pre-registered, one window at bus 0.
