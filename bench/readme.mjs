@@ -142,7 +142,7 @@ export function withSection(readme, doc, file) {
   return `${readme.slice(0, m.index)}${begin(file)}\n\n${readmeTables(doc, file)}\n\n${readme.slice(b)}`;
 }
 
-/** The newest full run in bench/results/ (by its date), relative to the repository; undefined if none. */
+/** The newest full, unfiltered run in bench/results/ (by its date; as examples/designs.mjs picks it), relative to the repository; undefined if none. */
 export function newestFullRun(root = ROOT) {
   const dir = join(root, 'bench/results');
   if (!existsSync(dir)) return undefined;
@@ -150,7 +150,9 @@ export function newestFullRun(root = ROOT) {
   for (const name of readdirSync(dir).filter((n) => n.endsWith('.json'))) {
     try {
       const doc = JSON.parse(readFileSync(join(dir, name), 'utf8'));
-      if (doc?.settings?.mode === undefined || doc.settings.mode === 'full') runs.push({ name, date: String(doc.date ?? name) });
+      // A full run of every section: a --filter run (say, the snapshot section alone) is no source for the README.
+      const s = doc?.settings;
+      if ((s?.mode === undefined || s.mode === 'full') && (s?.filter === undefined || s.filter === null)) runs.push({ name, date: String(doc.date ?? name) });
     } catch {
       // not a results file
     }

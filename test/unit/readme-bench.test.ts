@@ -4,7 +4,8 @@
 // drift from the file it cites. The designs table, generated from the
 // newest full run too (npm run docs:designs), must cite the same file.
 import { describe, expect, it } from 'vitest';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 // @ts-expect-error: plain JavaScript module without types
@@ -52,5 +53,21 @@ describe('README benchmark figures', () => {
     expect(t).toContain('| H_PUT_TCE, kernel 5.19 (virtual mode only) | 80.0 |');
     expect(t).toContain('| (a) pid check per call | +1.0 [−2.0, +3.0], +2.00%, n.s. |');
     for (const m of ['(b) pid check per view write', '(c) mm check', '(d) per-entry view lock', '(e) validate-before-write pass', '(f) read side of safe memory reclamation']) expect(t).toContain(m);
+  });
+
+  it('come from the newest full run of every section: a --quick run or a --filter run (one section) is passed over', () => {
+    const root = mkdtempSync(join(tmpdir(), 'spapr-readme-'));
+    try {
+      mkdirSync(join(root, 'bench/results'), { recursive: true });
+      const put = (name: string, date: string, settings: object): void => writeFileSync(join(root, 'bench/results', name), JSON.stringify({ date, settings }));
+      put('a.json', '2026-01-01T00:00:00Z', { mode: 'full', filter: null });
+      put('b.json', '2026-01-02T00:00:00Z', { mode: 'full', filter: 'snapshot' });
+      put('c.quick.json', '2026-01-03T00:00:00Z', { mode: 'quick', filter: null });
+      expect(newestFullRun(root)).toBe('bench/results/a.json');
+      put('d.json', '2026-01-04T00:00:00Z', { mode: 'full', filter: null });
+      expect(newestFullRun(root)).toBe('bench/results/d.json');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
