@@ -44,14 +44,31 @@ export const ABLATIONS = [
     elsewhere: 'the VFIO ioctl path runs on the host thread, which reclamation never waits for',
   },
 ];
-/** Every variant of a hypercall cell: the checks, then the ablations. */
-export const VARIANTS = [...CHECKS, ...ABLATIONS.map((a) => a.key)];
+/**
+ * Kernel eras beside the default '4.19' (HDR.kernel): `k5.19` runs the
+ * cell's op on a host created with kernel '5.19', which has no real mode
+ * (cad32d9d42e8), so every call runs in virtual mode; its difference to
+ * `none` is what losing real mode costs on that op. Its own host: the era
+ * is fixed when the host and its vCPUs are created.
+ */
+export const ERAS = [{ key: 'k5.19', kernel: '5.19', label: 'kernel 5.19 (virtual mode only)', ops: ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512'] }];
+/** Every variant of a hypercall cell: the checks, the ablations, then the eras. */
+export const VARIANTS = [...CHECKS, ...ABLATIONS.map((a) => a.key), ...ERAS.map((e) => e.key)];
+
+/** The era of `variant`, or undefined. */
+export const eraOf = (variant) => ERAS.find((e) => e.key === variant);
 
 /** The ablation of `variant`, or undefined for a check. */
 export const ablationOf = (variant) => ABLATIONS.find((a) => a.key === variant);
 
 /** Why `variant` cannot run for (op, engine), or undefined when it can. */
 export function variantUnavailable(op, engine, variant) {
+  const era = eraOf(variant);
+  if (era) {
+    if (!era.ops.includes(op)) return `measured for ${era.ops.join(' and ')} only`;
+    if (engine === 'js' || engine === 'c-floor') return 'the hypercall chain of the library (vcpu.hcall()) only: wasm and native';
+    return undefined;
+  }
   const a = ablationOf(variant);
   if (!a) return undefined;
   if (!HCALL_OPS.has(op)) return 'the VFIO ioctl path has none of the real-mode mechanisms';
@@ -79,9 +96,9 @@ const PAGE = 0x10000; // the guest's and the host's 64 KiB page
 const RAM = 40n << 20n; // 512 distinct 64 KiB target pages (32 MiB) and the TCE list page
 const LIST_GPA = 0x2400000; // 36 MiB: the INDIRECT list, 4 KiB aligned, outside the targets
 
-/** The VFIO + KVM setup of the smoke and stress tests, with the hardware window's page shift `hwShift`. */
-export async function makeSetup(engine, check, hwShift = 16) {
-  const host = await Host.create({ ...hostOptions(engine, check), maxMemory: 96 << 20 });
+/** The VFIO + KVM setup of the smoke and stress tests, with the hardware window's page shift `hwShift`, under `kernel` (default '4.19'). */
+export async function makeSetup(engine, check, hwShift = 16, kernel = undefined) {
+  const host = await Host.create({ ...hostOptions(engine, check), maxMemory: 96 << 20, ...(kernel ? { kernel } : {}) });
   const qemu = host.spawn();
   const ram = qemu.mmap(RAM);
   const group = host.addGroup();
@@ -108,10 +125,10 @@ function writeList(ram, n) {
   for (let i = 0; i < n; i++) dv.setBigUint64(LIST_GPA + i * 8, BigInt(i * PAGE) | 3n, false);
 }
 
-/** Fails loudly unless the last hypercall succeeded in real mode. */
-function expectReal(vcpu, rc, what) {
-  if (rc !== H.SUCCESS || vcpu.lastLevel !== 'real') {
-    throw new Error(`${what}: expected H_SUCCESS in real mode before timing, got rc ${rc} at level '${vcpu.lastLevel}'`);
+/** Fails loudly unless the last hypercall succeeded at `level` (real mode; virtual under kernel '5.19'). */
+function expectReal(vcpu, rc, what, level = 'real') {
+  if (rc !== H.SUCCESS || vcpu.lastLevel !== level) {
+    throw new Error(`${what}: expected H_SUCCESS in ${level} mode before timing, got rc ${rc} at level '${vcpu.lastLevel}'`);
   }
 }
 
@@ -145,36 +162,41 @@ export function selectVariant(host, variant) {
 async function prepareHcall(op, engine, check) {
   const why = variantUnavailable(op, engine, check);
   if (why) throw new Error(why);
-  const key = `${op}/${engine}`;
-  if (!sharedHcall.has(key)) sharedHcall.set(key, prepareHcallSetup(op, engine));
+  const era = eraOf(check);
+  const key = `${op}/${engine}${era ? `/${era.key}` : ''}`;
+  if (!sharedHcall.has(key)) sharedHcall.set(key, prepareHcallSetup(op, engine, era?.kernel));
   const base = await sharedHcall.get(key);
   const { host, vcpu } = base.setup;
   const { r32, nr } = base;
+  // An era's host has only that variant: no owner check, no ablation.
+  const variant = era ? 'none' : check;
+  const level = era ? 'virtual' : 'real';
   return {
     setup: base.setup,
     entries: base.entries,
     check,
     nr,
     // Selects this variant; the harness calls it before each run of `run`.
-    before: () => selectVariant(host, check),
+    before: () => selectVariant(host, variant),
     run: () => {
       r32[6] = nr;
       r32[7] = 0;
       return vcpu.hcall();
     },
     verify() {
-      selectVariant(host, check);
+      selectVariant(host, variant);
       r32[6] = nr;
       r32[7] = 0;
-      expectReal(vcpu, vcpu.hcall(), `${op} (${check}) after timing`);
+      expectReal(vcpu, vcpu.hcall(), `${op} (${check}) after timing`, level);
       selectVariant(host, 'none');
       host.checkInvariants();
     },
   };
 }
 
-async function prepareHcallSetup(op, engine) {
-  const s = await makeSetup(engine, 'pid-call', op === 'H_PUT_TCE_64K_OVER_4K' ? 12 : 16);
+async function prepareHcallSetup(op, engine, kernel) {
+  const s = await makeSetup(engine, 'pid-call', op === 'H_PUT_TCE_64K_OVER_4K' ? 12 : 16, kernel);
+  const level = kernel === '5.19' ? 'virtual' : 'real';
   const { vcpu, ram } = s;
   const r = vcpu.regs;
   const entries = entriesOf(op);
@@ -193,14 +215,14 @@ async function prepareHcallSetup(op, engine) {
       }
       const nr3 = r[3];
       rc = vcpu.hcall();
-      expectReal(vcpu, rc, op);
+      expectReal(vcpu, rc, op, level);
       r[3] = nr3;
     } else {
       // H_PUT_TCE of guest page 5 at entry 5 (with 64K over 4K: 16 hardware subpages).
       r[3] = BigInt(H.PUT_TCE); r[4] = s.liobn; r[5] = 5n * BigInt(PAGE); r[6] = (5n * BigInt(PAGE)) | 3n;
       vcpu.hcall(); // virtual mode: levels and the guest-table page
       r[3] = BigInt(H.PUT_TCE);
-      expectReal(vcpu, vcpu.hcall(), op);
+      expectReal(vcpu, vcpu.hcall(), op, level);
       r[3] = BigInt(H.PUT_TCE);
     }
     // r3 returns the status, so the guest writes the hypercall number before every call. It is

@@ -1,6 +1,7 @@
 // The report: the results document (the issue's JSON schema, plus extra
 // keys other tools may ignore) and the terminal tables.
 import os from 'node:os';
+import { ERAS } from './ops.mjs';
 
 /** machine, node, v8, date: the contract's header fields. */
 export function header() {
@@ -60,7 +61,8 @@ export function matrixTable(results) {
  * interval and verdict, and instructions when counted.
  */
 export function mechanismsTable(results, ins) {
-  const rowsOut = results.filter((r) => r.overhead && r.engine !== 'js').map((r) => {
+  // The kernel-era rows are no mechanism: erasTable prints them.
+  const rowsOut = results.filter((r) => r.overhead && r.engine !== 'js' && !ERA_KEYS.has(r.check)).map((r) => {
     const o = r.cost ?? r.overhead;
     const what = r.cost ? r.cost.mechanism : `(${{ 'pid-call': 'a', 'pid-entry': 'b', mm: 'c' }[r.check] ?? '?'}) ${r.check} check`;
     const c = ins.find((x) => x.op === r.op && x.engine === r.engine && x.check === r.check);
@@ -72,6 +74,29 @@ export function mechanismsTable(results, ins) {
   const cols = [{ title: 'mechanism', width: 34, left: true }, { title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true },
     { title: 'ns/call [95%]', width: 24 }, { title: 'ns/entry', width: 8 }, { title: '%', width: 6 }, { title: 'sig', width: 3 },
     { title: 'instr/call', width: 10 }, { title: 'instr/entry', width: 11 }];
+  return table(cols, rowsOut);
+}
+
+const ERA_KEYS = new Set(ERAS.map((e) => e.key));
+
+/**
+ * The kernel eras side by side: each era row of an op and engine against
+ * `none` (kernel '4.19', real mode) of the same run, ns per call and per
+ * entry, the difference with its interval, and instructions when counted.
+ */
+export function erasTable(results, ins) {
+  const rowsOut = [];
+  for (const r of results.filter((x) => ERA_KEYS.has(x.check))) {
+    const base = results.find((x) => x.op === r.op && x.engine === r.engine && x.check === 'none');
+    const era = ERAS.find((e) => e.key === r.check);
+    const c = ins.find((x) => x.op === r.op && x.engine === r.engine && x.check === r.check);
+    rowsOut.push([r.op, r.engine, era.label, base ? f(base.nsPerCall.median) : '', f(r.nsPerCall.median), f(r.nsPerEntry.median, 2),
+      r.overhead ? `${f(r.overhead.ns)} [${f(r.overhead.lo)}, ${f(r.overhead.hi)}]` : '', r.overhead ? (r.overhead.significant ? 'yes' : 'no') : '', c ? f(c.irPerCall, 0) : '']);
+  }
+  if (rowsOut.length === 0) return '';
+  const cols = [{ title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true }, { title: 'era', width: 31, left: true },
+    { title: '4.19 ns/call', width: 12 }, { title: 'ns/call', width: 9 }, { title: 'ns/entry', width: 8 }, { title: 'Δ vs 4.19 ns [95%]', width: 26 },
+    { title: 'sig', width: 3 }, { title: 'instr/call', width: 10 }];
   return table(cols, rowsOut);
 }
 

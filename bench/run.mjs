@@ -16,7 +16,7 @@ import { runSnapshot, snapshotRuns, snapshotTable } from './snapshot.mjs';
 import { CG_OPS, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, VARIANTS, variantUnavailable, prepare } from './ops.mjs';
 import { cFloor } from './cfloor.mjs';
-import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable, mechanismsTable } from './report.mjs';
+import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable, mechanismsTable, erasTable } from './report.mjs';
 import { overheadChart } from './chart.mjs';
 import { keyNumbers, targets, targetsText, TARGET_CG_CELLS } from './summary.mjs';
 
@@ -155,6 +155,7 @@ export async function main(opts = {}) {
         'MAP_UNMAP_* is the VFIO ioctl path (TypeScript over the engine), argument objects built once; the js and c-floor engines cover the hypercalls only.',
         'Trace replay runs in the qemu profile (the traces come from QEMU’s emulated TCE), where no owner check is on the path.',
         'Variants: the owner checks none, pid-call, pid-entry, mm; and runs without one safety mechanism (HDR.ablate, benchmark only): no-view-lock (d), one-pass (e), no-smr-read (f). A mechanism’s cost is none minus its run without it.',
+        'Variant k5.19: H_PUT_TCE and INDIRECT(512) on a host of kernel 5.19 (no real mode: every call in virtual mode), its own host; none is kernel 4.19.',
         'Every section ends with host.checkInvariants(): each matrix cell in its verify(), each scaling run; the traces’ replay() checks every return code and translation.',
       ],
       cFloor: cf.ok ? 'available' : `not available: ${cf.reason}`,
@@ -189,7 +190,9 @@ export async function main(opts = {}) {
   if (instructions?.skipped && !instructions.results) log(`\ninstructions: skipped — ${instructions.skipped}`);
   const mech = mechanismsTable(results, instructions?.results ?? []);
   if (mech) log('\nWhat each safety mechanism costs (none − run without it; owner checks: check − none)\n' + mech);
-  else if (instructions) {
+  const eras = erasTable(results, instructions?.results ?? []);
+  if (eras) log('\nKernel eras: the same hypercalls under kernel 5.19, which has no real mode (every call in virtual mode), against 4.19 (none)\n' + eras);
+  if (instructions?.results) {
     log('\nInstructions (callgrind)\n' + instructionsTable(instructions.results));
     if (instructions.skipped.length) log(skippedText(instructions.skipped));
   }

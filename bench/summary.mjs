@@ -89,7 +89,7 @@ export function keyNumbers(doc) {
   for (const op of ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512']) {
     for (const r of doc.results.filter((x) => x.op === op && x.engine === 'wasm' && x.overhead)) {
       const o = r.cost ?? r.overhead;
-      const name = r.cost ? `cost of ${r.cost.mechanism}` : `${r.check} check`;
+      const name = r.cost ? `cost of ${r.cost.mechanism}` : r.check === 'k5.19' ? 'kernel 5.19 (virtual mode only) against 4.19' : `${r.check} check`;
       out.push(`${op} wasm, ${name}: ${f(o.ns)} ns/call [${f(o.lo)}, ${f(o.hi)}] = ${f(o.pct, 2)}%, ${verdict(o)}`);
     }
   }

@@ -1,7 +1,7 @@
 // Trace replay throughput: every trace of traces/ (the recorded ones shipped
 // with the package; docs/traces.md) or of the folder given, replayed with
 // each check, hypercalls per second as replay() reports it (the replay loop
-// only; parsing happens once, before).
+// only; parsing and decoding happen before it).
 // The traces come from QEMU's emulated TCE (the qemu profile), where the
 // owner check is not on the path: the check columns show that it costs
 // nothing there, and the spread between them is this machine's noise.
@@ -31,8 +31,9 @@ export async function runTraces({ engine = 'wasm', reps = 3, filter, dir, tick =
     const runs = new Map(checks.map((c) => [c, []]));
     let hypercalls = 0;
     let mismatches = 0;
-    // One untimed replay first, so every timed one runs optimised code, not the JIT's warm-up.
-    if (checks.length) await replay(trace, { host: hostOptions(engine, 'none') });
+    // Untimed replays first, so every timed one runs optimised code, not the JIT's warm-up (the
+    // replay loop of one trace is tens of thousands of iterations: TurboFan needs a few calls).
+    if (checks.length) for (let w = 0; w < 3; w++) await replay(trace, { host: hostOptions(engine, 'none') });
     // Interleaved repetitions, as in the matrix.
     for (let i = 0; i < reps; i++) {
       for (const check of checks) {

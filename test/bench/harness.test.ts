@@ -10,7 +10,7 @@ import { main } from '../../bench/run.mjs';
 
 const OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'MAP_UNMAP_1', 'MAP_UNMAP_512', 'H_PUT_TCE_64K_OVER_4K'];
 const ENGINES = ['wasm', 'native', 'js', 'c-floor'];
-const VARIANTS = ['none', 'pid-call', 'pid-entry', 'mm', 'no-view-lock', 'one-pass', 'no-smr-read'];
+const VARIANTS = ['none', 'pid-call', 'pid-entry', 'mm', 'no-view-lock', 'one-pass', 'no-smr-read', 'k5.19'];
 
 const interval = expect.objectContaining({ median: expect.any(Number), lo: expect.any(Number), hi: expect.any(Number) });
 
@@ -19,7 +19,7 @@ describe('bench harness (tiny configuration)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'spapr-bench-'));
     try {
       const json = join(dir, 'out.json');
-      const filter = '^H_PUT_TCE/(wasm|js)/(none|pid-call)$|^H_PUT_TCE_INDIRECT_512/(native/none|wasm/(none|one-pass))$|^MAP_UNMAP_1/wasm/none$|^trace/trace-b[^/]*/none$|^scaling/disjoint/[12]$';
+      const filter = '^H_PUT_TCE/(wasm|js)/(none|pid-call|k5.19)$|^H_PUT_TCE_INDIRECT_512/(native/none|wasm/(none|one-pass))$|^MAP_UNMAP_1/wasm/none$|^trace/trace-b[^/]*/none$|^scaling/disjoint/[12]$';
       const code = (await main({ profile: 'tiny', quiet: true, filter, json, resultsDir: dir })) as number;
       expect(code).toBe(0);
       const doc = JSON.parse(readFileSync(json, 'utf8'));
@@ -33,6 +33,9 @@ describe('bench harness (tiny configuration)', () => {
       const keys = doc.results.map((r: { op: string; engine: string; check: string }) => `${r.op}/${r.engine}/${r.check}`);
       // `none` is always sampled with a check; what the filter selects is there.
       expect(keys).toEqual(expect.arrayContaining(['H_PUT_TCE/wasm/none', 'H_PUT_TCE/wasm/pid-call', 'H_PUT_TCE/js/none', 'H_PUT_TCE/js/pid-call', 'MAP_UNMAP_1/wasm/none', 'H_PUT_TCE_INDIRECT_512/wasm/one-pass']));
+      // Kernel 5.19 beside 4.19: its own host, every call in virtual mode; the JavaScript baseline has no era.
+      expect(keys).toContain('H_PUT_TCE/wasm/k5.19');
+      expect(doc.skipped.some((x: { op: string; engine: string; check: string }) => x.op === 'H_PUT_TCE' && x.engine === 'js' && x.check === 'k5.19')).toBe(true);
       // An ablation row says what the mechanism costs: none − the run without it.
       const onePass = doc.results.find((r: { op: string; engine: string; check: string }) => r.op === 'H_PUT_TCE_INDIRECT_512' && r.engine === 'wasm' && r.check === 'one-pass');
       expect(onePass.cost).toEqual(expect.objectContaining({ mechanism: '(e) validate-before-write pass', ns: -onePass.overhead.ns, lo: -onePass.overhead.hi, hi: -onePass.overhead.lo }));
