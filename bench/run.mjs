@@ -17,6 +17,7 @@ import { cFloor } from './cfloor.mjs';
 import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable } from './report.mjs';
 import { overheadChart } from './chart.mjs';
 import { keyNumbers } from './summary.mjs';
+import { dmaPlan, runDma, dmaTable, dmaTargets } from './dma.mjs';
 
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
 
@@ -70,11 +71,12 @@ export async function main(opts = {}) {
   const traceNames = traceFiles(opts.traceDir).map((f) => basename(f).replace(/\.jsonl(\.gz)?$/, ''));
   const anyTrace = traceNames.some((n) => CHECKS.some((c) => !filter || filter.test(`trace/${n}/${c}`)));
   const anyScaling = !filter || ['disjoint', 'shared'].some((t) => [1, 2, 4].some((n) => filter.test(`scaling/${t}/${n}`)));
-  if (filter && cells.length === 0 && !anyTrace && !anyScaling && cgCells.length === 0 && cgSkipped.length === 0) {
-    console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2)`);
+  const dmaCells = dmaPlan(filter);
+  if (filter && cells.length === 0 && !anyTrace && !anyScaling && cgCells.length === 0 && cgSkipped.length === 0 && dmaCells.length === 0) {
+    console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, dma/readInto/512)`);
     return 2;
   }
-  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2;
+  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2 + dmaCells.length * profile.rounds;
 
   const bar = new cliProgress.SingleBar(
     { format: 'bench [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left | {label}', stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 40 },
@@ -83,7 +85,7 @@ export async function main(opts = {}) {
   if (!opts.quiet) bar.start(total, 0, { label: 'preparing' });
   const tick = (label) => (opts.quiet ? undefined : bar.increment(1, label ? { label } : undefined));
 
-  let results, skipped, traces = [], scaling = [], instructions;
+  let results, skipped, traces = [], scaling = [], instructions, dma = [];
   const sectionSeconds = {};
   let mark = Date.now();
   const lap = (name) => {
@@ -103,6 +105,8 @@ export async function main(opts = {}) {
       scaling = await runScaling({ reps: scaleReps, durationMs: scaleMs, filter, tick: () => tick('vCPU scaling') });
     }
     lap('scaling');
+    dma = await runDma(dmaCells, profile, () => tick('dma'));
+    lap('dma');
     if (opts.instructions) {
       if (cgMissing) instructions = { skipped: cgMissing };
       else {
@@ -145,6 +149,7 @@ export async function main(opts = {}) {
     sectionSeconds,
   });
 
+  doc.dma = dma;
   // Files: <resultsDir>/<date>.json (+ .svg), and --json FILE.
   const dir = opts.resultsDir ?? RESULTS;
   mkdirSync(dir, { recursive: true });
@@ -169,6 +174,7 @@ export async function main(opts = {}) {
     log('\nInstructions (callgrind)\n' + instructionsTable(instructions.results));
     if (instructions.skipped.length) log(skippedText(instructions.skipped));
   }
+  if (dma.length) log('\nDMA through a TCE window (vm.dma, qemu profile)\n' + dmaTable(dma) + '\n' + dmaTargets(dma).map((t) => `  ${t}`).join('\n'));
   const keys = keyNumbers(doc);
   if (keys.length) log('\nKey numbers\n' + keys.map((k) => `  ${k}`).join('\n'));
   log(`\nwrote ${base}.json and ${base}.svg${opts.json ? ` and ${opts.json}` : ''} (${doc.seconds.toFixed(0)} s)`);
