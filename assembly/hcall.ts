@@ -5,21 +5,31 @@
 // (flags without OP_ALLOC) never allocates; virtual mode (OP_ALLOC, driven
 // from src/vcpu.ts after real mode answered H_TOO_HARD) may. Every call
 // first checks everything it will need for every hardware table, every
-// subpage and every entry, and only then writes, so H_TOO_HARD and
-// H_PARAMETER always leave the tables exactly as they were.
+// subpage and every entry, and takes the lock of every entry it will change,
+// and only then writes, so H_TOO_HARD and H_PARAMETER always leave the
+// tables exactly as they were.
 //
 // Profile qemu (QEMU hw/ppc/spapr_iommu.c): the emulated handlers, which
 // only return H_SUCCESS or H_PARAMETER and may stop part-way.
+//
+// The routines here are mirrored statement by statement in
+// src/native/engine.cc (TceEngine::Lean), so that both engines leave the
+// same bytes (test/differential/hcalls.test.ts).
 import {
-  VCPU_GPR, VCPU_VM, VCPU_PID, VM_MM, VM_PROFILE, STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT,
-  STT_STIT_COUNT, STT_STITS, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_FLAGS, TABLE_F_V2,
+  VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_LOCK_TAG, VCPU_TCES, VM_MM, VM_PROFILE, STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT,
+  STT_STIT_COUNT, STT_STITS, STT_NPAGES, STT_PAGES, MM_REGIONS, REG_NEXT, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_SIZE, TBL_FLAGS, TBL_ROOT, TBL_UA_ROOT,
+  TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TABLE_F_V2, SLOT_GPA, SLOT_SIZE, SLOT_UA, REG_UA, REG_ENTRIES, REG_HPAS, REG_FLAGS, REG_PAGE_SHIFT,
+  REG_DEV_HPA, REGION_F_DEV,
   HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY, HDR_KERNEL, KERNEL_4_19,
   H_GET_TCE, H_PUT_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT, H_SUCCESS, H_PARAMETER, H_TOO_HARD,
-  OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, PROFILE_QEMU, INDIRECT_MAX, VCPU_LEVEL, VCPU_STATS,
+  OP_ALLOC, TCE_PERM_MASK, TCE_READ, TCE_WRITE, PROFILE_QEMU, INDIRECT_MAX, VCPU_LEVEL, VCPU_STATS,
   LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET,
+  VIEW_LOCK, VIEW_LOCK_BITS, VIEW_TAG_SHIFT, LOCK_SPINS_REAL, LOCK_SPINS_VIRTUAL, MAX_STITS,
+  HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE,
 } from './generated/layout';
-import { findStt, gpaToUa, gpaToHost, sttSlot, sttPagesPresent, sttGet } from './guest';
-import { buildOneV2, checkMapOne, clearRel } from './table';
+import { findStt, findSlot, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
+import { leafNode, leafPeek, leafBits, leafEnd, skipAbsent, lockView, unuseUa } from './table';
+import { sysPageShift, regionLookup, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
 
 @inline function gpr(vcpu: u32, n: u32): u64 {
   return load<u64>(vcpu + VCPU_GPR + (n << 3));
@@ -43,26 +53,36 @@ import { buildOneV2, checkMapOne, clearRel } from './table';
  * mode, never allocates; LEVEL_VIRTUAL: may allocate). Returns the H_*
  * status; r3 receives it unless it is H_TOO_HARD (the next level re-runs the
  * call from the same registers). Unknown hypercall numbers are H_TOO_HARD:
- * not ours. The QEMU profile is userspace: any level runs it, as LEVEL_EXIT.
- * Counts the completion in the vCPU's stats[kind][level].
+ * not ours. The QEMU profile is userspace: either level runs it, as
+ * LEVEL_EXIT. Counts the completion in the vCPU's stats[kind][level]. Any
+ * other level is H_PARAMETER, with nothing written.
  */
 export function hcall(vcpu: u32, level: u32): i32 {
+  // Only the chain's two levels run; any other (from the engine API) is refused and changes nothing:
+  // no r3, no VCPU.level, no counter (stats[kind·4 + level] would lie past the counters).
+  if (level - <u32>LEVEL_REAL > <u32>(LEVEL_VIRTUAL - LEVEL_REAL)) return H_PARAMETER;
   const vm = load<u32>(vcpu + VCPU_VM);
   const nr = gpr(vcpu, 3);
-  const flags: u32 = level == <u32>LEVEL_REAL ? 0 : <u32>OP_ALLOC;
+  const grow = level != <u32>LEVEL_REAL;
   let rc: i32;
   let done = level;
+  let kind: i32 = -1;
   if (load<u32>(vm + VM_PROFILE) == <u32>PROFILE_QEMU) {
     rc = qemuHcall(vm, vcpu, nr);
     done = <u32>LEVEL_EXIT;
+    kind = kindOf(nr);
   } else if (nr == <u64>H_PUT_TCE) {
-    rc = putTce(vm, vcpu, flags);
+    rc = putTce(vm, vcpu, grow);
+    kind = KIND_PUT;
   } else if (nr == <u64>H_PUT_TCE_INDIRECT) {
-    rc = putTceIndirect(vm, vcpu, flags);
+    rc = putTceIndirect(vm, vcpu, grow);
+    kind = KIND_INDIRECT;
   } else if (nr == <u64>H_STUFF_TCE) {
-    rc = stuffTce(vm, vcpu, flags);
+    rc = stuffTce(vm, vcpu, grow);
+    kind = KIND_STUFF;
   } else if (nr == <u64>H_GET_TCE) {
     rc = getTce(vm, vcpu);
+    kind = KIND_GET;
   } else {
     rc = H_TOO_HARD;
   }
@@ -70,7 +90,7 @@ export function hcall(vcpu: u32, level: u32): i32 {
   else if (level == <u32>LEVEL_VIRTUAL) done = <u32>LEVEL_EXIT;
   else done = <u32>LEVEL_NONE;
   store<u32>(vcpu + VCPU_LEVEL, done);
-  const kind = kindOf(nr);
+  // LEVEL_NONE (real mode deferred) is no completion; the other three have counters.
   if (kind >= 0 && done != <u32>LEVEL_NONE) {
     const c = vcpu + VCPU_STATS + ((<u32>kind * 4 + done) << 2);
     store<u32>(c, load<u32>(c) + 1);
@@ -91,130 +111,889 @@ export function hcall(vcpu: u32, level: u32): i32 {
   return npages <= size && idx - off <= size - npages;
 }
 
+/** Hardware tables linked to `stt`: its count, never more than the descriptor holds. */
+@inline function stitCount(stt: u32): u32 {
+  const n = load<u32>(stt + STT_STIT_COUNT);
+  return n < <u32>MAX_STITS ? n : <u32>MAX_STITS;
+}
+
 /** The pid check once per hypercall: every linked table must belong to the vCPU's process. */
 @inline function pidCallCheck(stt: u32, pid: u32): bool {
-  const n = load<u32>(stt + STT_STIT_COUNT);
+  const n = stitCount(stt);
   for (let i: u32 = 0; i < n; i++) {
     if (load<u32>(load<u32>(stt + STT_STITS + (i << 2)) + TBL_OWNER_PID) != pid) return false;
   }
   return true;
 }
 
-/** OP_CHECK_PID when the host checks the pid at every view write, else 0. */
-@inline function entryCheckFlag(): u32 {
+/** Whether the host compares the pid at every view write (the placement the 2015 review proposed). */
+@inline function entryCheck(): bool {
   const h = <u32>HEADER_BASE;
-  return load<u32>(h + HDR_OWNER_CHECK) == <u32>OWNER_CHECK_PID && load<u32>(h + HDR_PID_PLACEMENT) == <u32>PID_CHECK_ENTRY ? <u32>OP_CHECK_PID : 0;
+  return load<u32>(h + HDR_OWNER_CHECK) == <u32>OWNER_CHECK_PID && load<u32>(h + HDR_PID_PLACEMENT) == <u32>PID_CHECK_ENTRY;
 }
 
 /**
  * The pid check at hypercall entry. With the per-write placement it runs too,
  * so that a refused call changes nothing; the per-write compare then comes on
- * top of it, at every view write (buildOneV2 / clearOne with OP_CHECK_PID).
+ * top of it, at every view slot the call locks to write.
  */
 @inline function callCheckFails(stt: u32, pid: u32): bool {
   return load<u32>(<u32>HEADER_BASE + HDR_OWNER_CHECK) == <u32>OWNER_CHECK_PID && !pidCallCheck(stt, pid);
 }
 
-/**
- * Checks that guest entry `entry` (absolute) can be mapped to `ua` (perm ≠ 0)
- * or unmapped in every linked hardware table, subpage by subpage
- * (kvmppc_tce_validate + the failure cases of kvmppc_rm_tce_iommu_do_map).
- */
-function checkStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, grow: bool): bool {
-  const n = load<u32>(stt + STT_STIT_COUNT);
-  const gshift = load<u32>(stt + STT_PAGE_SHIFT);
+/** Whether a hardware table linked to `stt` is v1 (pinned per entry, which only the VMM can do). */
+@inline function hasV1(stt: u32): bool {
+  const n = stitCount(stt);
   for (let i: u32 = 0; i < n; i++) {
-    const tbl = load<u32>(stt + STT_STITS + (i << 2));
-    // A v1 table pins pages per entry, which only the VMM can do: every change exits (kernel: no
-    // userspace view, H_TOO_HARD), so a guest clear can never drop a pin behind VFIO's back.
-    if ((load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return false;
-    if (perm == 0) continue;
-    const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
-    const sub: u64 = <u64>1 << <u64>(gshift - tshift);
-    const rel = entry * sub - load<u64>(tbl + TBL_OFFSET);
-    for (let k: u64 = 0; k < sub; k++) {
-      if (checkMapOne(tbl, mm, rel + k, ua + (k << <u64>tshift), grow) != 0) return false;
-    }
+    if ((load<u32>(load<u32>(stt + STT_STITS + (i << 2)) + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return true;
   }
-  return true;
+  return false;
+}
+
+// The memslot and the region the last lookups found, kept for the entries
+// that follow: the entries of one hypercall mostly map pages of one memslot
+// and one region. Module globals are per instance, i.e. per thread. A slot
+// hit is gpa − mBase ≤ mLast, a region hit ua − cUa ≤ cLast (unsigned).
+let mBase: u64 = 1;
+let mLast: u64 = 0;
+let mUa: u64 = 0;
+let cR: u32 = 0;
+let cUa: u64 = 1;
+let cLast: u64 = 0;
+let cHpas: u32 = 0;
+let cDev: bool = false;
+let cDevHpa: u64 = 0;
+// Loop invariants the passes read from globals, set once per call or pass:
+// V8 recomputes a shifted mask inside the loop rather than keep it in a
+// register, while a global is one memory operand.
+let gSysShift: u64 = 0;
+let gSysMask: u64 = 0;
+let gLeafMask: u64 = 0;
+let gTceShift: u64 = 0;
+let gTceMask: u64 = 0;
+
+/** Forgets the cached memslot (a new hypercall). */
+@inline function slotReset(): void {
+  mBase = 1;
+  mLast = 0;
+}
+
+/** Forgets the cached region (a new hardware table: another IOMMU page size). */
+@inline function regionReset(): void {
+  cR = 0;
+  cUa = 1;
+  cLast = 0;
+}
+
+/** Userspace address of `gpa`, 0 outside every memslot (kvmppc_tce_to_ua), through the memslot cache. */
+@inline function uaOf(vm: u32, gpa: u64): u64 {
+  if (gpa - mBase > mLast) {
+    const s = findSlot(vm, gpa);
+    if (s == 0) return 0;
+    mBase = load<u64>(s + SLOT_GPA);
+    mLast = load<u64>(s + SLOT_SIZE) - 1;
+    mUa = load<u64>(s + SLOT_UA);
+  }
+  return mUa + (gpa - mBase);
 }
 
 /**
- * Maps or unmaps guest entry `entry` in every linked table; checkStits has
- * passed, so only an allocation can fail. `checkPid` (OP_CHECK_PID or 0)
- * compares the pid at every view write; the entry check already passed it.
+ * Caches the region of `mm` that backs the IOMMU page of 2^tshift bytes at
+ * `ua` (mm_iommu_lookup, then the checks of mm_iommu_ua_to_hpa); false when
+ * none can. Regions of one mm never overlap, so every page of the cached
+ * region's range has that region as its lookup result, and translates.
  */
-function applyStits(stt: u32, mm: u32, entry: u64, ua: u64, perm: u32, flags: u32, checkPid: u32, pid: u32): bool {
-  const n = load<u32>(stt + STT_STIT_COUNT);
-  const gshift = load<u32>(stt + STT_PAGE_SHIFT);
-  const f = (flags & <u32>OP_ALLOC) | checkPid;
-  for (let i: u32 = 0; i < n; i++) {
-    const tbl = load<u32>(stt + STT_STITS + (i << 2));
-    const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
-    const sub: u64 = <u64>1 << <u64>(gshift - tshift);
-    const rel = entry * sub - load<u64>(tbl + TBL_OFFSET);
-    if (perm == 0) {
-      clearRel(tbl, mm, rel, sub, checkPid, pid);
-      continue;
+function regionFind(mm: u32, ua: u64, tshift: u32): bool {
+  const r = regionLookup(mm, ua, <u64>1 << <u64>tshift);
+  if (r == 0 || regionUaToHpa(r, ua, tshift) < 0) return false;
+  cR = r;
+  cUa = load<u64>(r + REG_UA);
+  cLast = (load<u64>(r + REG_ENTRIES) << sysPageShift()) - (<u64>1 << <u64>tshift);
+  cHpas = load<u32>(r + REG_HPAS);
+  cDev = (load<u32>(r + REG_FLAGS) & <u32>REGION_F_DEV) != 0;
+  cDevHpa = load<u64>(r + REG_DEV_HPA);
+  return true;
+}
+
+/** The host address of `ua` in the cached region (mm_iommu_ua_to_hpa), which holds it. */
+@inline function cachedHpa(ua: u64): u64 {
+  const d = ua - cUa;
+  if (cDev) return cDevHpa + d;
+  return (load<u64>(cHpas + (<u32>(d >> gSysShift) << 3)) & ~gSysMask) | (ua & gSysMask);
+}
+
+/**
+ * Whether the old entry's reference can pass to the new one: it was valid
+ * and mapped from the cached region, into which the new ua maps too. Then
+ * the region's `mapped` stays as it is instead of +1 and −1 (the kernel does
+ * both); under the entry's lock nothing else can move that reference.
+ */
+@inline function transfers(oldTce: u64, oldUa: u64): bool {
+  if ((oldTce & <u64>TCE_PERM_MASK) == 0) return false;
+  if (oldUa == 0) return false;
+  return oldUa - cUa <= cLast;
+}
+
+// The passes over one hardware table linked to the guest entries [entry,
+// entry + n) of a H_PUT_TCE (n = 1) or H_PUT_TCE_INDIRECT. Guest entry i
+// covers `sub` = 2^(guest − table page shift) consecutive table entries
+// from r0 + i·sub (r0 = entry·sub − it_offset, as kvmppc_tce_iommu_map
+// computes it). TCE i is at src + 8i (the vCPU's copy of the list, or r6).
+//
+// The memory-ordering argument, for all of them (WebAssembly has only
+// sequentially consistent atomics; V8 compiles atomic.load to a plain load,
+// read-modify-writes to locked instructions on x86-64 and to acquire-release
+// sequences on arm64, and atomic.store to xchg):
+//  - the view slot's lock is taken by compare-and-swap (an acquire) and let
+//    go by the plain store that writes the entry's new ua (the kernel's
+//    it_userspace stores are plain too; it has no lock): the ua lives in
+//    the lock word itself, so the next holder's compare-and-swap reads it by
+//    coherence of that one location, and the store cannot become visible
+//    before the holder's own read-modify-writes, which precede it and are
+//    acquires (x86: locked instructions are full fences). An atomic.store
+//    here would be one more locked instruction per entry;
+//  - the TCE is changed by exchange (the kernel's iommu_tce_xchg: the old
+//    value comes back atomically with the change, and readers that hold no
+//    lock, DMA and H_GET_TCE, see the old or the new TCE). Every writer of a
+//    v2 table's TCEs holds the entry's view lock, so the exchanges of
+//    successive holders are ordered by the lock, and the value a holder
+//    reads under the lock is the one its exchange replaces;
+//  - `mapped` changes by compare-and-swap loops (atomic64_inc_not_zero /
+//    atomic64_add_unless), exact whatever the order; the increment is taken
+//    while validating, so a region cannot die between the check and the
+//    write, and where the old entry's reference passes to the new one no
+//    counter is touched (`transfers`);
+//  - the guest table (kvmppc_tce_put) and the vCPU's own list copy are plain
+//    stores: the kernel's are plain, and each aligned 8-byte entry is read
+//    whole (old or new) by H_GET_TCE's atomic load and by the VMM.
+// So a map costs four locked instructions per entry as in the kernel
+// (lock, exchange, increment, decrement), two when the reference transfers.
+
+// The hypercall the passes work for (set by putEntries and stuffTce):
+// module globals, so per instance, i.e. per thread.
+let xVm: u32 = 0;
+let xMm: u32 = 0;
+let xSrc: u32 = 0;
+let xTag: u64 = 0;
+let xSpins: u32 = 0;
+let xPidCheck: bool = false;
+let xPid: u32 = 0;
+// ABLATE_VIEW_LOCK: the benchmark's run without the view lock (the slot is read, not locked).
+let xNoLock: bool = false;
+
+/** The benchmark ablations in force (HDR.ablate; 0 outside bench/). */
+@inline function ablations(): u32 {
+  return load<u32>(<u32>HEADER_BASE + HDR_ABLATE);
+}
+
+/**
+ * Takes the lock of view slot `pua` for this call: one attempt inline, the
+ * bounded wait out of line. The unlocked value, or VIEW_LOCK.
+ */
+@inline function lockSlot(pua: u32): u64 {
+  // A plain load: only a guess, which the compare-and-swap checks.
+  const v = load<u64>(pua);
+  if (xNoLock) return v & ~<u64>VIEW_LOCK_BITS;
+  if ((v & <u64>VIEW_LOCK) == 0 && atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | xTag) == v) return v;
+  return lockWait(pua);
+}
+
+function lockWait(pua: u32): u64 {
+  return lockView(pua, xTag, xSpins);
+}
+
+/** Whether guest entry `i`'s subpages, from `rel`, all lie in the table: else its clear does nothing there (clearRel's check). */
+@inline function clearInside(rel: u64, toff: u64, tsize: u64, subMask: u64): bool {
+  return rel + toff >= toff && rel < tsize && subMask < tsize - rel;
+}
+
+/**
+ * Checks, without writing, what the lock pass would check for table `tbl`
+ * and entries [0, lim): inside the table, the levels present (real mode) or
+ * the view allocated (virtual mode), a region backing each page
+ * (kvmppc_tce_validate, the failure cases of kvmppc_rm_tce_iommu_do_map).
+ * Returns lim, or the first entry that fails. Clears need nothing.
+ */
+function checkPass(tbl: u32, lim: u32, r0: u64, subShift: u32, grow: bool): u32 {
+  const tsize = load<u64>(tbl + TBL_SIZE);
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  const lb = <u64>leafBits(tbl);
+  const subMask: u64 = (<u64>1 << <u64>subShift) - 1;
+  const total: u64 = <u64>lim << <u64>subShift;
+  let key: u64 = <u64>-1;
+  let perm: u64 = 0;
+  let ua: u64 = 0;
+  regionReset();
+  for (let j: u64 = 0; j < total; j++) {
+    const k = j & subMask;
+    if (k == 0) {
+      const tce = load<u64>(xSrc + (<u32>(j >> <u64>subShift) << 3));
+      perm = tce & <u64>TCE_PERM_MASK;
+      if (perm == 0) {
+        j += subMask;
+        continue;
+      }
+      ua = uaOf(xVm, tce & ~<u64>TCE_PERM_MASK);
     }
-    for (let k: u64 = 0; k < sub; k++) {
-      if (buildOneV2(tbl, mm, rel + k, ua + (k << <u64>tshift), perm, f, pid) < 0) {
-        // Only an allocation failure of virtual mode gets here: undo this table's subpages.
-        clearRel(tbl, mm, rel, k, 0, 0);
-        return false;
+    const rel = r0 + j;
+    const i = <u32>(j >> <u64>subShift);
+    if (rel >= tsize) return i;
+    if (grow) {
+      if (atomic.load<u32>(tbl + TBL_UA_ROOT) == 0) return i;
+    } else if ((rel >> lb) != key) {
+      if (leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false) == 0) return i;
+      if (leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false) == 0) return i;
+      key = rel >> lb;
+    }
+    const uak = ua + (k << <u64>tshift);
+    if (uak - cUa > cLast && !regionFind(xMm, uak, tshift)) return i;
+  }
+  return lim;
+}
+
+/**
+ * The validate pass of table `tbl` over the call's entries [0, n)
+ * (kvmppc_tce_validate and the checks of kvmppc_rm_tce_iommu_do_map). Guest
+ * entry i covers table entries r0 + (i << subShift) + k, k < 2^subShift,
+ * walked as one run. For a map, every subpage inside the table, its leaves
+ * present (allocated when `grow`), a region backing its page, the owner's
+ * pid compared (per-write placement), its view slot locked for this vCPU,
+ * and the new region counted unless the old entry's reference transfers;
+ * for a clear, every valid entry that has a view slot locked. Returns n, or
+ * the first entry that failed; the failing subpage keeps no lock or count,
+ * and undoPass gives back the rest.
+ */
+function lockPass(tbl: u32, n: u32, r0: u64, subShift: u32, grow: bool): u32 {
+  const tsize = load<u64>(tbl + TBL_SIZE);
+  const toff = load<u64>(tbl + TBL_OFFSET);
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  const lb = <u64>leafBits(tbl);
+  const lmask: u64 = (<u64>1 << lb) - 1;
+  const subMask: u64 = (<u64>1 << <u64>subShift) - 1;
+  const total: u64 = <u64>n << <u64>subShift;
+  let key: u64 = <u64>-1;
+  let tl: u32 = 0;
+  let ul: u32 = 0;
+  let perm: u64 = 0;
+  let ua: u64 = 0;
+  regionReset();
+  for (let j: u64 = 0; j < total; j++) {
+    const rel = r0 + j;
+    const k = j & subMask;
+    if (k == 0) {
+      const tce = load<u64>(xSrc + (<u32>(j >> <u64>subShift) << 3));
+      perm = tce & <u64>TCE_PERM_MASK;
+      if (perm != 0) {
+        ua = uaOf(xVm, tce & ~<u64>TCE_PERM_MASK);
+      } else if (!clearInside(rel, toff, tsize, subMask)) {
+        j += subMask;
+        continue;
       }
     }
+    const off = <u32>(rel & lmask) << 3;
+    if (perm != 0) {
+      if (rel >= tsize) return <u32>(j >> <u64>subShift);
+      const uak = ua + (k << <u64>tshift);
+      if (uak - cUa > cLast && !regionFind(xMm, uak, tshift)) return <u32>(j >> <u64>subShift);
+      if ((rel >> lb) != key || tl == 0) {
+        // View first, then TCE, as tce_iommu_build_v2 resolves them.
+        key = rel >> lb;
+        ul = leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, grow);
+        tl = ul == 0 ? 0 : leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, grow);
+        if (tl == 0) return <u32>(j >> <u64>subShift);
+      }
+      if (xPidCheck && atomic.load<u32>(tbl + TBL_OWNER_PID) != xPid) return <u32>(j >> <u64>subShift);
+      const v = lockSlot(ul + off);
+      if (v & <u64>VIEW_LOCK) return <u32>(j >> <u64>subShift);
+      // Under the lock the TCE cannot change: a plain load.
+      if (!transfers(load<u64>(tl + off), v & ~<u64>VIEW_LOCK_BITS) && regionMappedInc(cR) != 0) {
+        store<u64>(ul + off, v);
+        return <u32>(j >> <u64>subShift);
+      }
+    } else {
+      if ((rel >> lb) != key) {
+        key = rel >> lb;
+        tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+        ul = tl == 0 ? 0 : leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+      }
+      // Already clear, or valid with no view (cleared without accounting): no lock needed.
+      if (tl == 0 || load<u64>(tl + off) == 0 || ul == 0) continue;
+      if (xPidCheck && atomic.load<u32>(tbl + TBL_OWNER_PID) != xPid) return <u32>(j >> <u64>subShift);
+      // Clears find their locks again by the tag: always locked, ablation or not.
+      const v = lockView(ul + off, xTag, xSpins);
+      if (v & <u64>VIEW_LOCK) return <u32>(j >> <u64>subShift);
+      // Cleared by someone else meanwhile: nothing to do here.
+      if (load<u64>(tl + off) == 0) store<u64>(ul + off, v);
+    }
   }
-  return true;
+  return n;
+}
+
+/**
+ * The apply pass of table `tbl` over the call's entries [0, n), after every
+ * lockPass succeeded: cannot fail. A map exchanges the TCE, releases the
+ * old entry's region unless its reference transferred, and stores the new
+ * ua, which lets the lock go; a clear does so for each entry this vCPU
+ * locked (one iteration of tce_iommu_clear), and clears a valid entry
+ * without a view without accounting, as clearOne does.
+ */
+function applyPass(tbl: u32, n: u32, r0: u64, subShift: u32): void {
+  const tsize = load<u64>(tbl + TBL_SIZE);
+  const toff = load<u64>(tbl + TBL_OFFSET);
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  const lb = <u64>leafBits(tbl);
+  const lmask: u64 = (<u64>1 << lb) - 1;
+  const subMask: u64 = (<u64>1 << <u64>subShift) - 1;
+  const total: u64 = <u64>n << <u64>subShift;
+  let key: u64 = <u64>-1;
+  let tl: u32 = 0;
+  let ul: u32 = 0;
+  let word: u64 = 0;
+  let ua: u64 = 0;
+  regionReset();
+  for (let j: u64 = 0; j < total; j++) {
+    const rel = r0 + j;
+    const k = j & subMask;
+    if (k == 0) {
+      const tce = load<u64>(xSrc + (<u32>(j >> <u64>subShift) << 3));
+      word = tce & <u64>TCE_PERM_MASK;
+      if (word != 0) {
+        ua = uaOf(xVm, tce & ~<u64>TCE_PERM_MASK);
+        if (word & <u64>TCE_WRITE) word |= <u64>TCE_READ;
+      } else if (!clearInside(rel, toff, tsize, subMask)) {
+        j += subMask;
+        continue;
+      }
+    }
+    const off = <u32>(rel & lmask) << 3;
+    if (word != 0) {
+      const uak = ua + (k << <u64>tshift);
+      if (uak - cUa > cLast) regionFind(xMm, uak, tshift);
+      if ((rel >> lb) != key || tl == 0) {
+        key = rel >> lb;
+        ul = leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+        tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+      }
+      const old = atomic.xchg<u64>(tl + off, cachedHpa(uak) | word);
+      const oldUa = load<u64>(ul + off) & ~<u64>VIEW_LOCK_BITS;
+      if ((old & <u64>TCE_PERM_MASK) != 0 && !transfers(old, oldUa)) unuseUa(xMm, oldUa, tshift);
+      store<u64>(ul + off, uak);
+    } else {
+      if ((rel >> lb) != key) {
+        key = rel >> lb;
+        tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+        ul = tl == 0 ? 0 : leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+      }
+      if (tl == 0 || load<u64>(tl + off) == 0) continue;
+      if (ul == 0) {
+        atomic.xchg<u64>(tl + off, 0);
+        continue;
+      }
+      const v = load<u64>(ul + off);
+      if ((v & <u64>VIEW_LOCK_BITS) != xTag) continue;
+      const old = atomic.xchg<u64>(tl + off, 0);
+      if ((old & <u64>TCE_PERM_MASK) != 0) unuseUa(xMm, v & ~<u64>VIEW_LOCK_BITS, tshift);
+      store<u64>(ul + off, 0);
+    }
+  }
+}
+
+/**
+ * Gives back what lockPass took in table `tbl` for entries [0, end): every
+ * view slot this vCPU holds gets its old value back, and every region
+ * counted for a map that did not transfer loses that count again. Leaves
+ * the table exactly as it was before the call.
+ */
+function undoPass(tbl: u32, end: u32, r0: u64, subShift: u32): void {
+  const tsize = load<u64>(tbl + TBL_SIZE);
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  const lb = <u64>leafBits(tbl);
+  const lmask: u64 = (<u64>1 << lb) - 1;
+  const subMask: u64 = (<u64>1 << <u64>subShift) - 1;
+  const total: u64 = <u64>end << <u64>subShift;
+  let key: u64 = <u64>-1;
+  let tl: u32 = 0;
+  let ul: u32 = 0;
+  let ua: u64 = 0;
+  regionReset();
+  for (let j: u64 = 0; j < total; j++) {
+    const rel = r0 + j;
+    const k = j & subMask;
+    if (k == 0) {
+      const tce = load<u64>(xSrc + (<u32>(j >> <u64>subShift) << 3));
+      ua = (tce & <u64>TCE_PERM_MASK) != 0 ? uaOf(xVm, tce & ~<u64>TCE_PERM_MASK) : 0;
+    }
+    if (rel >= tsize) continue;
+    if ((rel >> lb) != key) {
+      key = rel >> lb;
+      tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+      ul = tl == 0 ? 0 : leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+    }
+    if (ul == 0) continue;
+    const off = <u32>(rel & lmask) << 3;
+    const v = load<u64>(ul + off);
+    if ((v & <u64>VIEW_LOCK_BITS) != xTag) continue;
+    if (ua != 0) {
+      const uak = ua + (k << <u64>tshift);
+      if (uak - cUa > cLast) regionFind(xMm, uak, tshift);
+      if (!transfers(load<u64>(tl + off), v & ~<u64>VIEW_LOCK_BITS)) regionMappedDec(cR);
+    }
+    store<u64>(ul + off, v & ~<u64>VIEW_LOCK_BITS);
+  }
+}
+
+/** The hardware table of link `s`. */
+@inline function stit(stt: u32, s: u32): u32 {
+  return load<u32>(stt + STT_STITS + (s << 2));
+}
+
+/** Guest entry `entry`'s first entry in `tbl` (2^subShift per guest entry), relative to it_offset (wraps below it, as the kernel's does). */
+@inline function relOf(tbl: u32, entry: u64, subShift: u32): u64 {
+  return (entry << <u64>subShift) - load<u64>(tbl + TBL_OFFSET);
+}
+
+/** Table entries per guest entry: 2^(guest page shift − table page shift). */
+@inline function subOf(gshift: u32, tbl: u32): u64 {
+  return <u64>1 << <u64>(gshift - load<u32>(tbl + TBL_PAGE_SHIFT));
+}
+
+/** The bits this vCPU's view locks carry. */
+@inline function tagBitsOf(vcpu: u32): u64 {
+  return (<u64>load<u32>(vcpu + VCPU_LOCK_TAG) << <u64>VIEW_TAG_SHIFT) | <u64>VIEW_LOCK;
 }
 
 /**
  * The answer to a TCE whose address is misaligned to the guest page: real
  * mode (kvmppc_rm_tce_validate) and the 4.12 virtual mode say H_PARAMETER;
  * from 4.19 the virtual-mode kvmppc_tce_validate (42de7b9e2167) says
- * H_TOO_HARD, which exits to the VMM. Read only on that error path.
+ * H_TOO_HARD, which exits to the VMM. HDR.kernel is read only on that error
+ * path; the real-mode-only passes (lockFast, putFused, putOne) pass false.
  */
-@inline function misalignedTce(flags: u32): i32 {
-  return (flags & <u32>OP_ALLOC) != 0 && load<u32>(<u32>HEADER_BASE + HDR_KERNEL) >= <u32>KERNEL_4_19 ? H_TOO_HARD : H_PARAMETER;
+@inline function misalignedTce(grow: bool): i32 {
+  return grow && load<u32>(<u32>HEADER_BASE + HDR_KERNEL) >= <u32>KERNEL_4_19 ? H_TOO_HARD : H_PARAMETER;
 }
 
-/** Stores a guest TCE (kvmppc_tce_put): an absent page is allocated unless the TCE is 0. */
-@inline function sttPut(stt: u32, idx: u64, tce: u64, grow: bool): void {
-  const p = sttSlot(stt, idx, grow && tce != 0);
-  if (p != 0) atomic.store<u64>(p, tce);
+/** log2 of the table entries per guest entry: guest page shift − table page shift. */
+@inline function subShiftOf(gshift: u32, tbl: u32): u32 {
+  return gshift - load<u32>(tbl + TBL_PAGE_SHIFT);
+}
+
+/**
+ * Maps or unmaps guest entries [entry, entry + n) (relative index idx) to
+ * the TCEs at xSrc in every linked table, then stores them in the guest
+ * table: the body of H_PUT_TCE and H_PUT_TCE_INDIRECT
+ * (kvmppc_rm_h_put_tce_indirect: validate every entry, then write).
+ *
+ * First every entry is checked on its own (H_PARAMETER for a TCE not on a
+ * guest page; H_TOO_HARD outside every memslot or with a v1 table linked);
+ * the first entry that fails in any check decides the answer, as in the
+ * kernel's one loop. Then each table's lock pass, which in real mode is also
+ * its check, and only when every one succeeded the apply passes and the
+ * guest table; otherwise the undo passes, and nothing has changed.
+ */
+function putEntries(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32, grow: bool): i32 {
+  const src = xSrc;
+  const gshift = load<u32>(stt + STT_PAGE_SHIFT);
+  const pageMask: u64 = (<u64>1 << <u64>gshift) - 1;
+  const v1 = hasV1(stt);
+  let lim = n;
+  let rc = H_SUCCESS;
+  for (let i: u32 = 0; i < n; i++) {
+    const tce = load<u64>(src + (i << 3));
+    if ((tce & <u64>TCE_PERM_MASK) != 0) {
+      const gpa = tce & ~<u64>TCE_PERM_MASK;
+      if (gpa & pageMask) {
+        rc = misalignedTce(grow);
+      } else if (uaOf(xVm, gpa) == 0) {
+        rc = H_TOO_HARD;
+      }
+    }
+    // A v1 table pins pages per entry, which only the VMM can do: every change exits (kernel: no
+    // userspace view, H_TOO_HARD), so a guest clear can never drop a pin behind VFIO's back.
+    if (rc == H_SUCCESS && v1) rc = H_TOO_HARD;
+    if (rc != H_SUCCESS) {
+      lim = i;
+      break;
+    }
+  }
+  const nstits = stitCount(stt);
+  if (lim < n || grow) {
+    // Checks without locks: a call that fails anyway, or virtual mode, which must not allocate for one.
+    for (let s: u32 = 0; s < nstits; s++) {
+      const tbl = stit(stt, s);
+      const ss = subShiftOf(gshift, tbl);
+      const j = checkPass(tbl, lim, relOf(tbl, entry, ss), ss, grow);
+      if (j < lim) {
+        lim = j;
+        rc = H_TOO_HARD;
+      }
+    }
+    if (lim < n) return rc;
+  }
+  xTag = tagBitsOf(vcpu);
+  xSpins = grow ? <u32>LOCK_SPINS_VIRTUAL : <u32>LOCK_SPINS_REAL;
+  xPidCheck = entryCheck();
+  xPid = load<u32>(vcpu + VCPU_PID);
+  xNoLock = (ablations() & <u32>ABLATE_VIEW_LOCK) != 0;
+  for (let s: u32 = 0; s < nstits; s++) {
+    const tbl = stit(stt, s);
+    const ss = subShiftOf(gshift, tbl);
+    const j = lockPass(tbl, n, relOf(tbl, entry, ss), ss, grow);
+    if (j < n) {
+      for (let u: u32 = 0; u <= s; u++) {
+        const t = stit(stt, u);
+        const su = subShiftOf(gshift, t);
+        undoPass(t, u == s ? j + 1 : n, relOf(t, entry, su), su);
+      }
+      return H_TOO_HARD;
+    }
+  }
+  for (let s: u32 = 0; s < nstits; s++) {
+    const tbl = stit(stt, s);
+    const ss = subShiftOf(gshift, tbl);
+    applyPass(tbl, n, relOf(tbl, entry, ss), ss);
+  }
+  // kvmppc_tce_put for each entry: an absent page is allocated (virtual mode) unless the TCE is 0.
+  const sh = tceShift();
+  const mask: u64 = (<u64>1 << sh) - 1;
+  let pg: u64 = <u64>-1;
+  let page: u32 = 0;
+  for (let i: u32 = 0; i < n; i++) {
+    const tce = load<u64>(src + (i << 3));
+    const j = idx + <u64>i;
+    if ((j >> sh) != pg || page == 0) {
+      pg = j >> sh;
+      page = sttPage(stt, pg, grow && tce != 0);
+    }
+    if (page != 0) store<u64>(page + (<u32>(j & mask) << 3), tce);
+  }
+  return H_SUCCESS;
+}
+
+/** Sets up the passes for a hypercall of `vcpu` on `vm`, its TCEs at `src`. */
+@inline function begin(vm: u32, src: u32): void {
+  xVm = vm;
+  xMm = load<u32>(vm + VM_MM);
+  xSrc = src;
+  slotReset();
+  gSysShift = sysPageShift();
+  gSysMask = (<u64>1 << gSysShift) - 1;
+  gTceShift = gSysShift - 3;
+  gTceMask = (<u64>1 << gTceShift) - 1;
+}
+
+// The common case in one pass each way: real mode, one linked v2 table of
+// the guest's page size, every entry a map. lockFast is checkPass, the
+// entry checks of putEntries and lockPass fused for it (and, for
+// H_PUT_TCE_INDIRECT, the copy of the list); applyFast is applyPass with
+// the guest-table store. They give the same answers and leave the same
+// bytes as the general passes, which the native engine runs (the
+// differential test compares the two); an entry outside the case (a clear)
+// sends the call back to them with nothing changed.
+
+/** lockFast's verdict besides the entry it stopped at: an H_* status, or FAST_BAIL. */
+let xRc: i32 = 0;
+const FAST_BAIL: i32 = -0x7fffffff;
+
+/**
+ * Validates and locks entries [0, n): TCE i at xSrc + 8i, table entry
+ * r0 + i. Returns n, or the entry it stopped at with xRc saying why (that
+ * entry holds nothing; the ones before it hold their locks and counts).
+ */
+function lockFast(tbl: u32, n: u32, r0: u64, pageMask: u64): u32 {
+  const tsize = load<u64>(tbl + TBL_SIZE);
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  gLeafMask = (<u64>1 << <u64>leafBits(tbl)) - 1;
+  const src = xSrc;
+  // The cached leaves hold table entries [leafLo, leafLo + gLeafMask]; none yet.
+  let leafLo: u64 = r0 - gLeafMask - 1;
+  let tl: u32 = 0;
+  let ul: u32 = 0;
+  regionReset();
+  for (let i: u32 = 0; i < n; i++) {
+    const tce = load<u64>(src + (i << 3));
+    if ((tce & <u64>TCE_PERM_MASK) == 0) {
+      xRc = FAST_BAIL;
+      return i;
+    }
+    const gpa = tce & ~<u64>TCE_PERM_MASK;
+    if (gpa & pageMask) {
+      xRc = misalignedTce(false);
+      return i;
+    }
+    xRc = H_TOO_HARD;
+    const ua = uaOf(xVm, gpa);
+    if (ua == 0) return i;
+    const rel = r0 + <u64>i;
+    if (rel >= tsize) return i;
+    if (ua - cUa > cLast) {
+      if (!regionFind(xMm, ua, tshift)) return i;
+    }
+    if (rel - leafLo > gLeafMask) {
+      ul = leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+      if (ul == 0) return i;
+      tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+      if (tl == 0) return i;
+      leafLo = rel & ~gLeafMask;
+    }
+    if (xPidCheck) {
+      if (atomic.load<u32>(tbl + TBL_OWNER_PID) != xPid) return i;
+    }
+    const off = <u32>(rel - leafLo) << 3;
+    const v = lockSlot(ul + off);
+    if (v & <u64>VIEW_LOCK) return i;
+    if (!transfers(load<u64>(tl + off), v & ~<u64>VIEW_LOCK_BITS)) {
+      if (regionMappedInc(cR) != 0) {
+        store<u64>(ul + off, v);
+        return i;
+      }
+    }
+  }
+  return n;
+}
+
+/** Writes what lockFast validated: the table's entries, then the guest's (applyPass + kvmppc_tce_put). */
+function applyFast(tbl: u32, stt: u32, n: u32, r0: u64, idx: u64): void {
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  gLeafMask = (<u64>1 << <u64>leafBits(tbl)) - 1;
+  const src = xSrc;
+  let leafLo: u64 = r0 - gLeafMask - 1;
+  let tl: u32 = 0;
+  let ul: u32 = 0;
+  // The cached guest-table page holds relative entries [pageLo, pageLo + gTceMask]; none yet.
+  let pageLo: u64 = idx - gTceMask - 1;
+  let page: u32 = 0;
+  for (let i: u32 = 0; i < n; i++) {
+    const tce = load<u64>(src + (i << 3));
+    const ua = uaOf(xVm, tce & ~<u64>TCE_PERM_MASK);
+    let word = tce & <u64>TCE_PERM_MASK;
+    if (word & <u64>TCE_WRITE) word = <u64>(TCE_READ | TCE_WRITE);
+    const rel = r0 + <u64>i;
+    if (ua - cUa > cLast) regionFind(xMm, ua, tshift);
+    if (rel - leafLo > gLeafMask) {
+      ul = leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+      tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+      leafLo = rel & ~gLeafMask;
+    }
+    const off = <u32>(rel - leafLo) << 3;
+    const old = atomic.xchg<u64>(tl + off, cachedHpa(ua) | word);
+    if ((old & <u64>TCE_PERM_MASK) != 0) {
+      const oldUa = load<u64>(ul + off) & ~<u64>VIEW_LOCK_BITS;
+      if (!transfers(old, oldUa)) unuseUa(xMm, oldUa, tshift);
+    }
+    store<u64>(ul + off, ua);
+    const j = idx + <u64>i;
+    if (j - pageLo > gTceMask) {
+      page = sttPage(stt, j >> gTceShift, false);
+      pageLo = j & ~gTceMask;
+    }
+    if (page != 0) store<u64>(page + (<u32>(j - pageLo) << 3), tce);
+  }
+}
+
+/**
+ * ABLATE_VALIDATE, for the benchmark only: lockFast's checks and
+ * applyFast's writes entry by entry, in one pass, so that timing it against
+ * putFast measures what validating every entry first costs. A refused entry
+ * stops it with the entries before it written (the guarantee it drops).
+ */
+function putFused(tbl: u32, stt: u32, n: u32, r0: u64, idx: u64, pageMask: u64): i32 {
+  const tsize = load<u64>(tbl + TBL_SIZE);
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  gLeafMask = (<u64>1 << <u64>leafBits(tbl)) - 1;
+  const src = xSrc;
+  let leafLo: u64 = r0 - gLeafMask - 1;
+  let tl: u32 = 0;
+  let ul: u32 = 0;
+  let pageLo: u64 = idx - gTceMask - 1;
+  let page: u32 = 0;
+  regionReset();
+  for (let i: u32 = 0; i < n; i++) {
+    const tce = load<u64>(src + (i << 3));
+    if ((tce & <u64>TCE_PERM_MASK) == 0) return i == 0 ? FAST_BAIL : H_TOO_HARD;
+    const gpa = tce & ~<u64>TCE_PERM_MASK;
+    if (gpa & pageMask) return misalignedTce(false);
+    const ua = uaOf(xVm, gpa);
+    if (ua == 0) return H_TOO_HARD;
+    const rel = r0 + <u64>i;
+    if (rel >= tsize) return H_TOO_HARD;
+    if (ua - cUa > cLast) {
+      if (!regionFind(xMm, ua, tshift)) return H_TOO_HARD;
+    }
+    if (rel - leafLo > gLeafMask) {
+      ul = leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+      if (ul == 0) return H_TOO_HARD;
+      tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+      if (tl == 0) return H_TOO_HARD;
+      leafLo = rel & ~gLeafMask;
+    }
+    if (xPidCheck) {
+      if (atomic.load<u32>(tbl + TBL_OWNER_PID) != xPid) return H_TOO_HARD;
+    }
+    const off = <u32>(rel - leafLo) << 3;
+    const v = lockSlot(ul + off);
+    if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
+    const oldUa = v & ~<u64>VIEW_LOCK_BITS;
+    if (!transfers(load<u64>(tl + off), oldUa)) {
+      if (regionMappedInc(cR) != 0) {
+        store<u64>(ul + off, v);
+        return H_TOO_HARD;
+      }
+    }
+    let word = tce & <u64>TCE_PERM_MASK;
+    if (word & <u64>TCE_WRITE) word = <u64>(TCE_READ | TCE_WRITE);
+    const old = atomic.xchg<u64>(tl + off, cachedHpa(ua) | word);
+    if ((old & <u64>TCE_PERM_MASK) != 0) {
+      if (!transfers(old, oldUa)) unuseUa(xMm, oldUa, tshift);
+    }
+    store<u64>(ul + off, ua);
+    const j = idx + <u64>i;
+    if (j - pageLo > gTceMask) {
+      page = sttPage(stt, j >> gTceShift, false);
+      pageLo = j & ~gTceMask;
+    }
+    if (page != 0) store<u64>(page + (<u32>(j - pageLo) << 3), tce);
+  }
+  return H_SUCCESS;
+}
+
+/**
+ * The fast path of H_PUT_TCE and H_PUT_TCE_INDIRECT when it applies (see
+ * above): an H_* status, or FAST_BAIL to run putEntries instead, nothing
+ * changed.
+ */
+function putFast(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32): i32 {
+  if (load<u32>(stt + STT_STIT_COUNT) != 1) return FAST_BAIL;
+  const tbl = stit(stt, 0);
+  const gshift = load<u32>(stt + STT_PAGE_SHIFT);
+  if (load<u32>(tbl + TBL_PAGE_SHIFT) != gshift || (load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return FAST_BAIL;
+  xTag = tagBitsOf(vcpu);
+  xSpins = <u32>LOCK_SPINS_REAL;
+  xPidCheck = entryCheck();
+  xPid = load<u32>(vcpu + VCPU_PID);
+  const ablate = ablations();
+  xNoLock = (ablate & <u32>ABLATE_VIEW_LOCK) != 0;
+  const r0 = entry - load<u64>(tbl + TBL_OFFSET);
+  if (ablate & <u32>ABLATE_VALIDATE) return putFused(tbl, stt, n, r0, idx, (<u64>1 << <u64>gshift) - 1);
+  const j = lockFast(tbl, n, r0, (<u64>1 << <u64>gshift) - 1);
+  if (j < n) {
+    undoPass(tbl, j, r0, 0);
+    return xRc;
+  }
+  applyFast(tbl, stt, n, r0, idx);
+  return H_SUCCESS;
+}
+
+/**
+ * H_PUT_TCE of a valid TCE in the fast case (putFast with one entry),
+ * straight through: the same checks in the same order, the same lock, count
+ * and writes, without the passes' set-up. FAST_BAIL when the case does not
+ * apply, nothing changed.
+ */
+function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, tce: u64): i32 {
+  if (load<u32>(stt + STT_STIT_COUNT) != 1) return FAST_BAIL;
+  const tbl = stit(stt, 0);
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  if (tshift != load<u32>(stt + STT_PAGE_SHIFT) || (load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return FAST_BAIL;
+  const gpa = tce & ~<u64>TCE_PERM_MASK;
+  const psize: u64 = <u64>1 << <u64>tshift;
+  if (gpa & (psize - 1)) return misalignedTce(false);
+  const ms = findSlot(vm, gpa);
+  if (ms == 0) return H_TOO_HARD;
+  const ua = load<u64>(ms + SLOT_UA) + (gpa - load<u64>(ms + SLOT_GPA));
+  if (ua == 0) return H_TOO_HARD;
+  const rel = entry - load<u64>(tbl + TBL_OFFSET);
+  if (rel >= load<u64>(tbl + TBL_SIZE)) return H_TOO_HARD;
+  // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
+  const mm = load<u32>(vm + VM_MM);
+  const sh = sysPageShift();
+  let r = mm == 0 ? 0 : load<u32>(mm + MM_REGIONS);
+  let rua: u64 = 0;
+  let last: u64 = 0;
+  while (r != 0) {
+    rua = load<u64>(r + REG_UA);
+    const rsize = load<u64>(r + REG_ENTRIES) << sh;
+    if (ua >= rua && psize <= rsize) {
+      last = rsize - psize;
+      if (ua - rua <= last) break;
+    }
+    r = load<u32>(r + REG_NEXT);
+  }
+  if (r == 0) return H_TOO_HARD;
+  if (tshift > load<u32>(r + REG_PAGE_SHIFT)) return H_TOO_HARD;
+  const ul = leafPeek(tbl, TBL_UA_ROOT, rel);
+  if (ul == 0) return H_TOO_HARD;
+  const tl = leafPeek(tbl, TBL_ROOT, rel);
+  if (tl == 0) return H_TOO_HARD;
+  if (entryCheck()) {
+    if (atomic.load<u32>(tbl + TBL_OWNER_PID) != load<u32>(vcpu + VCPU_PID)) return H_TOO_HARD;
+  }
+  const off = <u32>(rel & ((<u64>1 << <u64>leafBits(tbl)) - 1)) << 3;
+  xTag = tagBitsOf(vcpu);
+  xSpins = <u32>LOCK_SPINS_REAL;
+  xNoLock = (ablations() & <u32>ABLATE_VIEW_LOCK) != 0;
+  const v = lockSlot(ul + off);
+  if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
+  const oldUa = v & ~<u64>VIEW_LOCK_BITS;
+  // transfers(), on this region: the old entry was valid and mapped from it.
+  const inRegion = oldUa != 0 && oldUa - rua <= last;
+  if ((load<u64>(tl + off) & <u64>TCE_PERM_MASK) == 0 || !inRegion) {
+    if (regionMappedInc(r) != 0) {
+      store<u64>(ul + off, v);
+      return H_TOO_HARD;
+    }
+  }
+  let hpa: u64;
+  if (load<u32>(r + REG_FLAGS) & <u32>REGION_F_DEV) {
+    hpa = load<u64>(r + REG_DEV_HPA) + (ua - rua);
+  } else {
+    const mask: u64 = (<u64>1 << sh) - 1;
+    hpa = (load<u64>(load<u32>(r + REG_HPAS) + (<u32>((ua - rua) >> sh) << 3)) & ~mask) | (ua & mask);
+  }
+  let word = tce & <u64>TCE_PERM_MASK;
+  if (word & <u64>TCE_WRITE) word = <u64>(TCE_READ | TCE_WRITE);
+  const old = atomic.xchg<u64>(tl + off, hpa | word);
+  if ((old & <u64>TCE_PERM_MASK) != 0 && !inRegion) unuseUa(mm, oldUa, tshift);
+  store<u64>(ul + off, ua);
+  if (page != 0) store<u64>(page + slot, tce);
+  return H_SUCCESS;
 }
 
 /** H_PUT_TCE(liobn, ioba, tce). */
-function putTce(vm: u32, vcpu: u32, flags: u32): i32 {
+@inline function putTce(vm: u32, vcpu: u32, grow: bool): i32 {
   const stt = findStt(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
   const ioba = gpr(vcpu, 5);
   const tce = gpr(vcpu, 6);
   if (!iobaOk(stt, ioba, 1)) return H_PARAMETER;
-  const grow = (flags & <u32>OP_ALLOC) != 0;
-  const shift = <u64>load<u32>(stt + STT_PAGE_SHIFT);
-  const entry = ioba >> shift;
+  const entry = ioba >> <u64>load<u32>(stt + STT_PAGE_SHIFT);
   const idx = entry - load<u64>(stt + STT_OFFSET);
-  if (!grow && tce != 0 && !sttPagesPresent(stt, idx, 1)) return H_TOO_HARD;
-  const perm = <u32>(tce & <u64>TCE_PERM_MASK);
-  const pid = load<u32>(vcpu + VCPU_PID);
-  if (callCheckFails(stt, pid)) return H_TOO_HARD;
-  const mm = load<u32>(vm + VM_MM);
-  let ua: u64 = 0;
-  if (perm != 0) {
-    const gpa = tce & ~<u64>TCE_PERM_MASK;
-    if (gpa & ((<u64>1 << shift) - 1)) return misalignedTce(flags);
-    ua = gpaToUa(vm, gpa);
-    if (ua == 0) return H_TOO_HARD;
+  // kvmppc_rm_ioba_validate's page check, keeping the page for the store.
+  const gsh = tceShift();
+  let page: u32 = 0;
+  if (idx >> gsh < <u64>load<u32>(stt + STT_NPAGES)) page = load<u32>(load<u32>(stt + STT_PAGES) + (<u32>(idx >> gsh) << 2));
+  if (!grow && tce != 0 && page == 0) return H_TOO_HARD;
+  if (callCheckFails(stt, load<u32>(vcpu + VCPU_PID))) return H_TOO_HARD;
+  if (!grow && (tce & <u64>TCE_PERM_MASK) != 0) {
+    const rc = putOne(vm, vcpu, stt, entry, page, <u32>(idx & ((<u64>1 << gsh) - 1)) << 3, tce);
+    if (rc != FAST_BAIL) return rc;
   }
-  if (!checkStits(stt, mm, entry, ua, perm, grow)) return H_TOO_HARD;
-  if (!applyStits(stt, mm, entry, ua, perm, flags, entryCheckFlag(), pid)) return H_TOO_HARD;
-  sttPut(stt, idx, tce, grow);
-  return H_SUCCESS;
+  begin(vm, vcpu + VCPU_GPR + (6 << 3));
+  return putEntries(vcpu, stt, entry, idx, 1, grow);
+}
+
+/** Copies n big-endian TCEs from `list` to `dst` in native order: two at a time, a byte shuffle each. */
+@inline function copyList(dst: u32, list: u32, n: u32): void {
+  let i: u32 = 0;
+  for (; i + 2 <= n; i += 2) {
+    const v = v128.load(list + (i << 3));
+    v128.store(dst + (i << 3), i8x16.shuffle(v, v, 7, 6, 5, 4, 3, 2, 1, 0, 15, 14, 13, 12, 11, 10, 9, 8));
+  }
+  if (i < n) store<u64>(dst + (i << 3), bswap<u64>(load<u64>(list + (i << 3))));
 }
 
 /** H_PUT_TCE_INDIRECT(liobn, ioba, tce_list, npages): the list is big-endian in guest memory. */
-function putTceIndirect(vm: u32, vcpu: u32, flags: u32): i32 {
+function putTceIndirect(vm: u32, vcpu: u32, grow: bool): i32 {
   const stt = findStt(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
   const ioba = gpr(vcpu, 5);
@@ -223,70 +1002,194 @@ function putTceIndirect(vm: u32, vcpu: u32, flags: u32): i32 {
   if (npages > <u64>INDIRECT_MAX) return H_PARAMETER;
   if (list & 0xfff) return H_PARAMETER;
   if (!iobaOk(stt, ioba, npages)) return H_PARAMETER;
-  const grow = (flags & <u32>OP_ALLOC) != 0;
-  const shift = <u64>load<u32>(stt + STT_PAGE_SHIFT);
-  const entry = ioba >> shift;
+  const entry = ioba >> <u64>load<u32>(stt + STT_PAGE_SHIFT);
   const idx = entry - load<u64>(stt + STT_OFFSET);
   if (!grow && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
   // The list must translate even when empty (kvmppc_rm_tce_to_ua on tce_list).
   const host = gpaToHost(vm, list, npages << 3);
   if (host == 0) return H_TOO_HARD;
-  const pid = load<u32>(vcpu + VCPU_PID);
-  if (callCheckFails(stt, pid)) return H_TOO_HARD;
-  const mm = load<u32>(vm + VM_MM);
-  const checkPid = entryCheckFlag();
-  const pageMask = (<u64>1 << shift) - 1;
-  // Validate every TCE before changing anything.
-  for (let i: u64 = 0; i < npages; i++) {
-    const tce = bswap<u64>(load<u64>(host + <u32>(i << 3)));
-    const perm = <u32>(tce & <u64>TCE_PERM_MASK);
-    let ua: u64 = 0;
-    if (perm != 0) {
-      const gpa = tce & ~<u64>TCE_PERM_MASK;
-      if (gpa & pageMask) return misalignedTce(flags);
-      ua = gpaToUa(vm, gpa);
-      if (ua == 0) return H_TOO_HARD;
-    }
-    if (!checkStits(stt, mm, entry + i, ua, perm, grow)) return H_TOO_HARD;
+  if (callCheckFails(stt, load<u32>(vcpu + VCPU_PID))) return H_TOO_HARD;
+  // Read the guest's list once, into the vCPU: what is validated is what is written.
+  const n = <u32>npages;
+  const tces = vcpu + VCPU_TCES;
+  copyList(tces, host, n);
+  begin(vm, tces);
+  if (!grow) {
+    const rc = putFast(vcpu, stt, entry, idx, n);
+    if (rc != FAST_BAIL) return rc;
   }
-  for (let i: u64 = 0; i < npages; i++) {
-    const tce = bswap<u64>(load<u64>(host + <u32>(i << 3)));
-    const perm = <u32>(tce & <u64>TCE_PERM_MASK);
-    const ua = perm != 0 ? gpaToUa(vm, tce & ~<u64>TCE_PERM_MASK) : 0;
-    if (!applyStits(stt, mm, entry + i, ua, perm, flags, checkPid, pid)) return H_TOO_HARD;
-    sttPut(stt, idx + i, tce, grow);
-  }
-  return H_SUCCESS;
+  return putEntries(vcpu, stt, entry, idx, n, grow);
 }
 
-/** H_STUFF_TCE(liobn, ioba, value, npages): clears (KVM allows no permission bits) npages entries. */
-function stuffTce(vm: u32, vcpu: u32, flags: u32): i32 {
+/**
+ * Locks, in table `tbl`, every valid entry of [lo, hi) that has a view slot
+ * (the lock pass of a clear): walks present leaves only. Returns how many
+ * entries the apply pass will clear, or -1 when a lock stayed held or the
+ * owner check failed, after giving back the locks this pass took.
+ */
+function stuffLock(tbl: u32, lo: u64, hi: u64): i64 {
+  const lmask: u64 = (<u64>1 << <u64>leafBits(tbl)) - 1;
+  let pending: i64 = 0;
+  let rel = lo;
+  while (rel < hi) {
+    const tl = leafPeek(tbl, TBL_ROOT, rel);
+    if (tl == 0) {
+      rel = skipAbsent(tbl, rel);
+      continue;
+    }
+    let ul: u32 = 0;
+    let looked = false;
+    for (const e = leafEnd(rel, lmask, hi); rel < e; rel++) {
+      const off = <u32>(rel & lmask) << 3;
+      // Four clear entries at a time: most of a clear of clear entries is this test.
+      if (rel + 4 <= e) {
+        if (!v128.any_true(v128.or(v128.load(tl + off), v128.load(tl + off, 16)))) {
+          rel += 3;
+          continue;
+        }
+      }
+      if (load<u64>(tl + off) == 0) continue;
+      if (!looked) {
+        ul = leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+        looked = true;
+      }
+      pending++;
+      if (ul == 0) continue;
+      if (xPidCheck && atomic.load<u32>(tbl + TBL_OWNER_PID) != xPid) {
+        stuffUndo(tbl, lo, rel);
+        return -1;
+      }
+      const v = lockView(ul + off, xTag, xSpins);
+      if (v & <u64>VIEW_LOCK) {
+        stuffUndo(tbl, lo, rel);
+        return -1;
+      }
+      if (load<u64>(tl + off) == 0) {
+        store<u64>(ul + off, v);
+        pending--;
+      }
+    }
+  }
+  return pending;
+}
+
+/** Lets go of the view locks this vCPU holds in [lo, hi) of `tbl` (a failed H_STUFF_TCE). */
+function stuffUndo(tbl: u32, lo: u64, hi: u64): void {
+  const lmask: u64 = (<u64>1 << <u64>leafBits(tbl)) - 1;
+  let rel = lo;
+  while (rel < hi) {
+    const tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+    if (tl == 0) {
+      rel = skipAbsent(tbl, rel);
+      continue;
+    }
+    const ul = leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+    const e = leafEnd(rel, lmask, hi);
+    if (ul == 0) {
+      rel = e;
+      continue;
+    }
+    for (; rel < e; rel++) {
+      const p = ul + (<u32>(rel & lmask) << 3);
+      const v = load<u64>(p);
+      if ((v & <u64>VIEW_LOCK_BITS) == xTag) store<u64>(p, v & ~<u64>VIEW_LOCK_BITS);
+    }
+  }
+}
+
+/** Clears the entries stuffLock locked in [lo, hi) of `tbl`, and valid ones without a view (tce_iommu_clear). */
+function stuffApply(tbl: u32, lo: u64, hi: u64): void {
+  const lmask: u64 = (<u64>1 << <u64>leafBits(tbl)) - 1;
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  let rel = lo;
+  while (rel < hi) {
+    const tl = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+    if (tl == 0) {
+      rel = skipAbsent(tbl, rel);
+      continue;
+    }
+    let ul: u32 = 0;
+    let looked = false;
+    for (const e = leafEnd(rel, lmask, hi); rel < e; rel++) {
+      const off = <u32>(rel & lmask) << 3;
+      if (load<u64>(tl + off) == 0) continue;
+      if (!looked) {
+        ul = leafNode(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+        looked = true;
+      }
+      if (ul == 0) {
+        atomic.xchg<u64>(tl + off, 0);
+        continue;
+      }
+      const v = load<u64>(ul + off);
+      if ((v & <u64>VIEW_LOCK_BITS) != xTag) continue;
+      const old = atomic.xchg<u64>(tl + off, 0);
+      if ((old & <u64>TCE_PERM_MASK) != 0) unuseUa(xMm, v & ~<u64>VIEW_LOCK_BITS, tshift);
+      store<u64>(ul + off, 0);
+    }
+  }
+}
+
+/**
+ * H_STUFF_TCE(liobn, ioba, value, npages): clears (KVM allows no permission
+ * bits) npages entries in every linked table, then stores `value` in the
+ * guest's. Walks present levels and guest-table pages only, so a clear of a
+ * huge sparse table costs what exists, not what it spans.
+ */
+function stuffTce(vm: u32, vcpu: u32, grow: bool): i32 {
   const stt = findStt(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
   const ioba = gpr(vcpu, 5);
   const value = gpr(vcpu, 6);
   const npages = gpr(vcpu, 7);
   if (!iobaOk(stt, ioba, npages)) return H_PARAMETER;
-  const grow = (flags & <u32>OP_ALLOC) != 0;
-  const shift = <u64>load<u32>(stt + STT_PAGE_SHIFT);
-  const entry = ioba >> shift;
+  const gshift = load<u32>(stt + STT_PAGE_SHIFT);
+  const entry = ioba >> <u64>gshift;
   const idx = entry - load<u64>(stt + STT_OFFSET);
   // kvmppc_rm_ioba_validate (pages needed unless clearing) comes before the permission check.
   if (!grow && value != 0 && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
   if (value & <u64>TCE_PERM_MASK) return H_PARAMETER;
   const pid = load<u32>(vcpu + VCPU_PID);
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
-  const mm = load<u32>(vm + VM_MM);
-  const checkPid = entryCheckFlag();
-  if (npages != 0 && !checkStits(stt, mm, entry, 0, 0, grow)) return H_TOO_HARD;
-  const n = load<u32>(stt + STT_STIT_COUNT);
-  const gshift = load<u32>(stt + STT_PAGE_SHIFT);
+  if (npages != 0 && hasV1(stt)) return H_TOO_HARD;
+  xMm = load<u32>(vm + VM_MM);
+  xTag = tagBitsOf(vcpu);
+  xSpins = grow ? <u32>LOCK_SPINS_VIRTUAL : <u32>LOCK_SPINS_REAL;
+  xPidCheck = entryCheck();
+  xPid = pid;
+  const n = stitCount(stt);
+  // Bit s: table s has entries to clear.
+  let todo: u32 = 0;
   for (let s: u32 = 0; s < n; s++) {
-    const tbl = load<u32>(stt + STT_STITS + (s << 2));
-    const sub: u64 = <u64>1 << <u64>(gshift - load<u32>(tbl + TBL_PAGE_SHIFT));
-    clearRel(tbl, mm, entry * sub - load<u64>(tbl + TBL_OFFSET), npages * sub, checkPid, pid);
+    const tbl = stit(stt, s);
+    const ss = subShiftOf(gshift, tbl);
+    const toff = load<u64>(tbl + TBL_OFFSET);
+    const tsize = load<u64>(tbl + TBL_SIZE);
+    const first = entry << <u64>ss;
+    const count = npages << <u64>ss;
+    // tce_iommu_clear's range check (clearRel): a range leaving the table clears nothing there.
+    if (count == 0 || first < toff || first - toff >= tsize || count > tsize - (first - toff)) continue;
+    const pending = stuffLock(tbl, first - toff, first - toff + count);
+    if (pending < 0) {
+      for (let u: u32 = 0; u < s; u++) {
+        if ((todo & (1 << u)) == 0) continue;
+        const t = stit(stt, u);
+        const su = subShiftOf(gshift, t);
+        const lo = (entry << <u64>su) - load<u64>(t + TBL_OFFSET);
+        stuffUndo(t, lo, lo + (npages << <u64>su));
+      }
+      return H_TOO_HARD;
+    }
+    if (pending > 0) todo |= 1 << s;
   }
-  for (let i: u64 = 0; i < npages; i++) sttPut(stt, idx + i, value, grow);
+  for (let s: u32 = 0; s < n; s++) {
+    if ((todo & (1 << s)) == 0) continue;
+    const tbl = stit(stt, s);
+    const ss = subShiftOf(gshift, tbl);
+    const lo = (entry << <u64>ss) - load<u64>(tbl + TBL_OFFSET);
+    stuffApply(tbl, lo, lo + (npages << <u64>ss));
+  }
+  sttFill(stt, idx, npages, value, grow);
   return H_SUCCESS;
 }
 
@@ -314,7 +1217,8 @@ function qemuPut(stt: u32, ioba: u64, tce: u64): i32 {
   const bus = load<u64>(stt + STT_OFFSET) << shift;
   const idx = ((ioba & ~((<u64>1 << shift) - 1)) - bus) >> shift;
   if (idx >= load<u64>(stt + STT_SIZE)) return H_PARAMETER;
-  sttPut(stt, idx, tce, true);
+  const p = sttSlot(stt, idx, tce != 0);
+  if (p != 0) store<u64>(p, tce);
   return H_SUCCESS;
 }
 
@@ -341,15 +1245,26 @@ function qemuHcall(vm: u32, vcpu: u32, nr: u64): i32 {
     const host = gpaToHost(vm, list, npages << 3);
     if (host == 0) return H_PARAMETER;
     let rc = H_PARAMETER;
-    for (let i: u64 = 0; i < npages; i++) {
-      rc = qemuPut(stt, ioba + (i << shift), bswap<u64>(load<u64>(host + <u32>(i << 3))));
+    for (let i: u32 = 0; i < <u32>npages; i++) {
+      rc = qemuPut(stt, ioba + (<u64>i << shift), bswap<u64>(load<u64>(host + (i << 3))));
       if (rc != H_SUCCESS) break;
     }
     return rc;
   }
-  // H_STUFF_TCE
-  if (npages > load<u64>(stt + STT_SIZE)) return H_PARAMETER;
+  // H_STUFF_TCE: put_tce_emu for i in [0, npages), stopping at the first index past the table.
+  const size = load<u64>(stt + STT_SIZE);
+  if (npages > size) return H_PARAMETER;
+  if (npages == 0) return H_PARAMETER;
   const value = gpr(vcpu, 6);
+  const a0 = ioba & ~(psize - 1);
+  const idx0 = (a0 - (load<u64>(stt + STT_OFFSET) << shift)) >> shift;
+  if (idx0 >= size) return H_PARAMETER;
+  const count = npages < size - idx0 ? npages : size - idx0;
+  // Entry i goes to idx0 + i while ioba + i·psize does not wrap around; past that, one by one.
+  if (count - 1 <= (~a0) >> shift) {
+    sttFill(stt, idx0, count, value, true);
+    return count < npages ? H_PARAMETER : H_SUCCESS;
+  }
   let rc = H_PARAMETER;
   for (let i: u64 = 0; i < npages; i++) {
     rc = qemuPut(stt, ioba + (i << shift), value);

@@ -5,7 +5,7 @@
 import {
   HEADER_BASE, HDR_SYS_PAGE_SHIFT, MM_REGIONS, REG_NEXT, REG_UA, REG_ENTRIES,
   REG_MAPPED, REG_PAGE_SHIFT, REG_HPAS, REG_FLAGS, REG_DEV_HPA, REGION_F_DEV,
-  EFAULT, ENXIO,
+  EFAULT, ENXIO, EBUSY, COUNTER_RETRIES,
 } from './generated/layout';
 
 /** The host's system page shift (PAGE_SHIFT). */
@@ -17,13 +17,14 @@ import {
 export function regionLookup(mm: u32, ua: u64, size: u64): u32 {
   if (mm == 0) return 0;
   const sh = sysPageShift();
-  let r = atomic.load<u32>(mm + MM_REGIONS);
+  // A plain walk, as the list is published with plain stores (guest.ts).
+  let r = load<u32>(mm + MM_REGIONS);
   while (r != 0) {
     const rua = load<u64>(r + REG_UA);
     const rsize = load<u64>(r + REG_ENTRIES) << sh;
     // Overflow-safe form of rua <= ua && ua + size <= rua + rsize.
     if (ua >= rua && size <= rsize && ua - rua <= rsize - size) return r;
-    r = atomic.load<u32>(r + REG_NEXT);
+    r = load<u32>(r + REG_NEXT);
   }
   return 0;
 }
@@ -48,21 +49,32 @@ export function regionUaToHpa(r: u32, ua: u64, pageShift: u32): i64 {
   return <i64>((hpa & ~pageMask) | (ua & pageMask));
 }
 
-/** mapped++ unless the region is dying (mapped == 0): 0 or -ENXIO (mm_iommu_mapped_inc). */
+/**
+ * mapped++ unless the region is dying (mapped == 0): 0, -ENXIO, or -EBUSY
+ * after COUNTER_RETRIES lost races (mm_iommu_mapped_inc:
+ * atomic64_inc_not_zero). The compare-and-swap loop is lock-free: each
+ * failed attempt means another vCPU's update of the same counter landed,
+ * so it ends unless others complete a million updates meanwhile; the bound
+ * only gives it a way out that changes nothing.
+ */
 export function regionMappedInc(r: u32): i32 {
   const p = r + REG_MAPPED;
-  for (;;) {
+  for (let n: u32 = 0; n < <u32>COUNTER_RETRIES; n++) {
     const old = atomic.load<u64>(p);
     if (old == 0) return -ENXIO;
     if (atomic.cmpxchg<u64>(p, old, old + 1) == old) return 0;
   }
-  return 0;
+  return -EBUSY;
 }
 
-/** mapped-- but never below 1 (mm_iommu_mapped_dec: atomic64_add_unless(-1, 1)). */
+/**
+ * mapped-- but never below 1 (mm_iommu_mapped_dec: atomic64_add_unless(-1, 1)).
+ * Lock-free like regionMappedInc; should COUNTER_RETRIES races all be lost,
+ * the count stays one high (the region stays pinned), never low.
+ */
 export function regionMappedDec(r: u32): void {
   const p = r + REG_MAPPED;
-  for (;;) {
+  for (let n: u32 = 0; n < <u32>COUNTER_RETRIES; n++) {
     const old = atomic.load<u64>(p);
     if (old <= 1) return;
     if (atomic.cmpxchg<u64>(p, old, old - 1) == old) return;

@@ -13,14 +13,18 @@
 // allocates and answers -ENOMEM, which the hypercall layer turns into
 // H_TOO_HARD (pnv_tce with alloc=false; kvmppc_rm_tce_iommu_mapped_dec).
 //
-// Bit 0 of a view slot is a per-entry lock bit (uas are page aligned): every
-// change of a valid entry holds it, so concurrent vCPUs on one entry keep
-// each region's `mapped` exact. The kernel relies on its callers instead.
+// The low 12 bits of a view slot are a per-entry lock (uas are 4 KiB
+// aligned): bit 0 says it is held, bits 1..11 by whom (VIEW_LOCK_BITS). Every
+// change of a v2 entry, its TCE and its ua, holds it, so concurrent vCPUs on
+// one entry keep each region's `mapped` exact; the kernel relies on its
+// callers instead. Nothing waits for it without a bound (LOCK_SPINS_*): a
+// holder on a killed worker never lets go, and whoever waits for it gives up
+// with nothing changed.
 import {
   TBL_OFFSET, TBL_SIZE, TBL_PAGE_SHIFT, TBL_LEVELS, TBL_LEVEL_BITS, TBL_ROOT_BITS, TBL_ROOT,
   TBL_UA_ROOT, TBL_OWNER_PID, TBL_NODE_BYTES, TBL_UA_NODE_BYTES,
-  TCE_READ, TCE_WRITE, TCE_PERM_MASK, OP_ALLOC, OP_CHECK_PID,
-  EINVAL, ENOMEM, EPERM, ENXIO,
+  TCE_READ, TCE_WRITE, TCE_PERM_MASK, OP_ALLOC, OP_CHECK_PID, VIEW_LOCK, VIEW_LOCK_BITS, LOCK_SPINS_VFIO,
+  EINVAL, ENOMEM, EPERM, ENXIO, EBUSY,
 } from './generated/layout';
 import { alloc, free, blockShift } from './alloc';
 import { regionLookup, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
@@ -48,23 +52,25 @@ export function nodeSize(isLeaf: bool, bits: u32): u32 {
 }
 
 /**
- * Pointer to the leaf slot of relative index `idx` in the tree whose root is
- * at `tbl + rootField`; 0 when a level is absent and `grow` is false, or when
- * allocation fails. Sets `absentLevel` on a read-only miss.
+ * The leaf node holding relative index `rel` in the tree whose root is at
+ * `tbl + rootField` (pnv_tce's walk); 0 when a level is absent and `grow` is
+ * false (`absentLevel` says which), or when allocation fails. Virtual mode
+ * installs a fresh level with compare-and-swap, so racing vCPUs agree.
  */
-function slot(tbl: u32, rootField: u32, bytesField: u32, idx: u64, grow: bool): u32 {
+export function leafNode(tbl: u32, rootField: u32, bytesField: u32, rel: u64, grow: bool): u32 {
   let node = atomic.load<u32>(tbl + rootField);
   const levels = load<u32>(tbl + TBL_LEVELS);
   if (node == 0) {
     absentLevel = levels;
     return 0;
   }
+  if (levels <= 1) return node;
   const bits = load<u32>(tbl + TBL_LEVEL_BITS);
   const lowMask: u64 = (<u64>1 << <u64>bits) - 1;
   const rootMask: u64 = (<u64>1 << <u64>load<u32>(tbl + TBL_ROOT_BITS)) - 1;
   for (let lvl = levels - 1; lvl >= 1; lvl--) {
     const m = lvl == levels - 1 ? rootMask : lowMask;
-    const sp = node + (<u32>((idx >> <u64>(lvl * bits)) & m) << 2);
+    const sp = node + (<u32>((rel >> <u64>(lvl * bits)) & m) << 2);
     let child = atomic.load<u32>(sp);
     if (child == 0) {
       if (!grow) {
@@ -85,14 +91,62 @@ function slot(tbl: u32, rootField: u32, bytesField: u32, idx: u64, grow: bool): 
     }
     node = child;
   }
-  return node + (<u32>(idx & (levels == 1 ? rootMask : lowMask)) << 3);
+  return node;
+}
+
+/**
+ * leafNode without allocation, inlined where a hypercall walks one leaf (the
+ * call costs more than the walk). Its loads of child pointers are plain, as
+ * rcu_dereference's are: what a pointer leads to is read through that
+ * pointer, an address dependency every host orders (and the node was zeroed
+ * before the compare-and-swap that published it).
+ */
+@inline export function leafPeek(tbl: u32, rootField: u32, rel: u64): u32 {
+  let node = load<u32>(tbl + rootField);
+  const levels = load<u32>(tbl + TBL_LEVELS);
+  if (node != 0 && levels > 1) {
+    const bits = load<u32>(tbl + TBL_LEVEL_BITS);
+    const lowMask: u64 = (<u64>1 << <u64>bits) - 1;
+    let lvl = levels - 1;
+    let m: u64 = (<u64>1 << <u64>load<u32>(tbl + TBL_ROOT_BITS)) - 1;
+    for (;;) {
+      node = load<u32>(node + (<u32>((rel >> <u64>(lvl * bits)) & m) << 2));
+      if (node == 0) {
+        absentLevel = lvl;
+        break;
+      }
+      if (--lvl == 0) break;
+      m = lowMask;
+    }
+  } else if (node == 0) {
+    absentLevel = levels;
+  }
+  return node;
+}
+
+/** Index bits of a leaf node: the root's when the table has one level. */
+@inline export function leafBits(tbl: u32): u32 {
+  return load<u32>(tbl + TBL_LEVELS) <= 1 ? load<u32>(tbl + TBL_ROOT_BITS) : load<u32>(tbl + TBL_LEVEL_BITS);
+}
+
+/** Pointer to the leaf slot of relative index `idx` (see leafNode); 0 when absent. */
+function slot(tbl: u32, rootField: u32, bytesField: u32, idx: u64, grow: bool): u32 {
+  const leaf = leafNode(tbl, rootField, bytesField, idx, grow);
+  if (leaf == 0) return 0;
+  return leaf + (<u32>(idx & ((<u64>1 << <u64>leafBits(tbl)) - 1)) << 3);
 }
 
 /** First relative index after the subtree that the last read-only miss found absent. */
-@inline function skipAbsent(tbl: u32, idx: u64): u64 {
+@inline export function skipAbsent(tbl: u32, idx: u64): u64 {
   if (absentLevel >= load<u32>(tbl + TBL_LEVELS)) return <u64>-1;
   const span = <u64>absentLevel * <u64>load<u32>(tbl + TBL_LEVEL_BITS);
   return span >= 64 ? <u64>-1 : (idx | ((<u64>1 << span) - 1)) + 1;
+}
+
+/** The end of the leaf holding `rel`, or `hi` if that comes first. */
+@inline export function leafEnd(rel: u64, leafMask: u64, hi: u64): u64 {
+  const e = (rel | leafMask) + 1;
+  return e == 0 || e > hi ? hi : e;
 }
 
 function rootSize(tbl: u32): u32 {
@@ -163,23 +217,25 @@ export function tableUaGet(tbl: u32, entry: u64): u64 {
   const idx = relIndex(tbl, entry);
   if (idx < 0) return 0;
   const p = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, <u64>idx, false);
-  return p == 0 ? 0 : atomic.load<u64>(p) & ~(<u64>1);
+  return p == 0 ? 0 : atomic.load<u64>(p) & ~<u64>VIEW_LOCK_BITS;
 }
 
-/** The first absolute entry in [entry, end) holding a non-zero TCE, or -1; skips absent levels. */
+/** The first absolute entry in [entry, end) holding a non-zero TCE, or -1; walks present leaves only. */
 export function tableNextValid(tbl: u32, entry: u64, end: u64): i64 {
   const off = load<u64>(tbl + TBL_OFFSET);
   const size = load<u64>(tbl + TBL_SIZE);
   let idx: u64 = entry > off ? entry - off : 0;
   const stop: u64 = end <= off ? 0 : end - off < size ? end - off : size;
+  const mask: u64 = (<u64>1 << <u64>leafBits(tbl)) - 1;
   while (idx < stop) {
-    const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
-    if (p == 0) {
+    const leaf = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
+    if (leaf == 0) {
       idx = skipAbsent(tbl, idx);
       continue;
     }
-    if (atomic.load<u64>(p) != 0) return <i64>(idx + off);
-    idx++;
+    for (const e = leafEnd(idx, mask, stop); idx < e; idx++) {
+      if (atomic.load<u64>(leaf + (<u32>(idx & mask) << 3)) != 0) return <i64>(idx + off);
+    }
   }
   return -1;
 }
@@ -203,17 +259,23 @@ export function tableXchg(tbl: u32, entry: u64, tce: u64, flags: u32): i64 {
   return <i64>atomic.xchg<u64>(p, word);
 }
 
-/** Takes the lock bit of a view slot and returns the ua it held. */
-@inline function lockView(pua: u32): u64 {
-  for (;;) {
+/**
+ * Takes the lock of view slot `pua` for the holder whose tag bits are
+ * `tagBits` (tag << VIEW_TAG_SHIFT | VIEW_LOCK), trying at most `spins`
+ * times: the unlocked value it found, or VIEW_LOCK (never an unlocked
+ * value) when the lock stayed held. The compare-and-swap is the acquire
+ * (kernel: none, its callers serialise).
+ */
+@inline export function lockView(pua: u32, tagBits: u64, spins: u32): u64 {
+  for (let n: u32 = 0; n < spins; n++) {
     const v = atomic.load<u64>(pua);
-    if ((v & 1) == 0 && atomic.cmpxchg<u64>(pua, v, v | 1) == v) return v;
+    if ((v & <u64>VIEW_LOCK) == 0 && atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | tagBits) == v) return v;
   }
-  return 0;
+  return <u64>VIEW_LOCK;
 }
 
 /** Decrements the region an old entry was mapped from, looked up in `mm` (tce_iommu_unuse_page_v2). */
-@inline function unuseUa(mm: u32, ua: u64, pageShift: u32): void {
+export function unuseUa(mm: u32, ua: u64, pageShift: u32): void {
   if (ua == 0) return;
   const r = regionLookup(mm, ua, <u64>1 << <u64>pageShift);
   if (r != 0 && regionUaToHpa(r, ua, pageShift) >= 0) regionMappedDec(r);
@@ -221,11 +283,12 @@ export function tableXchg(tbl: u32, entry: u64, tce: u64, flags: u32): i64 {
 
 /**
  * Maps one entry from a pre-registered userspace address (tce_iommu_build_v2,
- * one iteration; kvmppc_tce_iommu_do_map): looks `ua` up in `mm`, translates
- * it, counts the new region, exchanges the TCE, releases the old entry's
- * region, records `ua` in the view. Returns 0 or -errno with nothing changed.
+ * one iteration): looks `ua` up in `mm`, translates it, takes the entry's
+ * lock, counts the new region, exchanges the TCE, releases the old entry's
+ * region, records `ua` in the view (which lets the lock go). Returns 0 or
+ * -errno (-EBUSY: the lock stayed held) with nothing changed.
  */
-export function buildOneV2(tbl: u32, mm: u32, idx: u64, ua: u64, perm: u32, flags: u32, pid: u32): i32 {
+function buildOneV2(tbl: u32, mm: u32, idx: u64, ua: u64, perm: u32, flags: u32, pid: u32): i32 {
   if ((flags & <u32>OP_CHECK_PID) != 0 && load<u32>(tbl + TBL_OWNER_PID) != pid) return -EPERM;
   const grow = (flags & <u32>OP_ALLOC) != 0;
   const shift = load<u32>(tbl + TBL_PAGE_SHIFT);
@@ -238,61 +301,72 @@ export function buildOneV2(tbl: u32, mm: u32, idx: u64, ua: u64, perm: u32, flag
   if (pua == 0) return -ENOMEM;
   const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, grow);
   if (p == 0) return -ENOMEM;
-  if (regionMappedInc(r) != 0) return -ENXIO;
+  const oldUa = lockView(pua, <u64>VIEW_LOCK, <u32>LOCK_SPINS_VFIO);
+  if (oldUa & <u64>VIEW_LOCK) return -EBUSY;
+  if (regionMappedInc(r) != 0) {
+    store<u64>(pua, oldUa);
+    return -ENXIO;
+  }
   let word = <u64>hpa | <u64>(perm & <u32>TCE_PERM_MASK);
   if (word & <u64>TCE_WRITE) word |= <u64>TCE_READ;
-  const oldUa = lockView(pua);
   const old = atomic.xchg<u64>(p, word);
   if ((old & <u64>TCE_PERM_MASK) != 0) unuseUa(mm, oldUa, shift);
-  atomic.store<u64>(pua, ua);
+  store<u64>(pua, ua);
   return 0;
 }
 
 /**
  * Clears one valid entry (one iteration of tce_iommu_clear, v2): the TCE
  * becomes 0 and the region its view names, looked up in `mm`, loses one
- * mapping. Returns the old TCE (0 if it was already clear) or -EPERM.
+ * mapping. Returns the old TCE (0 if it was already clear), -EPERM, or
+ * -EBUSY when the entry's lock stayed held.
  */
-export function clearOne(tbl: u32, mm: u32, idx: u64, p: u32, flags: u32, pid: u32): i64 {
+function clearOne(tbl: u32, mm: u32, idx: u64, p: u32, flags: u32, pid: u32): i64 {
   if ((flags & <u32>OP_CHECK_PID) != 0 && load<u32>(tbl + TBL_OWNER_PID) != pid) return -EPERM;
   const pua = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, false);
   if (pua == 0) return <i64>atomic.xchg<u64>(p, 0);
-  const oldUa = lockView(pua);
+  const oldUa = lockView(pua, <u64>VIEW_LOCK, <u32>LOCK_SPINS_VFIO);
+  if (oldUa & <u64>VIEW_LOCK) return -EBUSY;
   const old = atomic.xchg<u64>(p, 0);
   if ((old & <u64>TCE_PERM_MASK) != 0) unuseUa(mm, oldUa, load<u32>(tbl + TBL_PAGE_SHIFT));
-  atomic.store<u64>(pua, 0);
+  store<u64>(pua, 0);
   return <i64>old;
 }
 
 /**
- * Clears `n` entries from absolute `entry` (tce_iommu_clear), skipping absent
- * levels so that a sparse window clears in time proportional to what is
- * mapped. Returns 0, -EINVAL for a range outside the table, or -EPERM (owner
- * check; entries before the refused one stay cleared, as each write is checked).
+ * Clears `n` entries from absolute `entry` (tce_iommu_clear), walking only
+ * present leaves, so that a sparse window clears in time proportional to
+ * what exists. Returns 0, -EINVAL for a range outside the table, -EPERM
+ * (owner check) or -EBUSY (a lock stayed held); entries before the refused
+ * one stay cleared, as each write is checked.
  */
 export function tableClearV2(tbl: u32, mm: u32, entry: u64, n: u64, flags: u32, pid: u32): i32 {
   const start = relIndex(tbl, entry);
   if (start < 0 || n > load<u64>(tbl + TBL_SIZE) - <u64>start) return n == 0 ? 0 : -EINVAL;
   let idx = <u64>start;
   const end = idx + n;
+  const mask: u64 = (<u64>1 << <u64>leafBits(tbl)) - 1;
   while (idx < end) {
-    const p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
-    if (p == 0) {
+    const leaf = leafNode(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
+    if (leaf == 0) {
       idx = skipAbsent(tbl, idx);
       continue;
     }
-    if (atomic.load<u64>(p) != 0) {
-      const r = clearOne(tbl, mm, idx, p, flags, pid);
-      if (r < 0) return <i32>r;
+    for (const e = leafEnd(idx, mask, end); idx < e; idx++) {
+      const p = leaf + (<u32>(idx & mask) << 3);
+      if (atomic.load<u64>(p) != 0) {
+        const r = clearOne(tbl, mm, idx, p, flags, pid);
+        if (r < 0) return <i32>r;
+      }
     }
-    idx++;
   }
   return 0;
 }
 
 /**
  * Maps `n` consecutive entries from absolute `entry` to consecutive IOMMU
- * pages starting at `ua` (tce_iommu_build_v2). On a failure at page k the
+ * pages starting at `ua` (tce_iommu_build_v2; `ua` aligned to the IOMMU
+ * page, as VFIO_IOMMU_MAP_DMA requires of vaddr). On a failure at page k the
  * entries [0, k) written by this call are cleared again, as the kernel does,
  * and -errno is returned.
  */
@@ -301,6 +375,7 @@ export function tableBuildV2(tbl: u32, mm: u32, entry: u64, n: u64, ua: u64, per
   if (start < 0 || n > load<u64>(tbl + TBL_SIZE) - <u64>start) return n == 0 ? 0 : -EINVAL;
   if ((perm & <u32>TCE_PERM_MASK) == 0 || (perm & ~<u32>TCE_PERM_MASK) != 0) return -EINVAL;
   const shift = <u64>load<u32>(tbl + TBL_PAGE_SHIFT);
+  if (ua & ((<u64>1 << shift) - 1)) return -EINVAL;
   const idx0 = <u64>start;
   for (let i: u64 = 0; i < n; i++) {
     const r = buildOneV2(tbl, mm, idx0 + i, ua + (i << shift), perm, flags, pid);
@@ -310,28 +385,4 @@ export function tableBuildV2(tbl: u32, mm: u32, entry: u64, n: u64, ua: u64, per
     }
   }
   return 0;
-}
-
-/**
- * Whether buildOneV2 on relative index `idx` could complete: 0, -ENOMEM when
- * a level (or, in virtual mode, the view itself) is missing, -EINVAL when no
- * region of `mm` backs `ua` with pages big enough. Changes nothing: the
- * hypercall paths run it over every entry before writing any.
- */
-export function checkMapOne(tbl: u32, mm: u32, idx: u64, ua: u64, grow: bool): i32 {
-  if (idx >= load<u64>(tbl + TBL_SIZE)) return -EINVAL;
-  if (grow) {
-    if (atomic.load<u32>(tbl + TBL_UA_ROOT) == 0) return -ENOMEM;
-  } else if (slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, false) == 0 || slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false) == 0) {
-    return -ENOMEM;
-  }
-  const shift = load<u32>(tbl + TBL_PAGE_SHIFT);
-  const r = regionLookup(mm, ua, <u64>1 << <u64>shift);
-  if (r == 0 || regionUaToHpa(r, ua, shift) < 0) return -EINVAL;
-  return 0;
-}
-
-/** Clears `n` entries from relative index `idx` (the hypercall unmap path, kvmppc_tce_iommu_unmap). */
-export function clearRel(tbl: u32, mm: u32, idx: u64, n: u64, flags: u32, pid: u32): i32 {
-  return tableClearV2(tbl, mm, idx + load<u64>(tbl + TBL_OFFSET), n, flags, pid);
 }

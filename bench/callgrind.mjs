@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { entriesOf } from './ops.mjs';
+import { entriesOf, VARIANTS } from './ops.mjs';
 
 const PROBE = fileURLToPath(new URL('./callgrind-probe.mjs', import.meta.url));
 export const CG_OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'H_PUT_TCE_64K_OVER_4K'];
@@ -88,7 +88,7 @@ export async function runCallgrind(cells, tick = () => {}) {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  const key = (r) => `${CG_OPS.indexOf(r.op)}/${r.engine}/${['none', 'pid-call', 'pid-entry', 'mm'].indexOf(r.check)}`;
+  const key = (r) => `${CG_OPS.indexOf(r.op)}/${r.engine}/${String(VARIANTS.indexOf(r.check)).padStart(2, '0')}`;
   results.sort((x, y) => key(x).localeCompare(key(y)));
   // Overhead against `none` of the same op and engine (exact: no interval needed).
   for (const r of results) {

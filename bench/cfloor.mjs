@@ -4,7 +4,7 @@
 // this machine. The loop puts r3/r4 back before each call, inside its
 // timing, as the JavaScript path writes r3 before each call. When the addon
 // lacks the entry, the column is reported as not available, never estimated.
-import { prepare } from './ops.mjs';
+import { prepare, selectVariant } from './ops.mjs';
 
 /** What the benchmark needs from src/native to fill the c-floor column. */
 export const NEEDED =
@@ -37,7 +37,7 @@ export async function prepareCFloor(op, check) {
   const r32 = new Uint32Array(vcpu.regs.buffer, vcpu.regs.byteOffset, 64);
   const nr = p.nr;
   const loop = (iterations) => {
-    host.setRealModeCheck(check);
+    selectVariant(host, check);
     r32[6] = nr;
     r32[7] = 0;
     return host.engine.benchLoop(vcpu.desc, LEVEL_REAL, iterations);
@@ -47,7 +47,9 @@ export async function prepareCFloor(op, check) {
     loop,
     verify() {
       loop(1);
+      selectVariant(host, 'none');
       if (vcpu.lastLevel !== 'real' || vcpu.regs[3] !== 0n) throw new Error(`c-floor ${op} ${check}: the loop did not stay in real mode (r3 ${vcpu.regs[3]}, ${vcpu.lastLevel})`);
+      host.checkInvariants();
     },
   };
 }

@@ -26,7 +26,8 @@ function sampleOnce(name, fn, p) {
 }
 
 /**
- * Samples every variant ({key, run}) in `p.rounds` interleaved rounds.
+ * Samples every variant ({key, run, before?}) in `p.rounds` interleaved
+ * rounds; `before()` runs untimed before each of the variant's runs.
  * Returns Map key → pooled samples (seconds per call). `tick()` after each run.
  */
 export function interleaved(name, variants, p, tick = () => {}) {
@@ -34,6 +35,7 @@ export function interleaved(name, variants, p, tick = () => {}) {
   for (let r = 0; r < p.rounds; r++) {
     for (let i = 0; i < variants.length; i++) {
       const v = variants[(i + r) % variants.length];
+      v.before?.();
       const s = sampleOnce(`${name} ${v.key}`, v.run, p);
       const into = pooled.get(v.key);
       for (const x of s) into.push(x);

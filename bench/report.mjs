@@ -14,16 +14,17 @@ export function header() {
 }
 
 /** The results document. Contract fields first; everything else under extra keys. */
-export function document({ results, skipped, traces, scaling, instructions, settings, seconds, sectionSeconds }) {
+export function document({ results, skipped, traces, scaling, instructions, targets, settings, seconds, sectionSeconds }) {
   return {
     ...header(),
-    // Contract rows: {op, engine, check, nsPerCall, nsPerEntry, samples, overhead}; `entries`, and
-    // overhead.pctLo/pctHi (the interval in %), are additions.
+    // Contract rows: {op, engine, check, nsPerCall, nsPerEntry, samples, overhead}; `entries`,
+    // overhead.pctLo/pctHi (the interval in %) and, on ablation rows, `cost` are additions.
     results,
     skipped,
     traces,
     scaling,
     instructions,
+    targets,
     settings,
     seconds,
     sectionSeconds,
@@ -41,9 +42,9 @@ function table(cols, rows) {
 
 export function matrixTable(results) {
   const cols = [
-    { title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true }, { title: 'check', width: 9, left: true },
+    { title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true }, { title: 'variant', width: 12, left: true },
     { title: 'ns/call', width: 9 }, { title: '95% interval', width: 19 }, { title: 'ns/entry', width: 8 }, { title: 'n', width: 4 },
-    { title: 'overhead ns [95%]', width: 26 }, { title: '%', width: 6 }, { title: 'sig', width: 3 },
+    { title: 'Δ vs none ns [95%]', width: 26 }, { title: '%', width: 6 }, { title: 'sig', width: 3 },
   ];
   const rows = results.map((r) => [
     r.op, r.engine, r.check, f(r.nsPerCall.median), `[${f(r.nsPerCall.lo)}, ${f(r.nsPerCall.hi)}]`, f(r.nsPerEntry.median, 2), r.samples,
@@ -52,14 +53,35 @@ export function matrixTable(results) {
   return table(cols, rows);
 }
 
+/**
+ * Each safety mechanism side by side: the owner checks as check − none, the
+ * others as none − the run without them; ns per call and per entry with the
+ * interval and verdict, and instructions when counted.
+ */
+export function mechanismsTable(results, ins) {
+  const rowsOut = results.filter((r) => r.overhead && r.engine !== 'js').map((r) => {
+    const o = r.cost ?? r.overhead;
+    const what = r.cost ? r.cost.mechanism : `(${{ 'pid-call': 'a', 'pid-entry': 'b', mm: 'c' }[r.check] ?? '?'}) ${r.check} check`;
+    const c = ins.find((x) => x.op === r.op && x.engine === r.engine && x.check === r.check);
+    const di = c ? (r.cost ? -c.overheadPerCall : c.overheadPerCall) : null;
+    return [what, r.op, r.engine, `${f(o.ns)} [${f(o.lo)}, ${f(o.hi)}]`, f(o.ns / r.entries, 2), f(o.pct, 2), o.significant ? 'yes' : 'no',
+      di === null ? '' : f(di, 0), di === null ? '' : f(di / r.entries, 1)];
+  });
+  if (rowsOut.length === 0) return '';
+  const cols = [{ title: 'mechanism', width: 34, left: true }, { title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true },
+    { title: 'ns/call [95%]', width: 24 }, { title: 'ns/entry', width: 8 }, { title: '%', width: 6 }, { title: 'sig', width: 3 },
+    { title: 'instr/call', width: 10 }, { title: 'instr/entry', width: 11 }];
+  return table(cols, rowsOut);
+}
+
 export function skippedText(skipped) {
   const seen = new Map();
   for (const s of skipped) {
     const k = `${s.engine}: ${s.reason}`;
     if (!seen.has(k)) seen.set(k, new Set());
-    seen.get(k).add(s.op);
+    seen.get(k).add(s.check && s.check !== 'none' ? `${s.op}/${s.check}` : s.op);
   }
-  return [...seen].map(([k, ops]) => `skipped ${k}\n    (ops: ${[...ops].join(', ')})`).join('\n');
+  return [...seen].map(([k, ops]) => `skipped ${k}\n    (${[...ops].join(', ')})`).join('\n');
 }
 
 export function tracesTable(traces) {
@@ -73,6 +95,6 @@ export function scalingTable(scaling) {
 }
 
 export function instructionsTable(ins) {
-  const cols = [{ title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true }, { title: 'check', width: 9, left: true }, { title: 'instr/call', width: 11 }, { title: 'instr/entry', width: 11 }, { title: 'Δ vs none', width: 10 }];
+  const cols = [{ title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true }, { title: 'variant', width: 12, left: true }, { title: 'instr/call', width: 11 }, { title: 'instr/entry', width: 11 }, { title: 'Δ vs none', width: 10 }];
   return table(cols, ins.map((r) => [r.op, r.engine, r.check, f(r.irPerCall, 0), f(r.irPerEntry, 1), r.overheadPerCall === null ? '' : f(r.overheadPerCall, 0)]));
 }

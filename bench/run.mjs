@@ -12,11 +12,11 @@ import { plan, runMatrix } from './matrix.mjs';
 import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
 import { runScaling } from './scaling.mjs';
 import { CG_OPS, runCallgrind, valgrindMissing } from './callgrind.mjs';
-import { CHECKS, prepare } from './ops.mjs';
+import { CHECKS, VARIANTS, variantUnavailable, prepare } from './ops.mjs';
 import { cFloor } from './cfloor.mjs';
-import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable } from './report.mjs';
+import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable, mechanismsTable } from './report.mjs';
 import { overheadChart } from './chart.mjs';
-import { keyNumbers } from './summary.mjs';
+import { keyNumbers, targets, targetsText, TARGET_CG_CELLS } from './summary.mjs';
 import { dmaPlan, runDma, dmaTable, dmaTargets } from './dma.mjs';
 
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
@@ -48,11 +48,19 @@ export async function main(opts = {}) {
   const traceRuns = traceFiles(opts.traceDir).length * CHECKS.length * traceReps;
   const scaleRuns = 6 * scaleReps;
   const cgMissing = opts.instructions ? valgrindMissing() : undefined;
+  // Instruction counts: with --instructions every variant of the hypercall ops (--quick: H_PUT_TCE and
+  // INDIRECT(512)); a full run without it still counts the cells the targets need, when valgrind is there.
   let cgCells = [];
-  if (opts.instructions && !cgMissing) {
-    const ops = quick || tiny ? ['H_PUT_TCE_INDIRECT_512'] : CG_OPS;
-    for (const op of ops) for (const engine of ['wasm', 'native']) for (const check of CHECKS) {
-      if (!filter || filter.test(`instructions/${op}/${engine}/${check}`) || filter.test(`${op}/${engine}/${check}`)) cgCells.push({ op, engine, check });
+  const cgUnavailable = [];
+  const wantCg = opts.instructions || (!quick && !tiny && !valgrindMissing());
+  if (wantCg && !cgMissing) {
+    const ops = quick || tiny ? ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512'] : CG_OPS;
+    for (const op of ops) for (const engine of ['wasm', 'native']) for (const check of VARIANTS) {
+      if (!opts.instructions && !TARGET_CG_CELLS.some((t) => t.op === op && t.engine === engine && t.check === check)) continue;
+      if (filter && !filter.test(`instructions/${op}/${engine}/${check}`) && !filter.test(`${op}/${engine}/${check}`)) continue;
+      const why = variantUnavailable(op, engine, check);
+      if (why) cgUnavailable.push({ op, engine, check, reason: why });
+      else cgCells.push({ op, engine, check });
     }
   }
   // The native engine's hypercalls, once: callgrind runs are too slow to discover a missing routine 2× per cell.
@@ -72,7 +80,7 @@ export async function main(opts = {}) {
   const anyTrace = traceNames.some((n) => CHECKS.some((c) => !filter || filter.test(`trace/${n}/${c}`)));
   const anyScaling = !filter || ['disjoint', 'shared'].some((t) => [1, 2, 4].some((n) => filter.test(`scaling/${t}/${n}`)));
   const dmaCells = dmaPlan(filter);
-  if (filter && cells.length === 0 && !anyTrace && !anyScaling && cgCells.length === 0 && cgSkipped.length === 0 && dmaCells.length === 0) {
+  if (filter && cells.length === 0 && !anyTrace && !anyScaling && cgCells.length === 0 && cgSkipped.length === 0 && cgUnavailable.length === 0 && dmaCells.length === 0) {
     console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, dma/readInto/512)`);
     return 2;
   }
@@ -107,14 +115,18 @@ export async function main(opts = {}) {
     lap('scaling');
     dma = await runDma(dmaCells, profile, () => tick('dma'));
     lap('dma');
-    if (opts.instructions) {
-      if (cgMissing) instructions = { skipped: cgMissing };
-      else {
-        const r = await runCallgrind(cgCells, () => tick('callgrind'));
-        instructions = { method: 'valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1)', results: r.results, skipped: [...cgSkipped, ...r.skipped] };
-      }
-      lap('instructions');
+    if (opts.instructions && cgMissing) {
+      instructions = { skipped: cgMissing };
+    } else if (wantCg) {
+      const r = await runCallgrind(cgCells, () => tick('callgrind'));
+      instructions = {
+        method: 'valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1)',
+        scope: opts.instructions ? 'every variant' : 'the cells the targets need (--instructions counts every variant)',
+        results: r.results,
+        skipped: [...cgSkipped, ...cgUnavailable, ...r.skipped],
+      };
     }
+    if (wantCg || opts.instructions) lap('instructions');
   } catch (e) {
     if (!opts.quiet) bar.stop();
     console.error(`spapr-tce bench: ${String(e?.message ?? e).split('\n')[0]}`);
@@ -124,7 +136,7 @@ export async function main(opts = {}) {
   if (!opts.quiet) bar.stop();
 
   const cf = await cFloor();
-  const doc = document({
+  const doc0 = {
     results,
     skipped,
     traces,
@@ -134,12 +146,14 @@ export async function main(opts = {}) {
       mode: opts.profile ?? (quick ? 'quick' : 'full'),
       filter: opts.filter ?? null,
       harness: `benchmark.js; ${profile.rounds} interleaved rounds per (op, engine), minTime ${profile.minTime} s, maxTime ${profile.maxTime} s per run`,
-      intervals: 'median: order statistics (binomial, 95%); overhead: percentile bootstrap of the difference of medians (2000 resamples, 95%); significant: Benchmark#compare (Mann–Whitney U)',
+      intervals: 'median: order statistics (binomial, 95%); overhead and cost: percentile bootstrap of the difference of medians (2000 resamples, 95%); significant: that interval excludes 0',
       notes: [
         'nsPerEntry divides by hardware entries written: 1, 512, 512, 1, 512 and 16 (a 64 KiB guest page over a 4 KiB hardware table).',
         'H_STUFF_TCE_512 is in steady state: the prepared 512 entries are mapped before the first timed call and already clear after it.',
         'MAP_UNMAP_* is the VFIO ioctl path (TypeScript over the engine), argument objects built once; the js and c-floor engines cover the hypercalls only.',
         'Trace replay runs in the qemu profile (the traces come from QEMU’s emulated TCE), where no owner check is on the path.',
+        'Variants: the owner checks none, pid-call, pid-entry, mm; and runs without one safety mechanism (HDR.ablate, benchmark only): no-view-lock (d), one-pass (e), no-smr-read (f, not available yet). A mechanism’s cost is none minus its run without it.',
+        'Every section ends with host.checkInvariants(): each matrix cell in its verify(), each scaling run; the traces’ replay() checks every return code and translation.',
       ],
       cFloor: cf.ok ? 'available' : `not available: ${cf.reason}`,
       ...(cf.needed ? { cFloorNeeded: cf.needed } : {}),
@@ -147,9 +161,10 @@ export async function main(opts = {}) {
     },
     seconds: (Date.now() - t0) / 1000,
     sectionSeconds,
-  });
-
+  };
+  const doc = document({ ...doc0, targets: targets(doc0) });
   doc.dma = dma;
+
   // Files: <resultsDir>/<date>.json (+ .svg), and --json FILE.
   const dir = opts.resultsDir ?? RESULTS;
   mkdirSync(dir, { recursive: true });
@@ -170,13 +185,16 @@ export async function main(opts = {}) {
   else if (traces.skipped) log(`\ntrace replay skipped: ${traces.skipped}`);
   if (scaling.length) log('\nvCPU scaling (H_PUT_TCE on worker threads, wasm, check none)\n' + scalingTable(scaling));
   if (instructions?.skipped && !instructions.results) log(`\ninstructions: skipped — ${instructions.skipped}`);
+  const mech = mechanismsTable(results, instructions?.results ?? []);
+  if (mech) log('\nWhat each safety mechanism costs (none − run without it; owner checks: check − none)\n' + mech);
   else if (instructions) {
     log('\nInstructions (callgrind)\n' + instructionsTable(instructions.results));
     if (instructions.skipped.length) log(skippedText(instructions.skipped));
   }
-  if (dma.length) log('\nDMA through a TCE window (vm.dma, qemu profile)\n' + dmaTable(dma) + '\n' + dmaTargets(dma).map((t) => `  ${t}`).join('\n'));
   const keys = keyNumbers(doc);
   if (keys.length) log('\nKey numbers\n' + keys.map((k) => `  ${k}`).join('\n'));
+  log('\nTargets (issue 10)\n' + targetsText(doc.targets));
+  if (dma.length) log('\nDMA through a TCE window (vm.dma, qemu profile; issue 13)\n' + dmaTable(dma) + '\n' + dmaTargets(dma).map((t) => `  ${t}`).join('\n'));
   log(`\nwrote ${base}.json and ${base}.svg${opts.json ? ` and ${opts.json}` : ''} (${doc.seconds.toFixed(0)} s)`);
   return 0;
 }

@@ -55,7 +55,7 @@ async function setup(engine, check, n, shared) {
 
 /** One measurement: Σ calls / the longest worker's time. */
 async function once(engine, check, n, shared, durationMs) {
-  const { vcpus } = await setup(engine, check, n, shared);
+  const { host, vcpus } = await setup(engine, check, n, shared);
   const control = new SharedArrayBuffer(8);
   const flags = new Int32Array(control);
   const workers = vcpus.map((v) => new Worker(new URL('./scaling-worker.mjs', import.meta.url), { workerData: { vcpu: v.workerData(), control } }));
@@ -80,6 +80,8 @@ async function once(engine, check, n, shared, durationMs) {
     return calls / seconds;
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
+    // After the workers stopped (terminate waits for them): the counts they changed hold.
+    host.checkInvariants();
   }
 }
 

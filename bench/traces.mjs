@@ -13,6 +13,7 @@ import { readTrace } from '../dist/trace.js';
 import { replay } from '../dist/replay.js';
 import { CHECKS, hostOptions } from './ops.mjs';
 
+/** The recorded traces shipped with the package (traces/); bench --traces DIR reads another folder. */
 export const TRACE_DIR = fileURLToPath(new URL('../traces/', import.meta.url));
 
 /** Trace files present in `dir` (.jsonl or .jsonl.gz). */

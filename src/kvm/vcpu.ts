@@ -9,8 +9,10 @@ import type { Engine } from '../engine/engine.js';
 import { hcallChain } from '../engine/chain.js';
 import { wasmModule } from '../engine/wasm.js';
 import type { WorkerVcpuData } from './worker.js';
-import { VcpuView } from '../generated/views.js';
-import { H_TOO_HARD, LEVEL_REAL } from '../generated/layout.js';
+import { HdrView, VcpuView } from '../generated/views.js';
+import { HEADER_BASE, H_TOO_HARD, LEVEL_REAL, MAX_LOCK_TAG } from '../generated/layout.js';
+import type { LinearMemory } from '../core/memory.js';
+import { fail } from '../core/errors.js';
 
 /** Which level finished a hypercall. */
 export type Level = 'real' | 'virtual' | 'exit' | 'none';
@@ -41,7 +43,10 @@ export class Vcpu {
     this.events = vm.events;
     this.realMode = vm.host.kernel !== '5.19';
     if (desc === undefined) {
+      // The tag first: a host out of tags refuses the vCPU before anything is allocated.
+      const tag = takeLockTag(vm.host.mem);
       const d = new VcpuView(vm.host.mem, vm.host.alloc(VcpuView.BYTES, 'vCPU register block'));
+      d.lockTag = tag;
       d.vm = vm.desc;
       d.pid = thread.pid;
       d.tid = thread.tid;
@@ -109,6 +114,24 @@ export class Vcpu {
   count(kind: number, level: number): number {
     return this.d.statsAt(kind * 4 + level);
   }
+}
+
+/**
+ * Takes a free view-lock tag of the host (1..MAX_LOCK_TAG): the hypercall
+ * paths tell their own view locks from other vCPUs' by it, so no two live
+ * vCPUs of a host share one. Only the thread that owns the host creates
+ * vCPUs, so the bitmap in the header needs no lock.
+ */
+function takeLockTag(mem: LinearMemory): number {
+  const hdr = new HdrView(mem, HEADER_BASE);
+  for (let t = 1; t <= MAX_LOCK_TAG; t++) {
+    const bits = hdr.lockTagsAt(t >>> 5);
+    if ((bits & (1 << (t & 31))) === 0) {
+      hdr.setLockTagsAt(t >>> 5, (bits | (1 << (t & 31))) >>> 0);
+      return t;
+    }
+  }
+  return fail('ENOSPC', `vcpu: a host runs at most ${MAX_LOCK_TAG} vCPUs (each needs its own view-lock tag)`);
 }
 
 /** Per-hypercall completion counters. */

@@ -35,6 +35,6 @@ export const routines = [
   ['tableXchg(tbl: u32, entry: u64, tce: u64, flags: u32): i64', 'Exchanges one TCE without view bookkeeping (v1, iommu_tce_xchg): the old TCE or -errno.'],
   ['tableClearV2(tbl: u32, mm: u32, entry: u64, n: u64, flags: u32, pid: u32): i32', 'Clears `n` entries from `entry` (tce_iommu_clear, v2): 0 or -errno.'],
   ['tableBuildV2(tbl: u32, mm: u32, entry: u64, n: u64, ua: u64, perm: u32, flags: u32, pid: u32): i32', 'Maps `n` entries from `ua` through pre-registered regions (tce_iommu_build_v2); rolled back on failure: 0 or -errno.'],
-  ['hcall(vcpu: u32, level: u32): i32', 'Runs the hypercall in a vCPU register block at `level` (LEVEL_REAL: no allocation; LEVEL_VIRTUAL: may allocate): the H_* status.'],
+  ['hcall(vcpu: u32, level: u32): i32', 'Runs the hypercall in a vCPU register block at `level` (LEVEL_REAL: no allocation; LEVEL_VIRTUAL: may allocate): the H_* status; any other level is H_PARAMETER and changes nothing.'],
   ['sttFreePages(stt: u32): void', 'Frees the pages of TCEs of a guest table (its page array is the caller\'s).'],
 ];

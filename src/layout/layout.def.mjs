@@ -35,7 +35,7 @@
 //                 │        └─ (0: absent, allocated on demand)
 //   table ─ uaRoot ─ node ─ leaf [ua ua ua …]       (same index split)
 
-export const LAYOUT_VERSION = 2;
+export const LAYOUT_VERSION = 3;
 
 /** Where the header lives; the heap follows it. */
 export const regions = {
@@ -66,6 +66,9 @@ export const structs = {
       ['allocBlocks', 'u32', 'live blocks'],
       ['ownerCheck', 'u32', 'OWNER_CHECK_* of this host'],
       ['pidPlacement', 'u32', 'PID_CHECK_* for the pid mode'],
+      // One bit per view-lock tag handed to a vCPU (bit 0, the VFIO path's tag, stays clear).
+      ['lockTags', 'u32', 'view-lock tags in use: bit t of word t >> 5', 64],
+      ['ablate', 'u32', 'ABLATE_* bits: 0 except while bench/ measures a safety mechanism by running without it'],
       ['hostId', 'u32', 'random id of this host, for workers attaching'],
       ['allocFreeBlocks', 'u32', 'free blocks in the heap (all on the free lists)'],
       ['allocRefused', 'u32', 'frees refused: not a live block of that size, or a corrupt heap'],
@@ -170,8 +173,8 @@ export const structs = {
     ],
   },
   VCPU: {
-    doc: 'a vCPU register block: GPRs and who runs it',
-    size: 512,
+    doc: 'a vCPU register block: GPRs, who runs it, and the list of the hypercall it runs',
+    size: 4608,
     fields: [
       ['gpr', 'u64', 'r0..r31: r3 hcall number in, status out; r4.. arguments and outputs', 32],
       ['vm', 'u32', 'VM descriptor'],
@@ -179,8 +182,12 @@ export const structs = {
       ['tid', 'u32', 'thread id'],
       ['level', 'u32', 'LEVEL_* that finished the last hypercall'],
       ['id', 'u32', 'vcpu index'],
-      ['pad', 'u32', ''],
+      ['lockTag', 'u32', 'the tag this vCPU writes into the view slots it locks (1..MAX_LOCK_TAG, unique in the host)'],
       ['stats', 'u32', 'completions per [hcall kind][level]: 4 kinds × 4 levels', 16],
+      // H_PUT_TCE_INDIRECT copies the guest's list here before it validates
+      // it: the apply pass then writes exactly what was validated, however
+      // the guest rewrites its list meanwhile (the kernel reads it twice).
+      ['tces', 'u64', 'the H_PUT_TCE_INDIRECT list being applied (native byte order)', 512],
     ],
   },
 };
@@ -201,6 +208,44 @@ export const constants = {
     TCE_READ: 1, // the device may read memory
     TCE_WRITE: 2, // the device may write memory
     TCE_PERM_MASK: 3,
+  },
+  view: {
+    /**
+     * A userspace-view slot holds a 4 KiB-aligned ua; its low 12 bits are
+     * the entry's lock: bit 0 set = locked, bits 1..11 = the holder's tag
+     * (a vCPU's VCPU.lockTag; 0 for the VFIO path, which holds one lock at
+     * a time). A hypercall locks every entry it changes before it writes
+     * any and recognises its own locks by the tag.
+     */
+    VIEW_LOCK: 1,
+    VIEW_LOCK_BITS: 0xfff,
+    VIEW_TAG_SHIFT: 1,
+    MAX_LOCK_TAG: 2047,
+    /**
+     * Attempts at a held view lock before giving up (H_TOO_HARD from a
+     * hypercall, EBUSY from VFIO), which changes nothing: a holder finishes
+     * its call in bounded time, but one on a killed worker never does.
+     */
+    LOCK_SPINS_REAL: 4096,
+    LOCK_SPINS_VIRTUAL: 4194304,
+    LOCK_SPINS_VFIO: 4194304,
+    /** Attempts of a lock-free counter update (each failure is another vCPU's success). */
+    COUNTER_RETRIES: 1048576,
+  },
+  ablate: {
+    /**
+     * Benchmark ablations (HDR.ablate), so that bench/ can measure what a
+     * safety mechanism of the real-mode map path costs by timing the path
+     * without it. Never set by the library; each one breaks a guarantee:
+     * ABLATE_VIEW_LOCK reads the view slot instead of locking it (racing
+     * vCPUs on one entry can lose counts, and a call refused after its lock
+     * pass began keeps the counts it took: the undo pass finds its entries
+     * by the lock tag); ABLATE_VALIDATE writes each entry
+     * of an H_PUT_TCE_INDIRECT as soon as it is checked (a refused call can
+     * leave earlier entries changed).
+     */
+    ABLATE_VIEW_LOCK: 1,
+    ABLATE_VALIDATE: 2,
   },
   flags: {
     REGION_F_DEV: 1,

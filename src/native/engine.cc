@@ -1,7 +1,9 @@
 // The C++ port of assembly/{alloc,region,table,guest,hcall,index}.ts. Each routine
 // follows its AssemblyScript twin statement by statement (same loads, same
 // stores, same atomics, in the same order); the kernel function each one
-// stands for is named as in the AssemblyScript source.
+// stands for is named as in the AssemblyScript source. The hypercall path
+// reaches memory through raw pointers after one range check per structure
+// (engine.h; "Two ways to reach memory" below).
 //
 // WebAssembly arithmetic, kept exactly:
 //  - u32 pointer arithmetic on computed indices wraps (node + (i << 2));
@@ -33,6 +35,8 @@ namespace {
 
 constexpr uint32_t H = static_cast<uint32_t>(HEADER_BASE);
 constexpr uint64_t kPerm = static_cast<uint64_t>(TCE_PERM_MASK);
+constexpr uint64_t kLock = static_cast<uint64_t>(VIEW_LOCK);
+constexpr uint64_t kLockBits = static_cast<uint64_t>(VIEW_LOCK_BITS);
 constexpr uint64_t kRead = static_cast<uint64_t>(TCE_READ);
 constexpr uint64_t kWrite = static_cast<uint64_t>(TCE_WRITE);
 constexpr uint32_t kOpAlloc = static_cast<uint32_t>(OP_ALLOC);
@@ -175,6 +179,189 @@ SPAPR_HOT void TceEngine::aadd64(uint64_t a, uint64_t v) {
 // memory.fill: checks the whole range first and writes nothing when it fails (bulk memory semantics).
 void TceEngine::fill0(uint64_t a, uint32_t size) {
   if (ok(a, size)) std::memset(base_ + a, 0, size);
+}
+
+// ---------------------------------------------------------------------------
+// Two ways to reach memory, chosen per routine at compile time.
+//
+// kChecked (R = false): the accessors above, one check per access, exactly
+// the WebAssembly build's traps; the cold routines (the allocator, the VFIO
+// path, table set-up and teardown) use them.
+//
+// kRaw (R = true): the hypercall path. Each descriptor, tree node, page
+// array, guest-table page and TCE list is range-checked once, by need(),
+// where the routine first reaches it, and then read and written with plain
+// pointer accesses. need() compares against the memory's length (not the
+// fault limit), so that after a fault a routine can still give back the
+// locks it took in memory that was in range. A failing need() records the
+// fault and the routine stops before using that memory.
+//
+// Both kinds see the same bytes and do the same atomics: where the
+// AssemblyScript code uses atomic.*, R uses a host atomic on the same
+// address; its plain loads and stores are plain (see the ordering argument
+// above putFast in hcall.ts and in this file's hcall section).
+constexpr bool kRaw = true;
+constexpr bool kChecked = false;
+
+template <bool R>
+SPAPR_HOT uint32_t TceEngine::L32(uint64_t a) {
+  if constexpr (R) {
+    uint32_t v;
+    std::memcpy(&v, base_ + a, 4);
+    return v;
+  } else {
+    return ld32(a);
+  }
+}
+
+template <bool R>
+SPAPR_HOT uint64_t TceEngine::L64(uint64_t a) {
+  if constexpr (R) {
+    uint64_t v;
+    std::memcpy(&v, base_ + a, 8);
+    return v;
+  } else {
+    return ld64(a);
+  }
+}
+
+template <bool R>
+SPAPR_HOT void TceEngine::S32(uint64_t a, uint32_t v) {
+  if constexpr (R) {
+    std::memcpy(base_ + a, &v, 4);
+  } else {
+    st32(a, v);
+  }
+}
+
+template <bool R>
+SPAPR_HOT void TceEngine::S64(uint64_t a, uint64_t v) {
+  if constexpr (R) {
+    std::memcpy(base_ + a, &v, 8);
+  } else {
+    st64(a, v);
+  }
+}
+
+// A plain load of a word others change atomically (a lock word, a TCE): an
+// 8-byte aligned load is whole on the hosts we build for; relaxed says so.
+template <bool R>
+SPAPR_HOT uint64_t TceEngine::P64(uint64_t a) {
+  if constexpr (R) {
+    return __atomic_load_n(reinterpret_cast<uint64_t*>(base_ + a), __ATOMIC_RELAXED);
+  } else {
+    return ld64(a);
+  }
+}
+
+// The store that releases a view lock (it writes the entry's ua): a release.
+template <bool R>
+SPAPR_HOT void TceEngine::REL64(uint64_t a, uint64_t v) {
+  if constexpr (R) {
+    __atomic_store_n(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_RELEASE);
+  } else {
+    st64(a, v);
+  }
+}
+
+// A plain store others read atomically (a guest TCE): relaxed, whole.
+template <bool R>
+SPAPR_HOT void TceEngine::W64(uint64_t a, uint64_t v) {
+  if constexpr (R) {
+    __atomic_store_n(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_RELAXED);
+  } else {
+    st64(a, v);
+  }
+}
+
+template <bool R>
+SPAPR_HOT uint32_t TceEngine::AL32(uint64_t a) {
+  if constexpr (R) {
+    return __atomic_load_n(reinterpret_cast<uint32_t*>(base_ + a), __ATOMIC_ACQUIRE);
+  } else {
+    return ald32(a);
+  }
+}
+
+template <bool R>
+SPAPR_HOT uint64_t TceEngine::AL64(uint64_t a) {
+  if constexpr (R) {
+    return __atomic_load_n(reinterpret_cast<uint64_t*>(base_ + a), __ATOMIC_ACQUIRE);
+  } else {
+    return ald64(a);
+  }
+}
+
+template <bool R>
+SPAPR_HOT uint32_t TceEngine::CAS32(uint64_t a, uint32_t expected, uint32_t desired) {
+  if constexpr (R) {
+    __atomic_compare_exchange_n(reinterpret_cast<uint32_t*>(base_ + a), &expected, desired, false, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    return expected;
+  } else {
+    return acas32(a, expected, desired);
+  }
+}
+
+template <bool R>
+SPAPR_HOT uint64_t TceEngine::CAS64(uint64_t a, uint64_t expected, uint64_t desired) {
+  if constexpr (R) {
+    __atomic_compare_exchange_n(reinterpret_cast<uint64_t*>(base_ + a), &expected, desired, false, __ATOMIC_SEQ_CST,
+                                __ATOMIC_SEQ_CST);
+    return expected;
+  } else {
+    return acas64(a, expected, desired);
+  }
+}
+
+template <bool R>
+SPAPR_HOT uint64_t TceEngine::XCHG64(uint64_t a, uint64_t v) {
+  if constexpr (R) {
+    return __atomic_exchange_n(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
+  } else {
+    return axchg64(a, v);
+  }
+}
+
+template <bool R>
+SPAPR_HOT void TceEngine::ADD64(uint64_t a, uint64_t v) {
+  if constexpr (R) {
+    __atomic_fetch_add(reinterpret_cast<uint64_t*>(base_ + a), v, __ATOMIC_SEQ_CST);
+  } else {
+    aadd64(a, v);
+  }
+}
+
+// memory.fill of `size` bytes (checked: nothing written unless all fit).
+template <bool R>
+SPAPR_HOT void TceEngine::FILL0(uint64_t a, uint64_t size) {
+  if constexpr (R) {
+    std::memset(base_ + a, 0, size);
+  } else {
+    fill0(a, static_cast<uint32_t>(size));
+  }
+}
+
+// The one range check of a structure of `len` bytes at `a` before raw
+// accesses (8-aligned unless `align` is false, as its atomics need); always
+// true for the checked accessors, which check every access themselves.
+template <bool R>
+SPAPR_HOT bool TceEngine::need(uint64_t a, uint64_t len, bool align) {
+  if constexpr (R) {
+    if (len <= length_ && a <= length_ - len && (!align || (a & 7) == 0)) return true;
+    needFailed(a, len, align);
+    return false;
+  } else {
+    return true;
+  }
+}
+
+SPAPR_COLD void TceEngine::needFailed(uint64_t a, uint64_t len, bool align) {
+  if (len <= length_ && a <= length_ - len && align && (a & 7) != 0) {
+    trap(Fault::kUnaligned, a, 8);
+  } else {
+    trap(Fault::kOutOfBounds, a, static_cast<uint32_t>(len > 0xffffffffu ? 0xffffffffu : len));
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -578,6 +765,18 @@ int32_t TceEngine::checkHeap() {
   if (listed != frees) return kCheckLists;
   return static_cast<int32_t>(frees);
 }
+namespace {
+/** Bytes a tree node of 2^bits slots spans, for a range check (too many to fit anywhere when bits is absurd). */
+inline uint64_t nodeBytes(bool isLeaf, uint32_t bits) {
+  return bits < 32 ? (uint64_t{isLeaf ? 8u : 4u} << bits) : ~uint64_t{0};
+}
+
+/** The end of the leaf holding `rel`, or `hi` if that comes first. */
+inline uint64_t leafEnd(uint64_t rel, uint64_t leafMask, uint64_t hi) {
+  const uint64_t e = (rel | leafMask) + 1;
+  return e == 0 || e > hi ? hi : e;
+}
+}  // namespace
 
 // ---------------------------------------------------------------------------
 // region.ts: pre-registered regions as real mode sees them
@@ -587,68 +786,94 @@ int32_t TceEngine::checkHeap() {
 uint64_t TceEngine::sysPageShift() { return ld32(at(H, HDR_SYS_PAGE_SHIFT)); }
 
 /** The first region of `mm` that contains all of [ua, ua + size); 0 if none (mm_iommu_lookup). */
-uint32_t TceEngine::regionLookup(uint32_t mm, uint64_t ua, uint64_t size) {
+template <bool R>
+uint32_t TceEngine::regionLookupT(uint32_t mm, uint64_t ua, uint64_t size) {
   if (mm == 0) return 0;
-  const uint64_t sh = sysPageShift();
-  uint32_t r = ald32(at(mm, MM_REGIONS));
+  if (!need<R>(mm, MM_BYTES)) return 0;
+  const uint64_t sh = L32<R>(at(H, HDR_SYS_PAGE_SHIFT));
+  uint32_t r = L32<R>(at(mm, MM_REGIONS));
   while (r != 0) {
-    const uint64_t rua = ld64(at(r, REG_UA));
-    const uint64_t rsize = shl64(ld64(at(r, REG_ENTRIES)), sh);
+    if (!need<R>(r, REG_BYTES)) return 0;
+    const uint64_t rua = L64<R>(at(r, REG_UA));
+    const uint64_t rsize = shl64(L64<R>(at(r, REG_ENTRIES)), sh);
     // Overflow-safe form of rua <= ua && ua + size <= rua + rsize.
     if (ua >= rua && size <= rsize && ua - rua <= rsize - size) return r;
-    r = ald32(at(r, REG_NEXT));
+    r = L32<R>(at(r, REG_NEXT));
+    if (!R && fault_ != Fault::kNone) return 0;
   }
   return 0;
 }
+
+uint32_t TceEngine::regionLookup(uint32_t mm, uint64_t ua, uint64_t size) { return regionLookupT<kChecked>(mm, ua, size); }
 
 /**
  * Host physical address backing `ua` in region `r` for an IOMMU page of
  * 2^pageShift bytes, or -EFAULT when ua is outside the region or the
  * region's pages are too small for such an IOMMU page (mm_iommu_ua_to_hpa).
+ * The raw kind expects `r` checked by the lookup that found it.
  */
-int64_t TceEngine::regionUaToHpa(uint32_t r, uint64_t ua, uint32_t pageShift) {
-  const uint64_t sh = sysPageShift();
-  const uint64_t rua = ld64(at(r, REG_UA));
+template <bool R>
+int64_t TceEngine::regionUaToHpaT(uint32_t r, uint64_t ua, uint32_t pageShift) {
+  const uint64_t sh = L32<R>(at(H, HDR_SYS_PAGE_SHIFT));
+  const uint64_t rua = L64<R>(at(r, REG_UA));
   if (ua < rua) return -ERRNO_EFAULT;
   const uint64_t idx = shr64(ua - rua, sh);
-  if (idx >= ld64(at(r, REG_ENTRIES))) return -ERRNO_EFAULT;
-  if (pageShift > ld32(at(r, REG_PAGE_SHIFT))) return -ERRNO_EFAULT;
-  if (ld32(at(r, REG_FLAGS)) & static_cast<uint32_t>(REGION_F_DEV)) {
-    return static_cast<int64_t>(ld64(at(r, REG_DEV_HPA)) + (ua - rua));
+  if (idx >= L64<R>(at(r, REG_ENTRIES))) return -ERRNO_EFAULT;
+  if (pageShift > L32<R>(at(r, REG_PAGE_SHIFT))) return -ERRNO_EFAULT;
+  if (L32<R>(at(r, REG_FLAGS)) & static_cast<uint32_t>(REGION_F_DEV)) {
+    return static_cast<int64_t>(L64<R>(at(r, REG_DEV_HPA)) + (ua - rua));
   }
   const uint64_t pageMask = shl64(1, sh) - 1;
-  const uint32_t hpas = ld32(at(r, REG_HPAS));
-  const uint64_t hpa = ld64(static_cast<uint32_t>(hpas + static_cast<uint32_t>(idx << 3)));
+  const uint32_t p = static_cast<uint32_t>(L32<R>(at(r, REG_HPAS)) + static_cast<uint32_t>(idx << 3));
+  if (!need<R>(p, 8, false)) return -ERRNO_EFAULT;
+  const uint64_t hpa = L64<R>(p);
   return static_cast<int64_t>((hpa & ~pageMask) | (ua & pageMask));
 }
 
-/** mapped++ unless the region is dying (mapped == 0): 0 or -ENXIO (mm_iommu_mapped_inc). */
-int32_t TceEngine::regionMappedInc(uint32_t r) {
+int64_t TceEngine::regionUaToHpa(uint32_t r, uint64_t ua, uint32_t pageShift) {
+  return regionUaToHpaT<kChecked>(r, ua, pageShift);
+}
+
+/**
+ * mapped++ unless the region is dying (mapped == 0): 0, -ENXIO, or -EBUSY
+ * after COUNTER_RETRIES lost races (mm_iommu_mapped_inc). Lock-free: each
+ * failed attempt is another vCPU's update landing; the bound is only a way
+ * out that changes nothing.
+ */
+template <bool R>
+int32_t TceEngine::regionMappedIncT(uint32_t r) {
   const uint64_t p = at(r, REG_MAPPED);
-  for (;;) {
-    const uint64_t old = ald64(p);
+  for (uint32_t n = 0; n < static_cast<uint32_t>(COUNTER_RETRIES); n++) {
+    const uint64_t old = AL64<R>(p);
     if (old == 0) return -ERRNO_ENXIO;
-    if (acas64(p, old, old + 1) == old) return 0;
+    if (CAS64<R>(p, old, old + 1) == old) return 0;
+  }
+  return -ERRNO_EBUSY;
+}
+
+int32_t TceEngine::regionMappedInc(uint32_t r) { return regionMappedIncT<kChecked>(r); }
+
+/** mapped-- but never below 1 (mm_iommu_mapped_dec: atomic64_add_unless(-1, 1)); stays high if every retry lost. */
+template <bool R>
+void TceEngine::regionMappedDecT(uint32_t r) {
+  const uint64_t p = at(r, REG_MAPPED);
+  for (uint32_t n = 0; n < static_cast<uint32_t>(COUNTER_RETRIES); n++) {
+    const uint64_t old = AL64<R>(p);
+    if (old <= 1) return;
+    if (CAS64<R>(p, old, old - 1) == old) return;
   }
 }
 
-/** mapped-- but never below 1 (mm_iommu_mapped_dec: atomic64_add_unless(-1, 1)). */
-void TceEngine::regionMappedDec(uint32_t r) {
-  const uint64_t p = at(r, REG_MAPPED);
-  for (;;) {
-    const uint64_t old = ald64(p);
-    if (old <= 1) return;
-    if (acas64(p, old, old - 1) == old) return;
-  }
-}
+void TceEngine::regionMappedDec(uint32_t r) { regionMappedDecT<kChecked>(r); }
 
 // ---------------------------------------------------------------------------
 // table.ts: TCE tables (struct iommu_table) with the userspace view
 // (it_userspace). Two trees of identical shape hang off a descriptor; level
 // L indexes bits [L*bits, (L+1)*bits) of the relative entry index, the root
-// [(levels-1)*bits, +rootBits); 0 child slots are absent levels. Virtual mode (OP_ALLOC) allocates them, real mode
-// answers -ENOMEM (pnv_tce with alloc=false). Bit 0 of a view slot is the
-// per-entry lock bit.
+// [(levels-1)*bits, +rootBits); 0 child slots are absent levels. Virtual
+// mode (OP_ALLOC) allocates them, real mode answers -ENOMEM (pnv_tce with
+// alloc=false). The low 12 bits of a view slot are the entry's lock: bit 0
+// held, bits 1..11 the holder's tag (VIEW_LOCK_BITS); no wait is unbounded.
 
 /** Entry index relative to it_offset, or -1 when `entry` is outside the table. */
 int64_t TceEngine::relIndex(uint32_t tbl, uint64_t entry) {
@@ -660,24 +885,34 @@ int64_t TceEngine::relIndex(uint32_t tbl, uint64_t entry) {
 }
 
 /**
- * Pointer to the leaf slot of relative index `idx` in the tree whose root is
- * at `tbl + rootField`; 0 when a level is absent and `grow` is false, or when
- * allocation fails. Sets absentLevel_ on a read-only miss (pnv_tce).
+ * The leaf node holding relative index `rel` in the tree whose root is at
+ * `tbl + rootField` (pnv_tce's walk); 0 when a level is absent and `grow` is
+ * false (absentLevel_ says which), or when allocation fails. The raw kind
+ * checks `tbl` and each node it passes through, the leaf included.
  */
-uint32_t TceEngine::slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t idx, bool grow) {
-  uint32_t node = ald32(at(tbl, rootField));
-  const uint32_t levels = ld32(at(tbl, TBL_LEVELS));
+template <bool R>
+uint32_t TceEngine::leafNodeT(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t rel, bool grow) {
+  if (!need<R>(tbl, TBL_BYTES)) return 0;
+  uint32_t node = AL32<R>(at(tbl, rootField));
+  const uint32_t levels = L32<R>(at(tbl, TBL_LEVELS));
   if (node == 0) {
     absentLevel_ = levels;
     return 0;
   }
-  const uint32_t bits = ld32(at(tbl, TBL_LEVEL_BITS));
+  const uint32_t rootBits = L32<R>(at(tbl, TBL_ROOT_BITS));
+  if (levels <= 1) {
+    if (!need<R>(node, nodeBytes(true, rootBits))) return 0;
+    return node;
+  }
+  const uint32_t bits = L32<R>(at(tbl, TBL_LEVEL_BITS));
   const uint64_t lowMask = shl64(1, bits) - 1;
-  const uint64_t rootMask = shl64(1, ld32(at(tbl, TBL_ROOT_BITS))) - 1;
+  const uint64_t rootMask = shl64(1, rootBits) - 1;
   for (uint32_t lvl = levels - 1; lvl >= 1; lvl--) {
-    const uint64_t m = lvl == levels - 1 ? rootMask : lowMask;
-    const uint32_t sp = node + (static_cast<uint32_t>(shr64(idx, lvl * bits) & m) << 2);
-    uint32_t child = ald32(sp);
+    const bool top = lvl == levels - 1;
+    if (!need<R>(node, nodeBytes(false, top ? rootBits : bits))) return 0;
+    const uint64_t m = top ? rootMask : lowMask;
+    const uint32_t sp = node + (static_cast<uint32_t>(shr64(rel, lvl * bits) & m) << 2);
+    uint32_t child = AL32<R>(sp);
     if (child == 0) {
       if (!grow) {
         absentLevel_ = lvl;
@@ -686,24 +921,40 @@ uint32_t TceEngine::slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, 
       const uint32_t sz = nodeSize(lvl == 1, bits);
       const uint32_t fresh = sz == 0 ? 0 : alloc(sz);
       if (fresh == 0) return 0;
-      const uint32_t prev = acas32(sp, 0, fresh);
+      const uint32_t prev = CAS32<R>(sp, 0, fresh);
       if (prev != 0) {
         free(fresh, sz);
         child = prev;
       } else {
         child = fresh;
-        aadd64(at(tbl, bytesField), blockBytes(sz));
+        ADD64<R>(at(tbl, bytesField), blockBytes(sz));
       }
     }
     node = child;
+    if (!R && fault_ != Fault::kNone) return 0;
   }
-  return node + (static_cast<uint32_t>(idx & (levels == 1 ? rootMask : lowMask)) << 3);
+  if (!need<R>(node, nodeBytes(true, bits))) return 0;
+  return node;
+}
+
+/** Index bits of a leaf node: the root's when the table has one level. */
+template <bool R>
+SPAPR_HOT uint32_t TceEngine::leafBitsT(uint32_t tbl) {
+  return L32<R>(at(tbl, TBL_LEVELS)) <= 1 ? L32<R>(at(tbl, TBL_ROOT_BITS)) : L32<R>(at(tbl, TBL_LEVEL_BITS));
+}
+
+/** Pointer to the leaf slot of relative index `idx` (see leafNode); 0 when absent. */
+uint32_t TceEngine::slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t idx, bool grow) {
+  const uint32_t leaf = leafNodeT<kChecked>(tbl, rootField, bytesField, idx, grow);
+  if (leaf == 0) return 0;
+  return leaf + (static_cast<uint32_t>(idx & (shl64(1, leafBitsT<kChecked>(tbl)) - 1)) << 3);
 }
 
 /** First relative index after the subtree that the last read-only miss found absent. */
-uint64_t TceEngine::skipAbsent(uint32_t tbl, uint64_t idx) {
-  if (absentLevel_ >= ld32(at(tbl, TBL_LEVELS))) return ~uint64_t{0};
-  const uint64_t span = static_cast<uint64_t>(absentLevel_) * static_cast<uint64_t>(ld32(at(tbl, TBL_LEVEL_BITS)));
+template <bool R>
+uint64_t TceEngine::skipAbsentT(uint32_t tbl, uint64_t idx) {
+  if (absentLevel_ >= L32<R>(at(tbl, TBL_LEVELS))) return ~uint64_t{0};
+  const uint64_t span = static_cast<uint64_t>(absentLevel_) * static_cast<uint64_t>(L32<R>(at(tbl, TBL_LEVEL_BITS)));
   return span >= 64 ? ~uint64_t{0} : (idx | ((uint64_t{1} << span) - 1)) + 1;
 }
 
@@ -786,29 +1037,33 @@ uint64_t TceEngine::tableGet(uint32_t tbl, uint64_t entry) {
   return p == 0 ? 0 : ald64(p);
 }
 
-/** The userspace address recorded for absolute `entry`; 0 when none (IOMMU_TABLE_USERSPACE_ENTRY_RO). */
+/** The userspace address recorded for absolute `entry`, without its lock bits; 0 when none (IOMMU_TABLE_USERSPACE_ENTRY_RO). */
 uint64_t TceEngine::tableUaGet(uint32_t tbl, uint64_t entry) {
   const int64_t idx = relIndex(tbl, entry);
   if (idx < 0) return 0;
   const uint32_t p = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, static_cast<uint64_t>(idx), false);
-  return p == 0 ? 0 : ald64(p) & ~uint64_t{1};
+  return p == 0 ? 0 : ald64(p) & ~kLockBits;
 }
 
-/** The first absolute entry in [entry, end) holding a non-zero TCE, or -1; skips absent levels. */
+/** The first absolute entry in [entry, end) holding a non-zero TCE, or -1; walks present leaves only. */
 int64_t TceEngine::tableNextValid(uint32_t tbl, uint64_t entry, uint64_t end) {
   const uint64_t off = ld64(at(tbl, TBL_OFFSET));
   const uint64_t size = ld64(at(tbl, TBL_SIZE));
   uint64_t idx = entry > off ? entry - off : 0;
   const uint64_t stop = end <= off ? 0 : end - off < size ? end - off : size;
-  // The fault test only stops a scan the WebAssembly build would have trapped out of.
+  const uint64_t mask = shl64(1, leafBitsT<kChecked>(tbl)) - 1;
+  // The fault tests only stop a scan the WebAssembly build would have trapped out of.
   while (idx < stop && fault_ == Fault::kNone) {
-    const uint32_t p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
-    if (p == 0) {
-      idx = skipAbsent(tbl, idx);
+    const uint32_t leaf = leafNodeT<kChecked>(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
+    if (leaf == 0) {
+      idx = skipAbsentT<kChecked>(tbl, idx);
       continue;
     }
-    if (ald64(p) != 0) return static_cast<int64_t>(idx + off);
-    idx++;
+    for (const uint64_t e = leafEnd(idx, mask, stop); idx < e && fault_ == Fault::kNone; idx++) {
+      if (ald64(static_cast<uint32_t>(leaf + (static_cast<uint32_t>(idx & mask) << 3))) != 0) {
+        return static_cast<int64_t>(idx + off);
+      }
+    }
   }
   return -1;
 }
@@ -831,27 +1086,36 @@ int64_t TceEngine::tableXchg(uint32_t tbl, uint64_t entry, uint64_t tce, uint32_
   return static_cast<int64_t>(axchg64(p, word));
 }
 
-/** Takes the lock bit of a view slot and returns the ua it held. */
-uint64_t TceEngine::lockView(uint32_t pua) {
-  for (;;) {
-    // After a fault both atomics answer 0, which ends the loop.
-    const uint64_t v = ald64(pua);
-    if ((v & 1) == 0 && acas64(pua, v, v | 1) == v) return v;
+/**
+ * Takes the lock of view slot `pua` for the holder whose tag bits are
+ * `tagBits`, trying at most `spins` times: the unlocked value it found, or
+ * VIEW_LOCK when the lock stayed held (table.ts#lockView). After a fault the
+ * checked atomics answer 0, which ends the loop with a "lock" on nothing.
+ */
+template <bool R>
+uint64_t TceEngine::lockViewT(uint32_t pua, uint64_t tagBits, uint32_t spins) {
+  for (uint32_t n = 0; n < spins; n++) {
+    const uint64_t v = AL64<R>(pua);
+    if ((v & kLock) == 0 && CAS64<R>(pua, v, (v & ~kLockBits) | tagBits) == v) return v;
+    if (!R && fault_ != Fault::kNone) return 0;
   }
+  return kLock;
 }
 
 /** Decrements the region an old entry was mapped from, looked up in `mm` (tce_iommu_unuse_page_v2). */
-void TceEngine::unuseUa(uint32_t mm, uint64_t ua, uint32_t pageShift) {
+template <bool R>
+void TceEngine::unuseUaT(uint32_t mm, uint64_t ua, uint32_t pageShift) {
   if (ua == 0) return;
-  const uint32_t r = regionLookup(mm, ua, shl64(1, pageShift));
-  if (r != 0 && regionUaToHpa(r, ua, pageShift) >= 0) regionMappedDec(r);
+  const uint32_t r = regionLookupT<R>(mm, ua, shl64(1, pageShift));
+  if (r != 0 && regionUaToHpaT<R>(r, ua, pageShift) >= 0) regionMappedDecT<R>(r);
 }
 
 /**
  * Maps one entry from a pre-registered userspace address (tce_iommu_build_v2,
- * one iteration; kvmppc_tce_iommu_do_map): looks `ua` up in `mm`, translates
- * it, counts the new region, exchanges the TCE, releases the old entry's
- * region, records `ua` in the view. Returns 0 or -errno with nothing changed.
+ * one iteration): looks `ua` up in `mm`, translates it, takes the entry's
+ * lock, counts the new region, exchanges the TCE, releases the old entry's
+ * region, records `ua` in the view (which lets the lock go). Returns 0 or
+ * -errno (-EBUSY: the lock stayed held) with nothing changed.
  */
 int32_t TceEngine::buildOneV2(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, uint32_t perm, uint32_t flags,
                               uint32_t pid) {
@@ -867,61 +1131,72 @@ int32_t TceEngine::buildOneV2(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t 
   if (pua == 0) return -ERRNO_ENOMEM;
   const uint32_t p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, grow);
   if (p == 0) return -ERRNO_ENOMEM;
-  if (regionMappedInc(r) != 0) return -ERRNO_ENXIO;
+  const uint64_t oldUa = lockViewT<kChecked>(pua, kLock, static_cast<uint32_t>(LOCK_SPINS_VFIO));
+  if (oldUa & kLock) return -ERRNO_EBUSY;
+  if (regionMappedInc(r) != 0) {
+    st64(pua, oldUa);
+    return -ERRNO_ENXIO;
+  }
   uint64_t word = static_cast<uint64_t>(hpa) | (perm & kPerm);
   if (word & kWrite) word |= kRead;
-  const uint64_t oldUa = lockView(pua);
   const uint64_t old = axchg64(p, word);
-  if ((old & kPerm) != 0) unuseUa(mm, oldUa, shift);
-  ast64(pua, ua);
+  if ((old & kPerm) != 0) unuseUaT<kChecked>(mm, oldUa, shift);
+  st64(pua, ua);
   return 0;
 }
 
 /**
  * Clears one valid entry (one iteration of tce_iommu_clear, v2): the TCE
  * becomes 0 and the region its view names, looked up in `mm`, loses one
- * mapping. Returns the old TCE (0 if it was already clear) or -EPERM.
+ * mapping. Returns the old TCE (0 if it was already clear), -EPERM, or
+ * -EBUSY when the entry's lock stayed held.
  */
 int64_t TceEngine::clearOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint32_t p, uint32_t flags, uint32_t pid) {
   if ((flags & kOpCheckPid) != 0 && ld32(at(tbl, TBL_OWNER_PID)) != pid) return -ERRNO_EPERM;
   const uint32_t pua = slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, false);
   if (pua == 0) return static_cast<int64_t>(axchg64(p, 0));
-  const uint64_t oldUa = lockView(pua);
+  const uint64_t oldUa = lockViewT<kChecked>(pua, kLock, static_cast<uint32_t>(LOCK_SPINS_VFIO));
+  if (oldUa & kLock) return -ERRNO_EBUSY;
   const uint64_t old = axchg64(p, 0);
-  if ((old & kPerm) != 0) unuseUa(mm, oldUa, ld32(at(tbl, TBL_PAGE_SHIFT)));
-  ast64(pua, 0);
+  if ((old & kPerm) != 0) unuseUaT<kChecked>(mm, oldUa, ld32(at(tbl, TBL_PAGE_SHIFT)));
+  st64(pua, 0);
   return static_cast<int64_t>(old);
 }
 
 /**
- * Clears `n` entries from absolute `entry` (tce_iommu_clear), skipping absent
- * levels. Returns 0, -EINVAL for a range outside the table, or -EPERM (owner
- * check; entries before the refused one stay cleared).
+ * Clears `n` entries from absolute `entry` (tce_iommu_clear), walking only
+ * present leaves. Returns 0, -EINVAL for a range outside the table, -EPERM
+ * (owner check) or -EBUSY (a lock stayed held); entries before the refused
+ * one stay cleared.
  */
 int32_t TceEngine::tableClearV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint64_t n, uint32_t flags, uint32_t pid) {
   const int64_t start = relIndex(tbl, entry);
   if (start < 0 || n > ld64(at(tbl, TBL_SIZE)) - static_cast<uint64_t>(start)) return n == 0 ? 0 : -ERRNO_EINVAL;
   uint64_t idx = static_cast<uint64_t>(start);
   const uint64_t end = idx + n;
+  const uint64_t mask = shl64(1, leafBitsT<kChecked>(tbl)) - 1;
   while (idx < end && fault_ == Fault::kNone) {
-    const uint32_t p = slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
-    if (p == 0) {
-      idx = skipAbsent(tbl, idx);
+    const uint32_t leaf = leafNodeT<kChecked>(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false);
+    if (leaf == 0) {
+      idx = skipAbsentT<kChecked>(tbl, idx);
       continue;
     }
-    if (ald64(p) != 0) {
-      const int64_t r = clearOne(tbl, mm, idx, p, flags, pid);
-      if (r < 0) return static_cast<int32_t>(r);
+    for (const uint64_t e = leafEnd(idx, mask, end); idx < e && fault_ == Fault::kNone; idx++) {
+      const uint32_t p = leaf + (static_cast<uint32_t>(idx & mask) << 3);
+      if (ald64(p) != 0) {
+        const int64_t r = clearOne(tbl, mm, idx, p, flags, pid);
+        if (r < 0) return static_cast<int32_t>(r);
+      }
     }
-    idx++;
   }
   return 0;
 }
 
 /**
  * Maps `n` consecutive entries from absolute `entry` to consecutive IOMMU
- * pages starting at `ua` (tce_iommu_build_v2). On a failure at page k the
- * entries [0, k) are cleared again, as the kernel does, and -errno returned.
+ * pages starting at `ua` (tce_iommu_build_v2; `ua` aligned to the IOMMU
+ * page). On a failure at page k the entries [0, k) are cleared again, as the
+ * kernel does, and -errno returned.
  */
 int32_t TceEngine::tableBuildV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint64_t n, uint64_t ua, uint32_t perm,
                                 uint32_t flags, uint32_t pid) {
@@ -931,6 +1206,7 @@ int32_t TceEngine::tableBuildV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint6
     return -ERRNO_EINVAL;
   }
   const uint64_t shift = ld32(at(tbl, TBL_PAGE_SHIFT));
+  if (ua & (shl64(1, shift) - 1)) return -ERRNO_EINVAL;
   const uint64_t idx0 = static_cast<uint64_t>(start);
   for (uint64_t i = 0; i < n && fault_ == Fault::kNone; i++) {
     const int32_t r = buildOneV2(tbl, mm, idx0 + i, ua + shl64(i, shift), perm, flags, pid);
@@ -942,132 +1218,150 @@ int32_t TceEngine::tableBuildV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint6
   return 0;
 }
 
-/**
- * Whether buildOneV2 on relative index `idx` could complete: 0, -ENOMEM when
- * a level (or, in virtual mode, the view itself) is missing, -EINVAL when no
- * region of `mm` backs `ua` with pages big enough. Changes nothing: the
- * hypercall paths run it over every entry before writing any.
- */
-int32_t TceEngine::checkMapOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, bool grow) {
-  if (idx >= ld64(at(tbl, TBL_SIZE))) return -ERRNO_EINVAL;
-  if (grow) {
-    if (ald32(at(tbl, TBL_UA_ROOT)) == 0) return -ERRNO_ENOMEM;
-  } else if (slot(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, idx, false) == 0 ||
-             slot(tbl, TBL_ROOT, TBL_NODE_BYTES, idx, false) == 0) {
-    return -ERRNO_ENOMEM;
-  }
-  const uint32_t shift = ld32(at(tbl, TBL_PAGE_SHIFT));
-  const uint32_t r = regionLookup(mm, ua, shl64(1, shift));
-  if (r == 0 || regionUaToHpa(r, ua, shift) < 0) return -ERRNO_EINVAL;
-  return 0;
-}
-
-/** Clears `n` entries from relative index `idx` (the hypercall unmap path, kvmppc_tce_iommu_unmap). */
-int32_t TceEngine::clearRel(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t n, uint32_t flags, uint32_t pid) {
-  return tableClearV2(tbl, mm, idx + ld64(at(tbl, TBL_OFFSET)), n, flags, pid);
-}
-
 // ---------------------------------------------------------------------------
 // guest.ts: the guest side of a VM: memslots (guest physical -> userspace
 // address and the linear-memory bytes behind it) and the guest-visible TCE
 // tables (kvmppc_spapr_tce_table.pages[], QEMU's table), whose pages of
 // TCEs are allocated on demand.
 
+// The lists of memslots, guest tables and regions are walked with plain
+// loads: the VMM thread publishes them with plain stores (guest.ts).
+
 /** The guest TCE table of `vm` with this LIOBN, or 0 (kvmppc_find_table). */
-uint32_t TceEngine::findStt(uint32_t vm, uint64_t liobn) {
-  uint32_t s = ald32(at(vm, VM_STTS));
+template <bool R>
+uint32_t TceEngine::findSttT(uint32_t vm, uint64_t liobn) {
+  uint32_t s = L32<R>(at(vm, VM_STTS));
   while (s != 0) {
-    if (ld64(at(s, STT_LIOBN)) == liobn) return s;
-    s = ald32(at(s, STT_NEXT));
+    if (!need<R>(s, STT_BYTES)) return 0;
+    if (L64<R>(at(s, STT_LIOBN)) == liobn) return s;
+    s = L32<R>(at(s, STT_NEXT));
+    if (!R && fault_ != Fault::kNone) return 0;
   }
   return 0;
 }
 
 /** The memslot holding `gpa`, or 0. */
-uint32_t TceEngine::findSlot(uint32_t vm, uint64_t gpa) {
-  uint32_t s = ald32(at(vm, VM_SLOTS));
+template <bool R>
+uint32_t TceEngine::findSlotT(uint32_t vm, uint64_t gpa) {
+  uint32_t s = L32<R>(at(vm, VM_SLOTS));
   while (s != 0) {
-    const uint64_t base = ld64(at(s, SLOT_GPA));
-    if (gpa >= base && gpa - base < ld64(at(s, SLOT_SIZE))) return s;
-    s = ald32(at(s, SLOT_NEXT));
+    if (!need<R>(s, SLOT_BYTES)) return 0;
+    const uint64_t base = L64<R>(at(s, SLOT_GPA));
+    if (gpa >= base && gpa - base < L64<R>(at(s, SLOT_SIZE))) return s;
+    s = L32<R>(at(s, SLOT_NEXT));
+    if (!R && fault_ != Fault::kNone) return 0;
   }
   return 0;
 }
 
-/** Userspace address of a guest physical address, 0 outside every memslot (kvmppc_tce_to_ua). */
-uint64_t TceEngine::gpaToUa(uint32_t vm, uint64_t gpa) {
-  const uint32_t s = findSlot(vm, gpa);
-  return s == 0 ? 0 : ld64(at(s, SLOT_UA)) + (gpa - ld64(at(s, SLOT_GPA)));
-}
-
 /** Linear-memory offset of `len` guest bytes at `gpa`, 0 when not all backed by one memslot. */
-uint32_t TceEngine::gpaToHost(uint32_t vm, uint64_t gpa, uint64_t len) {
-  const uint32_t s = findSlot(vm, gpa);
+template <bool R>
+uint32_t TceEngine::gpaToHostT(uint32_t vm, uint64_t gpa, uint64_t len) {
+  const uint32_t s = findSlotT<R>(vm, gpa);
   if (s == 0) return 0;
-  const uint32_t host = ld32(at(s, SLOT_HOST_OFF));
-  const uint64_t off = gpa - ld64(at(s, SLOT_GPA));
-  if (host == 0 || len > ld64(at(s, SLOT_SIZE)) - off) return 0;
+  const uint32_t host = L32<R>(at(s, SLOT_HOST_OFF));
+  const uint64_t off = gpa - L64<R>(at(s, SLOT_GPA));
+  if (host == 0 || len > L64<R>(at(s, SLOT_SIZE)) - off) return 0;
   return host + static_cast<uint32_t>(off);
 }
 
-/** TCEs per page of a guest table (one system page of u64s: TCES_PER_PAGE). */
-uint64_t TceEngine::tcesPerPage() { return shl64(1, sysPageShift()) >> 3; }
+/** log2 of the TCEs per page of a guest table (one system page of u64s: TCES_PER_PAGE): shifts, not a division. */
+template <bool R>
+SPAPR_HOT uint64_t TceEngine::tceShiftT() {
+  return static_cast<uint64_t>(L32<R>(at(H, HDR_SYS_PAGE_SHIFT))) - 3;
+}
 
-/** Pointer to the guest TCE of relative index `idx`; 0 if its page is absent and `grow` is false or allocation fails. */
-uint32_t TceEngine::sttSlot(uint32_t stt, uint64_t idx, bool grow) {
-  const uint64_t per = tcesPerPage();
-  if (per == 0) {
-    // i64.div_u by zero traps (a header whose system page shift is below 3).
-    trap(Fault::kDivByZero, stt, 0);
-    return 0;
-  }
-  const uint32_t pg = static_cast<uint32_t>(idx / per);
-  if (pg >= ld32(at(stt, STT_NPAGES))) return 0;
-  const uint32_t pp = ld32(at(stt, STT_PAGES)) + (pg << 2);
-  uint32_t page = ald32(pp);
-  if (page == 0) {
-    if (!grow) return 0;
-    const uint32_t bytes = static_cast<uint32_t>(per << 3);
+/**
+ * The page of guest TCEs number `pg`, 0 if absent (allocated when `grow`; 0
+ * if that fails) or past the table. The raw kind checks `stt`'s page array
+ * entry and the page.
+ */
+template <bool R>
+uint32_t TceEngine::sttPageT(uint32_t stt, uint64_t pg, bool grow) {
+  if (pg >= L32<R>(at(stt, STT_NPAGES))) return 0;
+  const uint32_t pp = L32<R>(at(stt, STT_PAGES)) + (static_cast<uint32_t>(pg) << 2);
+  if (!need<R>(pp, 4, false)) return 0;
+  uint32_t page = AL32<R>(pp);
+  if (page == 0 && grow) {
+    const uint32_t bytes = static_cast<uint32_t>(shl64(8, tceShiftT<R>()));
     const uint32_t fresh = alloc(bytes);
     if (fresh == 0) return 0;
-    page = acas32(pp, 0, fresh);
+    page = CAS32<R>(pp, 0, fresh);
     if (page != 0) {
       free(fresh, bytes);
     } else {
       page = fresh;
     }
   }
-  return page + (static_cast<uint32_t>(idx % per) << 3);
+  if constexpr (R) {
+    const uint64_t sh = tceShiftT<R>();
+    if (page != 0 && !need<R>(page, sh < 32 ? uint64_t{8} << sh : ~uint64_t{0})) return 0;
+  }
+  return page;
+}
+
+/** Pointer to the guest TCE of relative index `idx`; 0 if its page is absent and `grow` is false or allocation fails. */
+template <bool R>
+uint32_t TceEngine::sttSlotT(uint32_t stt, uint64_t idx, bool grow) {
+  const uint64_t sh = tceShiftT<R>();
+  const uint32_t page = sttPageT<R>(stt, shr64(idx, sh), grow);
+  return page == 0 ? 0 : page + (static_cast<uint32_t>(idx & (shl64(1, sh) - 1)) << 3);
 }
 
 /** Whether every guest-table page of relative entries [idx, idx + n) exists (kvmppc_rm_ioba_validate). */
-bool TceEngine::sttPagesPresent(uint32_t stt, uint64_t idx, uint64_t n) {
+template <bool R>
+bool TceEngine::sttPagesPresentT(uint32_t stt, uint64_t idx, uint64_t n) {
   if (n == 0) return true;
-  const uint64_t per = tcesPerPage();
-  const uint32_t pages = ld32(at(stt, STT_PAGES));
-  if (per == 0) {
-    trap(Fault::kDivByZero, stt, 0);
-    return false;
-  }
-  const uint64_t last = (idx + n - 1) / per;
-  // After a fault the atomic load answers 0, which ends the loop.
-  for (uint64_t pg = idx / per; pg <= last; pg++) {
-    if (ald32(static_cast<uint32_t>(pages + (static_cast<uint32_t>(pg) << 2))) == 0) return false;
+  const uint64_t sh = tceShiftT<R>();
+  const uint32_t pages = L32<R>(at(stt, STT_PAGES));
+  const uint64_t last = shr64(idx + n - 1, sh);
+  // After a fault the checked atomic load answers 0, which ends the loop.
+  for (uint64_t pg = shr64(idx, sh); pg <= last; pg++) {
+    const uint32_t pp = static_cast<uint32_t>(pages + (static_cast<uint32_t>(pg) << 2));
+    if (!need<R>(pp, 4, false)) return false;
+    if (AL32<R>(pp) == 0) return false;
   }
   return true;
 }
 
+/**
+ * Stores `value` in guest entries [idx, idx + n) page by page (guest.ts#sttFill):
+ * an absent page stays so for 0 and is allocated otherwise when `grow`.
+ */
+template <bool R>
+void TceEngine::sttFillT(uint32_t stt, uint64_t idx, uint64_t n, uint64_t value, bool grow) {
+  const uint64_t sh = tceShiftT<R>();
+  const uint64_t mask = shl64(1, sh) - 1;
+  uint64_t j = idx;
+  const uint64_t end = idx + n;
+  while (j < end) {
+    uint64_t stop = (j | mask) + 1;
+    if (stop == 0 || stop > end) stop = end;
+    const uint32_t page = sttPageT<R>(stt, shr64(j, sh), grow && value != 0);
+    if (fault_ != Fault::kNone) return;
+    if (page != 0) {
+      if (value == 0) {
+        FILL0<R>(page + (static_cast<uint32_t>(j & mask) << 3), (stop - j) << 3);
+      } else {
+        for (uint64_t k = j; k < stop; k++) W64<R>(page + (static_cast<uint32_t>(k & mask) << 3), value);
+      }
+    }
+    j = stop;
+  }
+}
+
 /** The guest TCE at relative index `idx` (0 when its page is absent). */
-uint64_t TceEngine::sttGet(uint32_t stt, uint64_t idx) {
-  const uint32_t p = sttSlot(stt, idx, false);
-  return p == 0 ? 0 : ald64(p);
+template <bool R>
+uint64_t TceEngine::sttGetT(uint32_t stt, uint64_t idx) {
+  const uint32_t p = sttSlotT<R>(stt, idx, false);
+  return p == 0 ? 0 : AL64<R>(p);
 }
 
 /** Frees every allocated page of a guest table. */
 void TceEngine::sttFreePages(uint32_t stt) {
   const uint32_t n = ld32(at(stt, STT_NPAGES));
   const uint32_t pages = ld32(at(stt, STT_PAGES));
-  const uint32_t bytes = static_cast<uint32_t>(tcesPerPage() << 3);
+  const uint32_t bytes = static_cast<uint32_t>(shl64(8, tceShiftT<kChecked>()));
   for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
     const uint32_t p = ld32(static_cast<uint32_t>(pages + (i << 2)));
     if (p != 0) free(p, bytes);
@@ -1077,12 +1371,21 @@ void TceEngine::sttFreePages(uint32_t stt) {
 
 // ---------------------------------------------------------------------------
 // hcall.ts: the TCE hypercalls on a vCPU register block (r3 = number, r4.. =
-// args). Profile kvm (book3s_64_vio_hv.c, the real-mode handlers of <=v5.18,
-// and book3s_64_vio.c): one routine serves both modes; real mode (no
-// OP_ALLOC) never allocates. Every call checks everything it needs before it
-// writes, so H_TOO_HARD and H_PARAMETER leave the tables as they were.
-// Profile qemu (hw/ppc/spapr_iommu.c): H_SUCCESS or H_PARAMETER, may stop
-// part-way.
+// args), with raw accesses after one range check per structure (see
+// "Two ways to reach memory" above). Profile kvm (book3s_64_vio_hv.c, the
+// real-mode handlers of <=v5.18, and book3s_64_vio.c): one routine serves
+// both modes; real mode never allocates; every call checks everything it
+// needs and locks every entry it changes before it writes, so H_TOO_HARD
+// and H_PARAMETER leave the tables as they were. Profile qemu
+// (hw/ppc/spapr_iommu.c): H_SUCCESS or H_PARAMETER, may stop part-way.
+//
+// Memory ordering (hcall.ts has the whole argument): a view lock is taken by
+// compare-and-swap and released by the release store of the entry's new
+// ua; the TCE is exchanged (iommu_tce_xchg); `mapped` moves by
+// compare-and-swap loops, taken while validating; guest-table stores are
+// plain (relaxed) as in kvmppc_tce_put. On x86-64 that is four locked
+// instructions per mapped entry, two when the old entry's reference
+// transfers, the same count as the WebAssembly build.
 
 namespace {
 /** Counter index of a hypercall number (KIND_*), or -1. */
@@ -1093,40 +1396,55 @@ inline int32_t kindOf(uint64_t nr) {
   if (nr == kHGet) return KIND_GET;
   return -1;
 }
+
+constexpr int32_t kFastBail = -0x7fffffff;
 }  // namespace
 
 // `n` is a constant at every call site: the field offset folds (no wrap-around), as in the WebAssembly build.
-uint64_t TceEngine::gpr(uint32_t vcpu, uint32_t n) { return ld64(at(vcpu, VCPU_GPR + (n << 3))); }
+uint64_t TceEngine::gpr(uint32_t vcpu, uint32_t n) { return L64<kRaw>(at(vcpu, VCPU_GPR + (n << 3))); }
 
-void TceEngine::setGpr(uint32_t vcpu, uint32_t n, uint64_t v) { st64(at(vcpu, VCPU_GPR + (n << 3)), v); }
+void TceEngine::setGpr(uint32_t vcpu, uint32_t n, uint64_t v) { S64<kRaw>(at(vcpu, VCPU_GPR + (n << 3)), v); }
 
 /**
  * Runs the hypercall in the vCPU's registers at `level` (LEVEL_REAL: real
  * mode, never allocates; LEVEL_VIRTUAL: may allocate). Returns the H_*
  * status; r3 receives it unless it is H_TOO_HARD. Unknown hypercall numbers
- * are H_TOO_HARD. The QEMU profile runs at any level, as LEVEL_EXIT. Counts
- * the completion in the vCPU's stats[kind][level].
+ * are H_TOO_HARD. The QEMU profile runs at either level, as LEVEL_EXIT.
+ * Counts the completion in the vCPU's stats[kind][level]. Any other level is
+ * H_PARAMETER, with nothing written.
  */
 int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
-  const uint32_t vm = ld32(at(vcpu, VCPU_VM));
+  // Only the chain's two levels run; any other is refused and changes nothing (hcall.ts#hcall).
+  if (level - kLevelReal > kLevelVirtual - kLevelReal) return H_PARAMETER;
+  if (!need<kRaw>(H, HDR_BYTES) || !need<kRaw>(vcpu, VCPU_BYTES)) return H_TOO_HARD;
+  const uint32_t vm = L32<kRaw>(at(vcpu, VCPU_VM));
   const uint64_t nr = gpr(vcpu, 3);
-  const uint32_t flags = level == kLevelReal ? 0 : kOpAlloc;
+  const bool grow = level != kLevelReal;
+  if (!need<kRaw>(vm, VM_BYTES)) return H_TOO_HARD;
   int32_t rc;
   uint32_t done = level;
-  if (ld32(at(vm, VM_PROFILE)) == static_cast<uint32_t>(PROFILE_QEMU)) {
+  int32_t kind = -1;
+  if (L32<kRaw>(at(vm, VM_PROFILE)) == static_cast<uint32_t>(PROFILE_QEMU)) {
     rc = qemuHcall(vm, vcpu, nr);
     done = kLevelExit;
+    kind = kindOf(nr);
   } else if (nr == kHPut) {
-    rc = putTce(vm, vcpu, flags);
+    rc = putTce(vm, vcpu, grow);
+    kind = KIND_PUT;
   } else if (nr == kHIndirect) {
-    rc = putTceIndirect(vm, vcpu, flags);
+    rc = putTceIndirect(vm, vcpu, grow);
+    kind = KIND_INDIRECT;
   } else if (nr == kHStuff) {
-    rc = stuffTce(vm, vcpu, flags);
+    rc = stuffTce(vm, vcpu, grow);
+    kind = KIND_STUFF;
   } else if (nr == kHGet) {
     rc = getTce(vm, vcpu);
+    kind = KIND_GET;
   } else {
     rc = H_TOO_HARD;
   }
+  // A fault stops the call where the WebAssembly build traps: nothing more is written.
+  if (fault_ != Fault::kNone) return rc;
   if (rc != H_TOO_HARD) {
     setGpr(vcpu, 3, static_cast<uint64_t>(static_cast<int64_t>(rc)));
   } else if (level == kLevelVirtual) {
@@ -1134,16 +1452,17 @@ int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
   } else {
     done = kLevelNone;
   }
-  st32(at(vcpu, VCPU_LEVEL), done);
-  const int32_t kind = kindOf(nr);
+  S32<kRaw>(at(vcpu, VCPU_LEVEL), done);
+  // LEVEL_NONE (real mode deferred) is no completion; the other three have counters.
   if (kind >= 0 && done != kLevelNone) {
     const uint32_t c = vcpu + VCPU_STATS + ((static_cast<uint32_t>(kind) * 4 + done) << 2);
-    st32(c, ld32(c) + 1);
+    S32<kRaw>(c, L32<kRaw>(c) + 1);
   }
   return rc;
 }
 
 int32_t TceEngine::hcallLoop(uint32_t vcpu, uint32_t level, uint64_t iterations) {
+  if (!need<kRaw>(vcpu, VCPU_BYTES)) return 0;
   const uint64_t r3 = gpr(vcpu, 3);
   const uint64_t r4 = gpr(vcpu, 4);
   int32_t rc = 0;
@@ -1159,141 +1478,803 @@ int32_t TceEngine::hcallLoop(uint32_t vcpu, uint32_t level, uint64_t iterations)
 
 /** kvmppc_ioba_validate: aligned to the guest page and [ioba, +npages) inside the table. */
 bool TceEngine::iobaOk(uint32_t stt, uint64_t ioba, uint64_t npages) {
-  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
+  const uint64_t shift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
   if (ioba & (shl64(1, shift) - 1)) return false;
   const uint64_t idx = shr64(ioba, shift);
-  const uint64_t off = ld64(at(stt, STT_OFFSET));
+  const uint64_t off = L64<kRaw>(at(stt, STT_OFFSET));
   if (idx < off) return false;
-  const uint64_t size = ld64(at(stt, STT_SIZE));
+  const uint64_t size = L64<kRaw>(at(stt, STT_SIZE));
   return npages <= size && idx - off <= size - npages;
+}
+
+/** The hardware table of link `s` (s < MAX_STITS), range-checked: a fault when it is not inside the memory. */
+uint32_t TceEngine::stit(uint32_t stt, uint32_t s) {
+  const uint32_t tbl = L32<kRaw>(at(stt, STT_STITS + (s << 2)));
+  need<kRaw>(tbl, TBL_BYTES);
+  return tbl;
+}
+
+/** Hardware tables linked to `stt`: its count, never more than the descriptor holds (hcall.ts#stitCount). */
+uint32_t TceEngine::stitCount(uint32_t stt) {
+  const uint32_t n = L32<kRaw>(at(stt, STT_STIT_COUNT));
+  return n < static_cast<uint32_t>(MAX_STITS) ? n : static_cast<uint32_t>(MAX_STITS);
 }
 
 /** The pid check once per hypercall: every linked table must belong to the vCPU's process. */
 bool TceEngine::pidCallCheck(uint32_t stt, uint32_t pid) {
-  const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
-  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
-    const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (i << 2)));
-    if (ld32(at(tbl, TBL_OWNER_PID)) != pid) return false;
+  const uint32_t n = stitCount(stt);
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t tbl = stit(stt, i);
+    if (fault_ != Fault::kNone || L32<kRaw>(at(tbl, TBL_OWNER_PID)) != pid) return false;
   }
   return true;
 }
 
-/** OP_CHECK_PID when the host checks the pid at every view write, else 0. */
-uint32_t TceEngine::entryCheckFlag() {
-  return ld32(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) &&
-                 ld32(at(H, HDR_PID_PLACEMENT)) == static_cast<uint32_t>(PID_CHECK_ENTRY)
-             ? kOpCheckPid
-             : 0;
+/** Whether the host compares the pid at every view write (the placement the 2015 review proposed). */
+bool TceEngine::entryCheck() {
+  return L32<kRaw>(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) &&
+         L32<kRaw>(at(H, HDR_PID_PLACEMENT)) == static_cast<uint32_t>(PID_CHECK_ENTRY);
 }
 
 /** The pid check at hypercall entry, for both placements (a refused call changes nothing). */
 bool TceEngine::callCheckFails(uint32_t stt, uint32_t pid) {
-  return ld32(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) && !pidCallCheck(stt, pid);
+  return L32<kRaw>(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) && !pidCallCheck(stt, pid);
+}
+
+/** Whether a hardware table linked to `stt` is v1 (pinned per entry, which only the VMM can do). */
+bool TceEngine::hasV1(uint32_t stt) {
+  const uint32_t n = stitCount(stt);
+  for (uint32_t i = 0; i < n; i++) {
+    const uint32_t tbl = stit(stt, i);
+    if (fault_ != Fault::kNone || (L32<kRaw>(at(tbl, TBL_FLAGS)) & kTableV2) == 0) return true;
+  }
+  return false;
+}
+
+/** Userspace address of `gpa`, 0 outside every memslot (kvmppc_tce_to_ua), through the memslot cache. */
+SPAPR_HOT uint64_t TceEngine::uaOf(uint64_t gpa) {
+  if (gpa - mBase_ > mLast_) {
+    const uint32_t s = findSlotT<kRaw>(xVm_, gpa);
+    if (s == 0) return 0;
+    mBase_ = L64<kRaw>(at(s, SLOT_GPA));
+    mLast_ = L64<kRaw>(at(s, SLOT_SIZE)) - 1;
+    mUa_ = L64<kRaw>(at(s, SLOT_UA));
+  }
+  return mUa_ + (gpa - mBase_);
 }
 
 /**
- * Checks that guest entry `entry` (absolute) can be mapped to `ua` (perm != 0)
- * or unmapped in every linked hardware table, subpage by subpage
- * (kvmppc_tce_validate + the failure cases of kvmppc_rm_tce_iommu_do_map).
+ * Caches the region of `mm` that backs the IOMMU page of 2^tshift bytes at
+ * `ua` (mm_iommu_lookup, then the checks of mm_iommu_ua_to_hpa); false when
+ * none can. Checks the region's page array once, for cachedHpa.
  */
-bool TceEngine::checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, bool grow) {
-  const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
-  const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
-  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
-    const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (i << 2)));
-    // A v1 table pins pages per entry, which only the VMM can do: every change exits.
-    if ((ld32(at(tbl, TBL_FLAGS)) & kTableV2) == 0) return false;
-    if (perm == 0) continue;
-    const uint32_t tshift = ld32(at(tbl, TBL_PAGE_SHIFT));
-    const uint64_t sub = shl64(1, static_cast<uint32_t>(gshift - tshift));
-    const uint64_t rel = entry * sub - ld64(at(tbl, TBL_OFFSET));
-    for (uint64_t k = 0; k < sub && fault_ == Fault::kNone; k++) {
-      if (checkMapOne(tbl, mm, rel + k, ua + shl64(k, tshift), grow) != 0) return false;
-    }
-  }
+bool TceEngine::regionFind(uint64_t ua, uint32_t tshift) {
+  const uint32_t r = regionLookupT<kRaw>(xMm_, ua, shl64(1, tshift));
+  if (r == 0 || regionUaToHpaT<kRaw>(r, ua, tshift) < 0) return false;
+  const uint64_t entries = L64<kRaw>(at(r, REG_ENTRIES));
+  const bool dev = (L32<kRaw>(at(r, REG_FLAGS)) & static_cast<uint32_t>(REGION_F_DEV)) != 0;
+  const uint32_t hpas = L32<kRaw>(at(r, REG_HPAS));
+  if (!dev && (entries > (length_ >> 3) || !need<kRaw>(hpas, entries << 3))) return false;
+  cR_ = r;
+  cUa_ = L64<kRaw>(at(r, REG_UA));
+  cLast_ = shl64(entries, gSysShift_) - shl64(1, tshift);
+  cHpas_ = hpas;
+  cDev_ = dev;
+  cDevHpa_ = L64<kRaw>(at(r, REG_DEV_HPA));
   return true;
 }
 
-/**
- * Maps or unmaps guest entry `entry` in every linked table; checkStits has passed, so only an allocation can
- * fail. `checkPid` (kOpCheckPid or 0) compares the pid at every view write.
- */
-bool TceEngine::applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, uint32_t flags,
-                           uint32_t checkPid, uint32_t pid) {
-  const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
-  const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
-  const uint32_t f = (flags & kOpAlloc) | checkPid;
-  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
-    const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (i << 2)));
-    const uint32_t tshift = ld32(at(tbl, TBL_PAGE_SHIFT));
-    const uint64_t sub = shl64(1, static_cast<uint32_t>(gshift - tshift));
-    const uint64_t rel = entry * sub - ld64(at(tbl, TBL_OFFSET));
-    if (perm == 0) {
-      clearRel(tbl, mm, rel, sub, checkPid, pid);
-      continue;
-    }
-    for (uint64_t k = 0; k < sub && fault_ == Fault::kNone; k++) {
-      if (buildOneV2(tbl, mm, rel + k, ua + shl64(k, tshift), perm, f, pid) < 0) {
-        // Only an allocation failure of virtual mode gets here: undo this table's subpages.
-        clearRel(tbl, mm, rel, k, 0, 0);
-        return false;
-      }
-    }
-  }
-  return true;
+/** The host address of `ua` in the cached region (mm_iommu_ua_to_hpa), which holds it. */
+SPAPR_HOT uint64_t TceEngine::cachedHpa(uint64_t ua) {
+  const uint64_t d = ua - cUa_;
+  if (cDev_) return cDevHpa_ + d;
+  return (L64<kRaw>(static_cast<uint32_t>(cHpas_ + static_cast<uint32_t>(shr64(d, gSysShift_) << 3))) & ~gSysMask_) |
+         (ua & gSysMask_);
 }
+
+/** Whether the old entry's reference passes to the new one (both in the cached region); see hcall.ts#transfers. */
+SPAPR_HOT bool TceEngine::transfers(uint64_t oldTce, uint64_t oldUa) {
+  if ((oldTce & kPerm) == 0) return false;
+  if (oldUa == 0) return false;
+  return oldUa - cUa_ <= cLast_;
+}
+
+/** Takes the lock of view slot `pua` for this call: one attempt inline, the bounded wait out of line. */
+SPAPR_HOT uint64_t TceEngine::lockSlot(uint32_t pua) {
+  const uint64_t v = P64<kRaw>(pua);
+  if (xNoLock_) return v & ~kLockBits;
+  if ((v & kLock) == 0 && CAS64<kRaw>(pua, v, (v & ~kLockBits) | xTag_) == v) return v;
+  return lockWait(pua);
+}
+
+/** The benchmark ablations in force (HDR.ablate; 0 outside bench/). */
+uint32_t TceEngine::ablations() { return L32<kRaw>(at(H, HDR_ABLATE)); }
+
+SPAPR_COLD uint64_t TceEngine::lockWait(uint32_t pua) { return lockViewT<kRaw>(pua, xTag_, xSpins_); }
 
 namespace {
-/**
- * The answer to a TCE whose address is misaligned to the guest page: real
- * mode (kvmppc_rm_tce_validate) and the 4.12 virtual mode say H_PARAMETER;
- * from 4.19 the virtual-mode kvmppc_tce_validate (42de7b9e2167) says
- * H_TOO_HARD, which exits to the VMM. `kernel` is HDR.kernel, loaded only on
- * that error path.
- */
-int32_t misalignedTce(uint32_t flags, uint32_t kernel) {
-  return (flags & kOpAlloc) != 0 && kernel >= static_cast<uint32_t>(KERNEL_4_19) ? H_TOO_HARD : H_PARAMETER;
+/** Whether a guest entry's subpages from `rel` all lie in the table: else its clear does nothing there. */
+inline bool clearInside(uint64_t rel, uint64_t toff, uint64_t tsize, uint64_t subMask) {
+  return rel + toff >= toff && rel < tsize && subMask < tsize - rel;
 }
 }  // namespace
 
-/** Stores a guest TCE (kvmppc_tce_put): an absent page is allocated unless the TCE is 0. */
-void TceEngine::sttPut(uint32_t stt, uint64_t idx, uint64_t tce, bool grow) {
-  const uint32_t p = sttSlot(stt, idx, grow && tce != 0);
-  if (p != 0) ast64(p, tce);
+/** checkPass of hcall.ts: checks, without writing, entries [0, lim) of table `tbl`; lim or the first failing entry. */
+uint32_t TceEngine::checkPass(uint32_t tbl, uint32_t lim, uint64_t r0, uint32_t subShift, bool grow) {
+  const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t lb = leafBitsT<kRaw>(tbl);
+  const uint64_t subMask = shl64(1, subShift) - 1;
+  const uint64_t total = shl64(lim, subShift);
+  uint64_t key = ~uint64_t{0};
+  uint64_t perm = 0;
+  uint64_t ua = 0;
+  regionReset();
+  for (uint64_t j = 0; j < total; j++) {
+    const uint64_t k = j & subMask;
+    if (k == 0) {
+      const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(xSrc_ + (static_cast<uint32_t>(shr64(j, subShift)) << 3)));
+      perm = tce & kPerm;
+      if (perm == 0) {
+        j += subMask;
+        continue;
+      }
+      ua = uaOf(tce & ~kPerm);
+    }
+    const uint64_t rel = r0 + j;
+    const uint32_t i = static_cast<uint32_t>(shr64(j, subShift));
+    if (rel >= tsize) return i;
+    if (grow) {
+      if (AL32<kRaw>(at(tbl, TBL_UA_ROOT)) == 0) return i;
+    } else if (shr64(rel, lb) != key) {
+      if (leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false) == 0) return i;
+      if (leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false) == 0) return i;
+      key = shr64(rel, lb);
+    }
+    const uint64_t uak = ua + shl64(k, tshift);
+    if (uak - cUa_ > cLast_ && !regionFind(uak, tshift)) return i;
+  }
+  return lim;
+}
+
+/** lockPass of hcall.ts: validates and locks table `tbl`'s share of entries [0, n); n or the first entry that failed. */
+uint32_t TceEngine::lockPass(uint32_t tbl, uint32_t n, uint64_t r0, uint32_t subShift, bool grow) {
+  const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
+  const uint64_t toff = L64<kRaw>(at(tbl, TBL_OFFSET));
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t lb = leafBitsT<kRaw>(tbl);
+  const uint64_t lmask = shl64(1, lb) - 1;
+  const uint64_t subMask = shl64(1, subShift) - 1;
+  const uint64_t total = shl64(n, subShift);
+  uint64_t key = ~uint64_t{0};
+  uint32_t tl = 0;
+  uint32_t ul = 0;
+  uint64_t perm = 0;
+  uint64_t ua = 0;
+  regionReset();
+  for (uint64_t j = 0; j < total; j++) {
+    const uint64_t rel = r0 + j;
+    const uint64_t k = j & subMask;
+    const uint32_t i = static_cast<uint32_t>(shr64(j, subShift));
+    if (k == 0) {
+      const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(xSrc_ + (i << 3)));
+      perm = tce & kPerm;
+      if (perm != 0) {
+        ua = uaOf(tce & ~kPerm);
+      } else if (!clearInside(rel, toff, tsize, subMask)) {
+        j += subMask;
+        continue;
+      }
+    }
+    const uint32_t off = static_cast<uint32_t>(rel & lmask) << 3;
+    if (perm != 0) {
+      if (rel >= tsize) return i;
+      const uint64_t uak = ua + shl64(k, tshift);
+      if (uak - cUa_ > cLast_ && !regionFind(uak, tshift)) return i;
+      if (shr64(rel, lb) != key || tl == 0) {
+        // View first, then TCE, as tce_iommu_build_v2 resolves them.
+        key = shr64(rel, lb);
+        ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, grow);
+        tl = ul == 0 ? 0 : leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, grow);
+        if (tl == 0) return i;
+      }
+      if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return i;
+      const uint64_t v = lockSlot(ul + off);
+      if (v & kLock) return i;
+      // Under the lock the TCE cannot change: a plain load.
+      if (!transfers(P64<kRaw>(tl + off), v & ~kLockBits) && regionMappedIncT<kRaw>(cR_) != 0) {
+        REL64<kRaw>(ul + off, v);
+        return i;
+      }
+    } else {
+      if (shr64(rel, lb) != key) {
+        key = shr64(rel, lb);
+        tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+        ul = tl == 0 ? 0 : leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+        if (fault_ != Fault::kNone) return i;
+      }
+      // Already clear, or valid with no view (cleared without accounting): no lock needed.
+      if (tl == 0 || P64<kRaw>(tl + off) == 0 || ul == 0) continue;
+      if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return i;
+      // Clears find their locks again by the tag: always locked, ablation or not.
+      const uint64_t v = lockViewT<kRaw>(ul + off, xTag_, xSpins_);
+      if (v & kLock) return i;
+      // Cleared by someone else meanwhile: nothing to do here.
+      if (P64<kRaw>(tl + off) == 0) REL64<kRaw>(ul + off, v);
+    }
+  }
+  return n;
+}
+
+/** applyPass of hcall.ts: writes table `tbl`'s share of entries [0, n) after every lockPass succeeded. */
+void TceEngine::applyPass(uint32_t tbl, uint32_t n, uint64_t r0, uint32_t subShift) {
+  const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
+  const uint64_t toff = L64<kRaw>(at(tbl, TBL_OFFSET));
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t lb = leafBitsT<kRaw>(tbl);
+  const uint64_t lmask = shl64(1, lb) - 1;
+  const uint64_t subMask = shl64(1, subShift) - 1;
+  const uint64_t total = shl64(n, subShift);
+  uint64_t key = ~uint64_t{0};
+  uint32_t tl = 0;
+  uint32_t ul = 0;
+  uint64_t word = 0;
+  uint64_t ua = 0;
+  regionReset();
+  for (uint64_t j = 0; j < total; j++) {
+    const uint64_t rel = r0 + j;
+    const uint64_t k = j & subMask;
+    if (k == 0) {
+      const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(xSrc_ + (static_cast<uint32_t>(shr64(j, subShift)) << 3)));
+      word = tce & kPerm;
+      if (word != 0) {
+        ua = uaOf(tce & ~kPerm);
+        if (word & kWrite) word |= kRead;
+      } else if (!clearInside(rel, toff, tsize, subMask)) {
+        j += subMask;
+        continue;
+      }
+    }
+    const uint32_t off = static_cast<uint32_t>(rel & lmask) << 3;
+    if (word != 0) {
+      const uint64_t uak = ua + shl64(k, tshift);
+      if (uak - cUa_ > cLast_ && !regionFind(uak, tshift)) return;
+      if (shr64(rel, lb) != key || tl == 0) {
+        key = shr64(rel, lb);
+        ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+        tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+        if (tl == 0 || ul == 0) return;
+      }
+      const uint64_t old = XCHG64<kRaw>(tl + off, cachedHpa(uak) | word);
+      const uint64_t oldUa = P64<kRaw>(ul + off) & ~kLockBits;
+      if ((old & kPerm) != 0 && !transfers(old, oldUa)) unuseUaT<kRaw>(xMm_, oldUa, tshift);
+      REL64<kRaw>(ul + off, uak);
+    } else {
+      if (shr64(rel, lb) != key) {
+        key = shr64(rel, lb);
+        tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+        ul = tl == 0 ? 0 : leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+        if (fault_ != Fault::kNone) return;
+      }
+      if (tl == 0 || P64<kRaw>(tl + off) == 0) continue;
+      if (ul == 0) {
+        XCHG64<kRaw>(tl + off, 0);
+        continue;
+      }
+      const uint64_t v = P64<kRaw>(ul + off);
+      if ((v & kLockBits) != xTag_) continue;
+      const uint64_t old = XCHG64<kRaw>(tl + off, 0);
+      if ((old & kPerm) != 0) unuseUaT<kRaw>(xMm_, v & ~kLockBits, tshift);
+      REL64<kRaw>(ul + off, 0);
+    }
+  }
+}
+
+/** undoPass of hcall.ts: gives back what lockPass took in table `tbl` for entries [0, end). */
+void TceEngine::undoPass(uint32_t tbl, uint32_t end, uint64_t r0, uint32_t subShift) {
+  const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t lb = leafBitsT<kRaw>(tbl);
+  const uint64_t lmask = shl64(1, lb) - 1;
+  const uint64_t subMask = shl64(1, subShift) - 1;
+  const uint64_t total = shl64(end, subShift);
+  uint64_t key = ~uint64_t{0};
+  uint32_t tl = 0;
+  uint32_t ul = 0;
+  uint64_t ua = 0;
+  regionReset();
+  for (uint64_t j = 0; j < total; j++) {
+    const uint64_t rel = r0 + j;
+    const uint64_t k = j & subMask;
+    if (k == 0) {
+      const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(xSrc_ + (static_cast<uint32_t>(shr64(j, subShift)) << 3)));
+      ua = (tce & kPerm) != 0 ? uaOf(tce & ~kPerm) : 0;
+    }
+    if (rel >= tsize) continue;
+    if (shr64(rel, lb) != key) {
+      key = shr64(rel, lb);
+      tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+      ul = tl == 0 ? 0 : leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+    }
+    if (ul == 0) continue;
+    const uint32_t off = static_cast<uint32_t>(rel & lmask) << 3;
+    const uint64_t v = P64<kRaw>(ul + off);
+    if ((v & kLockBits) != xTag_) continue;
+    if (ua != 0) {
+      const uint64_t uak = ua + shl64(k, tshift);
+      if (uak - cUa_ > cLast_) regionFind(uak, tshift);
+      if (!transfers(P64<kRaw>(tl + off), v & ~kLockBits)) regionMappedDecT<kRaw>(cR_);
+    }
+    REL64<kRaw>(ul + off, v & ~kLockBits);
+  }
+}
+
+namespace {
+/** Guest entry `entry`'s first entry in a table of offset `toff` (2^subShift per guest entry), relative; wraps as the kernel's. */
+inline uint64_t relOf(uint64_t toff, uint64_t entry, uint32_t subShift) { return shl64(entry, subShift) - toff; }
+}  // namespace
+
+/**
+ * The answer to a TCE whose address is misaligned to the guest page
+ * (hcall.ts#misalignedTce): real mode (kvmppc_rm_tce_validate) and the 4.12
+ * virtual mode say H_PARAMETER; from 4.19 the virtual-mode
+ * kvmppc_tce_validate (42de7b9e2167) says H_TOO_HARD, which exits to the
+ * VMM. HDR.kernel (the header was range-checked by hcall) is read only on
+ * that error path, and only in virtual mode.
+ */
+int32_t TceEngine::misalignedTce(bool grow) {
+  return grow && L32<kRaw>(at(H, HDR_KERNEL)) >= static_cast<uint32_t>(KERNEL_4_19) ? H_TOO_HARD : H_PARAMETER;
+}
+
+/** log2 of the table entries per guest entry of table `tbl`. */
+uint32_t TceEngine::subShiftOf(uint32_t gshift, uint32_t tbl) { return gshift - L32<kRaw>(at(tbl, TBL_PAGE_SHIFT)); }
+
+/** The bits this vCPU's view locks carry. */
+uint64_t TceEngine::tagBitsOf(uint32_t vcpu) {
+  return shl64(L32<kRaw>(at(vcpu, VCPU_LOCK_TAG)), static_cast<uint64_t>(VIEW_TAG_SHIFT)) | kLock;
+}
+
+/** putEntries of hcall.ts: the general body of H_PUT_TCE and H_PUT_TCE_INDIRECT over the TCEs at xSrc_. */
+int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n, bool grow) {
+  const uint32_t src = xSrc_;
+  const uint32_t gshift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
+  const uint64_t pageMask = shl64(1, gshift) - 1;
+  const bool v1 = hasV1(stt);
+  if (fault_ != Fault::kNone) return H_TOO_HARD;
+  uint32_t lim = n;
+  int32_t rc = H_SUCCESS;
+  for (uint32_t i = 0; i < n; i++) {
+    const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(src + (i << 3)));
+    if ((tce & kPerm) != 0) {
+      const uint64_t gpa = tce & ~kPerm;
+      if (gpa & pageMask) {
+        rc = misalignedTce(grow);
+      } else if (uaOf(gpa) == 0) {
+        rc = H_TOO_HARD;
+      }
+    }
+    if (rc == H_SUCCESS && v1) rc = H_TOO_HARD;
+    if (rc != H_SUCCESS) {
+      lim = i;
+      break;
+    }
+  }
+  if (fault_ != Fault::kNone) return H_TOO_HARD;
+  const uint32_t nstits = stitCount(stt);
+  if (lim < n || grow) {
+    for (uint32_t s = 0; s < nstits; s++) {
+      const uint32_t tbl = stit(stt, s);
+      if (fault_ != Fault::kNone) return H_TOO_HARD;
+      const uint32_t ss = subShiftOf(gshift, tbl);
+      const uint32_t j = checkPass(tbl, lim, relOf(L64<kRaw>(at(tbl, TBL_OFFSET)), entry, ss), ss, grow);
+      if (fault_ != Fault::kNone) return H_TOO_HARD;
+      if (j < lim) {
+        lim = j;
+        rc = H_TOO_HARD;
+      }
+    }
+    if (lim < n) return rc;
+  }
+  xTag_ = tagBitsOf(vcpu);
+  xSpins_ = grow ? static_cast<uint32_t>(LOCK_SPINS_VIRTUAL) : static_cast<uint32_t>(LOCK_SPINS_REAL);
+  xPidCheck_ = entryCheck();
+  xPid_ = L32<kRaw>(at(vcpu, VCPU_PID));
+  xNoLock_ = (ablations() & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
+  for (uint32_t s = 0; s < nstits; s++) {
+    const uint32_t tbl = stit(stt, s);
+    // A table outside the memory: give back the tables before it (it took nothing).
+    const bool inside = fault_ == Fault::kNone;
+    const uint32_t ss = inside ? subShiftOf(gshift, tbl) : 0;
+    const uint32_t j = inside ? lockPass(tbl, n, relOf(L64<kRaw>(at(tbl, TBL_OFFSET)), entry, ss), ss, grow) : 0;
+    if (j < n) {
+      for (uint32_t u = 0; u < s || (u == s && inside); u++) {
+        const uint32_t t = stit(stt, u);
+        const uint32_t su = subShiftOf(gshift, t);
+        undoPass(t, u == s ? j + 1 : n, relOf(L64<kRaw>(at(t, TBL_OFFSET)), entry, su), su);
+      }
+      return H_TOO_HARD;
+    }
+  }
+  for (uint32_t s = 0; s < nstits; s++) {
+    const uint32_t tbl = stit(stt, s);
+    const uint32_t ss = subShiftOf(gshift, tbl);
+    applyPass(tbl, n, relOf(L64<kRaw>(at(tbl, TBL_OFFSET)), entry, ss), ss);
+    if (fault_ != Fault::kNone) return H_TOO_HARD;
+  }
+  // kvmppc_tce_put for each entry: an absent page is allocated (virtual mode) unless the TCE is 0.
+  const uint64_t sh = tceShiftT<kRaw>();
+  const uint64_t mask = shl64(1, sh) - 1;
+  uint64_t pg = ~uint64_t{0};
+  uint32_t page = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(src + (i << 3)));
+    const uint64_t j = idx + i;
+    if (shr64(j, sh) != pg || page == 0) {
+      pg = shr64(j, sh);
+      page = sttPageT<kRaw>(stt, pg, grow && tce != 0);
+      if (fault_ != Fault::kNone) return H_TOO_HARD;
+    }
+    if (page != 0) W64<kRaw>(page + (static_cast<uint32_t>(j & mask) << 3), tce);
+  }
+  return H_SUCCESS;
+}
+
+/** Sets up the passes for a hypercall on `vm`, its TCEs at `src` (hcall.ts#begin). */
+void TceEngine::begin(uint32_t vm, uint32_t src) {
+  xVm_ = vm;
+  xMm_ = L32<kRaw>(at(vm, VM_MM));
+  xSrc_ = src;
+  mBase_ = 1;
+  mLast_ = 0;
+  gSysShift_ = L32<kRaw>(at(H, HDR_SYS_PAGE_SHIFT));
+  gSysMask_ = shl64(1, gSysShift_) - 1;
+  gTceShift_ = gSysShift_ - 3;
+  gTceMask_ = shl64(1, gTceShift_) - 1;
+}
+
+// The fast loops keep the caches in locals: every raw store goes through a
+// uint8_t pointer, which may alias anything, so members would be reloaded
+// after each one. A refill (rare) goes through the members and is read back.
+namespace {
+struct RegionCache {
+  uint64_t ua, last, devHpa;
+  uint32_t hpas;
+  bool dev;
+};
+struct SlotCache {
+  uint64_t base, last, ua;
+};
+}  // namespace
+
+/** lockFast of hcall.ts: validates and locks entries [0, n) of the fast case; n, or where it stopped with xRc_ saying why. */
+uint32_t TceEngine::lockFast(uint32_t tbl, uint32_t n, uint64_t r0, uint64_t pageMask) {
+  const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
+  const uint32_t src = xSrc_;
+  const uint64_t tag = xTag_;
+  const bool pidCheck = xPidCheck_;
+  const bool noLock = xNoLock_;
+  uint8_t* const b = base_;
+  uint64_t leafLo = r0 - lmask - 1;
+  uint32_t tl = 0;
+  uint32_t ul = 0;
+  // What applyFast needs again (not in linear memory: the WebAssembly build recomputes it).
+  uint32_t nleaves = 0;
+  regionReset();
+  RegionCache rc{cUa_, cLast_, 0, 0, false};
+  SlotCache sc{mBase_, mLast_, mUa_};
+  auto load64 = [b](uint32_t a) {
+    uint64_t v;
+    std::memcpy(&v, b + a, 8);
+    return v;
+  };
+  for (uint32_t i = 0; i < n; i++) {
+    const uint64_t tce = load64(src + (i << 3));
+    if ((tce & kPerm) == 0) {
+      xRc_ = kFastBail;
+      return i;
+    }
+    const uint64_t gpa = tce & ~kPerm;
+    if (gpa & pageMask) {
+      xRc_ = misalignedTce(false);
+      return i;
+    }
+    xRc_ = H_TOO_HARD;
+    if (gpa - sc.base > sc.last) {
+      if (uaOf(gpa) == 0) return i;
+      sc = {mBase_, mLast_, mUa_};
+    }
+    const uint64_t ua = sc.ua + (gpa - sc.base);
+    if (ua == 0) return i;
+    const uint64_t rel = r0 + i;
+    if (rel >= tsize) return i;
+    if (ua - rc.ua > rc.last) {
+      if (!regionFind(ua, tshift)) return i;
+      rc = {cUa_, cLast_, 0, 0, false};
+    }
+    if (rel - leafLo > lmask) {
+      ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+      if (ul == 0) return i;
+      tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+      if (tl == 0) return i;
+      leafLo = rel & ~lmask;
+      leaves_[nleaves] = {ul, tl};
+      nleaves++;
+    }
+    uas_[i] = ua;
+    if (pidCheck && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return i;
+    const uint32_t off = static_cast<uint32_t>(rel - leafLo) << 3;
+    uint64_t* const pua = reinterpret_cast<uint64_t*>(b + ul + off);
+    uint64_t v = __atomic_load_n(pua, __ATOMIC_RELAXED);
+    if (noLock) {
+      v &= ~kLockBits;
+    } else if ((v & kLock) != 0 || !__atomic_compare_exchange_n(pua, &v, (v & ~kLockBits) | tag, false,
+                                                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
+      v = lockWait(ul + off);
+      if (v & kLock) return i;
+    }
+    // transfers(): the old entry was valid and mapped from this region.
+    const uint64_t oldUa = v & ~kLockBits;
+    const bool keep = (__atomic_load_n(reinterpret_cast<uint64_t*>(b + tl + off), __ATOMIC_RELAXED) & kPerm) != 0 &&
+                      oldUa != 0 && oldUa - rc.ua <= rc.last;
+    if (!keep && regionMappedIncT<kRaw>(cR_) != 0) {
+      __atomic_store_n(pua, v, __ATOMIC_RELEASE);
+      return i;
+    }
+  }
+  return n;
+}
+
+/** applyFast of hcall.ts: writes what lockFast validated, the table's entries and the guest's. */
+void TceEngine::applyFast(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx) {
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
+  const uint32_t src = xSrc_;
+  const uint64_t sysShift = gSysShift_;
+  const uint64_t sysMask = gSysMask_;
+  const uint64_t tceShift = gTceShift_;
+  const uint64_t tceMask = gTceMask_;
+  uint8_t* const b = base_;
+  uint64_t leafLo = r0 - lmask - 1;
+  uint32_t tl = 0;
+  uint32_t ul = 0;
+  uint32_t nleaves = 0;
+  uint64_t pageLo = idx - tceMask - 1;
+  uint32_t page = 0;
+  RegionCache rc{cUa_, cLast_, cDevHpa_, cHpas_, cDev_};
+  (void)tbl;
+  auto load64 = [b](uint32_t a) {
+    uint64_t v;
+    std::memcpy(&v, b + a, 8);
+    return v;
+  };
+  for (uint32_t i = 0; i < n; i++) {
+    const uint64_t tce = load64(src + (i << 3));
+    const uint64_t ua = uas_[i];
+    uint64_t word = tce & kPerm;
+    if (word & kWrite) word = kRead | kWrite;
+    const uint64_t rel = r0 + i;
+    if (ua - rc.ua > rc.last) {
+      if (!regionFind(ua, tshift)) return;
+      rc = {cUa_, cLast_, cDevHpa_, cHpas_, cDev_};
+    }
+    if (rel - leafLo > lmask) {
+      ul = leaves_[nleaves].ua;
+      tl = leaves_[nleaves].tce;
+      nleaves++;
+      leafLo = rel & ~lmask;
+    }
+    const uint32_t off = static_cast<uint32_t>(rel - leafLo) << 3;
+    const uint64_t d = ua - rc.ua;
+    const uint64_t hpa = rc.dev ? rc.devHpa + d
+                                : (load64(static_cast<uint32_t>(rc.hpas + static_cast<uint32_t>((d >> sysShift) << 3))) &
+                                   ~sysMask) | (ua & sysMask);
+    const uint64_t old = __atomic_exchange_n(reinterpret_cast<uint64_t*>(b + tl + off), hpa | word, __ATOMIC_SEQ_CST);
+    uint64_t* const pua = reinterpret_cast<uint64_t*>(b + ul + off);
+    if ((old & kPerm) != 0) {
+      const uint64_t oldUa = __atomic_load_n(pua, __ATOMIC_RELAXED) & ~kLockBits;
+      if (!(oldUa != 0 && oldUa - rc.ua <= rc.last)) unuseUaT<kRaw>(xMm_, oldUa, tshift);
+    }
+    __atomic_store_n(pua, ua, __ATOMIC_RELEASE);
+    const uint64_t j = idx + i;
+    if (j - pageLo > tceMask) {
+      page = sttPageT<kRaw>(stt, j >> tceShift, false);
+      if (fault_ != Fault::kNone) return;
+      pageLo = j & ~tceMask;
+    }
+    if (page != 0) __atomic_store_n(reinterpret_cast<uint64_t*>(b + page + (static_cast<uint32_t>(j - pageLo) << 3)), tce,
+                                    __ATOMIC_RELAXED);
+  }
+}
+
+/** putFused of hcall.ts (ABLATE_VALIDATE, the benchmark only): lockFast's checks and applyFast's writes entry by entry. */
+int32_t TceEngine::putFused(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx, uint64_t pageMask) {
+  const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
+  const uint32_t src = xSrc_;
+  uint64_t leafLo = r0 - lmask - 1;
+  uint32_t tl = 0;
+  uint32_t ul = 0;
+  uint64_t pageLo = idx - gTceMask_ - 1;
+  uint32_t page = 0;
+  regionReset();
+  for (uint32_t i = 0; i < n; i++) {
+    const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(src + (i << 3)));
+    if ((tce & kPerm) == 0) return i == 0 ? kFastBail : H_TOO_HARD;
+    const uint64_t gpa = tce & ~kPerm;
+    if (gpa & pageMask) return misalignedTce(false);
+    const uint64_t ua = uaOf(gpa);
+    if (ua == 0) return H_TOO_HARD;
+    const uint64_t rel = r0 + i;
+    if (rel >= tsize) return H_TOO_HARD;
+    if (ua - cUa_ > cLast_ && !regionFind(ua, tshift)) return H_TOO_HARD;
+    if (rel - leafLo > lmask) {
+      ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+      if (ul == 0) return H_TOO_HARD;
+      tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+      if (tl == 0) return H_TOO_HARD;
+      leafLo = rel & ~lmask;
+    }
+    if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return H_TOO_HARD;
+    const uint32_t off = static_cast<uint32_t>(rel - leafLo) << 3;
+    const uint64_t v = lockSlot(ul + off);
+    if (v & kLock) return H_TOO_HARD;
+    const uint64_t oldUa = v & ~kLockBits;
+    if (!transfers(P64<kRaw>(tl + off), oldUa) && regionMappedIncT<kRaw>(cR_) != 0) {
+      REL64<kRaw>(ul + off, v);
+      return H_TOO_HARD;
+    }
+    uint64_t word = tce & kPerm;
+    if (word & kWrite) word = kRead | kWrite;
+    const uint64_t old = XCHG64<kRaw>(tl + off, cachedHpa(ua) | word);
+    if ((old & kPerm) != 0 && !transfers(old, oldUa)) unuseUaT<kRaw>(xMm_, oldUa, tshift);
+    REL64<kRaw>(ul + off, ua);
+    const uint64_t j = idx + i;
+    if (j - pageLo > gTceMask_) {
+      page = sttPageT<kRaw>(stt, j >> gTceShift_, false);
+      if (fault_ != Fault::kNone) return H_TOO_HARD;
+      pageLo = j & ~gTceMask_;
+    }
+    if (page != 0) W64<kRaw>(page + (static_cast<uint32_t>(j - pageLo) << 3), tce);
+  }
+  return H_SUCCESS;
+}
+
+/** putFast of hcall.ts: the fast path when it applies, or kFastBail with nothing changed. */
+int32_t TceEngine::putFast(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n) {
+  if (L32<kRaw>(at(stt, STT_STIT_COUNT)) != 1) return kFastBail;
+  const uint32_t tbl = stit(stt, 0);
+  if (fault_ != Fault::kNone) return H_TOO_HARD;
+  const uint32_t gshift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
+  if (L32<kRaw>(at(tbl, TBL_PAGE_SHIFT)) != gshift || (L32<kRaw>(at(tbl, TBL_FLAGS)) & kTableV2) == 0) return kFastBail;
+  xTag_ = tagBitsOf(vcpu);
+  xSpins_ = static_cast<uint32_t>(LOCK_SPINS_REAL);
+  xPidCheck_ = entryCheck();
+  xPid_ = L32<kRaw>(at(vcpu, VCPU_PID));
+  const uint32_t ablate = ablations();
+  xNoLock_ = (ablate & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
+  const uint64_t r0 = entry - L64<kRaw>(at(tbl, TBL_OFFSET));
+  if (ablate & static_cast<uint32_t>(ABLATE_VALIDATE)) return putFused(tbl, stt, n, r0, idx, shl64(1, gshift) - 1);
+  const uint32_t j = lockFast(tbl, n, r0, shl64(1, gshift) - 1);
+  if (j < n) {
+    undoPass(tbl, j, r0, 0);
+    return xRc_;
+  }
+  applyFast(tbl, stt, n, r0, idx);
+  return H_SUCCESS;
+}
+
+/** putOne of hcall.ts: one valid TCE of H_PUT_TCE in the fast case, straight through; kFastBail when it does not apply. */
+int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t entry, uint32_t page, uint32_t slot,
+                          uint64_t tce) {
+  if (L32<kRaw>(at(stt, STT_STIT_COUNT)) != 1) return kFastBail;
+  const uint32_t tbl = stit(stt, 0);
+  if (fault_ != Fault::kNone) return H_TOO_HARD;
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  if (tshift != L32<kRaw>(at(stt, STT_PAGE_SHIFT)) || (L32<kRaw>(at(tbl, TBL_FLAGS)) & kTableV2) == 0) return kFastBail;
+  const uint64_t gpa = tce & ~kPerm;
+  const uint64_t psize = shl64(1, tshift);
+  if (gpa & (psize - 1)) return misalignedTce(false);
+  const uint32_t ms = findSlotT<kRaw>(vm, gpa);
+  if (ms == 0) return H_TOO_HARD;
+  const uint64_t ua = L64<kRaw>(at(ms, SLOT_UA)) + (gpa - L64<kRaw>(at(ms, SLOT_GPA)));
+  if (ua == 0) return H_TOO_HARD;
+  const uint64_t rel = entry - L64<kRaw>(at(tbl, TBL_OFFSET));
+  if (rel >= L64<kRaw>(at(tbl, TBL_SIZE))) return H_TOO_HARD;
+  // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
+  const uint32_t mm = L32<kRaw>(at(vm, VM_MM));
+  const uint64_t sh = L32<kRaw>(at(H, HDR_SYS_PAGE_SHIFT));
+  if (mm != 0 && !need<kRaw>(mm, MM_BYTES)) return H_TOO_HARD;
+  uint32_t r = mm == 0 ? 0 : L32<kRaw>(at(mm, MM_REGIONS));
+  uint64_t rua = 0;
+  uint64_t last = 0;
+  while (r != 0) {
+    if (!need<kRaw>(r, REG_BYTES)) return H_TOO_HARD;
+    rua = L64<kRaw>(at(r, REG_UA));
+    const uint64_t rsize = shl64(L64<kRaw>(at(r, REG_ENTRIES)), sh);
+    if (ua >= rua && psize <= rsize) {
+      last = rsize - psize;
+      if (ua - rua <= last) break;
+    }
+    r = L32<kRaw>(at(r, REG_NEXT));
+  }
+  if (r == 0) return H_TOO_HARD;
+  if (tshift > L32<kRaw>(at(r, REG_PAGE_SHIFT))) return H_TOO_HARD;
+  const uint32_t ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+  if (ul == 0) return H_TOO_HARD;
+  const uint32_t tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+  if (tl == 0) return H_TOO_HARD;
+  if (entryCheck() && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != L32<kRaw>(at(vcpu, VCPU_PID))) return H_TOO_HARD;
+  const uint32_t off = static_cast<uint32_t>(rel & (shl64(1, leafBitsT<kRaw>(tbl)) - 1)) << 3;
+  xTag_ = tagBitsOf(vcpu);
+  xSpins_ = static_cast<uint32_t>(LOCK_SPINS_REAL);
+  xNoLock_ = (ablations() & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
+  const uint64_t v = lockSlot(ul + off);
+  if (v & kLock) return H_TOO_HARD;
+  const uint64_t oldUa = v & ~kLockBits;
+  // transfers(), on this region: the old entry was valid and mapped from it.
+  const bool inRegion = oldUa != 0 && oldUa - rua <= last;
+  if ((P64<kRaw>(tl + off) & kPerm) == 0 || !inRegion) {
+    if (regionMappedIncT<kRaw>(r) != 0) {
+      REL64<kRaw>(ul + off, v);
+      return H_TOO_HARD;
+    }
+  }
+  uint64_t hpa;
+  if (L32<kRaw>(at(r, REG_FLAGS)) & static_cast<uint32_t>(REGION_F_DEV)) {
+    hpa = L64<kRaw>(at(r, REG_DEV_HPA)) + (ua - rua);
+  } else {
+    const uint64_t mask = shl64(1, sh) - 1;
+    const uint32_t p = L32<kRaw>(at(r, REG_HPAS)) + (static_cast<uint32_t>(shr64(ua - rua, sh)) << 3);
+    // The one entry of the region's page array this call reads.
+    if (!need<kRaw>(p, 8, false)) {
+      REL64<kRaw>(ul + off, v);
+      return H_TOO_HARD;
+    }
+    hpa = (L64<kRaw>(p) & ~mask) | (ua & mask);
+  }
+  uint64_t word = tce & kPerm;
+  if (word & kWrite) word = kRead | kWrite;
+  const uint64_t old = XCHG64<kRaw>(tl + off, hpa | word);
+  if ((old & kPerm) != 0 && !inRegion) unuseUaT<kRaw>(mm, oldUa, tshift);
+  REL64<kRaw>(ul + off, ua);
+  if (page != 0) W64<kRaw>(page + slot, tce);
+  return H_SUCCESS;
 }
 
 /** H_PUT_TCE(liobn, ioba, tce). */
-int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, uint32_t flags) {
-  const uint32_t stt = findStt(vm, gpr(vcpu, 4));
+int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, bool grow) {
+  const uint32_t stt = findSttT<kRaw>(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
   const uint64_t ioba = gpr(vcpu, 5);
   const uint64_t tce = gpr(vcpu, 6);
   if (!iobaOk(stt, ioba, 1)) return H_PARAMETER;
-  const bool grow = (flags & kOpAlloc) != 0;
-  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
-  const uint64_t entry = shr64(ioba, shift);
-  const uint64_t idx = entry - ld64(at(stt, STT_OFFSET));
-  if (!grow && tce != 0 && !sttPagesPresent(stt, idx, 1)) return H_TOO_HARD;
-  const uint32_t perm = static_cast<uint32_t>(tce & kPerm);
-  const uint32_t pid = ld32(at(vcpu, VCPU_PID));
-  if (callCheckFails(stt, pid)) return H_TOO_HARD;
-  const uint32_t mm = ld32(at(vm, VM_MM));
-  uint64_t ua = 0;
-  if (perm != 0) {
-    const uint64_t gpa = tce & ~kPerm;
-    if (gpa & (shl64(1, shift) - 1)) return misalignedTce(flags, ld32(at(H, HDR_KERNEL)));
-    ua = gpaToUa(vm, gpa);
-    if (ua == 0) return H_TOO_HARD;
+  const uint64_t entry = shr64(ioba, L32<kRaw>(at(stt, STT_PAGE_SHIFT)));
+  const uint64_t idx = entry - L64<kRaw>(at(stt, STT_OFFSET));
+  // kvmppc_rm_ioba_validate's page check, keeping the page for the store.
+  const uint64_t gsh = tceShiftT<kRaw>();
+  uint32_t page = 0;
+  if (shr64(idx, gsh) < L32<kRaw>(at(stt, STT_NPAGES))) {
+    const uint32_t pp = L32<kRaw>(at(stt, STT_PAGES)) + (static_cast<uint32_t>(shr64(idx, gsh)) << 2);
+    if (!need<kRaw>(pp, 4, false)) return H_TOO_HARD;
+    page = L32<kRaw>(pp);
+    if (page != 0 && !need<kRaw>(page, gsh < 32 ? uint64_t{8} << gsh : ~uint64_t{0})) return H_TOO_HARD;
   }
-  if (!checkStits(stt, mm, entry, ua, perm, grow)) return H_TOO_HARD;
-  if (!applyStits(stt, mm, entry, ua, perm, flags, entryCheckFlag(), pid)) return H_TOO_HARD;
-  sttPut(stt, idx, tce, grow);
-  return H_SUCCESS;
+  if (!grow && tce != 0 && page == 0) return H_TOO_HARD;
+  if (callCheckFails(stt, L32<kRaw>(at(vcpu, VCPU_PID)))) return H_TOO_HARD;
+  if (!grow && (tce & kPerm) != 0) {
+    const int32_t rc = putOne(vm, vcpu, stt, entry, page, static_cast<uint32_t>(idx & (shl64(1, gsh) - 1)) << 3, tce);
+    if (rc != kFastBail) return rc;
+  }
+  begin(vm, vcpu + VCPU_GPR + (6 << 3));
+  return putEntries(vcpu, stt, entry, idx, 1, grow);
 }
 
-/** H_PUT_TCE_INDIRECT(liobn, ioba, tce_list, npages): the list is big-endian in guest memory. */
-int32_t TceEngine::putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags) {
-  const uint32_t stt = findStt(vm, gpr(vcpu, 4));
+/** H_PUT_TCE_INDIRECT(liobn, ioba, tce_list, npages): the list is big-endian in guest memory, copied once. */
+int32_t TceEngine::putTceIndirect(uint32_t vm, uint32_t vcpu, bool grow) {
+  const uint32_t stt = findSttT<kRaw>(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
   const uint64_t ioba = gpr(vcpu, 5);
   const uint64_t list = gpr(vcpu, 6);
@@ -1301,96 +2282,228 @@ int32_t TceEngine::putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags) {
   if (npages > kIndirectMax) return H_PARAMETER;
   if (list & 0xfff) return H_PARAMETER;
   if (!iobaOk(stt, ioba, npages)) return H_PARAMETER;
-  const bool grow = (flags & kOpAlloc) != 0;
-  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
-  const uint64_t entry = shr64(ioba, shift);
-  const uint64_t idx = entry - ld64(at(stt, STT_OFFSET));
-  if (!grow && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
+  const uint64_t entry = shr64(ioba, L32<kRaw>(at(stt, STT_PAGE_SHIFT)));
+  const uint64_t idx = entry - L64<kRaw>(at(stt, STT_OFFSET));
+  if (!grow && !sttPagesPresentT<kRaw>(stt, idx, npages)) return H_TOO_HARD;
   // The list must translate even when empty (kvmppc_rm_tce_to_ua on tce_list).
-  const uint32_t host = gpaToHost(vm, list, npages << 3);
+  const uint32_t host = gpaToHostT<kRaw>(vm, list, npages << 3);
   if (host == 0) return H_TOO_HARD;
-  const uint32_t pid = ld32(at(vcpu, VCPU_PID));
-  if (callCheckFails(stt, pid)) return H_TOO_HARD;
-  const uint32_t mm = ld32(at(vm, VM_MM));
-  const uint32_t checkPid = entryCheckFlag();
-  const uint64_t pageMask = shl64(1, shift) - 1;
-  // Validate every TCE before changing anything.
-  for (uint64_t i = 0; i < npages; i++) {
-    const uint64_t tce = __builtin_bswap64(ld64(static_cast<uint32_t>(host + static_cast<uint32_t>(i << 3))));
-    const uint32_t perm = static_cast<uint32_t>(tce & kPerm);
-    uint64_t ua = 0;
-    if (perm != 0) {
-      const uint64_t gpa = tce & ~kPerm;
-      if (gpa & pageMask) return misalignedTce(flags, ld32(at(H, HDR_KERNEL)));
-      ua = gpaToUa(vm, gpa);
-      if (ua == 0) return H_TOO_HARD;
-    }
-    if (!checkStits(stt, mm, entry + i, ua, perm, grow)) return H_TOO_HARD;
+  if (callCheckFails(stt, L32<kRaw>(at(vcpu, VCPU_PID)))) return H_TOO_HARD;
+  const uint32_t n = static_cast<uint32_t>(npages);
+  if (!need<kRaw>(host, npages << 3, false)) return H_TOO_HARD;
+  const uint32_t tces = vcpu + VCPU_TCES;
+  for (uint32_t i = 0; i < n; i++) {
+    S64<kRaw>(tces + (i << 3), __builtin_bswap64(L64<kRaw>(static_cast<uint32_t>(host + (i << 3)))));
   }
-  for (uint64_t i = 0; i < npages; i++) {
-    const uint64_t tce = __builtin_bswap64(ld64(static_cast<uint32_t>(host + static_cast<uint32_t>(i << 3))));
-    const uint32_t perm = static_cast<uint32_t>(tce & kPerm);
-    const uint64_t ua = perm != 0 ? gpaToUa(vm, tce & ~kPerm) : 0;
-    if (!applyStits(stt, mm, entry + i, ua, perm, flags, checkPid, pid)) return H_TOO_HARD;
-    sttPut(stt, idx + i, tce, grow);
+  begin(vm, tces);
+  if (!grow) {
+    const int32_t rc = putFast(vcpu, stt, entry, idx, n);
+    if (rc != kFastBail) return rc;
   }
-  return H_SUCCESS;
+  return putEntries(vcpu, stt, entry, idx, n, grow);
 }
 
-/** H_STUFF_TCE(liobn, ioba, value, npages): clears (KVM allows no permission bits) npages entries. */
-int32_t TceEngine::stuffTce(uint32_t vm, uint32_t vcpu, uint32_t flags) {
-  const uint32_t stt = findStt(vm, gpr(vcpu, 4));
+/** stuffLock of hcall.ts: locks every valid entry of [lo, hi) with a view; entries to clear, or -1 with none held. */
+int64_t TceEngine::stuffLock(uint32_t tbl, uint64_t lo, uint64_t hi) {
+  const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
+  int64_t pending = 0;
+  uint64_t rel = lo;
+  while (rel < hi) {
+    const uint32_t tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+    if (tl == 0) {
+      if (fault_ != Fault::kNone) {
+        stuffUndo(tbl, lo, rel);
+        return -1;
+      }
+      rel = skipAbsentT<kRaw>(tbl, rel);
+      continue;
+    }
+    uint32_t ul = 0;
+    bool looked = false;
+    for (const uint64_t e = leafEnd(rel, lmask, hi); rel < e; rel++) {
+      const uint32_t off = static_cast<uint32_t>(rel & lmask) << 3;
+      // Four clear entries at a time, as hcall.ts does.
+      if (rel + 4 <= e && (P64<kRaw>(tl + off) | P64<kRaw>(tl + off + 8) | P64<kRaw>(tl + off + 16) |
+                           P64<kRaw>(tl + off + 24)) == 0) {
+        rel += 3;
+        continue;
+      }
+      if (P64<kRaw>(tl + off) == 0) continue;
+      if (!looked) {
+        ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+        looked = true;
+        if (fault_ != Fault::kNone) {
+          stuffUndo(tbl, lo, rel);
+          return -1;
+        }
+      }
+      pending++;
+      if (ul == 0) continue;
+      if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) {
+        stuffUndo(tbl, lo, rel);
+        return -1;
+      }
+      const uint64_t v = lockViewT<kRaw>(ul + off, xTag_, xSpins_);
+      if (v & kLock) {
+        stuffUndo(tbl, lo, rel);
+        return -1;
+      }
+      if (P64<kRaw>(tl + off) == 0) {
+        REL64<kRaw>(ul + off, v);
+        pending--;
+      }
+    }
+  }
+  return pending;
+}
+
+/** stuffUndo of hcall.ts: lets go of this vCPU's view locks in [lo, hi) of `tbl`. */
+void TceEngine::stuffUndo(uint32_t tbl, uint64_t lo, uint64_t hi) {
+  const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
+  uint64_t rel = lo;
+  while (rel < hi) {
+    const uint32_t tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+    if (tl == 0) {
+      const uint64_t next = skipAbsentT<kRaw>(tbl, rel);
+      rel = next > rel ? next : hi;
+      continue;
+    }
+    const uint32_t ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+    const uint64_t e = leafEnd(rel, lmask, hi);
+    if (ul == 0) {
+      rel = e;
+      continue;
+    }
+    for (; rel < e; rel++) {
+      const uint32_t p = ul + (static_cast<uint32_t>(rel & lmask) << 3);
+      const uint64_t v = P64<kRaw>(p);
+      if ((v & kLockBits) == xTag_) REL64<kRaw>(p, v & ~kLockBits);
+    }
+  }
+}
+
+/** stuffApply of hcall.ts: clears the entries stuffLock locked in [lo, hi) of `tbl`, and valid ones without a view. */
+void TceEngine::stuffApply(uint32_t tbl, uint64_t lo, uint64_t hi) {
+  const uint64_t lmask = shl64(1, leafBitsT<kRaw>(tbl)) - 1;
+  const uint32_t tshift = L32<kRaw>(at(tbl, TBL_PAGE_SHIFT));
+  uint64_t rel = lo;
+  while (rel < hi) {
+    const uint32_t tl = leafNodeT<kRaw>(tbl, TBL_ROOT, TBL_NODE_BYTES, rel, false);
+    if (tl == 0) {
+      if (fault_ != Fault::kNone) return;
+      rel = skipAbsentT<kRaw>(tbl, rel);
+      continue;
+    }
+    uint32_t ul = 0;
+    bool looked = false;
+    for (const uint64_t e = leafEnd(rel, lmask, hi); rel < e; rel++) {
+      const uint32_t off = static_cast<uint32_t>(rel & lmask) << 3;
+      if (P64<kRaw>(tl + off) == 0) continue;
+      if (!looked) {
+        ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
+        looked = true;
+        if (fault_ != Fault::kNone) return;
+      }
+      if (ul == 0) {
+        XCHG64<kRaw>(tl + off, 0);
+        continue;
+      }
+      const uint64_t v = P64<kRaw>(ul + off);
+      if ((v & kLockBits) != xTag_) continue;
+      const uint64_t old = XCHG64<kRaw>(tl + off, 0);
+      if ((old & kPerm) != 0) unuseUaT<kRaw>(xMm_, v & ~kLockBits, tshift);
+      REL64<kRaw>(ul + off, 0);
+    }
+  }
+}
+
+/** H_STUFF_TCE(liobn, ioba, value, npages): clears npages entries in every linked table, walking what exists. */
+int32_t TceEngine::stuffTce(uint32_t vm, uint32_t vcpu, bool grow) {
+  const uint32_t stt = findSttT<kRaw>(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
   const uint64_t ioba = gpr(vcpu, 5);
   const uint64_t value = gpr(vcpu, 6);
   const uint64_t npages = gpr(vcpu, 7);
   if (!iobaOk(stt, ioba, npages)) return H_PARAMETER;
-  const bool grow = (flags & kOpAlloc) != 0;
-  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
-  const uint64_t entry = shr64(ioba, shift);
-  const uint64_t idx = entry - ld64(at(stt, STT_OFFSET));
+  const uint32_t gshift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
+  const uint64_t entry = shr64(ioba, gshift);
+  const uint64_t idx = entry - L64<kRaw>(at(stt, STT_OFFSET));
   // kvmppc_rm_ioba_validate (pages needed unless clearing) comes before the permission check.
-  if (!grow && value != 0 && !sttPagesPresent(stt, idx, npages)) return H_TOO_HARD;
+  if (!grow && value != 0 && !sttPagesPresentT<kRaw>(stt, idx, npages)) return H_TOO_HARD;
   if (value & kPerm) return H_PARAMETER;
-  const uint32_t pid = ld32(at(vcpu, VCPU_PID));
+  const uint32_t pid = L32<kRaw>(at(vcpu, VCPU_PID));
   if (callCheckFails(stt, pid)) return H_TOO_HARD;
-  const uint32_t mm = ld32(at(vm, VM_MM));
-  const uint32_t checkPid = entryCheckFlag();
-  if (npages != 0 && !checkStits(stt, mm, entry, 0, 0, grow)) return H_TOO_HARD;
-  const uint32_t n = ld32(at(stt, STT_STIT_COUNT));
-  const uint32_t gshift = ld32(at(stt, STT_PAGE_SHIFT));
-  for (uint32_t s = 0; s < n && fault_ == Fault::kNone; s++) {
-    const uint32_t tbl = ld32(static_cast<uint32_t>(stt + STT_STITS + (s << 2)));
-    const uint64_t sub = shl64(1, static_cast<uint32_t>(gshift - ld32(at(tbl, TBL_PAGE_SHIFT))));
-    clearRel(tbl, mm, entry * sub - ld64(at(tbl, TBL_OFFSET)), npages * sub, checkPid, pid);
+  if (npages != 0 && hasV1(stt)) return H_TOO_HARD;
+  if (fault_ != Fault::kNone) return H_TOO_HARD;
+  xMm_ = L32<kRaw>(at(vm, VM_MM));
+  xTag_ = tagBitsOf(vcpu);
+  xSpins_ = grow ? static_cast<uint32_t>(LOCK_SPINS_VIRTUAL) : static_cast<uint32_t>(LOCK_SPINS_REAL);
+  xPidCheck_ = entryCheck();
+  xPid_ = pid;
+  const uint32_t n = stitCount(stt);
+  // Bit s: table s has entries to clear.
+  uint32_t todo = 0;
+  for (uint32_t s = 0; s < n; s++) {
+    const uint32_t tbl = stit(stt, s);
+    if (fault_ != Fault::kNone) return H_TOO_HARD;
+    const uint32_t ss = subShiftOf(gshift, tbl);
+    const uint64_t toff = L64<kRaw>(at(tbl, TBL_OFFSET));
+    const uint64_t tsize = L64<kRaw>(at(tbl, TBL_SIZE));
+    const uint64_t first = shl64(entry, ss);
+    const uint64_t count = shl64(npages, ss);
+    // tce_iommu_clear's range check (clearRel): a range leaving the table clears nothing there.
+    if (count == 0 || first < toff || first - toff >= tsize || count > tsize - (first - toff)) continue;
+    const int64_t pending = stuffLock(tbl, first - toff, first - toff + count);
+    if (pending < 0) {
+      for (uint32_t u = 0; u < s; u++) {
+        if ((todo & (1u << u)) == 0) continue;
+        const uint32_t t = stit(stt, u);
+        const uint32_t su = subShiftOf(gshift, t);
+        const uint64_t lo = shl64(entry, su) - L64<kRaw>(at(t, TBL_OFFSET));
+        stuffUndo(t, lo, lo + shl64(npages, su));
+      }
+      return H_TOO_HARD;
+    }
+    if (pending > 0) todo |= 1u << s;
   }
-  for (uint64_t i = 0; i < npages && fault_ == Fault::kNone; i++) sttPut(stt, idx + i, value, grow);
+  for (uint32_t s = 0; s < n; s++) {
+    if ((todo & (1u << s)) == 0) continue;
+    const uint32_t tbl = stit(stt, s);
+    const uint32_t ss = subShiftOf(gshift, tbl);
+    const uint64_t lo = shl64(entry, ss) - L64<kRaw>(at(tbl, TBL_OFFSET));
+    stuffApply(tbl, lo, lo + shl64(npages, ss));
+    if (fault_ != Fault::kNone) return H_TOO_HARD;
+  }
+  sttFillT<kRaw>(stt, idx, npages, value, grow);
   return H_SUCCESS;
 }
 
 /** H_GET_TCE(liobn, ioba) -> r4. */
 int32_t TceEngine::getTce(uint32_t vm, uint32_t vcpu) {
-  const uint32_t stt = findStt(vm, gpr(vcpu, 4));
+  const uint32_t stt = findSttT<kRaw>(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
   const uint64_t ioba = gpr(vcpu, 5);
   if (!iobaOk(stt, ioba, 1)) return H_PARAMETER;
-  const uint64_t idx = shr64(ioba, ld32(at(stt, STT_PAGE_SHIFT))) - ld64(at(stt, STT_OFFSET));
-  setGpr(vcpu, 4, sttGet(stt, idx));
+  const uint64_t idx = shr64(ioba, L32<kRaw>(at(stt, STT_PAGE_SHIFT))) - L64<kRaw>(at(stt, STT_OFFSET));
+  const uint64_t v = sttGetT<kRaw>(stt, idx);
+  if (fault_ != Fault::kNone) return H_TOO_HARD;
+  setGpr(vcpu, 4, v);
   return H_SUCCESS;
 }
 
 // --- profile qemu --------------------------------------------------------------
 
 /** QEMU's table lookup: a LIOBN with bits 32..63 set matches nothing. */
-uint32_t TceEngine::qemuFind(uint32_t vm, uint64_t liobn) { return liobn >> 32 != 0 ? 0 : findStt(vm, liobn); }
+uint32_t TceEngine::qemuFind(uint32_t vm, uint64_t liobn) { return liobn >> 32 != 0 ? 0 : findSttT<kRaw>(vm, liobn); }
 
 /** put_tce_emu: ioba rounded down to the page; the index computed unsigned; raw value stored. */
 int32_t TceEngine::qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce) {
-  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
-  const uint64_t bus = shl64(ld64(at(stt, STT_OFFSET)), shift);
+  const uint64_t shift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
+  const uint64_t bus = shl64(L64<kRaw>(at(stt, STT_OFFSET)), shift);
   const uint64_t idx = shr64((ioba & ~(shl64(1, shift) - 1)) - bus, shift);
-  if (idx >= ld64(at(stt, STT_SIZE))) return H_PARAMETER;
-  sttPut(stt, idx, tce, true);
+  if (idx >= L64<kRaw>(at(stt, STT_SIZE))) return H_PARAMETER;
+  const uint32_t p = sttSlotT<kRaw>(stt, idx, tce != 0);
+  if (p != 0) W64<kRaw>(p, tce);
   return H_SUCCESS;
 }
 
@@ -1400,13 +2513,15 @@ int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
   if (stt == 0) return H_PARAMETER;
   const uint64_t ioba = gpr(vcpu, 5);
   if (nr == kHPut) return qemuPut(stt, ioba, gpr(vcpu, 6));
-  const uint64_t shift = ld32(at(stt, STT_PAGE_SHIFT));
+  const uint64_t shift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
   const uint64_t psize = shl64(1, shift);
   if (nr == kHGet) {
-    const uint64_t bus = shl64(ld64(at(stt, STT_OFFSET)), shift);
+    const uint64_t bus = shl64(L64<kRaw>(at(stt, STT_OFFSET)), shift);
     const uint64_t idx = shr64((ioba & ~(psize - 1)) - bus, shift);
-    if (idx >= ld64(at(stt, STT_SIZE))) return H_PARAMETER;
-    setGpr(vcpu, 4, sttGet(stt, idx));
+    if (idx >= L64<kRaw>(at(stt, STT_SIZE))) return H_PARAMETER;
+    const uint64_t v = sttGetT<kRaw>(stt, idx);
+    if (fault_ != Fault::kNone) return H_PARAMETER;
+    setGpr(vcpu, 4, v);
     return H_SUCCESS;
   }
   const uint64_t npages = gpr(vcpu, 7);
@@ -1414,19 +2529,31 @@ int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
     const uint64_t list = gpr(vcpu, 6);
     if (npages > kIndirectMax || (list & 0xfff) != 0) return H_PARAMETER;
     // The list must be guest RAM we can read; QEMU's behaviour outside RAM is unspecified (README).
-    const uint32_t host = gpaToHost(vm, list, npages << 3);
+    const uint32_t host = gpaToHostT<kRaw>(vm, list, npages << 3);
     if (host == 0) return H_PARAMETER;
+    if (!need<kRaw>(host, npages << 3, false)) return H_PARAMETER;
     int32_t rc = H_PARAMETER;
-    for (uint64_t i = 0; i < npages; i++) {
+    for (uint32_t i = 0; i < static_cast<uint32_t>(npages) && fault_ == Fault::kNone; i++) {
       rc = qemuPut(stt, ioba + shl64(i, shift),
-                   __builtin_bswap64(ld64(static_cast<uint32_t>(host + static_cast<uint32_t>(i << 3)))));
+                   __builtin_bswap64(L64<kRaw>(static_cast<uint32_t>(host + (i << 3)))));
       if (rc != H_SUCCESS) break;
     }
     return rc;
   }
-  // H_STUFF_TCE
-  if (npages > ld64(at(stt, STT_SIZE))) return H_PARAMETER;
+  // H_STUFF_TCE: put_tce_emu for i in [0, npages), stopping at the first index past the table.
+  const uint64_t size = L64<kRaw>(at(stt, STT_SIZE));
+  if (npages > size) return H_PARAMETER;
+  if (npages == 0) return H_PARAMETER;
   const uint64_t value = gpr(vcpu, 6);
+  const uint64_t a0 = ioba & ~(psize - 1);
+  const uint64_t idx0 = shr64(a0 - shl64(L64<kRaw>(at(stt, STT_OFFSET)), shift), shift);
+  if (idx0 >= size) return H_PARAMETER;
+  const uint64_t count = npages < size - idx0 ? npages : size - idx0;
+  // Entry i goes to idx0 + i while ioba + i·psize does not wrap around; past that, one by one.
+  if (count - 1 <= shr64(~a0, shift)) {
+    sttFillT<kRaw>(stt, idx0, count, value, true);
+    return count < npages ? H_PARAMETER : H_SUCCESS;
+  }
   int32_t rc = H_PARAMETER;
   for (uint64_t i = 0; i < npages && fault_ == Fault::kNone; i++) {
     rc = qemuPut(stt, ioba + shl64(i, shift), value);

@@ -1,29 +1,48 @@
 // The C++ real-mode engine: the routines of assembly/ (alloc.ts, region.ts,
-// table.ts, guest.ts, hcall.ts, index.ts#init), one for one, on the bytes of the shared linear
-// memory. Same arguments, same results, same bytes written in the same order,
-// same allocation order, so that a memory driven through this engine stays
+// table.ts, guest.ts, hcall.ts, index.ts#init) on the bytes of the shared
+// linear memory. Same arguments, same results, same bytes written, same
+// allocation order, so that a memory driven through this engine stays
 // byte-identical to one driven through the WebAssembly build (the
-// differential test, test/differential/engines.test.ts, checks exactly that).
+// differential tests, test/differential/, check exactly that).
 //
 // No N-API in here: engine_binding.cc wraps it for JavaScript, and a plain
-// C++ loop (the benchmark's baseline) can drive it directly.
+// C++ loop (the benchmark's C floor, hcallLoop) drives it directly.
 //
 // Memory model, as WebAssembly's:
 //  - every address is a u32 offset from `base`; pointer fields in memory are
 //    u32 offsets too, 0 meaning "absent";
 //  - little-endian, plain loads and stores may be unaligned;
-//  - where the AssemblyScript code uses atomic.*, this uses a sequentially
-//    consistent __atomic builtin on the same address (WebAssembly atomics are
-//    seq_cst), so both engines and several threads can share one memory;
+//  - where the AssemblyScript code uses atomic.*, this uses a host atomic on
+//    the same address (sequentially consistent read-modify-writes), so both
+//    engines and several threads can share one memory; the hypercall path
+//    makes the same plain accesses plain (relaxed or release, never
+//    weaker than the WebAssembly build's: see hcall.ts);
 //  - a WebAssembly access outside the memory, or an unaligned atomic, traps.
-//    Here every access is checked first; a failing one records a fault and
-//    from then on every access of the call fails too (loads give 0, stores
-//    and atomics do nothing), so the memory is left exactly as the trapping
-//    WebAssembly instruction left it. The caller checks fault() after each
-//    routine; the binding turns a fault into a WebAssembly.RuntimeError.
+//    Here the cold routines (the allocator, VFIO's map and clear, table
+//    set-up and teardown) check every access; a failing one records a fault
+//    and from then on every access of the call fails too (loads give 0,
+//    stores and atomics do nothing), so the memory is left exactly as the
+//    trapping WebAssembly instruction left it. The hypercall path instead
+//    checks each structure once where it first reaches it (a descriptor, a
+//    tree node, a guest-table page, the TCE list) and then uses plain
+//    pointer accesses: a structure that does not lie wholly inside the
+//    memory faults before it is used, where the WebAssembly build traps at
+//    the first access that leaves the memory, possibly later in the same
+//    call; what the two leave in memory then can differ (a call that faults
+//    in its validate pass gives back the locks it took, where a trapping
+//    WebAssembly instance cannot). Only a corrupt pointer makes either
+//    happen. The caller checks fault() after each routine; the binding
+//    turns a fault into a WebAssembly.RuntimeError.
 #pragma once
 
 #include <cstdint>
+
+#include "generated/layout.h"
+
+// Everything here is internal to the addon: hidden, so that calls inside
+// engine.cc bind locally and inline (a shared object's default-visibility
+// functions may be interposed, which keeps the compiler from inlining them).
+#pragma GCC visibility push(hidden)
 
 namespace spapr {
 
@@ -67,18 +86,8 @@ class TceEngine {
   int32_t tableClearV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint64_t n, uint32_t flags, uint32_t pid);
   int32_t tableBuildV2(uint32_t tbl, uint32_t mm, uint64_t entry, uint64_t n, uint64_t ua, uint32_t perm, uint32_t flags,
                        uint32_t pid);
-  int32_t buildOneV2(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, uint32_t perm, uint32_t flags, uint32_t pid);
-  int64_t clearOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint32_t p, uint32_t flags, uint32_t pid);
-  int32_t checkMapOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, bool grow);
-  int32_t clearRel(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t n, uint32_t flags, uint32_t pid);
 
   // guest.ts
-  uint32_t findStt(uint32_t vm, uint64_t liobn);
-  uint64_t gpaToUa(uint32_t vm, uint64_t gpa);
-  uint32_t gpaToHost(uint32_t vm, uint64_t gpa, uint64_t len);
-  uint32_t sttSlot(uint32_t stt, uint64_t idx, bool grow);
-  bool sttPagesPresent(uint32_t stt, uint64_t idx, uint64_t n);
-  uint64_t sttGet(uint32_t stt, uint64_t idx);
   void sttFreePages(uint32_t stt);
 
   // hcall.ts
@@ -124,6 +133,24 @@ class TceEngine {
   void aadd64(uint64_t a, uint64_t v);
   void fill0(uint64_t a, uint32_t size);
 
+  // Either kind of access (engine.cc, "Two ways to reach memory"): R = true is raw after need().
+  template <bool R> uint32_t L32(uint64_t a);
+  template <bool R> uint64_t L64(uint64_t a);
+  template <bool R> void S32(uint64_t a, uint32_t v);
+  template <bool R> void S64(uint64_t a, uint64_t v);
+  template <bool R> uint64_t P64(uint64_t a);
+  template <bool R> void REL64(uint64_t a, uint64_t v);
+  template <bool R> void W64(uint64_t a, uint64_t v);
+  template <bool R> uint32_t AL32(uint64_t a);
+  template <bool R> uint64_t AL64(uint64_t a);
+  template <bool R> uint32_t CAS32(uint64_t a, uint32_t expected, uint32_t desired);
+  template <bool R> uint64_t CAS64(uint64_t a, uint64_t expected, uint64_t desired);
+  template <bool R> uint64_t XCHG64(uint64_t a, uint64_t v);
+  template <bool R> void ADD64(uint64_t a, uint64_t v);
+  template <bool R> void FILL0(uint64_t a, uint64_t size);
+  template <bool R> bool need(uint64_t a, uint64_t len, bool align = true);
+  void needFailed(uint64_t a, uint64_t len, bool align);
+
   // alloc.ts
   bool lock();
   void unlock();
@@ -141,28 +168,75 @@ class TceEngine {
   void insertFree(uint32_t fm, uint32_t b, uint32_t size);
   int32_t checkHeap();
   uint64_t sysPageShift();
+
+  // region.ts, table.ts, guest.ts helpers, for either kind of access.
+  template <bool R> uint32_t regionLookupT(uint32_t mm, uint64_t ua, uint64_t size);
+  template <bool R> int64_t regionUaToHpaT(uint32_t r, uint64_t ua, uint32_t pageShift);
+  template <bool R> int32_t regionMappedIncT(uint32_t r);
+  template <bool R> void regionMappedDecT(uint32_t r);
   int64_t relIndex(uint32_t tbl, uint64_t entry);
+  template <bool R> uint32_t leafNodeT(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t rel, bool grow);
+  template <bool R> uint32_t leafBitsT(uint32_t tbl);
   uint32_t slot(uint32_t tbl, uint32_t rootField, uint32_t bytesField, uint64_t idx, bool grow);
-  uint64_t skipAbsent(uint32_t tbl, uint64_t idx);
+  template <bool R> uint64_t skipAbsentT(uint32_t tbl, uint64_t idx);
   uint32_t rootSize(uint32_t tbl);
   void freeTree(uint32_t node, uint32_t lvl, uint32_t nodeBits, uint32_t bits, uint32_t depth);
-  uint64_t lockView(uint32_t pua);
-  void unuseUa(uint32_t mm, uint64_t ua, uint32_t pageShift);
-  uint32_t findSlot(uint32_t vm, uint64_t gpa);
-  uint64_t tcesPerPage();
+  template <bool R> uint64_t lockViewT(uint32_t pua, uint64_t tagBits, uint32_t spins);
+  template <bool R> void unuseUaT(uint32_t mm, uint64_t ua, uint32_t pageShift);
+  int32_t buildOneV2(uint32_t tbl, uint32_t mm, uint64_t idx, uint64_t ua, uint32_t perm, uint32_t flags, uint32_t pid);
+  int64_t clearOne(uint32_t tbl, uint32_t mm, uint64_t idx, uint32_t p, uint32_t flags, uint32_t pid);
+  template <bool R> uint32_t findSttT(uint32_t vm, uint64_t liobn);
+  template <bool R> uint32_t findSlotT(uint32_t vm, uint64_t gpa);
+  template <bool R> uint32_t gpaToHostT(uint32_t vm, uint64_t gpa, uint64_t len);
+  template <bool R> uint64_t tceShiftT();
+  template <bool R> uint32_t sttPageT(uint32_t stt, uint64_t pg, bool grow);
+  template <bool R> uint32_t sttSlotT(uint32_t stt, uint64_t idx, bool grow);
+  template <bool R> bool sttPagesPresentT(uint32_t stt, uint64_t idx, uint64_t n);
+  template <bool R> void sttFillT(uint32_t stt, uint64_t idx, uint64_t n, uint64_t value, bool grow);
+  template <bool R> uint64_t sttGetT(uint32_t stt, uint64_t idx);
+
+  // hcall.ts (raw accesses)
   uint64_t gpr(uint32_t vcpu, uint32_t n);
   void setGpr(uint32_t vcpu, uint32_t n, uint64_t v);
   bool iobaOk(uint32_t stt, uint64_t ioba, uint64_t npages);
+  uint32_t stit(uint32_t stt, uint32_t s);
+  uint32_t stitCount(uint32_t stt);
   bool pidCallCheck(uint32_t stt, uint32_t pid);
-  uint32_t entryCheckFlag();
+  bool entryCheck();
   bool callCheckFails(uint32_t stt, uint32_t pid);
-  bool checkStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, bool grow);
-  bool applyStits(uint32_t stt, uint32_t mm, uint64_t entry, uint64_t ua, uint32_t perm, uint32_t flags, uint32_t checkPid,
-                  uint32_t pid);
-  void sttPut(uint32_t stt, uint64_t idx, uint64_t tce, bool grow);
-  int32_t putTce(uint32_t vm, uint32_t vcpu, uint32_t flags);
-  int32_t putTceIndirect(uint32_t vm, uint32_t vcpu, uint32_t flags);
-  int32_t stuffTce(uint32_t vm, uint32_t vcpu, uint32_t flags);
+  bool hasV1(uint32_t stt);
+  uint64_t uaOf(uint64_t gpa);
+  bool regionFind(uint64_t ua, uint32_t tshift);
+  uint64_t cachedHpa(uint64_t ua);
+  bool transfers(uint64_t oldTce, uint64_t oldUa);
+  uint64_t lockSlot(uint32_t pua);
+  uint64_t lockWait(uint32_t pua);
+  void regionReset() {
+    cR_ = 0;
+    cUa_ = 1;
+    cLast_ = 0;
+  }
+  uint32_t checkPass(uint32_t tbl, uint32_t lim, uint64_t r0, uint32_t subShift, bool grow);
+  uint32_t lockPass(uint32_t tbl, uint32_t n, uint64_t r0, uint32_t subShift, bool grow);
+  void applyPass(uint32_t tbl, uint32_t n, uint64_t r0, uint32_t subShift);
+  void undoPass(uint32_t tbl, uint32_t end, uint64_t r0, uint32_t subShift);
+  uint32_t subShiftOf(uint32_t gshift, uint32_t tbl);
+  int32_t misalignedTce(bool grow);
+  uint64_t tagBitsOf(uint32_t vcpu);
+  int32_t putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n, bool grow);
+  void begin(uint32_t vm, uint32_t src);
+  uint32_t lockFast(uint32_t tbl, uint32_t n, uint64_t r0, uint64_t pageMask);
+  void applyFast(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx);
+  int32_t putFast(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n);
+  int32_t putFused(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx, uint64_t pageMask);
+  int32_t putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t entry, uint32_t page, uint32_t slot, uint64_t tce);
+  uint32_t ablations();
+  int32_t putTce(uint32_t vm, uint32_t vcpu, bool grow);
+  int32_t putTceIndirect(uint32_t vm, uint32_t vcpu, bool grow);
+  int64_t stuffLock(uint32_t tbl, uint64_t lo, uint64_t hi);
+  void stuffUndo(uint32_t tbl, uint64_t lo, uint64_t hi);
+  void stuffApply(uint32_t tbl, uint64_t lo, uint64_t hi);
+  int32_t stuffTce(uint32_t vm, uint32_t vcpu, bool grow);
   int32_t getTce(uint32_t vm, uint32_t vcpu);
   uint32_t qemuFind(uint32_t vm, uint64_t liobn);
   int32_t qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce);
@@ -170,12 +244,43 @@ class TceEngine {
 
   uint8_t* base_;
   uint64_t length_;
-  // length_ while no fault is pending, 0 after one: every later access fails.
+  // length_ while no fault is pending, 0 after one: every later checked access fails.
   uint64_t limit_;
-  // The AssemblyScript module global of table.ts: level at which the last
-  // failed read-only walk found a level missing. Per engine, as the global is
-  // per WebAssembly instance.
+  // The AssemblyScript module globals (per WebAssembly instance, so per
+  // thread; this engine is per thread too). table.ts: the level at which the
+  // last failed read-only walk found a level missing.
   uint32_t absentLevel_ = 0;
+  // hcall.ts: the hypercall the passes work for, and the memslot and region
+  // the last lookups found (see hcall.ts for each).
+  uint32_t xVm_ = 0;
+  uint32_t xMm_ = 0;
+  uint32_t xSrc_ = 0;
+  uint64_t xTag_ = 0;
+  uint32_t xSpins_ = 0;
+  bool xPidCheck_ = false;
+  bool xNoLock_ = false;
+  uint32_t xPid_ = 0;
+  int32_t xRc_ = 0;
+  uint64_t mBase_ = 1;
+  uint64_t mLast_ = 0;
+  uint64_t mUa_ = 0;
+  uint32_t cR_ = 0;
+  uint64_t cUa_ = 1;
+  uint64_t cLast_ = 0;
+  uint32_t cHpas_ = 0;
+  bool cDev_ = false;
+  uint64_t cDevHpa_ = 0;
+  uint64_t gSysShift_ = 0;
+  uint64_t gSysMask_ = 0;
+  uint64_t gTceShift_ = 0;
+  uint64_t gTceMask_ = 0;
+  // lockFast's findings for applyFast: each entry's ua and each leaf's pair
+  // of nodes, in order (at most one new leaf per entry).
+  struct LeafPair {
+    uint32_t ua, tce;
+  };
+  uint64_t uas_[INDIRECT_MAX] = {};
+  LeafPair leaves_[INDIRECT_MAX] = {};
   Fault fault_ = Fault::kNone;
   uint32_t faultSize_ = 0;
   uint64_t faultAddr_ = 0;
@@ -190,3 +295,5 @@ uint32_t blockSize(uint32_t bytes);
 uint32_t nodeSize(bool isLeaf, uint32_t bits);
 
 }  // namespace spapr
+
+#pragma GCC visibility pop

@@ -10,7 +10,7 @@ import { main } from '../../bench/run.mjs';
 
 const OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'MAP_UNMAP_1', 'MAP_UNMAP_512', 'H_PUT_TCE_64K_OVER_4K'];
 const ENGINES = ['wasm', 'native', 'js', 'c-floor'];
-const CHECKS = ['none', 'pid-call', 'pid-entry', 'mm'];
+const VARIANTS = ['none', 'pid-call', 'pid-entry', 'mm', 'no-view-lock', 'one-pass', 'no-smr-read'];
 
 const interval = expect.objectContaining({ median: expect.any(Number), lo: expect.any(Number), hi: expect.any(Number) });
 
@@ -19,7 +19,7 @@ describe('bench harness (tiny configuration)', () => {
     const dir = mkdtempSync(join(tmpdir(), 'spapr-bench-'));
     try {
       const json = join(dir, 'out.json');
-      const filter = '^H_PUT_TCE/(wasm|js)/(none|pid-call)$|^H_PUT_TCE_INDIRECT_512/native/none$|^MAP_UNMAP_1/wasm/none$|^trace/trace-b[^/]*/none$|^scaling/disjoint/[12]$';
+      const filter = '^H_PUT_TCE/(wasm|js)/(none|pid-call)$|^H_PUT_TCE_INDIRECT_512/(native/none|wasm/(none|one-pass))$|^MAP_UNMAP_1/wasm/none$|^trace/trace-b[^/]*/none$|^scaling/disjoint/[12]$';
       const code = (await main({ profile: 'tiny', quiet: true, filter, json, resultsDir: dir })) as number;
       expect(code).toBe(0);
       const doc = JSON.parse(readFileSync(json, 'utf8'));
@@ -32,12 +32,15 @@ describe('bench harness (tiny configuration)', () => {
 
       const keys = doc.results.map((r: { op: string; engine: string; check: string }) => `${r.op}/${r.engine}/${r.check}`);
       // `none` is always sampled with a check; what the filter selects is there.
-      expect(keys).toEqual(expect.arrayContaining(['H_PUT_TCE/wasm/none', 'H_PUT_TCE/wasm/pid-call', 'H_PUT_TCE/js/none', 'H_PUT_TCE/js/pid-call', 'MAP_UNMAP_1/wasm/none']));
+      expect(keys).toEqual(expect.arrayContaining(['H_PUT_TCE/wasm/none', 'H_PUT_TCE/wasm/pid-call', 'H_PUT_TCE/js/none', 'H_PUT_TCE/js/pid-call', 'MAP_UNMAP_1/wasm/none', 'H_PUT_TCE_INDIRECT_512/wasm/one-pass']));
+      // An ablation row says what the mechanism costs: none − the run without it.
+      const onePass = doc.results.find((r: { op: string; engine: string; check: string }) => r.op === 'H_PUT_TCE_INDIRECT_512' && r.engine === 'wasm' && r.check === 'one-pass');
+      expect(onePass.cost).toEqual(expect.objectContaining({ mechanism: '(e) validate-before-write pass', ns: -onePass.overhead.ns, lo: -onePass.overhead.hi, hi: -onePass.overhead.lo }));
       expect(keys.every((k: string) => new RegExp(filter).test(k))).toBe(true);
       for (const r of doc.results) {
         expect(OPS).toContain(r.op);
         expect(ENGINES).toContain(r.engine);
-        expect(CHECKS).toContain(r.check);
+        expect(VARIANTS).toContain(r.check);
         expect(r.nsPerCall).toEqual(interval);
         expect(r.nsPerEntry).toEqual(interval);
         expect(r.nsPerCall.lo).toBeLessThanOrEqual(r.nsPerCall.median);
@@ -47,6 +50,17 @@ describe('bench harness (tiny configuration)', () => {
         else {
           expect(r.overhead).toEqual(expect.objectContaining({ ns: expect.any(Number), pct: expect.any(Number), lo: expect.any(Number), hi: expect.any(Number), significant: expect.any(Boolean) }));
         }
+      }
+      // The one verdict: significant exactly when the overhead's interval excludes 0.
+      for (const r of doc.results.filter((x: { overhead: unknown }) => x.overhead)) {
+        expect(r.overhead.significant).toBe(r.overhead.lo > 0 || r.overhead.hi < 0);
+      }
+      // Every target of issue 10 with PASS/FAIL (or why it was not measured) and its figure.
+      expect(doc.targets.length).toBeGreaterThanOrEqual(12);
+      for (const t of doc.targets) {
+        expect(t).toEqual(expect.objectContaining({ what: expect.any(String), target: expect.any(String) }));
+        if (t.pass === null) expect(t.why).toEqual(expect.any(String));
+        else expect(typeof t.value).toBe('string');
       }
       // A cell an engine cannot run is skipped with its reason, or measured: never both, never silent.
       const native = keys.includes('H_PUT_TCE_INDIRECT_512/native/none');
