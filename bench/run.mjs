@@ -19,6 +19,7 @@ import { cFloor } from './cfloor.mjs';
 import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable, mechanismsTable, erasTable } from './report.mjs';
 import { overheadChart } from './chart.mjs';
 import { keyNumbers, targets, targetsText, TARGET_CG_CELLS } from './summary.mjs';
+import { dmaPlan, runDma, dmaTable, dmaTargets } from './dma.mjs';
 
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
 
@@ -81,11 +82,12 @@ export async function main(opts = {}) {
   const anyTrace = traceNames.some((n) => CHECKS.some((c) => !filter || filter.test(`trace/${n}/${c}`)));
   const anyScaling = !filter || ['disjoint', 'shared'].some((t) => [1, 2, 4].some((n) => filter.test(`scaling/${t}/${n}`)));
   const anySnapshot = !filter || filter.test('snapshot');
-  if (filter && cells.length === 0 && !anyTrace && !anyScaling && !anySnapshot && cgCells.length === 0 && cgSkipped.length === 0 && cgUnavailable.length === 0) {
-    console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, snapshot)`);
+  const dmaCells = dmaPlan(filter);
+  if (filter && cells.length === 0 && !anyTrace && !anyScaling && !anySnapshot && cgCells.length === 0 && cgSkipped.length === 0 && cgUnavailable.length === 0 && dmaCells.length === 0) {
+    console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, snapshot, dma/readInto/512)`);
     return 2;
   }
-  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2 + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0);
+  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2 + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0) + dmaCells.length * profile.rounds;
 
   const bar = new cliProgress.SingleBar(
     { format: 'bench [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left | {label}', stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 40 },
@@ -94,7 +96,7 @@ export async function main(opts = {}) {
   if (!opts.quiet) bar.start(total, 0, { label: 'preparing' });
   const tick = (label) => (opts.quiet ? undefined : bar.increment(1, label ? { label } : undefined));
 
-  let results, skipped, traces = [], scaling = [], instructions, snapshot;
+  let results, skipped, traces = [], scaling = [], instructions, snapshot, dma = [];
   const sectionSeconds = {};
   let mark = Date.now();
   const lap = (name) => {
@@ -116,6 +118,8 @@ export async function main(opts = {}) {
     lap('scaling');
     if (anySnapshot) snapshot = await runSnapshot({ quick, tiny, dir: opts.traceDir, tick: () => tick('snapshots') });
     lap('snapshot');
+    dma = await runDma(dmaCells, profile, () => tick('dma'));
+    lap('dma');
     if (opts.instructions && cgMissing) {
       instructions = { skipped: cgMissing };
     } else if (wantCg) {
@@ -166,6 +170,7 @@ export async function main(opts = {}) {
     sectionSeconds,
   };
   const doc = document({ ...doc0, targets: targets(doc0) });
+  doc.dma = dma;
 
   // Files: <resultsDir>/<date>.json (+ .svg), and --json FILE.
   const dir = opts.resultsDir ?? RESULTS;
@@ -199,6 +204,7 @@ export async function main(opts = {}) {
   const keys = keyNumbers(doc);
   if (keys.length) log('\nKey numbers\n' + keys.map((k) => `  ${k}`).join('\n'));
   log('\nTargets (issue 10)\n' + targetsText(doc.targets));
+  if (dma.length) log('\nDMA through a TCE window (vm.dma, qemu profile; issue 13)\n' + dmaTable(dma) + '\n' + dmaTargets(dma).map((t) => `  ${t}`).join('\n'));
   log(`\nwrote ${base}.json and ${base}.svg${opts.json ? ` and ${opts.json}` : ''} (${doc.seconds.toFixed(0)} s)`);
   return 0;
 }

@@ -60,6 +60,32 @@ const HCALL_ARGS: ReadonlyMap<number, readonly string[]> = new Map([
   [H_GET_TCE, ['H_GET_TCE', 'liobn', 'ioba']],
 ]);
 
+/**
+ * A LIOBN → table map that counts its changes (a table created, enabled,
+ * disabled or restored is always a set()): what lets a DMA accessor keep a
+ * window cached and know, with one comparison, when it is stale.
+ */
+class TableMap extends Map<bigint, GuestTable> {
+  private readonly changed: () => void;
+  constructor(changed: () => void) {
+    super();
+    this.changed = changed;
+  }
+  override set(liobn: bigint, t: GuestTable): this {
+    super.set(liobn, t);
+    this.changed();
+    return this;
+  }
+  override delete(liobn: bigint): boolean {
+    this.changed();
+    return super.delete(liobn);
+  }
+  override clear(): void {
+    this.changed();
+    super.clear();
+  }
+}
+
 /** The observer of a VM nobody listens to. */
 const NOBODY: HcallObserver = { active: false, afterHcall: () => undefined };
 
@@ -73,7 +99,15 @@ export class KvmVm {
   readonly profile: 'kvm' | 'qemu';
   readonly desc: number;
   readonly memslots: Memslot[] = [];
-  readonly tables = new Map<bigint, GuestTable>();
+  /**
+   * @internal bumped by every change a DMA translation depends on other than
+   * the entries themselves (which are read live): a window (tables), a
+   * memslot, a VIO bypass. Cached translations compare it (src/vmm/dma.ts).
+   */
+  generation = 0;
+  readonly tables: Map<bigint, GuestTable> = new TableMap(() => {
+    this.generation++;
+  });
   /** @internal what the vCPUs report their hypercalls to; Vcpu checks `events.active`. */
   readonly events: HcallObserver;
   /** @internal the vCPUs by index. */
@@ -109,11 +143,13 @@ export class KvmVm {
   addMemslot(slot: MemslotArgs): void {
     this.alive();
     addMemslot(this, slot);
+    this.generation++;
   }
 
   /** KVM_SET_USER_MEMORY_REGION with size 0: deletes the memslot starting at `gpa`; TCEs pointing into it are left as the kernel leaves them (see memslot.ts). */
   removeMemslot(gpa: bigint | number): void {
     removeMemslot(this, gpa);
+    this.generation++;
   }
 
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts). */

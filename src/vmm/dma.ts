@@ -3,10 +3,28 @@
 // window first, as QEMU's dma_memory_rw does through the sPAPR IOMMU region
 // (spapr_tce_translate_iommu, then address_space_rw on guest RAM). A device
 // model that took raw memory becomes IOMMU-aware by taking this instead.
-import type { KvmVm } from '../kvm/vm.js';
-import { guestRamOffset } from '../kvm/memslot.js';
+//
+// Speed. QEMU keeps the translation cheap with an IOTLB it flushes on every
+// IOMMU notification; here the TCE itself is read from linear memory on every
+// access (two u32 loads: cheaper than any invalidation protocol, and never
+// stale), and only what changes rarely is cached per accessor: the window
+// (bus offset, page size, span, the table's page array) and the memslots as
+// numbers with their linear-memory offsets. The cache is keyed by the VM's
+// `generation`, which every window change (the table map's set), memslot
+// add/remove and bypass switch bumps, so one integer compare per call
+// decides whether it is still right. The per-page path is all numbers: the
+// one BigInt operation per call is the IOVA's offset into the window. What
+// does not fit in 2^53 (a window spanning more, a TCE or memslot above
+// 2^53) goes the general way, translate() and BigInt, with the same result.
+//
+// Every DMA is translated whole before a byte moves, so a fault touches
+// nothing; writes then mark the dirty log of each memslot they land in
+// (dirty.ts), as KVM's mark_page_dirty does for a write by the VMM.
+import type { Vm } from './vm.js';
+import type { DirtyLog } from './dirty.js';
 import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
+import { SttView } from '../generated/views.js';
 
 /** Why a DMA faulted: translate()'s reasons, or a guest physical address that is not backed guest RAM. */
 export type DmaFaultReason = 'no-window' | 'out-of-range' | 'no-permission' | 'not-ram';
@@ -32,82 +50,325 @@ export interface DmaAccessor {
   readonly liobn: bigint;
   /** The device reads `length` bytes at `iova` (needs the TCE READ bit on every page); a fresh copy. */
   read(iova: bigint | number, length: number): Uint8Array;
-  /** The device writes `bytes` at `iova` (needs the TCE WRITE bit on every page). */
+  /** The device reads `dst.length` bytes at `iova` into `dst` (as read(), without allocating); a fault leaves `dst` untouched. */
+  readInto(iova: bigint | number, dst: Uint8Array): void;
+  /** The device writes `bytes` at `iova` (needs the TCE WRITE bit on every page); marks the pages in the dirty log. */
   write(iova: bigint | number, bytes: Uint8Array): void;
 }
 
 /** Largest single transfer: a Uint8Array of it must be allocatable. */
 const MAX_LENGTH = 0x7fff_ffff;
 const U64_END = 1n << 64n;
+const SAFE = 2 ** 53;
+const SAFE_BIG = 1n << 53n;
+const TWO32 = 2 ** 32;
+/** A TCE's high word at or above this puts its address at or above 2^53. */
+const HI_SAFE = 1 << 21;
+/** Fields of a piece in `Dma.pieces`: linear-memory offset, length, memslot index (vm.memslots), offset in the memslot. */
+const STRIDE = 4;
+const READ = 1;
+const WRITE = 2;
 
-/**
- * The linear-memory pieces ([offset, length] pairs, flattened) behind a DMA of
- * `length` bytes at `iova`, or a DmaFault. Everything is translated before
- * anything is copied, so a fault touches nothing.
- */
-function plan(vm: KvmVm, liobn: bigint, iova: bigint, length: number, access: 'read' | 'write'): number[] {
-  const pieces: number[] = [];
-  let at = iova;
-  let left = length;
-  while (left > 0) {
-    // A window never contains the last page below 2^64 (createTceTable's bound), so this is defensive.
-    if (at >= U64_END) throw new DmaFault(liobn, BigInt.asUintN(64, at), access, 'out-of-range');
-    const t = vm.translate(liobn, at, access);
-    if (!t.ok) throw new DmaFault(liobn, at, access, t.fault);
-    // Page by page: the next page may map anywhere, or nowhere.
-    const inPage = t.pageIova + t.pageSize - at;
-    const chunk = inPage < BigInt(left) ? Number(inPage) : left;
-    // One IOMMU page (up to 16 GiB) may span several memslots.
-    let gpa = t.gpa;
-    let c = chunk;
+/** How the cached window translates. */
+const enum Mode {
+  /** No window (unknown LIOBN, or a disabled table): every access faults 'no-window'. */
+  None,
+  /** A TCE table whose span fits in 2^53: the number path. */
+  Table,
+  /** A VIO table in TCE bypass: the identity onto guest physical addresses. */
+  Bypass,
+  /** Everything else: translate() per page, in BigInt. */
+  General,
+}
+
+/** @internal the accessor of vm.dma(liobn): the cache of its window and of the VM's memslots (see the file comment). */
+class Dma implements DmaAccessor {
+  readonly liobn: bigint;
+  private readonly vm: Vm;
+  private readonly dirty: DirtyLog;
+  private readonly u8: Uint8Array;
+  private readonly u32: Uint32Array;
+  /** vm.generation the cache below was built at; -1: never built. */
+  private gen = -1;
+  private mode = Mode.None;
+  /** Table: bus address of the window's first byte, its span in bytes (BigInt and number), the IOMMU page size. */
+  private bus = 0n;
+  private spanBig = 0n;
+  private span = 0;
+  /** The bus address as a number when below 2^53, else -1. */
+  private busSafe = -1;
+  private pageBytes = 0;
+  /** Table: the u32 index of the descriptor's page-array pointer (read live per call), entries per table page. */
+  private pagesWord = 0;
+  private perPage = 0;
+  /** Memslots as numbers, indexed as vm.memslots: start, end (clamped to 2^53), linear-memory offset or -1 (no bytes); Infinity starts above 2^53. */
+  private slotStart: number[] = [];
+  private slotEnd: number[] = [];
+  private slotHost: number[] = [];
+  /** The memslot the last lookup hit. */
+  private lastSlot = 0;
+  /** The plan of the running call (STRIDE numbers per piece), reused: no allocation once grown. */
+  private readonly pieces: number[] = [];
+
+  constructor(vm: Vm, liobn: bigint, dirty: DirtyLog) {
+    this.vm = vm;
+    this.liobn = liobn;
+    this.dirty = dirty;
+    this.u8 = vm.host.mem.u8;
+    this.u32 = vm.host.mem.u32;
+  }
+
+  // The methods are bound (arrow properties): a device model may take `read` or `write` alone, as it takes a raw accessor's functions.
+  readonly read = (at: bigint | number, length: number): Uint8Array => {
+    const iova = v.u64('iova', at);
+    v.int('length', length, 0, MAX_LENGTH);
+    const n = this.plan(iova, length, READ);
+    const p = this.pieces;
+    // One piece: slice() allocates and copies in one step, without zeroing the copy first.
+    if (n === STRIDE) return this.u8.slice(p[0]!, p[0]! + length);
+    const out = new Uint8Array(length);
+    this.copyPieces(n, out);
+    return out;
+  };
+
+  readonly readInto = (at: bigint | number, dst: Uint8Array): void => {
+    const iova = v.u64('iova', at);
+    v.instance('dst', dst, Uint8Array, 'a Uint8Array');
+    this.copyOut(iova, dst);
+  };
+
+  readonly write = (at: bigint | number, bytes: Uint8Array): void => {
+    const iova = v.u64('iova', at);
+    v.instance('bytes', bytes, Uint8Array, 'a Uint8Array');
+    if (bytes.length > MAX_LENGTH) throw new RangeError(`bytes must be at most ${MAX_LENGTH} bytes long, got ${bytes.length}`);
+    const n = this.plan(iova, bytes.length, WRITE);
+    const p = this.pieces;
+    const u8 = this.u8;
+    if (n === STRIDE) {
+      // One piece, the common case: no subarray of the source.
+      u8.set(bytes, p[0]!);
+    } else {
+      let pos = 0;
+      for (let i = 0; i < n; i += STRIDE) {
+        const len = p[i + 1]!;
+        // set() copies through a clone when `bytes` is itself a view of guest memory.
+        u8.set(bytes.subarray(pos, pos + len), p[i]!);
+        pos += len;
+      }
+    }
+    for (let i = 0; i < n; i += STRIDE) this.dirty.markDma(p[i + 2]!, p[i + 3]!, p[i + 1]!);
+  };
+
+  /** Translates, then copies guest memory into `dst`. */
+  private copyOut(iova: bigint, dst: Uint8Array): void {
+    this.copyPieces(this.plan(iova, dst.length, READ), dst);
+  }
+
+  /** Copies the `n` numbers of planned pieces into `dst`. */
+  private copyPieces(n: number, dst: Uint8Array): void {
+    const p = this.pieces;
+    const u8 = this.u8;
+    let pos = 0;
+    for (let i = 0; i < n; i += STRIDE) {
+      const off = p[i]!;
+      const len = p[i + 1]!;
+      dst.set(u8.subarray(off, off + len), pos);
+      pos += len;
+    }
+  }
+
+  /** Rebuilds the cache for vm.generation (see the file comment). */
+  private refresh(): void {
+    const vm = this.vm;
+    this.gen = vm.generation;
+    const t = vm.tables.get(this.liobn);
+    if (!t || t.size === 0n) this.mode = Mode.None;
+    else if (vm.bypass.has(this.liobn)) {
+      this.mode = Mode.Bypass;
+      this.bus = 0n;
+    } else {
+      const shift = BigInt(t.pageShift);
+      this.bus = t.offset << shift;
+      this.spanBig = t.size << shift;
+      this.mode = this.spanBig <= SAFE_BIG ? Mode.Table : Mode.General;
+      this.span = Number(this.spanBig);
+      this.busSafe = this.bus < SAFE_BIG ? Number(this.bus) : -1;
+      this.pageBytes = 2 ** t.pageShift;
+      this.pagesWord = (t.desc + SttView.OFFSET.pages) >>> 2;
+      this.perPage = (1 << vm.host.pageShift) / 8;
+    }
+    const slots = vm.memslots;
+    this.slotStart = slots.map((s) => (s.gpa < SAFE_BIG ? Number(s.gpa) : Infinity));
+    this.slotEnd = slots.map((s) => (s.gpa + s.size < SAFE_BIG ? Number(s.gpa + s.size) : SAFE));
+    this.slotHost = slots.map((s) => {
+      const m = vm.mm.findMapping(s.ua);
+      return m?.bytes ? m.hostOff + Number(s.ua - m.ua) : -1;
+    });
+    this.lastSlot = 0;
+  }
+
+  /**
+   * Fills `pieces` with the linear-memory pieces behind `length` bytes at
+   * `iova` (adjacent ones merged), or throws the DmaFault of the first
+   * unreachable address. Returns the count of numbers used.
+   */
+  private plan(iova: bigint, length: number, access: number): number {
+    if (this.gen !== this.vm.generation) this.refresh();
+    if (length === 0) return 0;
+    switch (this.mode) {
+      case Mode.Table: {
+        let rel: number;
+        if (this.busSafe >= 0 && iova < SAFE_BIG) {
+          // Window and IOVA below 2^53: no BigInt arithmetic at all.
+          rel = Number(iova) - this.busSafe;
+          if (rel < 0 || rel >= this.span) throw this.fault(iova, access, 'out-of-range');
+        } else {
+          const r = iova - this.bus;
+          if (r < 0n || r >= this.spanBig) throw this.fault(iova, access, 'out-of-range');
+          rel = Number(r);
+        }
+        const n = this.planTable(rel, length, access);
+        return n >= 0 ? n : this.planGeneral(iova, length, access);
+      }
+      case Mode.Bypass:
+        // The identity: guest physical = IOVA, every page readable and writable (vm.translate's bypass).
+        if (iova + BigInt(length) <= SAFE_BIG) return this.planIdentity(Number(iova), length, access);
+        return this.planGeneral(iova, length, access);
+      case Mode.None:
+        throw this.fault(iova, access, 'no-window');
+      default:
+        return this.planGeneral(iova, length, access);
+    }
+  }
+
+  /** The number path through a TCE table, from byte `at` of the window; -1 when a TCE addresses memory at or above 2^53. */
+  private planTable(at: number, length: number, access: number): number {
+    const u32 = this.u32;
+    const pageBytes = this.pageBytes;
+    const per = this.perPage;
+    const pages = u32[this.pagesWord]! >>> 2;
+    let left = length;
+    let used = 0;
+    while (left > 0) {
+      if (at >= this.span) throw this.fault(this.bus + BigInt(at), access, 'out-of-range');
+      const idx = Math.floor(at / pageBytes);
+      const inPage = at - idx * pageBytes;
+      const tablePage = pages === 0 ? 0 : u32[pages + Math.floor(idx / per)]!;
+      // An entry never written (its table page absent) is 0: no permission, as guestEntry reads it.
+      let lo = 0;
+      let hi = 0;
+      if (tablePage !== 0) {
+        const w = (tablePage >>> 2) + 2 * (idx % per);
+        // High, low, high again: a PUT on another thread between the two halves is seen, and the general path reads the entry whole.
+        hi = u32[w + 1]!;
+        lo = u32[w]!;
+        if (u32[w + 1] !== hi) return -1;
+      }
+      if ((lo & access) === 0) throw this.fault(this.bus + BigInt(at), access, 'no-permission');
+      if (hi >= HI_SAFE) return -1;
+      // Below 2^53 the address is exact as a number; `% pageBytes` drops the permission and reserved bits, as translate()'s mask does.
+      const full = hi * TWO32 + lo;
+      const gpa = full - (full % pageBytes) + inPage;
+      const chunk = pageBytes - inPage < left ? pageBytes - inPage : left;
+      used = this.planRam(gpa, chunk, used, at, access);
+      at += chunk;
+      left -= chunk;
+    }
+    return used;
+  }
+
+  /** The identity of a bypass from guest physical `gpa` (all below 2^53; `bus` is 0, so a fault names the address itself). */
+  private planIdentity(gpa: number, length: number, access: number): number {
+    return this.planRam(gpa, length, 0, gpa, access);
+  }
+
+  /**
+   * Appends the pieces of guest physical [gpa, gpa + length) (all numbers)
+   * after `used`; `at` is the window offset of `gpa` for the fault's IOVA.
+   * One IOMMU page (up to 16 GiB) may span several memslots.
+   */
+  private planRam(gpa: number, length: number, used: number, at: number, access: number): number {
+    const p = this.pieces;
+    let c = length;
+    let g = gpa;
     while (c > 0) {
-      const slot = vm.memslots.find((s) => gpa >= s.gpa && gpa - s.gpa < s.size);
-      const off = slot ? guestRamOffset(vm, gpa, 1) : -1;
-      if (!slot || off < 0) throw new DmaFault(liobn, at + (gpa - t.gpa), access, 'not-ram');
-      const inSlot = slot.size - (gpa - slot.gpa);
-      const n = inSlot < BigInt(c) ? Number(inSlot) : c;
-      pieces.push(off, n);
-      gpa += BigInt(n);
+      let s = this.lastSlot;
+      if (!(g >= this.slotStart[s]! && g < this.slotEnd[s]!)) {
+        s = -1;
+        for (let i = 0; i < this.slotStart.length; i++) {
+          if (g >= this.slotStart[i]! && g < this.slotEnd[i]!) {
+            s = i;
+            break;
+          }
+        }
+        if (s < 0) throw this.fault(this.bus + BigInt(at + (g - gpa)), access, 'not-ram');
+        this.lastSlot = s;
+      }
+      const host = this.slotHost[s]!;
+      if (host < 0) throw this.fault(this.bus + BigInt(at + (g - gpa)), access, 'not-ram');
+      const inSlot = this.slotEnd[s]! - g;
+      const n = inSlot < c ? inSlot : c;
+      const rel = g - this.slotStart[s]!;
+      const off = host + rel;
+      if (used > 0 && p[used - 2] === s && p[used - STRIDE]! + p[used - 3]! === off) p[used - 3]! += n;
+      else {
+        p[used] = off;
+        p[used + 1] = n;
+        p[used + 2] = s;
+        p[used + 3] = rel;
+        used += STRIDE;
+      }
+      g += n;
       c -= n;
     }
-    at += BigInt(chunk);
-    left -= chunk;
+    return used;
   }
-  return pieces;
+
+  /** The general path: vm.translate() page by page and the memslots in BigInt (addresses at or above 2^53). */
+  private planGeneral(iova: bigint, length: number, access: number): number {
+    const vm = this.vm;
+    const p = this.pieces;
+    const kind = access === WRITE ? 'write' : 'read';
+    let used = 0;
+    let at = iova;
+    let left = length;
+    while (left > 0) {
+      // A window never contains the last page below 2^64 (createTceTable's bound), so this is defensive.
+      if (at >= U64_END) throw this.fault(BigInt.asUintN(64, at), access, 'out-of-range');
+      const t = vm.translate(this.liobn, at, kind);
+      if (!t.ok) throw this.fault(at, access, t.fault);
+      const inPage = t.pageIova + t.pageSize - at;
+      const chunk = inPage < BigInt(left) ? Number(inPage) : left;
+      let gpa = t.gpa;
+      let c = chunk;
+      while (c > 0) {
+        const s = vm.memslots.findIndex((m) => gpa >= m.gpa && gpa - m.gpa < m.size);
+        const host = s < 0 ? -1 : this.slotHost[s]!;
+        if (host < 0) throw this.fault(at + (gpa - t.gpa), access, 'not-ram');
+        const slot = vm.memslots[s]!;
+        const inSlot = slot.size - (gpa - slot.gpa);
+        const n = inSlot < BigInt(c) ? Number(inSlot) : c;
+        const rel = Number(gpa - slot.gpa);
+        p[used] = host + rel;
+        p[used + 1] = n;
+        p[used + 2] = s;
+        p[used + 3] = rel;
+        used += STRIDE;
+        gpa += BigInt(n);
+        c -= n;
+      }
+      at += BigInt(chunk);
+      left -= chunk;
+    }
+    return used;
+  }
+
+  private fault(iova: bigint, access: number, reason: DmaFaultReason): DmaFault {
+    return new DmaFault(this.liobn, iova, access === WRITE ? 'write' : 'read', reason);
+  }
 }
 
 /** @internal use vm.dma(liobn). */
-export function createDma(vm: KvmVm, liobn: bigint | number): DmaAccessor {
-  const l = v.liobn('liobn', liobn);
-  const u8 = vm.host.mem.u8;
-  return {
-    liobn: l,
-    read(iova: bigint | number, length: number): Uint8Array {
-      iova = v.u64('iova', iova);
-      v.int('length', length, 0, MAX_LENGTH);
-      const pieces = plan(vm, l, iova, length, 'read');
-      const out = new Uint8Array(length);
-      let pos = 0;
-      for (let i = 0; i < pieces.length; i += 2) {
-        const off = pieces[i]!;
-        const n = pieces[i + 1]!;
-        out.set(u8.subarray(off, off + n), pos);
-        pos += n;
-      }
-      return out;
-    },
-    write(iova: bigint | number, bytes: Uint8Array): void {
-      iova = v.u64('iova', iova);
-      v.instance('bytes', bytes, Uint8Array, 'a Uint8Array');
-      if (bytes.length > MAX_LENGTH) throw new RangeError(`bytes must be at most ${MAX_LENGTH} bytes long, got ${bytes.length}`);
-      const pieces = plan(vm, l, iova, bytes.length, 'write');
-      let pos = 0;
-      for (let i = 0; i < pieces.length; i += 2) {
-        const n = pieces[i + 1]!;
-        // set() copies through a clone when `bytes` is itself a view of guest memory.
-        u8.set(bytes.subarray(pos, pos + n), pieces[i]!);
-        pos += n;
-      }
-    },
-  };
+export function createDma(vm: Vm, liobn: bigint | number, dirty: DirtyLog): DmaAccessor {
+  return new Dma(vm, v.liobn('liobn', liobn), dirty);
 }

@@ -12,11 +12,34 @@ import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { createDma, type DmaAccessor } from './dma.js';
+import { DirtyLog } from './dirty.js';
 import { EventHub, replayMappings, windowEvent, type IommuListener, type VmListener } from './events.js';
 import { Phb, rtasCall, isVioTable, type PhbOptions } from './rtas.js';
 import { resetVm } from './reset.js';
 import { VfioSync, type VfioSyncOptions } from './vfio-sync.js';
 import type { ContainerFd } from '../vfio/fd.js';
+
+/** A set of LIOBNs that reports each change (the bypass set: DMA accessors cache whether their LIOBN is in it). */
+class BypassSet extends Set<bigint> {
+  private readonly changed: () => void;
+  constructor(changed: () => void) {
+    super();
+    this.changed = changed;
+  }
+  override add(liobn: bigint): this {
+    super.add(liobn);
+    this.changed();
+    return this;
+  }
+  override delete(liobn: bigint): boolean {
+    this.changed();
+    return super.delete(liobn);
+  }
+  override clear(): void {
+    this.changed();
+    super.clear();
+  }
+}
 
 /** A virtual machine. */
 export class Vm extends KvmVm {
@@ -24,8 +47,12 @@ export class Vm extends KvmVm {
   readonly phbs: Phb[] = [];
   /** @internal map/unmap and window subscribers; Vcpu checks `events.active`. */
   declare readonly events: EventHub;
-  /** @internal the VIO LIOBNs in TCE bypass (SpaprTceTable.bypass). */
-  readonly bypass = new Set<bigint>();
+  /** @internal the VIO LIOBNs in TCE bypass (SpaprTceTable.bypass); a change bumps `generation` (cached DMA translations). */
+  readonly bypass: Set<bigint> = new BypassSet(() => {
+    this.generation++;
+  });
+  /** @internal the dirty logs of the memslots (dirty.ts). */
+  readonly dirty = new DirtyLog(this);
 
   /** @internal use process.createVm(); `desc` adopts the descriptor of a restored VM. */
   constructor(process: Task, profile: 'kvm' | 'qemu', desc?: number) {
@@ -52,6 +79,7 @@ export class Vm extends KvmVm {
     gpa = v.u64('gpa', gpa);
     const slot = this.memslots.find((s) => s.gpa === gpa);
     super.removeMemslot(gpa);
+    this.dirty.drop(slot!);
     this.events.memslotChanged('remove', slot!);
   }
 
@@ -81,12 +109,50 @@ export class Vm extends KvmVm {
 
   /**
    * A device model's view of guest memory through LIOBN `liobn`: read(iova,
-   * length) and write(iova, bytes), translated page by page when called (so
+   * length), readInto(iova, dst) (no allocation) and write(iova, bytes),
+   * translated page by page when called, each TCE read as it is then (so
    * later PUTs take effect at once); a DmaFault, with nothing touched, when
-   * any page has no window, no permission or no backed RAM behind it.
+   * any page has no window, no permission or no backed RAM behind it. A
+   * write marks its pages in the dirty log (dirtyLog()).
    */
   dma(liobn: bigint | number): DmaAccessor {
-    return createDma(this, liobn);
+    return createDma(this, liobn, this.dirty);
+  }
+
+  /**
+   * The dirty log of the memslot that contains guest physical `gpa`
+   * (KVM_GET_DIRTY_LOG with manual protection: reading does not clear): one
+   * bit per system page of the slot, bit i = page i, in little-endian 64-bit
+   * words (a copy, its length a multiple of 8). A page is dirty when a DMA
+   * write (vm.dma) touched it, or, with trackDmaWritable(true), when a TCE
+   * maps it writable or did at any time since the last clear (see dirty.ts
+   * for what vCPUs on worker threads leave out). ENOENT when no memslot
+   * contains `gpa`.
+   */
+  dirtyLog(gpa: bigint | number): Uint8Array {
+    return this.dirty.get(gpa);
+  }
+
+  /**
+   * KVM_CLEAR_DIRTY_LOG on the memslot that contains `gpa`: clears the bits
+   * set in `mask` (a bitmap as dirtyLog() returns, EINVAL if of another
+   * length), all of them without one. Pages mapped writable while
+   * trackDmaWritable is on are dirty again at once. ENOENT when no memslot
+   * contains `gpa`.
+   */
+  clearDirtyLog(gpa: bigint | number, mask?: Uint8Array): void {
+    this.dirty.clear(gpa, mask);
+  }
+
+  /**
+   * Whether pages mapped writable by a TCE count as dirty (a VFIO device
+   * may write them at any time without a trace): while on, such a page is
+   * dirty for as long as it is mapped and until the first clear after it
+   * was unmapped. Off (the default), hypercalls pay nothing for it; switching
+   * off forgets what it had gathered.
+   */
+  trackDmaWritable(on: boolean): void {
+    this.dirty.track(on);
   }
 
   /**
