@@ -13,7 +13,7 @@ import { plan, runMatrix } from './matrix.mjs';
 import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
 import { runScaling } from './scaling.mjs';
 import { runSnapshot, snapshotRuns, snapshotTable } from './snapshot.mjs';
-import { CG_OPS, runCallgrind, valgrindMissing } from './callgrind.mjs';
+import { CG_OPS, CG_REPEATS, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, VARIANTS, variantUnavailable, prepare } from './ops.mjs';
 import { cFloor } from './cfloor.mjs';
 import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable, mechanismsTable, erasTable } from './report.mjs';
@@ -87,7 +87,7 @@ export async function main(opts = {}) {
     console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, snapshot, dma/readInto/512)`);
     return 2;
   }
-  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2 + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0) + dmaCells.length * profile.rounds;
+  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2 * CG_REPEATS + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0) + dmaCells.length * profile.rounds;
 
   const bar = new cliProgress.SingleBar(
     { format: 'bench [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left | {label}', stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 40 },
@@ -125,7 +125,7 @@ export async function main(opts = {}) {
     } else if (wantCg) {
       const r = await runCallgrind(cgCells, () => tick('callgrind'));
       instructions = {
-        method: 'valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1)',
+        method: `valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (irPerCallRuns, irPerCallRange)`,
         scope: opts.instructions ? 'every variant' : 'the cells the targets need (--instructions counts every variant)',
         results: r.results,
         skipped: [...cgSkipped, ...cgUnavailable, ...r.skipped],
