@@ -10,6 +10,27 @@
 #include <string>
 
 namespace spapr {
+
+bool TypedArrayBytes(const Napi::CallbackInfo& info, uint8_t** data, size_t* len) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) {
+    Napi::TypeError::New(env, "expected a typed array").ThrowAsJavaScriptException();
+    return false;
+  }
+  // napi_get_typedarray_info gives the data pointer of any view, SharedArrayBuffer
+  // included (ArrayBuffer().Data() refuses a shared buffer: Node-API on Node 20
+  // has no SharedArrayBuffer type); the pointer already includes the byte offset.
+  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
+  void* p = nullptr;
+  if (napi_get_typedarray_info(env, ta, nullptr, nullptr, &p, nullptr, nullptr) != napi_ok) {
+    Napi::TypeError::New(env, "expected a typed array").ThrowAsJavaScriptException();
+    return false;
+  }
+  *data = static_cast<uint8_t*>(p);
+  *len = ta.ByteLength();
+  return true;
+}
+
 namespace {
 
 // RLIMIT_MEMLOCK of this process: {soft, hard} in bytes, null for unlimited.
@@ -50,21 +71,9 @@ Napi::Value LockedBytes(const Napi::CallbackInfo& info) {
 // mlock/munlock of a byte range of a typed array: returns 0 or the errno.
 Napi::Value LockRange(const Napi::CallbackInfo& info, bool lock) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray()) {
-    Napi::TypeError::New(env, "expected a typed array").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  // napi_get_typedarray_info gives the data pointer of any view, SharedArrayBuffer
-  // included (ArrayBuffer().Data() refuses a shared buffer: Node-API on Node 20
-  // has no SharedArrayBuffer type); the pointer already includes the byte offset.
-  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-  void* data = nullptr;
-  if (napi_get_typedarray_info(env, ta, nullptr, nullptr, &data, nullptr, nullptr) != napi_ok) {
-    Napi::TypeError::New(env, "expected a typed array").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  uint8_t* base = static_cast<uint8_t*>(data);
-  size_t len = ta.ByteLength();
+  uint8_t* base = nullptr;
+  size_t len = 0;
+  if (!TypedArrayBytes(info, &base, &len)) return env.Undefined();
   if (len == 0) return Napi::Number::New(env, 0);
   int rc = lock ? mlock(base, len) : munlock(base, len);
   return Napi::Number::New(env, rc == 0 ? 0 : errno);

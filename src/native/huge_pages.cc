@@ -5,6 +5,7 @@
 // bounds a restore (0.3-1 GB/s); with 2 MiB pages there are 512 times fewer.
 // With transparent_hugepage=never (or outside Linux) it is a no-op.
 #include "huge_pages.h"
+#include "host_memory.h"
 
 #include <sys/mman.h>
 
@@ -19,19 +20,11 @@ constexpr uintptr_t kHuge = uintptr_t{2} << 20;
 // madvise(MADV_HUGEPAGE) over the whole 2 MiB pages inside a typed array's bytes: 0, or the errno.
 Napi::Value AdviseHugePages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray()) {
-    Napi::TypeError::New(env, "expected a typed array").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
-  // As in host_memory.cc: napi_get_typedarray_info also gives a view of a SharedArrayBuffer its pointer.
-  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-  void* data = nullptr;
-  if (napi_get_typedarray_info(env, ta, nullptr, nullptr, &data, nullptr, nullptr) != napi_ok) {
-    Napi::TypeError::New(env, "expected a typed array").ThrowAsJavaScriptException();
-    return env.Undefined();
-  }
+  uint8_t* data = nullptr;
+  size_t len = 0;
+  if (!TypedArrayBytes(info, &data, &len)) return env.Undefined();
   uintptr_t from = (reinterpret_cast<uintptr_t>(data) + kHuge - 1) & ~(kHuge - 1);
-  uintptr_t to = (reinterpret_cast<uintptr_t>(data) + ta.ByteLength()) & ~(kHuge - 1);
+  uintptr_t to = (reinterpret_cast<uintptr_t>(data) + len) & ~(kHuge - 1);
   if (to <= from) return Napi::Number::New(env, 0);
 #ifdef MADV_HUGEPAGE
   int rc = madvise(reinterpret_cast<void*>(from), to - from, MADV_HUGEPAGE);
