@@ -103,7 +103,7 @@ export function sttPagesPresent(stt: u32, idx: u64, n: u64): bool {
  * plain: the kernel's are, and a reader (H_GET_TCE, the VMM) sees the old or
  * the new value of each aligned 8-byte entry.
  */
-export function sttFill(stt: u32, idx: u64, n: u64, value: u64, grow: bool): void {
+export function sttFill(stt: u32, idx: u64, n: u64, value: u64, grow: bool): bool {
   const sh = tceShift();
   const mask: u64 = (<u64>1 << sh) - 1;
   let j = idx;
@@ -112,6 +112,8 @@ export function sttFill(stt: u32, idx: u64, n: u64, value: u64, grow: bool): voi
     let stop = (j | mask) + 1;
     if (stop == 0 || stop > end) stop = end;
     const page = sttPage(stt, j >> sh, grow && value != 0);
+    // A non-zero value with no page: nothing stored from here (the heap is exhausted, or !grow).
+    if (page == 0 && value != 0) return false;
     if (page != 0) {
       if (value == 0) {
         memory.fill(page + (<u32>(j & mask) << 3), 0, <u32>(stop - j) << 3);
@@ -121,6 +123,7 @@ export function sttFill(stt: u32, idx: u64, n: u64, value: u64, grow: bool): voi
     }
     j = stop;
   }
+  return true;
 }
 
 /** The guest TCE at relative index `idx` (0 when its page is absent). */

@@ -21,7 +21,7 @@ import {
   TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TABLE_F_V2, SLOT_GPA, SLOT_SIZE, SLOT_UA, REG_UA, REG_ENTRIES, REG_HPAS, REG_FLAGS, REG_PAGE_SHIFT,
   REG_DEV_HPA, REGION_F_DEV,
   HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY, HDR_KERNEL, KERNEL_4_19,
-  H_GET_TCE, H_PUT_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT, H_SUCCESS, H_PARAMETER, H_TOO_HARD,
+  H_GET_TCE, H_PUT_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT, H_SUCCESS, H_PARAMETER, H_TOO_HARD, H_HARDWARE,
   OP_ALLOC, TCE_PERM_MASK, TCE_READ, TCE_WRITE, PROFILE_QEMU, INDIRECT_MAX, VCPU_LEVEL, VCPU_STATS,
   LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET,
   VIEW_LOCK, VIEW_LOCK_BITS, VIEW_TAG_SHIFT, LOCK_SPINS_REAL, LOCK_SPINS_VIRTUAL, MAX_STITS,
@@ -1268,7 +1268,10 @@ function qemuPut(stt: u32, ioba: u64, tce: u64): i32 {
   const idx = ((ioba & ~((<u64>1 << shift) - 1)) - bus) >> shift;
   if (idx >= load<u64>(stt + STT_SIZE)) return H_PARAMETER;
   const p = sttSlot(stt, idx, tce != 0);
-  if (p != 0) store<u64>(p, tce);
+  // QEMU's table exists whole from creation (spapr_tce_alloc_table) and a put cannot fail; here
+  // its pages come on first use, and a page the heap cannot give is H_HARDWARE, never a lost TCE.
+  if (p == 0) return tce != 0 ? H_HARDWARE : H_SUCCESS;
+  store<u64>(p, tce);
   return H_SUCCESS;
 }
 
@@ -1312,7 +1315,8 @@ function qemuHcall(vm: u32, vcpu: u32, nr: u64): i32 {
   const count = npages < size - idx0 ? npages : size - idx0;
   // Entry i goes to idx0 + i while ioba + i·psize does not wrap around; past that, one by one.
   if (count - 1 <= (~a0) >> shift) {
-    sttFill(stt, idx0, count, value, true);
+    // Pages already filled stay so, as QEMU's loop keeps the entries before the one that failed.
+    if (!sttFill(stt, idx0, count, value, true)) return H_HARDWARE;
     return count < npages ? H_PARAMETER : H_SUCCESS;
   }
   let rc = H_PARAMETER;

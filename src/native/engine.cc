@@ -1329,7 +1329,7 @@ bool TceEngine::sttPagesPresentT(uint32_t stt, uint64_t idx, uint64_t n) {
  * an absent page stays so for 0 and is allocated otherwise when `grow`.
  */
 template <bool R>
-void TceEngine::sttFillT(uint32_t stt, uint64_t idx, uint64_t n, uint64_t value, bool grow) {
+bool TceEngine::sttFillT(uint32_t stt, uint64_t idx, uint64_t n, uint64_t value, bool grow) {
   const uint64_t sh = tceShiftT<R>();
   const uint64_t mask = shl64(1, sh) - 1;
   uint64_t j = idx;
@@ -1338,7 +1338,8 @@ void TceEngine::sttFillT(uint32_t stt, uint64_t idx, uint64_t n, uint64_t value,
     uint64_t stop = (j | mask) + 1;
     if (stop == 0 || stop > end) stop = end;
     const uint32_t page = sttPageT<R>(stt, shr64(j, sh), grow && value != 0);
-    if (fault_ != Fault::kNone) return;
+    if (fault_ != Fault::kNone) return false;
+    if (page == 0 && value != 0) return false;
     if (page != 0) {
       if (value == 0) {
         FILL0<R>(page + (static_cast<uint32_t>(j & mask) << 3), (stop - j) << 3);
@@ -1348,6 +1349,7 @@ void TceEngine::sttFillT(uint32_t stt, uint64_t idx, uint64_t n, uint64_t value,
     }
     j = stop;
   }
+  return true;
 }
 
 /** The guest TCE at relative index `idx` (0 when its page is absent). */
@@ -2545,7 +2547,9 @@ int32_t TceEngine::qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce) {
   const uint64_t idx = shr64((ioba & ~(shl64(1, shift) - 1)) - bus, shift);
   if (idx >= L64<kRaw>(at(stt, STT_SIZE))) return H_PARAMETER;
   const uint32_t p = sttSlotT<kRaw>(stt, idx, tce != 0);
-  if (p != 0) W64<kRaw>(p, tce);
+  // hcall.ts#qemuPut: a guest-table page the heap cannot give is H_HARDWARE, never a lost TCE.
+  if (p == 0) return tce != 0 ? H_HARDWARE : H_SUCCESS;
+  W64<kRaw>(p, tce);
   return H_SUCCESS;
 }
 
@@ -2593,7 +2597,7 @@ int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
   const uint64_t count = npages < size - idx0 ? npages : size - idx0;
   // Entry i goes to idx0 + i while ioba + i·psize does not wrap around; past that, one by one.
   if (count - 1 <= shr64(~a0, shift)) {
-    sttFillT<kRaw>(stt, idx0, count, value, true);
+    if (!sttFillT<kRaw>(stt, idx0, count, value, true)) return H_HARDWARE;
     return count < npages ? H_PARAMETER : H_SUCCESS;
   }
   int32_t rc = H_PARAMETER;

@@ -195,7 +195,7 @@ class TceEngine {
   template <bool R> uint32_t sttPageT(uint32_t stt, uint64_t pg, bool grow);
   template <bool R> uint32_t sttSlotT(uint32_t stt, uint64_t idx, bool grow);
   template <bool R> bool sttPagesPresentT(uint32_t stt, uint64_t idx, uint64_t n);
-  template <bool R> void sttFillT(uint32_t stt, uint64_t idx, uint64_t n, uint64_t value, bool grow);
+  template <bool R> bool sttFillT(uint32_t stt, uint64_t idx, uint64_t n, uint64_t value, bool grow);
   template <bool R> uint64_t sttGetT(uint32_t stt, uint64_t idx);
 
   // hcall.ts (raw accesses)
