@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readTrace, TraceError } from './trace.js';
 import { replay } from './replay.js';
+import { OWNER_CHECKS, type OwnerCheck } from './core/context.js';
 
 /** A usage or input error (exit 2), printed as one line by the caller. */
 class CliError extends Error {}
@@ -87,12 +88,12 @@ const replayCmd = program
   .description('replay a hypercall trace (JSON Lines, plain or .gz) in the qemu profile and check every return code and translation')
   .argument('<file>', `trace file, or the name of a shipped trace (${shippedTraces().map((f) => f.replace(/\.jsonl(\.gz)?$/, '')).join(', ')})`)
   .addOption(new Option('--engine <engine>', 'engine').choices(['wasm', 'native']).default('wasm'))
-  .addOption(new Option('--owner-check <mode>', 'owner check').choices(['none', 'pid', 'mm']).default('mm'))
+  .addOption(new Option('--owner-check <mode>', 'owner check').choices(OWNER_CHECKS).default('mm'))
   .option('--snapshot-every <n>', 'snapshot and restore the host every N events', positiveInt('--snapshot-every'))
   .option('--json', 'print one JSON object on stdout')
   .addHelpText('after', '\nExit status: 0 when every return code and translation matches, 1 on a mismatch, 2 for a usage error or a trace that cannot be read.')
   .action(
-    action('replay', async (file: string, o: { engine: 'wasm' | 'native'; ownerCheck: 'none' | 'pid' | 'mm'; snapshotEvery?: number; json?: boolean }) => {
+    action('replay', async (file: string, o: { engine: 'wasm' | 'native'; ownerCheck: OwnerCheck; snapshotEvery?: number; json?: boolean }) => {
       const path = traceFile(file);
       const trace = readTrace(path);
       let r;

@@ -43,6 +43,8 @@ export interface HostSettings {
 }
 
 const OWNER_CODES: Record<OwnerCheck, number> = { none: OWNER_CHECK_NONE, pid: OWNER_CHECK_PID, mm: OWNER_CHECK_MM, 'fork-close': OWNER_CHECK_FORK_CLOSE };
+/** Every owner-check mode, in the order the designs table prints them. */
+export const OWNER_CHECKS = Object.keys(OWNER_CODES) as OwnerCheck[];
 /** HDR.kernel of each era. */
 export const KERNEL_CODES: Record<KernelEra, number> = { '4.12': KERNEL_4_12, '4.19': KERNEL_4_19, '5.19': KERNEL_5_19 };
 

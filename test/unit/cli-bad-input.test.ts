@@ -84,6 +84,16 @@ describe('spapr-tce replay on bad input', () => {
     expect(r.stdout).toMatch(/0 mismatch\(es\)/);
   });
 
+  it('--owner-check takes every design, fork-close included, and refuses others in one line', async () => {
+    const ok = await run(['replay', 'head.jsonl', '--owner-check', 'fork-close']);
+    expect(ok.stderr).toBe('');
+    expect(ok.code).toBe(0);
+    expect(ok.stdout).toMatch(/0 mismatch\(es\)/);
+    const bad = await run(['replay', 'head.jsonl', '--owner-check', 'bogus']);
+    expect(bad.code).not.toBe(0);
+    expect(expectOneLine(bad)).toMatch(/fork-close/);
+  });
+
   it('files that are no trace: exit 2 and one line naming the file (and line 1 when it is the content)', async () => {
     const gz = gzipSync(Buffer.from(head.join('\n')));
     mkdirSync(join(dir, 'a-folder'), { recursive: true });
