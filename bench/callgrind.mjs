@@ -5,7 +5,9 @@
 // and K2 iterations; (Ir(K2) − Ir(K1)) / (K2 − K1) removes start-up and
 // set-up. Fixed V8 hash and random seeds make most pairs of runs agree to
 // ~0.01% (without them start-up varies by ~0.15%, which swamps a check of a
-// few instructions per entry); single calls vary more (CG_REPEATS). Two valgrind processes at a time (the machine has two cores).
+// few instructions per entry); single calls vary more (CG_REPEATS). Engine
+// `c-floor` counts the native routine run by engine.benchLoop in one C++
+// loop (callgrind-probe.mjs). Two valgrind processes at a time (the machine has two cores).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -31,6 +33,17 @@ export function valgrindMissing() {
  * between runs), while INDIRECT(512) per entry agrees to well under 1%.
  */
 export const CG_REPEATS = 3;
+
+/**
+ * Pairs for one cell: c-floor (the native routine in engine.benchLoop's C++
+ * loop) needs one, since no JavaScript runs between its iterations and
+ * nothing tiers up inside them; the engine routines count the same
+ * instructions per call there as under the native column.
+ */
+export const repeatsOf = (cell) => (cell.engine === 'c-floor' ? 1 : CG_REPEATS);
+
+/** valgrind runs of `cells` (two per pair), for the progress bar. */
+export const cgRunsOf = (cells) => cells.reduce((a, c) => a + 2 * repeatsOf(c), 0);
 
 /** Iteration counts K1, K2 for an op: enough work in K2 − K1 to dwarf any jitter. */
 const counts = (op) => (entriesOf(op) >= 512 ? [40, 540] : entriesOf(op) >= 16 ? [1000, 11000] : [2000, 32000]);
@@ -86,7 +99,7 @@ export async function runCallgrind(cells, tick = () => {}) {
       tasks.push(async () => {
         try {
           const runs = [];
-          for (let i = 0; i < CG_REPEATS; i++) {
+          for (let i = 0; i < repeatsOf(c); i++) {
             const [a, b] = [await irOf(dir, c.op, c.engine, c.check, k1).finally(tick), await irOf(dir, c.op, c.engine, c.check, k2).finally(tick)];
             runs.push((b - a) / (k2 - k1));
           }

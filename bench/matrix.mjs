@@ -7,7 +7,7 @@
 import { OPS, CHECKS, VARIANTS, HCALL_OPS, ablationOf, variantUnavailable, prepare } from './ops.mjs';
 import { prepareJs } from './js-baseline.mjs';
 import { interleaved } from './harness.mjs';
-import { cFloor, prepareCFloor, sampleCFloor } from './cfloor.mjs';
+import { cFloor, prepareCFloor, sampleCFloor, versusNative } from './cfloor.mjs';
 import { medianInterval, diffInterval, significant } from './stats.mjs';
 
 export const ENGINES = ['wasm', 'native', 'js', 'c-floor'];
@@ -104,6 +104,8 @@ async function variantsOf(cell, skipped) {
 export async function runMatrix(cells, profile, tick) {
   const results = [];
   const skipped = [];
+  // The native `none` samples of each op, for the c-floor cell's difference (ENGINES runs native first).
+  const nativeNone = new Map();
   for (const cell of cells) {
     let vs;
     const mine = [];
@@ -123,7 +125,10 @@ export async function runMatrix(cells, profile, tick) {
       : interleaved(label, vs, profile, () => tick(label));
     // The state must still be the prepared one after timing: real mode, success, invariants.
     for (const v of vs) v.verify?.();
-    results.push(...rows(cell.op, cell.engine, vs[0].entries, pooled));
+    const out = rows(cell.op, cell.engine, vs[0].entries, pooled);
+    if (cell.engine === 'native') nativeNone.set(cell.op, pooled.get('none'));
+    if (cell.engine === 'c-floor' && nativeNone.has(cell.op)) out.find((r) => r.check === 'none').vsNative = versusNative(nativeNone.get(cell.op), pooled.get('none'));
+    results.push(...out);
   }
   return { results, skipped };
 }

@@ -116,8 +116,9 @@ export function tracesTable(traces) {
 }
 
 export function scalingTable(scaling) {
-  const cols = [{ title: 'tables', width: 8, left: true }, { title: 'vCPUs', width: 5 }, { title: 'hcalls/s (median)', width: 17 }, { title: '× one vCPU', width: 10 }];
-  return table(cols, scaling.map((s) => [s.tables, s.vcpus, Math.round(s.hypercallsPerSecond).toLocaleString('en-US'), f(s.ratioToOne, 2)]));
+  const cols = [{ title: 'tables', width: 8, left: true }, { title: 'vCPUs', width: 5 }, { title: 'hcalls/s (median)', width: 17 }, { title: '× one vCPU', width: 10 }, { title: 'on CPU', width: 6 }];
+  const share = (s) => (typeof s.cpuShare === 'number' ? `${Math.round(100 * s.cpuShare)}%` : '');
+  return table(cols, scaling.map((s) => [s.tables, s.vcpus, Math.round(s.hypercallsPerSecond).toLocaleString('en-US'), f(s.ratioToOne, 2), share(s)]));
 }
 
 export function instructionsTable(ins) {

@@ -11,9 +11,9 @@ import cliProgress from 'cli-progress';
 import { PROFILES } from './harness.mjs';
 import { plan, runMatrix } from './matrix.mjs';
 import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
-import { runScaling } from './scaling.mjs';
+import { runScaling, scalingPlan } from './scaling.mjs';
 import { runSnapshot, snapshotRuns, snapshotTable } from './snapshot.mjs';
-import { CG_OPS, CG_REPEATS, runCallgrind, valgrindMissing } from './callgrind.mjs';
+import { CG_OPS, CG_REPEATS, cgRunsOf, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, VARIANTS, variantUnavailable, prepare } from './ops.mjs';
 import { cFloor } from './cfloor.mjs';
 import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable, mechanismsTable, erasTable } from './report.mjs';
@@ -48,7 +48,7 @@ export async function main(opts = {}) {
   const scaleReps = tiny || quick ? 1 : 3;
   const scaleMs = tiny ? 100 : quick ? 300 : 1000;
   const traceRuns = traceFiles(opts.traceDir).length * CHECKS.length * traceReps;
-  const scaleRuns = 6 * scaleReps;
+  const scaleRuns = scalingPlan().filter(([t, n]) => !filter || filter.test(`scaling/${t}/${n}`)).length * scaleReps;
   const cgMissing = opts.instructions ? valgrindMissing() : undefined;
   // Instruction counts: with --instructions every variant of the hypercall ops (--quick: H_PUT_TCE and
   // INDIRECT(512)); a full run without it still counts the cells the targets need, when valgrind is there.
@@ -57,7 +57,9 @@ export async function main(opts = {}) {
   const wantCg = opts.instructions || (!quick && !tiny && !valgrindMissing());
   if (wantCg && !cgMissing) {
     const ops = quick || tiny ? ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512'] : CG_OPS;
-    for (const op of ops) for (const engine of ['wasm', 'native']) for (const check of VARIANTS) {
+    // c-floor: the native routine in its C++ loop, `none` only (what the c-floor ≤ native verdict compares).
+    for (const op of ops) for (const engine of ['wasm', 'native', 'c-floor']) for (const check of VARIANTS) {
+      if (engine === 'c-floor' && check !== 'none') continue;
       if (!opts.instructions && !TARGET_CG_CELLS.some((t) => t.op === op && t.engine === engine && t.check === check)) continue;
       if (filter && !filter.test(`instructions/${op}/${engine}/${check}`) && !filter.test(`${op}/${engine}/${check}`)) continue;
       const why = variantUnavailable(op, engine, check);
@@ -74,20 +76,20 @@ export async function main(opts = {}) {
   }
   const cgSkipped = [];
   if (nativeHcall) {
-    for (const c of cgCells.filter((c) => c.engine === 'native')) cgSkipped.push({ ...c, reason: nativeHcall });
-    cgCells = cgCells.filter((c) => c.engine !== 'native');
+    for (const c of cgCells.filter((c) => c.engine !== 'wasm')) cgSkipped.push({ ...c, reason: nativeHcall });
+    cgCells = cgCells.filter((c) => c.engine === 'wasm');
   }
   // A filter that selects nothing is a usage error, not an empty result.
   const traceNames = traceFiles(opts.traceDir).map((f) => basename(f).replace(/\.jsonl(\.gz)?$/, ''));
   const anyTrace = traceNames.some((n) => CHECKS.some((c) => !filter || filter.test(`trace/${n}/${c}`)));
-  const anyScaling = !filter || ['disjoint', 'shared'].some((t) => [1, 2, 4].some((n) => filter.test(`scaling/${t}/${n}`)));
+  const anyScaling = !filter || scalingPlan().some(([t, n]) => filter.test(`scaling/${t}/${n}`));
   const anySnapshot = !filter || filter.test('snapshot');
   const dmaCells = dmaPlan(filter);
   if (filter && cells.length === 0 && !anyTrace && !anyScaling && !anySnapshot && cgCells.length === 0 && cgSkipped.length === 0 && cgUnavailable.length === 0 && dmaCells.length === 0) {
     console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, snapshot, dma/readInto/512)`);
     return 2;
   }
-  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgCells.length * 2 * CG_REPEATS + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0) + dmaCells.length * profile.rounds;
+  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgRunsOf(cgCells) + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0) + dmaCells.length * profile.rounds;
 
   const bar = new cliProgress.SingleBar(
     { format: 'bench [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left | {label}', stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 40 },
@@ -125,7 +127,7 @@ export async function main(opts = {}) {
     } else if (wantCg) {
       const r = await runCallgrind(cgCells, () => tick('callgrind'));
       instructions = {
-        method: `valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (irPerCallRuns, irPerCallRange)`,
+        method: `valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (c-floor: one; irPerCallRuns, irPerCallRange)`,
         scope: opts.instructions ? 'every variant' : 'the cells the targets need (--instructions counts every variant)',
         results: r.results,
         skipped: [...cgSkipped, ...cgUnavailable, ...r.skipped],

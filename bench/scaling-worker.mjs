@@ -2,7 +2,11 @@
 // as fast as it can, from the "go" flag to the "stop" flag. r3 is written
 // as a u32 word (it returns the status); nothing else changes per call, so
 // the loop does no BigInt arithmetic and allocates nothing. Warmed up before
-// it reports ready; timed from the shared "go" to the shared "stop".
+// it reports ready; timed from the shared "go" to the shared "stop". Besides
+// wall time it reports how long this thread was on a CPU and how long it
+// waited for one (Linux's /proc/thread-self/schedstat: ns on CPU, ns
+// runnable but waiting), so the run says whether every worker had a core.
+import { readFileSync } from 'node:fs';
 import { workerData, parentPort } from 'node:worker_threads';
 import { WorkerVcpu } from '../dist/worker.js';
 
@@ -24,6 +28,16 @@ function burst() {
   return bad;
 }
 
+/** [ns on CPU, ns waiting on the run queue] of this thread, or null where the kernel does not say. */
+function schedstat() {
+  try {
+    const [cpu, wait] = readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ').map(Number);
+    return Number.isFinite(cpu) && Number.isFinite(wait) ? [cpu, wait] : null;
+  } catch {
+    return null;
+  }
+}
+
 // Warm up before reporting ready, so that the timed part runs optimised code on every worker
 // alike; the calls remap the vCPU's own entry to the same page, which changes nothing.
 let bad = 0;
@@ -31,10 +45,13 @@ for (let w = 0; w < 2000; w++) bad += burst();
 parentPort.postMessage({ ready: true });
 Atomics.wait(flags, 0, 0);
 let calls = 0;
+const s0 = schedstat();
 const t0 = process.hrtime.bigint();
 while (Atomics.load(flags, 1) === 0) {
   bad += burst();
   calls += 64;
 }
 const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-parentPort.postMessage({ calls, bad, seconds });
+const s1 = schedstat();
+const sched = s0 && s1 ? { cpuSeconds: (s1[0] - s0[0]) / 1e9, waitSeconds: (s1[1] - s0[1]) / 1e9 } : {};
+parentPort.postMessage({ calls, bad, seconds, ...sched });

@@ -2,7 +2,13 @@
 // threads, each issuing H_PUT_TCE on its own entry, either on disjoint
 // tables (per vCPU: its own RAM, region, container, hardware table and
 // LIOBN) or on one shared table (one LIOBN, one region, one hardware table;
-// entries disjoint, counters and table levels shared).
+// entries disjoint, counters and table levels shared), and, as the control,
+// on separate hosts (one vCPU each on its own Host: its own linear memory,
+// so the workers share nothing the library allocates): what disjoint tables
+// would reach if nothing in the shared memory were shared, on this machine.
+// Each run also says how much of the interval the workers were on a CPU
+// (cpuShare: Σ on-CPU time / (workers × interval)): below ~0.95 the machine
+// did not give every worker a core, and the ratio measures the machine.
 import { Worker } from 'node:worker_threads';
 import { Host, H } from '../dist/index.js';
 import { hostOptions } from './ops.mjs';
@@ -11,7 +17,7 @@ const PAGE = 0x10000;
 const CHUNK = 4n << 20n;
 
 /** One VM with `n` vCPUs ready in real mode for H_PUT_TCE; `shared` selects one table for all. */
-async function setup(engine, check, n, shared) {
+export async function setup(engine, check, n, shared) {
   const host = await Host.create({ ...hostOptions(engine, check), maxMemory: 64 << 20 });
   const qemu = host.spawn();
   const vm = qemu.createVm({ profile: 'kvm' });
@@ -53,9 +59,23 @@ async function setup(engine, check, n, shared) {
   return { host, vcpus };
 }
 
-/** One measurement: Σ calls / the longest worker's time. */
-async function once(engine, check, n, shared, durationMs) {
-  const { host, vcpus } = await setup(engine, check, n, shared);
+/** The hosts and vCPUs of a configuration: one host for 'disjoint' and 'shared', one host per vCPU for 'separate'. */
+async function configure(engine, check, n, tables) {
+  if (tables !== 'separate') {
+    const { host, vcpus } = await setup(engine, check, n, tables === 'shared');
+    return { hosts: [host], vcpus };
+  }
+  const each = [];
+  for (let w = 0; w < n; w++) each.push(await setup(engine, check, 1, false));
+  return { hosts: each.map((e) => e.host), vcpus: each.map((e) => e.vcpus[0]) };
+}
+
+/**
+ * One measurement: {rate: Σ calls / the longest worker's time, cpuShare:
+ * Σ on-CPU / (workers × that time), or null where schedstat is missing}.
+ */
+async function once(engine, check, n, tables, durationMs) {
+  const { hosts, vcpus } = await configure(engine, check, n, tables);
   const control = new SharedArrayBuffer(8);
   const flags = new Int32Array(control);
   const workers = vcpus.map((v) => new Worker(new URL('./scaling-worker.mjs', import.meta.url), { workerData: { vcpu: v.workerData(), control } }));
@@ -77,32 +97,51 @@ async function once(engine, check, n, shared, durationMs) {
     if (bad) throw new Error(`scaling: ${bad} hypercalls did not succeed`);
     const calls = done.reduce((a, d) => a + d.calls, 0);
     const seconds = Math.max(...done.map((d) => d.seconds));
-    return calls / seconds;
+    const cpu = done.every((d) => typeof d.cpuSeconds === 'number') ? done.reduce((a, d) => a + d.cpuSeconds, 0) : null;
+    return { rate: calls / seconds, cpuShare: cpu === null ? null : cpu / (n * seconds) };
   } finally {
     await Promise.all(workers.map((w) => w.terminate()));
     // After the workers stopped (terminate waits for them): the counts they changed hold.
-    host.checkInvariants();
+    for (const host of hosts) host.checkInvariants();
   }
 }
 
-/** Every configuration ({vcpus, tables}) `reps` times; medians of hypercalls/s and the ratios to one vCPU. */
+/** The configurations a run measures, in order: [tables, vcpus]; the control (separate hosts) with two vCPUs only. */
+export function scalingPlan(counts = [1, 2, 4]) {
+  const out = [];
+  for (const tables of ['disjoint', 'shared']) for (const n of counts) out.push([tables, n]);
+  if (counts.includes(2)) out.push(['separate', 2]);
+  return out;
+}
+
+const medianOf = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+/**
+ * Every configuration ({vcpus, tables}) `reps` times; medians of
+ * hypercalls/s and of cpuShare, and the ratios to one vCPU (separate hosts:
+ * to one vCPU on disjoint tables, which is one vCPU alone on its host).
+ */
 export async function runScaling({ engine = 'wasm', check = 'none', counts = [1, 2, 4], reps = 3, durationMs = 1000, filter, tick = () => {} }) {
   const out = [];
-  for (const tables of ['disjoint', 'shared']) {
-    for (const n of counts) {
-      if (filter && !filter.test(`scaling/${tables}/${n}`)) continue;
-      const runs = [];
-      // Alternate configurations would need all hosts at once; repeat instead and take the median.
-      for (let i = 0; i < reps; i++) {
-        runs.push(await once(engine, check, n, tables === 'shared', durationMs));
-        tick();
-      }
-      const sorted = [...runs].sort((a, b) => a - b);
-      out.push({ engine, check, tables, vcpus: n, hypercallsPerSecond: sorted[sorted.length >> 1], runs });
+  for (const [tables, n] of scalingPlan(counts)) {
+    if (filter && !filter.test(`scaling/${tables}/${n}`)) continue;
+    const runs = [];
+    // Alternate configurations would need all hosts at once; repeat instead and take the median.
+    for (let i = 0; i < reps; i++) {
+      runs.push(await once(engine, check, n, tables, durationMs));
+      tick();
     }
+    const shares = runs.map((r) => r.cpuShare);
+    out.push({
+      engine, check, tables, vcpus: n,
+      hypercallsPerSecond: medianOf(runs.map((r) => r.rate)),
+      runs: runs.map((r) => r.rate),
+      cpuShare: shares.every((x) => x !== null) ? medianOf(shares) : null,
+      cpuShares: shares,
+    });
   }
   for (const r of out) {
-    const one = out.find((x) => x.tables === r.tables && x.vcpus === 1);
+    const one = out.find((x) => x.tables === (r.tables === 'separate' ? 'disjoint' : r.tables) && x.vcpus === 1);
     r.ratioToOne = one ? r.hypercallsPerSecond / one.hypercallsPerSecond : null;
   }
   return out;

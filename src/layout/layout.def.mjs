@@ -35,7 +35,7 @@
 //                 │        └─ (0: absent, allocated on demand)
 //   table ─ uaRoot ─ node ─ leaf [ua ua ua …]       (same index split)
 
-export const LAYOUT_VERSION = 3;
+export const LAYOUT_VERSION = 4;
 
 /** Where the header lives; the heap follows it. */
 export const regions = {
@@ -173,10 +173,18 @@ export const structs = {
       ['flags', 'u32', 'STT_F_*'],
     ],
   },
+  // Every hypercall writes r3, level, stats and rcuSeq from the thread running
+  // the vCPU. Blocks are 64-byte aligned and never share a line, but x86's
+  // adjacent-line prefetchers fetch lines in 128-byte pairs, so the block
+  // starts and ends with a line nothing uses: whatever the allocator puts
+  // next to it, a line this vCPU writes never pairs with another block's
+  // (per-CPU data padded to the destructive interference size, as
+  // DEFINE_PER_CPU_SHARED_ALIGNED and crossbeam's CachePadded do).
   VCPU: {
     doc: 'a vCPU register block: GPRs, who runs it, and the list of the hypercall it runs',
-    size: 4608,
+    size: 4736,
     fields: [
+      ['padHead', 'u32', 'never used: keeps the written lines out of the first 128-byte pair', 16],
       ['gpr', 'u64', 'r0..r31: r3 hcall number in, status out; r4.. arguments and outputs', 32],
       ['vm', 'u32', 'VM descriptor'],
       ['pid', 'u32', 'pid of the thread running the vCPU'],
@@ -192,6 +200,7 @@ export const structs = {
       // it: the apply pass then writes exactly what was validated, however
       // the guest rewrites its list meanwhile (the kernel reads it twice).
       ['tces', 'u64', 'the H_PUT_TCE_INDIRECT list being applied (native byte order)', 512],
+      ['padTail', 'u32', 'never used: keeps the written lines out of the last 128-byte pair', 16],
     ],
   },
 };
