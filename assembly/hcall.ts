@@ -25,7 +25,8 @@ import {
   OP_ALLOC, TCE_PERM_MASK, TCE_READ, TCE_WRITE, PROFILE_QEMU, INDIRECT_MAX, VCPU_LEVEL, VCPU_STATS,
   LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET,
   VIEW_LOCK, VIEW_LOCK_BITS, VIEW_TAG_SHIFT, LOCK_SPINS_REAL, LOCK_SPINS_VIRTUAL, MAX_STITS,
-  HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE, ABLATE_SMR_READ, VCPU_RCU_SEQ,
+  HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE, ABLATE_SMR_READ, VCPU_RCU_SEQ, HDR_GRACE_PERIODS, TBL_LEVELS, TBL_ROOT_BITS,
+  TBL_LEVEL_BITS,
 } from './generated/layout';
 import { findStt, findSlot, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
 import { leafNode, leafPeek, leafBits, leafEnd, skipAbsent, lockView, unuseUa } from './table';
@@ -67,11 +68,18 @@ export function hcall(vcpu: u32, level: u32): i32 {
   // which a plain store is not (x86 lets a later load pass it). The exit store
   // must not move before the call's loads: WebAssembly has no release store,
   // so it is atomic too. ABLATE_SMR_READ (bench/ only) runs the call without them.
-  if (ablations() & <u32>ABLATE_SMR_READ) return hcallInside(vcpu, level);
-  const inside = (load<u32>(vcpu + VCPU_RCU_SEQ) + 1) | 1;
-  atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside);
-  const rc = hcallInside(vcpu, level);
-  atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside + 1);
+  const smr = (ablations() & <u32>ABLATE_SMR_READ) == 0;
+  let inside: u32 = 0;
+  if (smr) {
+    inside = (load<u32>(vcpu + VCPU_RCU_SEQ) + 1) | 1;
+    atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside);
+  }
+  // The single H_PUT_TCE in real mode straight through (putTceReal); everything else, and what it
+  // bails out of with nothing written, through hcallInside.
+  let rc = FAST_BAIL;
+  if (level == <u32>LEVEL_REAL && gpr(vcpu, 3) == <u64>H_PUT_TCE) rc = putTceReal(vcpu);
+  if (rc == FAST_BAIL) rc = hcallInside(vcpu, level);
+  if (smr) atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside + 1);
   return rc;
 }
 
@@ -1029,6 +1037,202 @@ function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, 
   }
   begin(vm, vcpu + VCPU_GPR + (6 << 3));
   return putEntries(vcpu, stt, entry, idx, 1, grow);
+}
+
+// --- H_PUT_TCE in real mode, straight through ---------------------------------
+//
+// One H_PUT_TCE of a valid TCE in real mode, the common single hypercall, in
+// one function with no calls on its way (putTce and putOne of above, fused
+// into hcall): every descriptor field is loaded once, the two trees (TCEs
+// and the view, of identical shape) are walked together, and the counters,
+// level and r3 are written here. Same checks in the same order, same
+// answers, same lock, counts and writes as hcallInside → putTce → putOne;
+// anything outside the case (the QEMU profile, a clear, more than one linked
+// table, a v1 table or one of another page size) is FAST_BAIL before
+// anything is written, and hcallInside runs the call from the registers.
+
+// The LIOBN → guest table lookup of the last H_PUT_TCE of this instance
+// (thread): kvmppc_find_table walks the VM's list at every call. Why the
+// cached descriptor is safe to use: a guest table descriptor is freed only
+// through the host's deferred free (src/core/reclaim.ts), which first adds
+// one to HDR.gracePeriods and then waits for every vCPU inside a hypercall;
+// and it is never reused for anything without that free. The cache is used
+// only when HDR.gracePeriods still has the value read *before* the walk that
+// found the table: read inside this call's read-side section (after its
+// seq_cst entry store), an unchanged count means no grace period began since
+// that walk, so the descriptor has not been freed since, and cannot be during
+// this call (a grace period starting now sees this vCPU inside and waits).
+// It may have been unlinked meanwhile (removeTceTable unlinks, then defers
+// the free): the call then acts as if it had looked the table up just before
+// the unlink, which a walk racing the unlink may do too. A removed and
+// re-created LIOBN, or a destroyed VM, changed the count, so the next call
+// walks again and finds the new table or none. Only the pointer is kept:
+// every field of the table is read again (a window's size and pages change
+// in place).
+let cVm: u32 = 0;
+let cLiobn: u64 = 0;
+let cGp: u32 = 0;
+let cStt: u32 = 0;
+
+/** The guest table of `vm` with this LIOBN through the cache (findStt otherwise), or 0. */
+@inline function findSttCached(vm: u32, liobn: u64): u32 {
+  const gp = atomic.load<u32>(<u32>HEADER_BASE + HDR_GRACE_PERIODS);
+  if (vm == cVm && liobn == cLiobn && gp == cGp && cStt != 0) return cStt;
+  const stt = findStt(vm, liobn);
+  if (stt != 0) {
+    cVm = vm;
+    cLiobn = liobn;
+    cGp = gp;
+    cStt = stt;
+  }
+  return stt;
+}
+
+/** lockView for the lean path's lock (real mode's bound), out of line: only a held lock gets here. */
+function lockWaitReal(pua: u32, tag: u64): u64 {
+  return lockView(pua, tag, <u32>LOCK_SPINS_REAL);
+}
+
+/**
+ * H_PUT_TCE at LEVEL_REAL when the fast case applies: the H_* status, with
+ * r3, VCPU.level and the counter written as hcallInside writes them; or
+ * FAST_BAIL, nothing written (hcallInside then runs the call).
+ */
+@inline function putTceReal(vcpu: u32): i32 {
+  const vm = load<u32>(vcpu + VCPU_VM);
+  if (load<u32>(vm + VM_PROFILE) == <u32>PROFILE_QEMU) return FAST_BAIL;
+  const tce = gpr(vcpu, 6);
+  // A clear goes through putEntries (which skips clear entries and may clear without a view).
+  if ((tce & <u64>TCE_PERM_MASK) == 0) return FAST_BAIL;
+  const rc = putTceRealRc(vm, vcpu, tce);
+  if (rc == FAST_BAIL) return rc;
+  let done = <u32>LEVEL_REAL;
+  if (rc != H_TOO_HARD) setGpr(vcpu, 3, <u64><i64>rc);
+  else done = <u32>LEVEL_NONE;
+  store<u32>(vcpu + VCPU_LEVEL, done);
+  if (done != <u32>LEVEL_NONE) {
+    const c = vcpu + VCPU_STATS + ((<u32>KIND_PUT * 4 + <u32>LEVEL_REAL) << 2);
+    store<u32>(c, load<u32>(c) + 1);
+  }
+  return rc;
+}
+
+/** putTceReal's checks and writes: putTce's, then putOne's, in their order. */
+@inline function putTceRealRc(vm: u32, vcpu: u32, tce: u64): i32 {
+  const stt = findSttCached(vm, gpr(vcpu, 4));
+  if (stt == 0) return H_TOO_HARD;
+  const ioba = gpr(vcpu, 5);
+  // iobaOk(stt, ioba, 1), with the page shift and offset kept.
+  const gshift = load<u32>(stt + STT_PAGE_SHIFT);
+  const psize: u64 = <u64>1 << <u64>gshift;
+  if (ioba & (psize - 1)) return H_PARAMETER;
+  const entry = ioba >> <u64>gshift;
+  const soff = load<u64>(stt + STT_OFFSET);
+  if (entry < soff) return H_PARAMETER;
+  const idx = entry - soff;
+  if (idx >= load<u64>(stt + STT_SIZE)) return H_PARAMETER;
+  // kvmppc_rm_ioba_validate's page check, keeping the page for the store.
+  const sh = sysPageShift();
+  const gsh = sh - 3;
+  const pg = idx >> gsh;
+  let page: u32 = 0;
+  if (pg < <u64>load<u32>(stt + STT_NPAGES)) page = load<u32>(load<u32>(stt + STT_PAGES) + (<u32>pg << 2));
+  if (page == 0) return H_TOO_HARD;
+  const pid = load<u32>(vcpu + VCPU_PID);
+  const h = <u32>HEADER_BASE;
+  const check = load<u32>(h + HDR_OWNER_CHECK);
+  const n = load<u32>(stt + STT_STIT_COUNT);
+  const tbl = load<u32>(stt + STT_STITS);
+  if (check == <u32>OWNER_CHECK_PID && !pidCallCheck(stt, pid)) return H_TOO_HARD;
+  // putOne from here.
+  if (n != 1) return FAST_BAIL;
+  const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
+  if (tshift != gshift || (load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return FAST_BAIL;
+  const gpa = tce & ~<u64>TCE_PERM_MASK;
+  if (gpa & (psize - 1)) return misalignedTce(false);
+  const ms = findSlot(vm, gpa);
+  if (ms == 0) return H_TOO_HARD;
+  const ua = load<u64>(ms + SLOT_UA) + (gpa - load<u64>(ms + SLOT_GPA));
+  if (ua == 0) return H_TOO_HARD;
+  const rel = entry - load<u64>(tbl + TBL_OFFSET);
+  if (rel >= load<u64>(tbl + TBL_SIZE)) return H_TOO_HARD;
+  // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
+  const mm = load<u32>(vm + VM_MM);
+  let r = mm == 0 ? 0 : load<u32>(mm + MM_REGIONS);
+  let rua: u64 = 0;
+  let last: u64 = 0;
+  while (r != 0) {
+    rua = load<u64>(r + REG_UA);
+    const rsize = load<u64>(r + REG_ENTRIES) << sh;
+    if (ua >= rua && psize <= rsize) {
+      last = rsize - psize;
+      if (ua - rua <= last) break;
+    }
+    r = load<u32>(r + REG_NEXT);
+  }
+  if (r == 0) return H_TOO_HARD;
+  if (tshift > load<u32>(r + REG_PAGE_SHIFT)) return H_TOO_HARD;
+  // leafPeek of the view and of the TCEs in one walk: the trees have one shape, so each level's
+  // index is computed once (either absent: H_TOO_HARD, as putOne answers both).
+  let ul = load<u32>(tbl + TBL_UA_ROOT);
+  let tl = load<u32>(tbl + TBL_ROOT);
+  if (ul == 0 || tl == 0) return H_TOO_HARD;
+  const levels = load<u32>(tbl + TBL_LEVELS);
+  const rootBits = load<u32>(tbl + TBL_ROOT_BITS);
+  let lb = rootBits;
+  if (levels > 1) {
+    const bits = load<u32>(tbl + TBL_LEVEL_BITS);
+    lb = bits;
+    let lvl = levels - 1;
+    let m: u64 = (<u64>1 << <u64>rootBits) - 1;
+    for (;;) {
+      const o = <u32>((rel >> <u64>(lvl * bits)) & m) << 2;
+      ul = load<u32>(ul + o);
+      tl = load<u32>(tl + o);
+      if (ul == 0 || tl == 0) return H_TOO_HARD;
+      if (--lvl == 0) break;
+      m = (<u64>1 << <u64>bits) - 1;
+    }
+  }
+  if (load<u32>(h + HDR_PID_PLACEMENT) == <u32>PID_CHECK_ENTRY && check == <u32>OWNER_CHECK_PID) {
+    if (atomic.load<u32>(tbl + TBL_OWNER_PID) != pid) return H_TOO_HARD;
+  }
+  const off = <u32>(rel & ((<u64>1 << <u64>lb) - 1)) << 3;
+  const pua = ul + off;
+  // lockSlot, with this call's tag in a local: one attempt inline, the bounded wait out of line.
+  const tag = (<u64>load<u32>(vcpu + VCPU_LOCK_TAG) << <u64>VIEW_TAG_SHIFT) | <u64>VIEW_LOCK;
+  let v = load<u64>(pua);
+  if (ablations() & <u32>ABLATE_VIEW_LOCK) {
+    v &= ~<u64>VIEW_LOCK_BITS;
+  } else if ((v & <u64>VIEW_LOCK) != 0 || atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | tag) != v) {
+    v = lockWaitReal(pua, tag);
+    if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
+  }
+  const oldUa = v & ~<u64>VIEW_LOCK_BITS;
+  // transfers(), on this region: the old entry was valid and mapped from it.
+  const inRegion = oldUa != 0 && oldUa - rua <= last;
+  const ptce = tl + off;
+  if ((load<u64>(ptce) & <u64>TCE_PERM_MASK) == 0 || !inRegion) {
+    if (regionMappedInc(r) != 0) {
+      store<u64>(pua, v);
+      return H_TOO_HARD;
+    }
+  }
+  // The write phase: nothing above wrote but the lock and the count, which cannot fail from here.
+  let hpa: u64;
+  if (load<u32>(r + REG_FLAGS) & <u32>REGION_F_DEV) {
+    hpa = load<u64>(r + REG_DEV_HPA) + (ua - rua);
+  } else {
+    const mask: u64 = (<u64>1 << sh) - 1;
+    hpa = (load<u64>(load<u32>(r + REG_HPAS) + (<u32>((ua - rua) >> sh) << 3)) & ~mask) | (ua & mask);
+  }
+  let word = tce & <u64>TCE_PERM_MASK;
+  if (word & <u64>TCE_WRITE) word = <u64>(TCE_READ | TCE_WRITE);
+  const old = atomic.xchg<u64>(ptce, hpa | word);
+  if ((old & <u64>TCE_PERM_MASK) != 0 && !inRegion) unuseUa(mm, oldUa, tshift);
+  store<u64>(pua, ua);
+  store<u64>(page + (<u32>(idx & ((<u64>1 << gsh) - 1)) << 3), tce);
+  return H_SUCCESS;
 }
 
 /** Copies n big-endian TCEs from `list` to `dst` in native order: two at a time, a byte shuffle each. */

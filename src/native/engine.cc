@@ -1423,13 +1423,61 @@ int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
   // entry (ordered before the call's loads of shared descriptors), a release
   // store at exit (ordered after them; a plain mov on x86). After a fault the
   // exit store is skipped, as the WebAssembly build traps before it.
-  if (ablations() & static_cast<uint32_t>(ABLATE_SMR_READ)) return hcallInside(vcpu, level);
+  const bool smr = (ablations() & static_cast<uint32_t>(ABLATE_SMR_READ)) == 0;
   uint32_t* const seq = reinterpret_cast<uint32_t*>(base_ + at(vcpu, VCPU_RCU_SEQ));
-  const uint32_t inside = (__atomic_load_n(seq, __ATOMIC_RELAXED) + 1) | 1;
-  __atomic_store_n(seq, inside, __ATOMIC_SEQ_CST);
-  const int32_t rc = hcallInside(vcpu, level);
-  if (fault_ == Fault::kNone) __atomic_store_n(seq, inside + 1, __ATOMIC_RELEASE);
+  uint32_t inside = 0;
+  if (smr) {
+    inside = (__atomic_load_n(seq, __ATOMIC_RELAXED) + 1) | 1;
+    __atomic_store_n(seq, inside, __ATOMIC_SEQ_CST);
+  }
+  // The single H_PUT_TCE in real mode straight through (hcall.ts#putTceReal); the rest, and what it
+  // bails out of with nothing written, through hcallInside.
+  int32_t rc = kFastBail;
+  if (level == kLevelReal && gpr(vcpu, 3) == kHPut) rc = putTceReal(vcpu);
+  if (rc == kFastBail) rc = fault_ == Fault::kNone ? hcallInside(vcpu, level) : H_TOO_HARD;
+  if (smr && fault_ == Fault::kNone) __atomic_store_n(seq, inside + 1, __ATOMIC_RELEASE);
   return rc;
+}
+
+/**
+ * putTceReal of hcall.ts: H_PUT_TCE of a valid TCE at LEVEL_REAL through the
+ * cached LIOBN lookup, with hcallInside's r3, level and counter; kFastBail
+ * with nothing written when the fast case does not apply.
+ */
+int32_t TceEngine::putTceReal(uint32_t vcpu) {
+  const uint32_t vm = L32<kRaw>(at(vcpu, VCPU_VM));
+  if (!need<kRaw>(vm, VM_BYTES)) return kFastBail;
+  if (L32<kRaw>(at(vm, VM_PROFILE)) == static_cast<uint32_t>(PROFILE_QEMU)) return kFastBail;
+  if ((gpr(vcpu, 6) & kPerm) == 0) return kFastBail;
+  const int32_t rc = putTce(vm, vcpu, false, true);
+  // A fault stops the call where the WebAssembly build traps: nothing more is written.
+  if (rc == kFastBail || fault_ != Fault::kNone) return rc;
+  uint32_t done = kLevelReal;
+  if (rc != H_TOO_HARD) {
+    setGpr(vcpu, 3, static_cast<uint64_t>(static_cast<int64_t>(rc)));
+  } else {
+    done = kLevelNone;
+  }
+  S32<kRaw>(at(vcpu, VCPU_LEVEL), done);
+  if (done != kLevelNone) {
+    const uint32_t c = vcpu + VCPU_STATS + ((static_cast<uint32_t>(KIND_PUT) * 4 + kLevelReal) << 2);
+    S32<kRaw>(c, L32<kRaw>(c) + 1);
+  }
+  return rc;
+}
+
+/** findSttCached of hcall.ts: the last hit again while HDR.gracePeriods is unchanged, else findStt. */
+uint32_t TceEngine::findSttCached(uint32_t vm, uint64_t liobn) {
+  const uint32_t gp = AL32<kRaw>(at(H, HDR_GRACE_PERIODS));
+  if (vm == cVm_ && liobn == cLiobn_ && gp == cGp_ && cStt_ != 0) return cStt_;
+  const uint32_t stt = findSttT<kRaw>(vm, liobn);
+  if (stt != 0) {
+    cVm_ = vm;
+    cLiobn_ = liobn;
+    cGp_ = gp;
+    cStt_ = stt;
+  }
+  return stt;
 }
 
 /** hcall() between the read-side entry and exit (the vCPU block and the header are in range). */
@@ -2287,9 +2335,9 @@ int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t ent
   return H_SUCCESS;
 }
 
-/** H_PUT_TCE(liobn, ioba, tce). */
-int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, bool grow) {
-  const uint32_t stt = findSttT<kRaw>(vm, gpr(vcpu, 4));
+/** H_PUT_TCE(liobn, ioba, tce); `lean` (putTceReal, real mode): the cached lookup, and kFastBail where putOne bails. */
+int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, bool grow, bool lean) {
+  const uint32_t stt = lean ? findSttCached(vm, gpr(vcpu, 4)) : findSttT<kRaw>(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
   const uint64_t ioba = gpr(vcpu, 5);
   const uint64_t tce = gpr(vcpu, 6);
@@ -2309,7 +2357,7 @@ int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, bool grow) {
   if (callCheckFails(stt, L32<kRaw>(at(vcpu, VCPU_PID)))) return H_TOO_HARD;
   if (!grow && (tce & kPerm) != 0) {
     const int32_t rc = putOne(vm, vcpu, stt, entry, page, static_cast<uint32_t>(idx & (shl64(1, gsh) - 1)) << 3, tce);
-    if (rc != kFastBail) return rc;
+    if (rc != kFastBail || lean) return rc;
   }
   begin(vm, vcpu + VCPU_GPR + (6 << 3));
   return putEntries(vcpu, stt, entry, idx, 1, grow);

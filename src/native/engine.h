@@ -133,6 +133,8 @@ class TceEngine {
   void aadd64(uint64_t a, uint64_t v);
   void fill0(uint64_t a, uint32_t size);
   int32_t hcallInside(uint32_t vcpu, uint32_t level);
+  int32_t putTceReal(uint32_t vcpu);
+  uint32_t findSttCached(uint32_t vm, uint64_t liobn);
   bool sttReserveList(uint32_t stt, uint64_t idx, uint32_t n, uint32_t src);
   bool sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n);
 
@@ -234,7 +236,7 @@ class TceEngine {
   int32_t putFused(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx, uint64_t pageMask);
   int32_t putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t entry, uint32_t page, uint32_t slot, uint64_t tce);
   uint32_t ablations();
-  int32_t putTce(uint32_t vm, uint32_t vcpu, bool grow);
+  int32_t putTce(uint32_t vm, uint32_t vcpu, bool grow, bool lean = false);
   int32_t putTceIndirect(uint32_t vm, uint32_t vcpu, bool grow);
   int64_t stuffLock(uint32_t tbl, uint64_t lo, uint64_t hi);
   void stuffUndo(uint32_t tbl, uint64_t lo, uint64_t hi);
@@ -273,6 +275,12 @@ class TceEngine {
   uint32_t cHpas_ = 0;
   bool cDev_ = false;
   uint64_t cDevHpa_ = 0;
+  // hcall.ts findSttCached: the last LIOBN → guest table lookup of the real-mode H_PUT_TCE path,
+  // valid while HDR.gracePeriods is unchanged (the argument is in hcall.ts).
+  uint32_t cVm_ = 0;
+  uint64_t cLiobn_ = 0;
+  uint32_t cGp_ = 0;
+  uint32_t cStt_ = 0;
   uint64_t gSysShift_ = 0;
   uint64_t gSysMask_ = 0;
   uint64_t gTceShift_ = 0;
