@@ -3,7 +3,9 @@
 // the floor no accessor can beat. One qemu-profile VM with 16 MiB of RAM and
 // a 4 KiB-page window whose pages map guest RAM in order (a 64 KiB transfer
 // covers 16 TCEs, each translated), plus the same window on a 2^59 bus
-// offset (a DDW: the IOVA does not fit in a number). Each size's variants
+// offset (a DDW: the IOVA does not fit in a number). `readInto` passes the
+// IOVA as a bigint, `readInto-num` as a number (the path with no BigInt
+// work at all, what a device model keeping addresses as numbers gets). Each size's variants
 // are sampled in interleaved rounds (harness.mjs); reported as medians with
 // their 95% intervals, in ns per call and GB/s. The issue's targets: a
 // 512-byte readInto in ≤ 200 ns, 64 KiB reads and writes at ≥ 10 GB/s.
@@ -17,13 +19,14 @@ const LIOBN_DDW = 0x1001n;
 const DDW_BUS = 1n << 59n;
 const PAGES = 1024; // 4 MiB of IOVA mapped, read and write
 const IOVA = 0x10000n; // 64 KiB into the window, page aligned
+const IOVA_NUM = Number(IOVA);
 const SIZES = [512, 65536];
 
 /** The cells this filter selects: {name, size, kind}. */
 export function dmaPlan(filter) {
   const cells = [];
   for (const size of SIZES) {
-    for (const kind of ['readInto', 'read', 'write', 'readInto-ddw', 'floor-read', 'floor-write']) {
+    for (const kind of ['readInto', 'readInto-num', 'read', 'write', 'readInto-ddw', 'floor-read', 'floor-write']) {
       const name = `dma/${kind}/${size}`;
       if (!filter || filter.test(name)) cells.push({ name, size, kind });
     }
@@ -67,6 +70,7 @@ export async function runDma(cells, profile, tick = () => {}) {
     // Each closure does the one call: no BigInt arithmetic, no allocation but what the API itself does.
     const runs = {
       readInto: () => dma.readInto(IOVA, dst),
+      'readInto-num': () => dma.readInto(IOVA_NUM, dst),
       read: () => dma.read(IOVA, size),
       write: () => dma.write(IOVA, src),
       'readInto-ddw': () => ddw.readInto(DDW_BUS + IOVA, dst),
@@ -102,8 +106,10 @@ export function dmaTargets(rows) {
     const r = get(kind, size);
     return r ? `; plain copy ${f(r.nsPerCall.median)} ns, ${f(r.gbPerSecond.median, 2)} GB/s` : '';
   };
-  const ri = get('readInto', 512);
-  if (ri) out.push(`target dma readInto 512 B ≤ 200 ns: ${f(ri.nsPerCall.median)} ns [${f(ri.nsPerCall.lo)}, ${f(ri.nsPerCall.hi)}] ${ri.nsPerCall.median <= 200 ? 'PASS' : 'FAIL'}${floor('floor-read', 512)}`);
+  for (const [kind, what] of [['readInto', ''], ['readInto-num', ' (IOVA as a number)']]) {
+    const ri = get(kind, 512);
+    if (ri) out.push(`target dma readInto 512 B${what} ≤ 200 ns: ${f(ri.nsPerCall.median)} ns [${f(ri.nsPerCall.lo)}, ${f(ri.nsPerCall.hi)}] ${ri.nsPerCall.median <= 200 ? 'PASS' : 'FAIL'}${floor('floor-read', 512)}`);
+  }
   for (const [kind, fl] of [['readInto', 'floor-read'], ['read', 'floor-read'], ['write', 'floor-write']]) {
     const r = get(kind, 65536);
     if (r) out.push(`target dma ${kind} 64 KiB ≥ 10 GB/s: ${f(r.gbPerSecond.median, 2)} GB/s [${f(r.gbPerSecond.lo, 2)}, ${f(r.gbPerSecond.hi, 2)}] ${r.gbPerSecond.median >= 10 ? 'PASS' : 'FAIL'}${floor(fl, 65536)}`);

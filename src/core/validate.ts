@@ -10,6 +10,7 @@
 
 const U64_MAX = (1n << 64n) - 1n;
 const U32_MAX = 0xffff_ffff;
+const SAFE = 2 ** 53;
 
 /** The TypeError of a required argument or option that is undefined. */
 function missing(name: string): TypeError {
@@ -18,11 +19,15 @@ function missing(name: string): TypeError {
 
 /**
  * A u64 argument (an address, a size, an offset, a register value): a
- * bigint in [min, max] (default [0, 2^64)), or a number that is a safe
+ * bigint in [lo, hi] (default [0, 2^64)), or a number that is a safe
  * integer there (above 2^53 a number is not exact: pass a bigint). Returned
- * as a bigint; results are always bigints.
+ * as a bigint; results are always bigints (see u64Safe for a hot path).
  */
-export function u64(name: string, v: unknown, min = 0n, max = U64_MAX): bigint {
+export function u64(name: string, v: unknown, lo?: bigint, hi?: bigint): bigint {
+  // The common case, a safe non-negative number against the default bounds: one conversion, no BigInt compares.
+  if (typeof v === 'number' && lo === undefined && hi === undefined && Number.isSafeInteger(v) && v >= 0) return BigInt(v);
+  const min = lo ?? 0n;
+  const max = hi ?? U64_MAX;
   if (typeof v === 'bigint') {
     if (v < min || v > max) throw new RangeError(`${name} must be in ${range(min, max)}, got ${v}n`);
     return v;
@@ -34,6 +39,23 @@ export function u64(name: string, v: unknown, min = 0n, max = U64_MAX): bigint {
   const b = BigInt(v);
   if (b < min || b > max) throw new RangeError(`${name} must be in ${range(min, max)}, got ${v}`);
   return b;
+}
+
+/**
+ * u64()'s rule with the default bounds, for an address on a hot path: a
+ * value in [0, 2^53), number or bigint, comes back as an exact number (for
+ * a number argument with no BigInt work at all); anything else is checked
+ * by u64(), with its errors, and a valid one comes back as a bigint.
+ */
+export function u64Safe(name: string, v: unknown): number | bigint {
+  if (typeof v === 'number') {
+    if (Number.isSafeInteger(v) && v >= 0) return v + 0; // + 0: -0 comes back as 0
+  } else if (typeof v === 'bigint') {
+    // Conversion rounds monotonically and 2^53 is exact, so a result in [0, 2^53) means v itself is there.
+    const n = Number(v);
+    if (n >= 0 && n < SAFE) return n;
+  }
+  return u64(name, v);
 }
 
 /** A byte count that must fit a number (a linear-memory size): u64()'s rule, returned as a number. */

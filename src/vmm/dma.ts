@@ -12,10 +12,19 @@
 // numbers with their linear-memory offsets. The cache is keyed by the VM's
 // `generation`, which every window change (the table map's set), memslot
 // add/remove and bypass switch bumps, so one integer compare per call
-// decides whether it is still right. The per-page path is all numbers: the
-// one BigInt operation per call is the IOVA's offset into the window. What
-// does not fit in 2^53 (a window spanning more, a TCE or memslot above
+// decides whether it is still right. An IOVA below 2^53 is a number from
+// validation on (v.u64Safe: a number argument is never made a BigInt, a
+// bigint one is converted once), and the per-page path is all numbers, with
+// no float modulo (page sizes are powers of two: masks and exact products).
+// What does not fit in 2^53 (a window spanning more, a TCE or memslot above
 // 2^53) goes the general way, translate() and BigInt, with the same result.
+//
+// Copies. Pages that follow each other in host memory are merged into one
+// piece while planning, so a transfer costs one TypedArray.set per
+// contiguous host run, not one per IOMMU page. read() allocates its result
+// once: a small one-piece read is a slice() of linear memory; otherwise
+// the result is not zero-filled (every byte is then copied over: the
+// pieces cover the length exactly), instead of a zero-fill and a copy.
 //
 // Every DMA is translated whole before a byte moves, so a fault touches
 // nothing; writes then mark the dirty log of each memslot they land in
@@ -61,6 +70,16 @@ const MAX_LENGTH = 0x7fff_ffff;
 const U64_END = 1n << 64n;
 const SAFE = 2 ** 53;
 const SAFE_BIG = 1n << 53n;
+/** Up to this many bytes V8 keeps a typed array's elements on its heap (typed_array_max_size_in_heap). */
+const ON_HEAP = 64;
+/**
+ * From this length on, read() allocates without zero-filling and copies
+ * (uninitialized()); below it a one-piece read is a slice(). Measured on
+ * Node 20 (V8 11.3) against a shared WebAssembly.Memory: slice() is the
+ * faster up to about 8 KiB, where the zero-fill starts to cost more than
+ * a second allocation step.
+ */
+const UNINITIALIZED_FROM = 8192;
 const TWO32 = 2 ** 32;
 /** A TCE's high word at or above this puts its address at or above 2^53. */
 const HI_SAFE = 1 << 21;
@@ -88,6 +107,9 @@ class Dma implements DmaAccessor {
   private readonly dirty: DirtyLog;
   private readonly u8: Uint8Array;
   private readonly u32: Uint32Array;
+  /** The buffer under `u8` and u8's offset in it: a piece's source view is made on it directly (cheaper than subarray). */
+  private readonly buf: ArrayBufferLike;
+  private readonly base: number;
   /** vm.generation the cache below was built at; -1: never built. */
   private gen = -1;
   private mode = Mode.None;
@@ -98,9 +120,15 @@ class Dma implements DmaAccessor {
   /** The bus address as a number when below 2^53, else -1. */
   private busSafe = -1;
   private pageBytes = 0;
+  /** 1 / pageBytes, exact (a power of two); masks of a TCE's low and high words that keep the page's address. */
+  private invPage = 0;
+  private loMask = 0;
+  private hiMask = 0;
   /** Table: the u32 index of the descriptor's page-array pointer (read live per call), entries per table page. */
   private pagesWord = 0;
   private perPage = 0;
+  /** 1 / perPage, exact (a power of two). */
+  private invPer = 0;
   /** Memslots as numbers, indexed as vm.memslots: start, end (clamped to 2^53), linear-memory offset or -1 (no bytes); Infinity starts above 2^53. */
   private slotStart: number[] = [];
   private slotEnd: number[] = [];
@@ -116,29 +144,30 @@ class Dma implements DmaAccessor {
     this.dirty = dirty;
     this.u8 = vm.host.mem.u8;
     this.u32 = vm.host.mem.u32;
+    this.buf = this.u8.buffer;
+    this.base = this.u8.byteOffset;
   }
 
   // The methods are bound (arrow properties): a device model may take `read` or `write` alone, as it takes a raw accessor's functions.
   readonly read = (at: bigint | number, length: number): Uint8Array => {
-    const iova = v.u64('iova', at);
+    const iova = v.u64Safe('iova', at);
     v.int('length', length, 0, MAX_LENGTH);
     const n = this.plan(iova, length, READ);
-    const p = this.pieces;
-    // One piece: slice() allocates and copies in one step, without zeroing the copy first.
-    if (n === STRIDE) return this.u8.slice(p[0]!, p[0]! + length);
-    const out = new Uint8Array(length);
+    // One piece of a small read: slice() allocates and copies in one builtin, the cheapest below a few KiB.
+    if (n === STRIDE && length < UNINITIALIZED_FROM) return this.u8.slice(this.pieces[0]!, this.pieces[0]! + length);
+    const out = uninitialized(length);
     this.copyPieces(n, out);
     return out;
   };
 
   readonly readInto = (at: bigint | number, dst: Uint8Array): void => {
-    const iova = v.u64('iova', at);
+    const iova = v.u64Safe('iova', at);
     v.instance('dst', dst, Uint8Array, 'a Uint8Array');
-    this.copyOut(iova, dst);
+    this.copyPieces(this.plan(iova, dst.length, READ), dst);
   };
 
   readonly write = (at: bigint | number, bytes: Uint8Array): void => {
-    const iova = v.u64('iova', at);
+    const iova = v.u64Safe('iova', at);
     v.instance('bytes', bytes, Uint8Array, 'a Uint8Array');
     if (bytes.length > MAX_LENGTH) throw new RangeError(`bytes must be at most ${MAX_LENGTH} bytes long, got ${bytes.length}`);
     const n = this.plan(iova, bytes.length, WRITE);
@@ -159,20 +188,13 @@ class Dma implements DmaAccessor {
     for (let i = 0; i < n; i += STRIDE) this.dirty.markDma(p[i + 2]!, p[i + 3]!, p[i + 1]!);
   };
 
-  /** Translates, then copies guest memory into `dst`. */
-  private copyOut(iova: bigint, dst: Uint8Array): void {
-    this.copyPieces(this.plan(iova, dst.length, READ), dst);
-  }
-
-  /** Copies the `n` numbers of planned pieces into `dst`. */
+  /** Copies the `n` numbers of planned pieces into `dst`: one set() per piece. */
   private copyPieces(n: number, dst: Uint8Array): void {
     const p = this.pieces;
-    const u8 = this.u8;
     let pos = 0;
     for (let i = 0; i < n; i += STRIDE) {
-      const off = p[i]!;
       const len = p[i + 1]!;
-      dst.set(u8.subarray(off, off + len), pos);
+      dst.set(new Uint8Array(this.buf, this.base + p[i]!, len), pos);
       pos += len;
     }
   }
@@ -194,8 +216,13 @@ class Dma implements DmaAccessor {
       this.span = Number(this.spanBig);
       this.busSafe = this.bus < SAFE_BIG ? Number(this.bus) : -1;
       this.pageBytes = 2 ** t.pageShift;
+      this.invPage = 2 ** -t.pageShift;
+      // In the number path pageShift is at most 53 (span ≤ 2^53), so the high mask's shift is at most 21.
+      this.loMask = t.pageShift >= 32 ? 0 : -this.pageBytes | 0;
+      this.hiMask = t.pageShift >= 32 ? -(1 << (t.pageShift - 32)) : -1;
       this.pagesWord = (t.desc + SttView.OFFSET.pages) >>> 2;
       this.perPage = (1 << vm.host.pageShift) / 8;
+      this.invPer = 1 / this.perPage;
     }
     const slots = vm.memslots;
     this.slotStart = slots.map((s) => (s.gpa < SAFE_BIG ? Number(s.gpa) : Infinity));
@@ -212,69 +239,105 @@ class Dma implements DmaAccessor {
    * `iova` (adjacent ones merged), or throws the DmaFault of the first
    * unreachable address. Returns the count of numbers used.
    */
-  private plan(iova: bigint, length: number, access: number): number {
+  private plan(iova: number | bigint, length: number, access: number): number {
     if (this.gen !== this.vm.generation) this.refresh();
     if (length === 0) return 0;
     switch (this.mode) {
       case Mode.Table: {
         let rel: number;
-        if (this.busSafe >= 0 && iova < SAFE_BIG) {
-          // Window and IOVA below 2^53: no BigInt arithmetic at all.
-          rel = Number(iova) - this.busSafe;
-          if (rel < 0 || rel >= this.span) throw this.fault(iova, access, 'out-of-range');
+        if (typeof iova === 'number') {
+          // Below 2^53 (u64Safe): no BigInt at all. A window at or above 2^53 starts past every such IOVA.
+          rel = this.busSafe < 0 ? -1 : iova - this.busSafe;
+          if (rel < 0 || rel >= this.span) throw this.fault(BigInt(iova), access, 'out-of-range');
         } else {
           const r = iova - this.bus;
           if (r < 0n || r >= this.spanBig) throw this.fault(iova, access, 'out-of-range');
           rel = Number(r);
         }
         const n = this.planTable(rel, length, access);
-        return n >= 0 ? n : this.planGeneral(iova, length, access);
+        return n >= 0 ? n : this.planGeneral(BigInt(iova), length, access);
       }
       case Mode.Bypass:
         // The identity: guest physical = IOVA, every page readable and writable (vm.translate's bypass).
-        if (iova + BigInt(length) <= SAFE_BIG) return this.planIdentity(Number(iova), length, access);
-        return this.planGeneral(iova, length, access);
+        if (typeof iova === 'number' && iova + length <= SAFE) return this.planIdentity(iova, length, access);
+        return this.planGeneral(BigInt(iova), length, access);
       case Mode.None:
-        throw this.fault(iova, access, 'no-window');
+        throw this.fault(BigInt(iova), access, 'no-window');
       default:
-        return this.planGeneral(iova, length, access);
+        return this.planGeneral(BigInt(iova), length, access);
     }
   }
 
   /** The number path through a TCE table, from byte `at` of the window; -1 when a TCE addresses memory at or above 2^53. */
   private planTable(at: number, length: number, access: number): number {
-    const u32 = this.u32;
     const pageBytes = this.pageBytes;
-    const per = this.perPage;
-    const pages = u32[this.pagesWord]! >>> 2;
+    // Page sizes are powers of two: the product is exact, and there is no float modulo (a C call in V8).
+    const idx = Math.floor(at * this.invPage);
+    const inPage = at - idx * pageBytes;
+    if (inPage + length <= pageBytes) {
+      // The common case, kept small enough to inline: one IOMMU page, inside the memslot the last access hit.
+      const base = this.pageBase(idx, at, access);
+      if (base < 0) return -1;
+      const gpa = base + inPage;
+      const s = this.lastSlot;
+      const host = this.slotHost[s]!;
+      const start = this.slotStart[s]!;
+      if (gpa >= start && gpa + length <= this.slotEnd[s]! && host >= 0) {
+        const p = this.pieces;
+        p[0] = host + (gpa - start);
+        p[1] = length;
+        p[2] = s;
+        p[3] = gpa - start;
+        return STRIDE;
+      }
+      return this.planRam(gpa, length, 0, at, access);
+    }
+    return this.planPages(at, length, access);
+  }
+
+  /** planTable() over several IOMMU pages: page by page, adjacent host runs merged by planRam(). */
+  private planPages(at: number, length: number, access: number): number {
+    const pageBytes = this.pageBytes;
     let left = length;
     let used = 0;
     while (left > 0) {
       if (at >= this.span) throw this.fault(this.bus + BigInt(at), access, 'out-of-range');
-      const idx = Math.floor(at / pageBytes);
+      const idx = Math.floor(at * this.invPage);
       const inPage = at - idx * pageBytes;
-      const tablePage = pages === 0 ? 0 : u32[pages + Math.floor(idx / per)]!;
-      // An entry never written (its table page absent) is 0: no permission, as guestEntry reads it.
-      let lo = 0;
-      let hi = 0;
-      if (tablePage !== 0) {
-        const w = (tablePage >>> 2) + 2 * (idx % per);
-        // High, low, high again: a PUT on another thread between the two halves is seen, and the general path reads the entry whole.
-        hi = u32[w + 1]!;
-        lo = u32[w]!;
-        if (u32[w + 1] !== hi) return -1;
-      }
-      if ((lo & access) === 0) throw this.fault(this.bus + BigInt(at), access, 'no-permission');
-      if (hi >= HI_SAFE) return -1;
-      // Below 2^53 the address is exact as a number; `% pageBytes` drops the permission and reserved bits, as translate()'s mask does.
-      const full = hi * TWO32 + lo;
-      const gpa = full - (full % pageBytes) + inPage;
+      const base = this.pageBase(idx, at, access);
+      if (base < 0) return -1;
       const chunk = pageBytes - inPage < left ? pageBytes - inPage : left;
-      used = this.planRam(gpa, chunk, used, at, access);
+      used = this.planRam(base + inPage, chunk, used, at, access);
       at += chunk;
       left -= chunk;
     }
     return used;
+  }
+
+  /**
+   * The guest physical address of IOMMU page `idx` (at window byte `at`,
+   * for the fault), after its TCE's `access` bit is checked; -1 when the
+   * address is at or above 2^53 or the entry changed while being read.
+   */
+  private pageBase(idx: number, at: number, access: number): number {
+    const u32 = this.u32;
+    const pages = u32[this.pagesWord]! >>> 2;
+    const tp = Math.floor(idx * this.invPer);
+    const tablePage = pages === 0 ? 0 : u32[pages + tp]!;
+    // An entry never written (its table page absent) is 0: no permission, as guestEntry reads it.
+    let lo = 0;
+    let hi = 0;
+    if (tablePage !== 0) {
+      const w = (tablePage >>> 2) + 2 * (idx - tp * this.perPage);
+      // High, low, high again: a PUT on another thread between the two halves is seen, and the general path reads the entry whole.
+      hi = u32[w + 1]!;
+      lo = u32[w]!;
+      if (u32[w + 1] !== hi) return -1;
+    }
+    if ((lo & access) === 0) throw this.fault(this.bus + BigInt(at), access, 'no-permission');
+    if (hi >= HI_SAFE) return -1;
+    // Below 2^53 the address is exact as a number; the masks drop the permission and reserved bits, as translate()'s mask does.
+    return (hi & this.hiMask) * TWO32 + ((lo & this.loMask) >>> 0);
   }
 
   /** The identity of a bypass from guest physical `gpa` (all below 2^53; `bus` is 0, so a fault names the address itself). */
@@ -366,6 +429,18 @@ class Dma implements DmaAccessor {
   private fault(iova: bigint, access: number, reason: DmaFaultReason): DmaFault {
     return new DmaFault(this.liobn, iova, access === WRITE ? 'write' : 'read', reason);
   }
+}
+
+/**
+ * A Uint8Array of `length` bytes over its own ArrayBuffer, not zero-filled:
+ * the caller overwrites every byte. Small arrays live on V8's heap, where
+ * new Uint8Array is cheapest; larger ones come from Buffer.allocUnsafeSlow
+ * (never pooled) and are returned as a plain Uint8Array over that buffer.
+ */
+function uninitialized(length: number): Uint8Array {
+  if (length <= ON_HEAP) return new Uint8Array(length);
+  const b = Buffer.allocUnsafeSlow(length);
+  return new Uint8Array(b.buffer, b.byteOffset, length);
 }
 
 /** @internal use vm.dma(liobn). */
