@@ -17,7 +17,7 @@
 // same bytes (test/differential/hcalls.test.ts).
 import {
   VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_LOCK_TAG, VCPU_TCES, VM_MM, VM_PROFILE, STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT,
-  STT_STIT_COUNT, STT_STITS, STT_NPAGES, STT_PAGES, MM_REGIONS, REG_NEXT, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_SIZE, TBL_FLAGS, TBL_ROOT, TBL_UA_ROOT,
+  STT_STIT_COUNT, STT_STITS, STT_NPAGES, STT_PAGES, STT_VM, MM_REGIONS, REG_NEXT, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_SIZE, TBL_FLAGS, TBL_ROOT, TBL_UA_ROOT,
   TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TABLE_F_V2, SLOT_GPA, SLOT_SIZE, SLOT_UA, REG_UA, REG_ENTRIES, REG_HPAS, REG_FLAGS, REG_PAGE_SHIFT,
   REG_DEV_HPA, REGION_F_DEV,
   HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY, HDR_KERNEL, KERNEL_4_19,
@@ -30,6 +30,7 @@ import {
 import { findStt, findSlot, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
 import { leafNode, leafPeek, leafBits, leafEnd, skipAbsent, lockView, unuseUa } from './table';
 import { sysPageShift, regionLookup, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
+import { dirtyOn, dirtyMark, dirtyMarkList } from './dirty';
 
 @inline function gpr(vcpu: u32, n: u32): u64 {
   return load<u64>(vcpu + VCPU_GPR + (n << 3));
@@ -684,6 +685,7 @@ function putEntries(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32, grow: boo
     }
     if (page != 0) store<u64>(page + (<u32>(j & mask) << 3), tce);
   }
+  if (dirtyOn(xVm)) dirtyMarkList(xVm, src, n, gshift);
   return H_SUCCESS;
 }
 
@@ -923,13 +925,19 @@ function putFast(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32): i32 {
   const ablate = ablations();
   xNoLock = (ablate & <u32>ABLATE_VIEW_LOCK) != 0;
   const r0 = entry - load<u64>(tbl + TBL_OFFSET);
-  if (ablate & <u32>ABLATE_VALIDATE) return putFused(tbl, stt, n, r0, idx, (<u64>1 << <u64>gshift) - 1);
+  if (ablate & <u32>ABLATE_VALIDATE) {
+    const rc = putFused(tbl, stt, n, r0, idx, (<u64>1 << <u64>gshift) - 1);
+    // Stopped part-way or not, every writable TCE of the list may have been stored: all count.
+    if (rc != FAST_BAIL && dirtyOn(xVm)) dirtyMarkList(xVm, xSrc, n, gshift);
+    return rc;
+  }
   const j = lockFast(tbl, n, r0, (<u64>1 << <u64>gshift) - 1);
   if (j < n) {
     undoPass(tbl, j, r0, 0);
     return xRc;
   }
   applyFast(tbl, stt, n, r0, idx);
+  if (dirtyOn(xVm)) dirtyMarkList(xVm, xSrc, n, gshift);
   return H_SUCCESS;
 }
 
@@ -1005,6 +1013,7 @@ function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, 
   if ((old & <u64>TCE_PERM_MASK) != 0 && !inRegion) unuseUa(mm, oldUa, tshift);
   store<u64>(ul + off, ua);
   if (page != 0) store<u64>(page + slot, tce);
+  if (dirtyOn(vm) && (tce & <u64>TCE_WRITE) != 0) dirtyMark(vm, tce, tshift);
   return H_SUCCESS;
 }
 
@@ -1269,6 +1278,7 @@ function qemuPut(stt: u32, ioba: u64, tce: u64): i32 {
   if (idx >= load<u64>(stt + STT_SIZE)) return H_PARAMETER;
   const p = sttSlot(stt, idx, tce != 0);
   if (p != 0) store<u64>(p, tce);
+  if ((tce & <u64>TCE_WRITE) != 0 && dirtyOn(load<u32>(stt + STT_VM))) dirtyMark(load<u32>(stt + STT_VM), tce, <u32>shift);
   return H_SUCCESS;
 }
 
@@ -1313,6 +1323,7 @@ function qemuHcall(vm: u32, vcpu: u32, nr: u64): i32 {
   // Entry i goes to idx0 + i while ioba + i·psize does not wrap around; past that, one by one.
   if (count - 1 <= (~a0) >> shift) {
     sttFill(stt, idx0, count, value, true);
+    if ((value & <u64>TCE_WRITE) != 0 && dirtyOn(vm)) dirtyMark(vm, value, <u32>shift);
     return count < npages ? H_PARAMETER : H_SUCCESS;
   }
   let rc = H_PARAMETER;

@@ -1874,6 +1874,58 @@ bool TceEngine::sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n) {
   return fault_ == Fault::kNone;
 }
 
+// ---------------------------------------------------------------------------
+// dirty.ts: the write phase's dirty marks while vm.trackDmaWritable(true)
+// holds (see assembly/dirty.ts for why and for KVM's and VFIO's functions).
+
+/** Whether the write phase marks (VM.dirtyTrack): the one load per hypercall. */
+bool TceEngine::dirtyOn(uint32_t vm) {
+  return need<kRaw>(vm, VM_BYTES) && L32<kRaw>(at(vm, VM_DIRTY_TRACK)) != 0;
+}
+
+/** dirty.ts#dirtyMark: the system pages of the 2^shift-byte page `tce` points at, in each overlapping memslot's log. */
+void TceEngine::dirtyMark(uint32_t vm, uint64_t tce, uint32_t shift) {
+  const uint64_t size = shl64(1, shift);
+  const uint64_t gpa = tce & ~(size - 1);
+  const uint64_t last = gpa + (size - 1);
+  const uint64_t sh = L32<kRaw>(at(H, HDR_SYS_PAGE_SHIFT));
+  uint32_t s = L32<kRaw>(at(vm, VM_SLOTS));
+  while (s != 0) {
+    if (!need<kRaw>(s, SLOT_BYTES)) return;
+    const uint64_t base = L64<kRaw>(at(s, SLOT_GPA));
+    const uint64_t bytes = L64<kRaw>(at(s, SLOT_SIZE));
+    const uint32_t bm = L32<kRaw>(at(s, SLOT_DIRTY_LOG));
+    if (bm != 0 && bytes != 0 && last >= base && (gpa < base || gpa - base < bytes)) {
+      const uint64_t from = gpa > base ? shr64(gpa - base, sh) : 0;
+      const uint64_t top = last - base < bytes - 1 ? last - base : bytes - 1;
+      if (!need<kRaw>(bm, DIRTY_LOG_HEADER)) return;
+      const uint64_t pages = L32<kRaw>(bm);
+      uint64_t to = shr64(top, sh);
+      if (to >= pages) to = pages - 1;
+      const uint32_t bits = bm + DIRTY_LOG_HEADER;
+      if (pages != 0 && !need<kRaw>(bits, ((pages + 63) >> 6) << 3)) return;
+      uint64_t p = from;
+      while (p <= to && pages != 0) {
+        const uint64_t hi = (p | 31) < to ? p | 31 : to;
+        const uint32_t mask = (0xffffffffu >> (31 - static_cast<uint32_t>(hi & 31))) &
+                              (0xffffffffu << static_cast<uint32_t>(p & 31));
+        __atomic_fetch_or(reinterpret_cast<uint32_t*>(base_ + bits + (static_cast<uint32_t>(p >> 5) << 2)), mask,
+                          __ATOMIC_SEQ_CST);
+        p = hi + 1;
+      }
+    }
+    s = L32<kRaw>(at(s, SLOT_NEXT));
+  }
+}
+
+/** dirty.ts#dirtyMarkList: dirtyMark for each writable TCE among the `n` at `src`. */
+void TceEngine::dirtyMarkList(uint32_t vm, uint32_t src, uint32_t n, uint32_t shift) {
+  for (uint32_t i = 0; i < n; i++) {
+    const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(src + (i << 3)));
+    if (tce & kWrite) dirtyMark(vm, tce, shift);
+  }
+}
+
 /** putEntries of hcall.ts: the general body of H_PUT_TCE and H_PUT_TCE_INDIRECT over the TCEs at xSrc_. */
 int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n, bool grow) {
   const uint32_t src = xSrc_;
@@ -1957,6 +2009,7 @@ int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint6
     }
     if (page != 0) W64<kRaw>(page + (static_cast<uint32_t>(j & mask) << 3), tce);
   }
+  if (dirtyOn(xVm_)) dirtyMarkList(xVm_, src, n, gshift);
   return H_SUCCESS;
 }
 
@@ -2197,13 +2250,19 @@ int32_t TceEngine::putFast(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t
   const uint32_t ablate = ablations();
   xNoLock_ = (ablate & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
   const uint64_t r0 = entry - L64<kRaw>(at(tbl, TBL_OFFSET));
-  if (ablate & static_cast<uint32_t>(ABLATE_VALIDATE)) return putFused(tbl, stt, n, r0, idx, shl64(1, gshift) - 1);
+  if (ablate & static_cast<uint32_t>(ABLATE_VALIDATE)) {
+    const int32_t rc = putFused(tbl, stt, n, r0, idx, shl64(1, gshift) - 1);
+    // Stopped part-way or not, every writable TCE of the list may have been stored: all count.
+    if (rc != kFastBail && dirtyOn(xVm_)) dirtyMarkList(xVm_, xSrc_, n, gshift);
+    return rc;
+  }
   const uint32_t j = lockFast(tbl, n, r0, shl64(1, gshift) - 1);
   if (j < n) {
     undoPass(tbl, j, r0, 0);
     return xRc_;
   }
   applyFast(tbl, stt, n, r0, idx);
+  if (dirtyOn(xVm_)) dirtyMarkList(xVm_, xSrc_, n, gshift);
   return H_SUCCESS;
 }
 
@@ -2282,6 +2341,7 @@ int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t ent
   if ((old & kPerm) != 0 && !inRegion) unuseUaT<kRaw>(mm, oldUa, tshift);
   REL64<kRaw>(ul + off, ua);
   if (page != 0) W64<kRaw>(page + slot, tce);
+  if (dirtyOn(vm) && (tce & kWrite) != 0) dirtyMark(vm, tce, tshift);
   return H_SUCCESS;
 }
 
@@ -2546,6 +2606,7 @@ int32_t TceEngine::qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce) {
   if (idx >= L64<kRaw>(at(stt, STT_SIZE))) return H_PARAMETER;
   const uint32_t p = sttSlotT<kRaw>(stt, idx, tce != 0);
   if (p != 0) W64<kRaw>(p, tce);
+  if ((tce & kWrite) != 0 && dirtyOn(L32<kRaw>(at(stt, STT_VM)))) dirtyMark(L32<kRaw>(at(stt, STT_VM)), tce, static_cast<uint32_t>(shift));
   return H_SUCCESS;
 }
 
@@ -2594,6 +2655,7 @@ int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
   // Entry i goes to idx0 + i while ioba + i·psize does not wrap around; past that, one by one.
   if (count - 1 <= shr64(~a0, shift)) {
     sttFillT<kRaw>(stt, idx0, count, value, true);
+    if ((value & kWrite) != 0 && dirtyOn(vm)) dirtyMark(vm, value, static_cast<uint32_t>(shift));
     return count < npages ? H_PARAMETER : H_SUCCESS;
   }
   int32_t rc = H_PARAMETER;

@@ -228,6 +228,9 @@ class TceEngine {
   uint64_t tagBitsOf(uint32_t vcpu);
   int32_t putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n, bool grow);
   void begin(uint32_t vm, uint32_t src);
+  bool dirtyOn(uint32_t vm);
+  void dirtyMark(uint32_t vm, uint64_t tce, uint32_t shift);
+  void dirtyMarkList(uint32_t vm, uint32_t src, uint32_t n, uint32_t shift);
   uint32_t lockFast(uint32_t tbl, uint32_t n, uint64_t r0, uint64_t pageMask);
   void applyFast(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx);
   int32_t putFast(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n);
