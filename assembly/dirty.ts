@@ -112,8 +112,15 @@ function markSlots(vm: u32, gpa: u64, size: u64): void {
   const size: u64 = <u64>1 << <u64>shift;
   const gpa = tce & ~(size - 1);
   const rel = gpa - kBase;
-  if (rel <= kSpan) markPages(kBits, kPages, rel >> kShift, (rel + (size - 1)) >> kShift);
-  else markSlots(vm, gpa, size);
+  if (rel > kSpan) {
+    markSlots(vm, gpa, size);
+  } else if (shift <= <u32>kShift) {
+    // At most a system page: one bit.
+    const p = rel >> kShift;
+    if (p < kPages) orBits(kBits + (<u32>(p >> 5) << 2), <u32>1 << <u32>(p & 31));
+  } else {
+    markPages(kBits, kPages, rel >> kShift, (rel + (size - 1)) >> kShift);
+  }
 }
 
 /** Marks, in every memslot's log it overlaps, the system pages of the 2^shift-byte page that `tce` points at. */

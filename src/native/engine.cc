@@ -1956,10 +1956,13 @@ void TceEngine::markTce(uint32_t vm, uint64_t tce, uint32_t shift) {
   const uint64_t size = shl64(1, shift);
   const uint64_t gpa = tce & ~(size - 1);
   const uint64_t rel = gpa - kBase_;
-  if (rel <= kSpan_) {
-    markPages(kBits_, kPages_, shr64(rel, kShift_), shr64(rel + (size - 1), kShift_));
-  } else {
+  if (rel > kSpan_) {
     markSlots(vm, gpa, size);
+  } else if (shift <= kShift_) {
+    const uint64_t p = shr64(rel, kShift_);
+    if (p < kPages_) orBits(kBits_ + (static_cast<uint32_t>(p >> 5) << 2), uint32_t{1} << static_cast<uint32_t>(p & 31));
+  } else {
+    markPages(kBits_, kPages_, shr64(rel, kShift_), shr64(rel + (size - 1), kShift_));
   }
 }
 
