@@ -17,7 +17,7 @@
 // same bytes (test/differential/hcalls.test.ts).
 import {
   VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_LOCK_TAG, VCPU_TCES, VM_MM, VM_PROFILE, STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT,
-  STT_STIT_COUNT, STT_STITS, STT_NPAGES, STT_PAGES, MM_REGIONS, REG_NEXT, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_SIZE, TBL_FLAGS, TBL_ROOT, TBL_UA_ROOT,
+  STT_STIT_COUNT, STT_STITS, STT_NPAGES, STT_PAGES, STT_VM, MM_REGIONS, REG_NEXT, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_SIZE, TBL_FLAGS, TBL_ROOT, TBL_UA_ROOT,
   TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TABLE_F_V2, SLOT_GPA, SLOT_SIZE, SLOT_UA, REG_UA, REG_ENTRIES, REG_HPAS, REG_FLAGS, REG_PAGE_SHIFT,
   REG_DEV_HPA, REGION_F_DEV,
   HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY, HDR_KERNEL, KERNEL_4_19,
@@ -31,6 +31,7 @@ import {
 import { findStt, findSlot, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
 import { leafNode, leafPeek, leafBits, leafEnd, skipAbsent, lockView, unuseUa } from './table';
 import { sysPageShift, regionLookup, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
+import { dirtyOn, dirtyMark, dirtyMarkList } from './dirty';
 
 @inline function gpr(vcpu: u32, n: u32): u64 {
   return load<u64>(vcpu + VCPU_GPR + (n << 3));
@@ -692,6 +693,7 @@ function putEntries(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32, grow: boo
     }
     if (page != 0) store<u64>(page + (<u32>(j & mask) << 3), tce);
   }
+  if (dirtyOn(xVm)) dirtyMarkList(xVm, src, n, gshift);
   return H_SUCCESS;
 }
 
@@ -931,13 +933,19 @@ function putFast(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32): i32 {
   const ablate = ablations();
   xNoLock = (ablate & <u32>ABLATE_VIEW_LOCK) != 0;
   const r0 = entry - load<u64>(tbl + TBL_OFFSET);
-  if (ablate & <u32>ABLATE_VALIDATE) return putFused(tbl, stt, n, r0, idx, (<u64>1 << <u64>gshift) - 1);
+  if (ablate & <u32>ABLATE_VALIDATE) {
+    const rc = putFused(tbl, stt, n, r0, idx, (<u64>1 << <u64>gshift) - 1);
+    // Stopped part-way or not, every writable TCE of the list may have been stored: all count.
+    if (rc != FAST_BAIL && dirtyOn(xVm)) dirtyMarkList(xVm, xSrc, n, gshift);
+    return rc;
+  }
   const j = lockFast(tbl, n, r0, (<u64>1 << <u64>gshift) - 1);
   if (j < n) {
     undoPass(tbl, j, r0, 0);
     return xRc;
   }
   applyFast(tbl, stt, n, r0, idx);
+  if (dirtyOn(xVm)) dirtyMarkList(xVm, xSrc, n, gshift);
   return H_SUCCESS;
 }
 
@@ -1013,6 +1021,7 @@ function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, 
   if ((old & <u64>TCE_PERM_MASK) != 0 && !inRegion) unuseUa(mm, oldUa, tshift);
   store<u64>(ul + off, ua);
   if (page != 0) store<u64>(page + slot, tce);
+  if (dirtyOn(vm) && (tce & <u64>TCE_WRITE) != 0) dirtyMark(vm, tce, tshift);
   return H_SUCCESS;
 }
 
@@ -1232,6 +1241,8 @@ function lockWaitReal(pua: u32, tag: u64): u64 {
   if ((old & <u64>TCE_PERM_MASK) != 0 && !inRegion) unuseUa(mm, oldUa, tshift);
   store<u64>(pua, ua);
   store<u64>(page + (<u32>(idx & ((<u64>1 << gsh) - 1)) << 3), tce);
+  // putOne's mark (assembly/dirty.ts), after the guest-table store like kvmppc_tce_put's.
+  if (dirtyOn(vm) && (tce & <u64>TCE_WRITE) != 0) dirtyMark(vm, tce, tshift);
   return H_SUCCESS;
 }
 
@@ -1476,6 +1487,7 @@ function qemuPut(stt: u32, ioba: u64, tce: u64): i32 {
   // its pages come on first use, and a page the heap cannot give is H_HARDWARE, never a lost TCE.
   if (p == 0) return tce != 0 ? H_HARDWARE : H_SUCCESS;
   store<u64>(p, tce);
+  if ((tce & <u64>TCE_WRITE) != 0 && dirtyOn(load<u32>(stt + STT_VM))) dirtyMark(load<u32>(stt + STT_VM), tce, <u32>shift);
   return H_SUCCESS;
 }
 
@@ -1519,8 +1531,11 @@ function qemuHcall(vm: u32, vcpu: u32, nr: u64): i32 {
   const count = npages < size - idx0 ? npages : size - idx0;
   // Entry i goes to idx0 + i while ioba + i·psize does not wrap around; past that, one by one.
   if (count - 1 <= (~a0) >> shift) {
-    // Pages already filled stay so, as QEMU's loop keeps the entries before the one that failed.
-    if (!sttFill(stt, idx0, count, value, true)) return H_HARDWARE;
+    // Pages already filled stay so, as QEMU's loop keeps the entries before the one that failed
+    // (and are marked: a page marked that no entry took is only a page copied once more).
+    const full = sttFill(stt, idx0, count, value, true);
+    if ((value & <u64>TCE_WRITE) != 0 && dirtyOn(vm)) dirtyMark(vm, value, <u32>shift);
+    if (!full) return H_HARDWARE;
     return count < npages ? H_PARAMETER : H_SUCCESS;
   }
   let rc = H_PARAMETER;

@@ -14,6 +14,7 @@ import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { SlotView, VmView } from '../generated/views.js';
+import { DIRTY_LOG_HEADER } from '../generated/layout.js';
 
 /** A guest memory slot. */
 export interface Memslot {
@@ -48,15 +49,26 @@ export function addMemslot(vm: KvmVm, slot: MemslotArgs): Memslot {
   const m = vm.mm.findMapping(ua);
   if (!m || ua + size > m.ua + m.size) fail('EFAULT', `addMemslot: [${hex(ua)}, +${hex(size)}) is not one mapping of the VM's process`);
   const vmd = new VmView(vm.host.mem, vm.desc);
+  // While dirty tracking is on every live memslot has its log (the engine marks only where one exists):
+  // allocated before anything changes, so ENOMEM refuses the call with nothing done.
+  const log = vmd.dirtyTrack !== 0 ? allocDirtyLog(vm, size) : 0;
   let d = deadSlot(vm);
   if (!d) {
-    d = new SlotView(vm.host.mem, vm.host.alloc(SlotView.BYTES, 'memslot'));
+    let at: number;
+    try {
+      at = vm.host.alloc(SlotView.BYTES, 'memslot');
+    } catch (e) {
+      if (log) vm.host.free(log, DIRTY_LOG_HEADER + dirtyLogBytes(vm.host.pageShift, size));
+      throw e;
+    }
+    d = new SlotView(vm.host.mem, at);
     d.next = vmd.slots;
     vmd.slots = d.at;
   }
   d.gpa = gpa;
   d.ua = ua;
   d.hostOff = m.hostOff ? m.hostOff + Number(ua - m.ua) : 0;
+  d.dirtyLog = log;
   // Size last: a walker sees the slot only once it is complete.
   d.casSize(0n, size);
   const added = { gpa, size, ua };
@@ -87,6 +99,8 @@ export function removeMemslot(vm: KvmVm, gpa: bigint | number): Memslot {
     if (d.gpa === gpa && d.size === slot.size) {
       // Size to 0 first, atomically: from here no walker matches the slot.
       d.casSize(slot.size, 0n);
+      // kvm_free_memslot → kvm_destroy_dirty_bitmap; after a grace period, as a vCPU may be marking it.
+      freeDirtyLog(vm, d);
       break;
     }
     at = d.next;
@@ -121,4 +135,45 @@ export function guestRamOffset(vm: KvmVm, gpa: bigint, len: number): number {
     return m.hostOff + Number(s.ua - m.ua + off);
   }
   return -1;
+}
+
+/** Largest dirty log: 2^27 bytes of bits = 2^30 pages (4 TiB of 4 KiB pages); a larger memslot's log is ENOMEM, as kvm_alloc_dirty_bitmap's vzalloc would fail. */
+export const MAX_DIRTY_LOG = 1 << 27;
+
+/** kvm_dirty_bitmap_bytes: one bit per system page of a memslot of `size` bytes, in whole 64-bit words (MAX_DIRTY_LOG + 1 when too large). */
+export function dirtyLogBytes(pageShift: number, size: bigint): number {
+  const words = ((size >> BigInt(pageShift)) + 63n) / 64n;
+  return words * 8n > BigInt(MAX_DIRTY_LOG) ? MAX_DIRTY_LOG + 1 : Number(words * 8n);
+}
+
+/**
+ * A zeroed dirty log block for a memslot of `size` bytes (kvm_alloc_dirty_bitmap):
+ * DIRTY_LOG_HEADER bytes holding its page count, then the bits. ENOMEM when too large or the memory is full.
+ */
+export function allocDirtyLog(vm: KvmVm, size: bigint): number {
+  const bytes = dirtyLogBytes(vm.host.pageShift, size);
+  if (bytes > MAX_DIRTY_LOG) fail('ENOMEM', `dirty log: a memslot of ${hex(size)} bytes has more than ${MAX_DIRTY_LOG * 8} pages`);
+  const p = vm.host.alloc(DIRTY_LOG_HEADER + bytes, 'dirty log');
+  vm.host.mem.setU32(p, Number(size >> BigInt(vm.host.pageShift)));
+  return p;
+}
+
+/** Unhooks the dirty log of memslot descriptor `d` and frees it after a grace period (a vCPU may be marking it). */
+export function freeDirtyLog(vm: KvmVm, d: SlotView): void {
+  const p = d.dirtyLog;
+  if (p === 0) return;
+  const pages = vm.host.mem.getU32(p);
+  d.dirtyLog = 0;
+  vm.host.free(p, DIRTY_LOG_HEADER + Number(((BigInt(pages) + 63n) / 64n) * 8n));
+}
+
+/** The descriptor of live memslot `slot` of `vm` (found as removeMemslot finds it). */
+export function slotDesc(vm: KvmVm, slot: Memslot): SlotView {
+  const mem = vm.host.mem;
+  for (let at = new VmView(mem, vm.desc).slots; at !== 0; ) {
+    const d = new SlotView(mem, at);
+    if (d.gpa === slot.gpa && d.size === slot.size) return d;
+    at = d.next;
+  }
+  throw new Error(`spapr-tce: memslot ${hex(slot.gpa)} has no descriptor`);
 }

@@ -8,7 +8,7 @@ import type { Mm } from '../kernel/mm.js';
 import { Task } from '../kernel/task.js';
 import type { Group } from '../vfio/group.js';
 import { Vcpu, type HcallStats, type Level } from './vcpu.js';
-import { addMemslot, removeMemslot, type Memslot, type MemslotArgs } from './memslot.js';
+import { addMemslot, removeMemslot, freeDirtyLog, type Memslot, type MemslotArgs } from './memslot.js';
 import * as guest from './guest-table.js';
 import { liveTables } from '../kernel/table.js';
 import { fail } from '../core/errors.js';
@@ -251,7 +251,9 @@ export class KvmVm {
     let at = vmd.slots;
     vmd.slots = 0;
     while (at !== 0) {
-      const next = new SlotView(host.mem, at).next;
+      const d = new SlotView(host.mem, at);
+      const next = d.next;
+      freeDirtyLog(this, d);
       host.free(at, SlotView.BYTES);
       at = next;
     }

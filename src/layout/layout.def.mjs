@@ -35,7 +35,7 @@
 //                 │        └─ (0: absent, allocated on demand)
 //   table ─ uaRoot ─ node ─ leaf [ua ua ua …]       (same index split)
 
-export const LAYOUT_VERSION = 4;
+export const LAYOUT_VERSION = 5;
 
 /** Where the header lives; the heap follows it. */
 export const regions = {
@@ -140,7 +140,8 @@ export const structs = {
       ['stts', 'u32', 'head of the guest TCE table list'],
       ['profile', 'u32', 'PROFILE_*'],
       ['id', 'u32', 'vm id'],
-      ['pad', 'u32', ''],
+      // Read once per hypercall that wrote TCEs, after the writes (assembly/dirty.ts): nothing per entry while 0.
+      ['dirtyTrack', 'u32', '1 while vm.trackDmaWritable(true): the write phase marks the pages of writable TCEs in the memslots\' dirty logs'],
     ],
   },
   SLOT: {
@@ -152,6 +153,9 @@ export const structs = {
       ['gpa', 'u64', 'guest physical start'],
       ['size', 'u64', 'bytes'],
       ['ua', 'u64', 'userspace address of gpa'],
+      // The block: u32 pages (what the bits cover: the writer bounds its marks by it, not by SLOT.size,
+      // which a reuse of the descriptor can change under it), u32 0, then the bits from byte 8.
+      ['dirtyLog', 'u32', 'the dirty log: DIRTY_LOG_HEADER bytes, then one bit per system page in u64 words (KVM_GET_DIRTY_LOG); 0 = none'],
     ],
   },
   STT: {
@@ -285,6 +289,8 @@ export const constants = {
     KIND_INDIRECT: 1,
     KIND_STUFF: 2,
     KIND_GET: 3,
+    /** Bytes before the bits of a memslot's dirty log block (SLOT.dirtyLog): its u32 page count and a zero u32. */
+    DIRTY_LOG_HEADER: 8,
     /** PAPR: at most 512 TCEs in an H_PUT_TCE_INDIRECT list, which must be 4 KiB aligned. */
     INDIRECT_MAX: 512,
   },

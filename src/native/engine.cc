@@ -1924,6 +1924,115 @@ bool TceEngine::sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n) {
   return fault_ == Fault::kNone;
 }
 
+// ---------------------------------------------------------------------------
+// dirty.ts: the write phase's dirty marks while vm.trackDmaWritable(true)
+// holds (see assembly/dirty.ts for why and for KVM's and VFIO's functions).
+
+/** Whether the write phase marks (VM.dirtyTrack): the one load per hypercall. */
+bool TceEngine::dirtyOn(uint32_t vm) {
+  return need<kRaw>(vm, VM_BYTES) && L32<kRaw>(at(vm, VM_DIRTY_TRACK)) != 0;
+}
+
+/** dirty.ts#markBegin: nothing cached, nothing pending. */
+void TceEngine::markBegin() {
+  kBase_ = 1;
+  kSpan_ = 0;
+  kShift_ = L32<kRaw>(at(H, HDR_SYS_PAGE_SHIFT));
+  dWord_ = 0;
+  dMask_ = 0;
+}
+
+/** dirty.ts#orBits: `mask` into the word at `word`, through the pending word. */
+void TceEngine::orBits(uint32_t word, uint32_t mask) {
+  if (word == dWord_) {
+    dMask_ |= mask;
+    return;
+  }
+  if (dWord_ != 0) __atomic_fetch_or(reinterpret_cast<uint32_t*>(base_ + dWord_), dMask_, __ATOMIC_SEQ_CST);
+  dWord_ = word;
+  dMask_ = mask;
+}
+
+/** dirty.ts#markEnd: writes the pending word. */
+void TceEngine::markEnd() {
+  if (dWord_ != 0) __atomic_fetch_or(reinterpret_cast<uint32_t*>(base_ + dWord_), dMask_, __ATOMIC_SEQ_CST);
+  dWord_ = 0;
+}
+
+/** dirty.ts#markPages: bits from..to of the `pages` bits at `bits` (checked by markSlots), none past the last page. */
+void TceEngine::markPages(uint32_t bits, uint64_t pages, uint64_t from, uint64_t to) {
+  if (pages == 0) return;
+  if (to >= pages) to = pages - 1;
+  uint64_t p = from;
+  while (p <= to) {
+    const uint64_t hi = (p | 31) < to ? p | 31 : to;
+    const uint32_t mask = (0xffffffffu >> (31 - static_cast<uint32_t>(hi & 31))) &
+                          (0xffffffffu << static_cast<uint32_t>(p & 31));
+    orBits(bits + (static_cast<uint32_t>(p >> 5) << 2), mask);
+    p = hi + 1;
+  }
+}
+
+/** dirty.ts#markSlots: the page at `gpa` in every overlapping memslot's log; caches a slot that holds all of it. */
+void TceEngine::markSlots(uint32_t vm, uint64_t gpa, uint64_t size) {
+  const uint64_t last = gpa + (size - 1);
+  uint32_t s = L32<kRaw>(at(vm, VM_SLOTS));
+  while (s != 0) {
+    if (!need<kRaw>(s, SLOT_BYTES)) return;
+    const uint64_t base = L64<kRaw>(at(s, SLOT_GPA));
+    const uint64_t bytes = L64<kRaw>(at(s, SLOT_SIZE));
+    const uint32_t bm = L32<kRaw>(at(s, SLOT_DIRTY_LOG));
+    if (bm != 0 && bytes != 0 && last >= base && (gpa < base || gpa - base < bytes)) {
+      const uint64_t from = gpa > base ? shr64(gpa - base, kShift_) : 0;
+      const uint64_t top = last - base < bytes - 1 ? last - base : bytes - 1;
+      if (!need<kRaw>(bm, DIRTY_LOG_HEADER)) return;
+      const uint64_t pages = L32<kRaw>(bm);
+      const uint32_t bits = bm + DIRTY_LOG_HEADER;
+      if (pages != 0 && !need<kRaw>(bits, ((pages + 63) >> 6) << 3)) return;
+      markPages(bits, pages, from, shr64(top, kShift_));
+      if (gpa >= base && last - base < bytes) {
+        kBase_ = base;
+        kSpan_ = bytes - size;
+        kBits_ = bits;
+        kPages_ = pages;
+      }
+    }
+    s = L32<kRaw>(at(s, SLOT_NEXT));
+  }
+}
+
+/** dirty.ts#markTce: the IOMMU page of 2^shift bytes that `tce` points at. */
+void TceEngine::markTce(uint32_t vm, uint64_t tce, uint32_t shift) {
+  const uint64_t size = shl64(1, shift);
+  const uint64_t gpa = tce & ~(size - 1);
+  const uint64_t rel = gpa - kBase_;
+  if (rel > kSpan_) {
+    markSlots(vm, gpa, size);
+  } else if (shift <= kShift_) {
+    const uint64_t p = shr64(rel, kShift_);
+    if (p < kPages_) orBits(kBits_ + (static_cast<uint32_t>(p >> 5) << 2), uint32_t{1} << static_cast<uint32_t>(p & 31));
+  } else {
+    markPages(kBits_, kPages_, shr64(rel, kShift_), shr64(rel + (size - 1), kShift_));
+  }
+}
+
+/** dirty.ts#dirtyMark: the system pages of the 2^shift-byte page `tce` points at, in each overlapping memslot's log. */
+void TceEngine::dirtyMark(uint32_t vm, uint64_t tce, uint32_t shift) {
+  markBegin();
+  markTce(vm, tce, shift);
+  markEnd();
+}
+
+/** dirty.ts#dirtyMarkList: dirtyMark for each writable TCE among the `n` at `src`. */
+void TceEngine::dirtyMarkList(uint32_t vm, uint32_t src, uint32_t n, uint32_t shift) {
+  markBegin();
+  for (uint32_t i = 0; i < n; i++) {
+    const uint64_t tce = L64<kRaw>(static_cast<uint32_t>(src + (i << 3)));
+    if (tce & kWrite) markTce(vm, tce, shift);
+  }
+  markEnd();
+}
+
 /** putEntries of hcall.ts: the general body of H_PUT_TCE and H_PUT_TCE_INDIRECT over the TCEs at xSrc_. */
 int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n, bool grow) {
   const uint32_t src = xSrc_;
@@ -2007,6 +2116,7 @@ int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint6
     }
     if (page != 0) W64<kRaw>(page + (static_cast<uint32_t>(j & mask) << 3), tce);
   }
+  if (dirtyOn(xVm_)) dirtyMarkList(xVm_, src, n, gshift);
   return H_SUCCESS;
 }
 
@@ -2247,13 +2357,19 @@ int32_t TceEngine::putFast(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t
   const uint32_t ablate = ablations();
   xNoLock_ = (ablate & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
   const uint64_t r0 = entry - L64<kRaw>(at(tbl, TBL_OFFSET));
-  if (ablate & static_cast<uint32_t>(ABLATE_VALIDATE)) return putFused(tbl, stt, n, r0, idx, shl64(1, gshift) - 1);
+  if (ablate & static_cast<uint32_t>(ABLATE_VALIDATE)) {
+    const int32_t rc = putFused(tbl, stt, n, r0, idx, shl64(1, gshift) - 1);
+    // Stopped part-way or not, every writable TCE of the list may have been stored: all count.
+    if (rc != kFastBail && dirtyOn(xVm_)) dirtyMarkList(xVm_, xSrc_, n, gshift);
+    return rc;
+  }
   const uint32_t j = lockFast(tbl, n, r0, shl64(1, gshift) - 1);
   if (j < n) {
     undoPass(tbl, j, r0, 0);
     return xRc_;
   }
   applyFast(tbl, stt, n, r0, idx);
+  if (dirtyOn(xVm_)) dirtyMarkList(xVm_, xSrc_, n, gshift);
   return H_SUCCESS;
 }
 
@@ -2332,6 +2448,7 @@ int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t ent
   if ((old & kPerm) != 0 && !inRegion) unuseUaT<kRaw>(mm, oldUa, tshift);
   REL64<kRaw>(ul + off, ua);
   if (page != 0) W64<kRaw>(page + slot, tce);
+  if (dirtyOn(vm) && (tce & kWrite) != 0) dirtyMark(vm, tce, tshift);
   return H_SUCCESS;
 }
 
@@ -2598,6 +2715,7 @@ int32_t TceEngine::qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce) {
   // hcall.ts#qemuPut: a guest-table page the heap cannot give is H_HARDWARE, never a lost TCE.
   if (p == 0) return tce != 0 ? H_HARDWARE : H_SUCCESS;
   W64<kRaw>(p, tce);
+  if ((tce & kWrite) != 0 && dirtyOn(L32<kRaw>(at(stt, STT_VM)))) dirtyMark(L32<kRaw>(at(stt, STT_VM)), tce, static_cast<uint32_t>(shift));
   return H_SUCCESS;
 }
 
@@ -2645,7 +2763,9 @@ int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
   const uint64_t count = npages < size - idx0 ? npages : size - idx0;
   // Entry i goes to idx0 + i while ioba + i·psize does not wrap around; past that, one by one.
   if (count - 1 <= shr64(~a0, shift)) {
-    if (!sttFillT<kRaw>(stt, idx0, count, value, true)) return H_HARDWARE;
+    const bool full = sttFillT<kRaw>(stt, idx0, count, value, true);
+    if ((value & kWrite) != 0 && dirtyOn(vm)) dirtyMark(vm, value, static_cast<uint32_t>(shift));
+    if (!full) return H_HARDWARE;
     return count < npages ? H_PARAMETER : H_SUCCESS;
   }
   int32_t rc = H_PARAMETER;

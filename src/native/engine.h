@@ -230,6 +230,15 @@ class TceEngine {
   uint64_t tagBitsOf(uint32_t vcpu);
   int32_t putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n, bool grow);
   void begin(uint32_t vm, uint32_t src);
+  bool dirtyOn(uint32_t vm);
+  void dirtyMark(uint32_t vm, uint64_t tce, uint32_t shift);
+  void markBegin();
+  void orBits(uint32_t word, uint32_t mask);
+  void markEnd();
+  void markPages(uint32_t bits, uint64_t pages, uint64_t from, uint64_t to);
+  void markSlots(uint32_t vm, uint64_t gpa, uint64_t size);
+  void markTce(uint32_t vm, uint64_t tce, uint32_t shift);
+  void dirtyMarkList(uint32_t vm, uint32_t src, uint32_t n, uint32_t shift);
   uint32_t lockFast(uint32_t tbl, uint32_t n, uint64_t r0, uint64_t pageMask);
   void applyFast(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0, uint64_t idx);
   int32_t putFast(uint32_t vcpu, uint32_t stt, uint64_t entry, uint64_t idx, uint32_t n);
@@ -257,6 +266,14 @@ class TceEngine {
   uint32_t absentLevel_ = 0;
   // hcall.ts: the hypercall the passes work for, and the memslot and region
   // the last lookups found (see hcall.ts for each).
+  // dirty.ts: the memslot the last mark found and the pending OR of one call's marks.
+  uint64_t kBase_ = 1;
+  uint64_t kSpan_ = 0;
+  uint64_t kPages_ = 0;
+  uint64_t kShift_ = 0;
+  uint32_t kBits_ = 0;
+  uint32_t dWord_ = 0;
+  uint32_t dMask_ = 0;
   uint32_t xVm_ = 0;
   uint32_t xMm_ = 0;
   uint32_t xSrc_ = 0;

@@ -125,8 +125,8 @@ export class Vm extends KvmVm {
    * bit per system page of the slot, bit i = page i, in little-endian 64-bit
    * words (a copy, its length a multiple of 8). A page is dirty when a DMA
    * write (vm.dma) touched it, or, with trackDmaWritable(true), when a TCE
-   * maps it writable or did at any time since the last clear (see dirty.ts
-   * for what vCPUs on worker threads leave out). ENOENT when no memslot
+   * maps it writable or did at any time since the last clear, by a vCPU on
+   * any thread (the engines mark it: dirty.ts). ENOENT when no memslot
    * contains `gpa`.
    */
   dirtyLog(gpa: bigint | number): Uint8Array {
@@ -148,8 +148,9 @@ export class Vm extends KvmVm {
    * Whether pages mapped writable by a TCE count as dirty (a VFIO device
    * may write them at any time without a trace): while on, such a page is
    * dirty for as long as it is mapped and until the first clear after it
-   * was unmapped. Off (the default), hypercalls pay nothing for it; switching
-   * off forgets what it had gathered.
+   * was unmapped. Off (the default), hypercalls pay one load per call for
+   * it; switching off frees the VM's logs, DMA-write bits included
+   * (KVM_MEM_LOG_DIRTY_PAGES cleared), and the next DMA write starts anew.
    */
   trackDmaWritable(on: boolean): void {
     this.dirty.track(on);

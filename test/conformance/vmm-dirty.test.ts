@@ -116,7 +116,7 @@ for (const profile of ['qemu', 'kvm'] as const) {
       expect(log()).toEqual([512, 513]); // unmapped since the clear: a device may have written them
       vm.clearDirtyLog(0n);
       expect(log()).toEqual([]);
-      // Mapped and unmapped between two reads of the log: seen through the hypercall's events.
+      // Mapped and unmapped between two reads of the log: marked by the engine when the TCE was stored.
       put(0x3000n, (G + 0x8000n) | 3n);
       put(0x3000n, 0n);
       // INDIRECT and STUFF too.

@@ -6,7 +6,8 @@
 // VIO tables in TCE bypass.
 import { hex } from '../../core/format.js';
 import { VmView, SlotView, SttView, VcpuView, HdrView } from '../../generated/views.js';
-import { MAX_STITS, PROFILE_KVM, PROFILE_QEMU, STT_F_DEFAULT, MAX_LOCK_TAG, HEADER_BASE } from '../../generated/layout.js';
+import { MAX_STITS, PROFILE_KVM, PROFILE_QEMU, STT_F_DEFAULT, MAX_LOCK_TAG, HEADER_BASE, DIRTY_LOG_HEADER } from '../../generated/layout.js';
+import { dirtyLogBytes, MAX_DIRTY_LOG } from '../../kvm/memslot.js';
 import type { GuestTableState, PhbState, VmState } from '../state.js';
 import type { Claims, Mem } from './heap.js';
 import type { Graph, SttInfo } from './graph.js';
@@ -16,11 +17,32 @@ import { refuse } from './read.js';
 const U64_MAX = (1n << 64n) - 1n;
 
 /**
+ * The dirty log block of a live memslot of `size` bytes (SLOT.dirtyLog): a
+ * used block of exactly the size kvm_dirty_bitmap_bytes gives it, its header
+ * the slot's page count and a zero word, no bit set past the last page. The
+ * engines bound their marks by that page count, so a wrong one would send
+ * their atomic ORs into another block.
+ */
+function checkDirtyLog(g: Graph, m: Mem, claims: Claims, at: number, size: bigint, lf: string): void {
+  const bytes = dirtyLogBytes(g.sysShift, size);
+  if (bytes > MAX_DIRTY_LOG) refuse(lf, `a memslot of ${hex(size)} bytes can have no dirty log (more than ${MAX_DIRTY_LOG * 8} pages)`);
+  claims.claim(at, DIRTY_LOG_HEADER + bytes, 'dirty log', lf);
+  const pages = Number(size >> BigInt(g.sysShift));
+  if (m.u32(at) !== pages || m.u32(at + 4) !== 0) refuse(lf, `the dirty log's header says ${m.u32(at)} pages (and ${m.u32(at + 4)}), the memslot has ${pages} (and 0)`);
+  const bits = at + DIRTY_LOG_HEADER;
+  for (let p = pages; p < bytes * 8; p++) {
+    if ((m.u32(bits + ((p >>> 5) << 2)) >>> (p & 31)) & 1) refuse(lf, `the dirty log has bit ${p} set, past the memslot's ${pages} pages`);
+  }
+}
+
+/**
  * The memslots of a VM: the list in memory holds exactly the VM object's
  * slots, each page aligned, inside one mapping of the VM's mm, not
- * overlapping, besides the descriptors of removed slots (size 0).
+ * overlapping, besides the descriptors of removed slots (size 0), which
+ * keep no dirty log; while the VM tracks writable mappings
+ * (VM.dirtyTrack), every live slot has one (the engines mark only there).
  */
-function checkMemslots(g: Graph, m: Mem, claims: Claims, v: VmState, f: string): void {
+function checkMemslots(g: Graph, m: Mem, claims: Claims, v: VmState, f: string, tracking: boolean): void {
   const mm = g.mms.get(v.mm)!;
   const mask = (1n << BigInt(g.sysShift)) - 1n;
   const byGpa = new Map<bigint, number>();
@@ -45,6 +67,7 @@ function checkMemslots(g: Graph, m: Mem, claims: Claims, v: VmState, f: string):
     // A removed memslot's descriptor stays listed with size 0 until addMemslot reuses it (memslot.ts: walkers on
     // other threads never see it freed); it matches no address, so its other fields are never read.
     if (d.size === 0n) {
+      if (d.dirtyLog !== 0) refuse(lf, `a removed memslot keeps a dirty log (SLOT.dirtyLog ${hex(d.dirtyLog)}): removeMemslot frees it`);
       p = d.next;
       continue;
     }
@@ -56,6 +79,8 @@ function checkMemslots(g: Graph, m: Mem, claims: Claims, v: VmState, f: string):
     const x = mappingAt(mm, s.ua)!;
     const want = x.s.hostOff ? x.s.hostOff + Number(s.ua - x.s.ua) : 0;
     if (d.hostOff !== want) refuse(lf, `SLOT.hostOff is ${hex(d.hostOff)}, but the slot's bytes are at ${hex(want)} (0: not backed)`);
+    if (d.dirtyLog !== 0) checkDirtyLog(g, m, claims, d.dirtyLog, s.size, `${lf} (SLOT.dirtyLog)`);
+    else if (tracking) refuse(`${lf} (SLOT.dirtyLog)`, 'the VM tracks writable mappings (VM.dirtyTrack) but the memslot has no dirty log: its marks would be lost');
     p = d.next;
   }
   if (byGpa.size) refuse(`${f}.memslots[${[...byGpa.values()][0]}]`, 'is not in the VM\'s memslot list in memory');
@@ -173,7 +198,8 @@ export function checkVms(g: Graph, m: Mem, claims: Claims, root: string): void {
     if (d.mm !== mm.s.desc) refuse(`${f}.desc`, `VM.mm is ${hex(d.mm)}, not its mm's descriptor ${hex(mm.s.desc)}`);
     if (d.profile !== (v.profile === 'qemu' ? PROFILE_QEMU : PROFILE_KVM)) refuse(`${f}.desc`, `VM.profile ${d.profile} is not profile '${v.profile}'`);
     if (d.id === 0) refuse(`${f}.desc`, 'VM.id is 0');
-    checkMemslots(g, m, claims, v, f);
+    if (d.dirtyTrack > 1) refuse(`${f}.desc`, `VM.dirtyTrack is ${d.dirtyTrack}, not 0 or 1`);
+    checkMemslots(g, m, claims, v, f, d.dirtyTrack === 1);
     const byLiobn = new Map<bigint, number>();
     v.tables.forEach((t, k) => {
       if (byLiobn.has(t.liobn)) refuse(`${f}.tables[${k}].liobn`, `LIOBN ${hex(t.liobn)} appears twice`);
