@@ -8,7 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import cliProgress from 'cli-progress';
-import { PROFILES } from './harness.mjs';
+import { PROFILES, BURST } from './harness.mjs';
 import { plan, runMatrix } from './matrix.mjs';
 import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
 import { runScaling, scalingPlan } from './scaling.mjs';
@@ -167,7 +167,7 @@ export async function main(opts = {}) {
     settings: {
       mode: opts.profile ?? (quick ? 'quick' : 'full'),
       filter: opts.filter ?? null,
-      harness: `benchmark.js; ${profile.rounds} interleaved rounds per (op, engine), minTime ${profile.minTime} s, maxTime ${profile.maxTime} s per run`,
+      harness: `benchmark.js; ${profile.rounds} interleaved rounds per (op, engine), minTime ${profile.minTime} s, maxTime ${profile.maxTime} s per run; hypercalls of fewer than 512 entries timed in bursts of ${BURST} calls per invocation (harness.mjs#BURST)`,
       intervals: 'median: order statistics (binomial, 95%); overhead and cost: percentile bootstrap of the difference of medians (2000 resamples, 95%); significant: that interval excludes 0',
       notes: [
         'nsPerEntry divides by hardware entries written: 1, 512, 512, 1, 512 and 16 (a 64 KiB guest page over a 4 KiB hardware table).',
