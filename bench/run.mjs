@@ -23,6 +23,9 @@ import { dmaPlan, runDma, dmaTable, dmaTargets } from './dma.mjs';
 
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
 
+/** Whether a target judges the instruction count of (op, engine, check). */
+const isTargetCell = (op, engine, check) => TARGET_CG_CELLS.some((t) => t.op === op && t.engine === engine && t.check === check);
+
 /** The ops whose every check and ablation a full run counts on the WebAssembly engine. */
 const MECHANISM_CG_OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512'];
 
@@ -33,7 +36,7 @@ const MECHANISM_CG_OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512'];
  * mechanisms table and the designs table give instructions beside ns).
  */
 function defaultCgCell(op, engine, check) {
-  if (TARGET_CG_CELLS.some((t) => t.op === op && t.engine === engine && t.check === check)) return true;
+  if (isTargetCell(op, engine, check)) return true;
   return engine === 'wasm' && MECHANISM_CG_OPS.includes(op) && !eraOf(check);
 }
 
@@ -78,7 +81,7 @@ export async function main(opts = {}) {
       if (filter && !filter.test(`instructions/${op}/${engine}/${check}`) && !filter.test(`${op}/${engine}/${check}`)) continue;
       const why = variantUnavailable(op, engine, check);
       if (why) cgUnavailable.push({ op, engine, check, reason: why });
-      else cgCells.push({ op, engine, check });
+      else cgCells.push({ op, engine, check, ...(isTargetCell(op, engine, check) && engine !== 'c-floor' ? { repeats: CG_REPEATS } : {}) });
     }
   }
   // The native engine's hypercalls, once: callgrind runs are too slow to discover a missing routine 2× per cell.
@@ -141,7 +144,7 @@ export async function main(opts = {}) {
     } else if (wantCg) {
       const r = await runCallgrind(cgCells, () => tick('callgrind'));
       instructions = {
-        method: `valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (c-floor: one; irPerCallRuns, irPerCallRange)`,
+        method: `valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (one for c-floor, and for 512-entry cells no target judges; irPerCallRuns, irPerCallRange)`,
         scope: opts.instructions ? 'every variant' : 'the cells the targets need, and every check and mechanism of H_PUT_TCE and INDIRECT(512) on wasm (--instructions counts every variant)',
         results: r.results,
         skipped: [...cgSkipped, ...cgUnavailable, ...r.skipped],
