@@ -949,6 +949,13 @@ function putFast(vcpu: u32, stt: u32, entry: u64, idx: u64, n: u32): i32 {
   return H_SUCCESS;
 }
 
+/** mm_iommu_ua_to_hpa in region `r` (at `rua`, known to hold `ua`): a device region is one run, RAM a page array. */
+@inline function regionHpa(r: u32, ua: u64, rua: u64, sh: u64): u64 {
+  if (load<u32>(r + REG_FLAGS) & <u32>REGION_F_DEV) return load<u64>(r + REG_DEV_HPA) + (ua - rua);
+  const mask: u64 = (<u64>1 << sh) - 1;
+  return (load<u64>(load<u32>(r + REG_HPAS) + (<u32>((ua - rua) >> sh) << 3)) & ~mask) | (ua & mask);
+}
+
 /**
  * H_PUT_TCE of a valid TCE in the fast case (putFast with one entry),
  * straight through: the same checks in the same order, the same lock, count
@@ -972,19 +979,10 @@ function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, 
   // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
   const mm = load<u32>(vm + VM_MM);
   const sh = sysPageShift();
-  let r = mm == 0 ? 0 : load<u32>(mm + MM_REGIONS);
-  let rua: u64 = 0;
-  let last: u64 = 0;
-  while (r != 0) {
-    rua = load<u64>(r + REG_UA);
-    const rsize = load<u64>(r + REG_ENTRIES) << sh;
-    if (ua >= rua && psize <= rsize) {
-      last = rsize - psize;
-      if (ua - rua <= last) break;
-    }
-    r = load<u32>(r + REG_NEXT);
-  }
+  const r = regionLookup(mm, ua, psize);
   if (r == 0) return H_TOO_HARD;
+  const rua = load<u64>(r + REG_UA);
+  const last = (load<u64>(r + REG_ENTRIES) << sh) - psize;
   if (tshift > load<u32>(r + REG_PAGE_SHIFT)) return H_TOO_HARD;
   const ul = leafPeek(tbl, TBL_UA_ROOT, rel);
   if (ul == 0) return H_TOO_HARD;
@@ -1008,13 +1006,7 @@ function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, 
       return H_TOO_HARD;
     }
   }
-  let hpa: u64;
-  if (load<u32>(r + REG_FLAGS) & <u32>REGION_F_DEV) {
-    hpa = load<u64>(r + REG_DEV_HPA) + (ua - rua);
-  } else {
-    const mask: u64 = (<u64>1 << sh) - 1;
-    hpa = (load<u64>(load<u32>(r + REG_HPAS) + (<u32>((ua - rua) >> sh) << 3)) & ~mask) | (ua & mask);
-  }
+  const hpa = regionHpa(r, ua, rua, sh);
   let word = tce & <u64>TCE_PERM_MASK;
   if (word & <u64>TCE_WRITE) word = <u64>(TCE_READ | TCE_WRITE);
   const old = atomic.xchg<u64>(tl + off, hpa | word);
@@ -1167,19 +1159,10 @@ function lockWaitReal(pua: u32, tag: u64): u64 {
   if (rel >= load<u64>(tbl + TBL_SIZE)) return H_TOO_HARD;
   // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
   const mm = load<u32>(vm + VM_MM);
-  let r = mm == 0 ? 0 : load<u32>(mm + MM_REGIONS);
-  let rua: u64 = 0;
-  let last: u64 = 0;
-  while (r != 0) {
-    rua = load<u64>(r + REG_UA);
-    const rsize = load<u64>(r + REG_ENTRIES) << sh;
-    if (ua >= rua && psize <= rsize) {
-      last = rsize - psize;
-      if (ua - rua <= last) break;
-    }
-    r = load<u32>(r + REG_NEXT);
-  }
+  const r = regionLookup(mm, ua, psize);
   if (r == 0) return H_TOO_HARD;
+  const rua = load<u64>(r + REG_UA);
+  const last = (load<u64>(r + REG_ENTRIES) << sh) - psize;
   if (tshift > load<u32>(r + REG_PAGE_SHIFT)) return H_TOO_HARD;
   // leafPeek of the view and of the TCEs in one walk: the trees have one shape, so each level's
   // index is computed once (either absent: H_TOO_HARD, as putOne answers both).
@@ -1228,13 +1211,7 @@ function lockWaitReal(pua: u32, tag: u64): u64 {
     }
   }
   // The write phase: nothing above wrote but the lock and the count, which cannot fail from here.
-  let hpa: u64;
-  if (load<u32>(r + REG_FLAGS) & <u32>REGION_F_DEV) {
-    hpa = load<u64>(r + REG_DEV_HPA) + (ua - rua);
-  } else {
-    const mask: u64 = (<u64>1 << sh) - 1;
-    hpa = (load<u64>(load<u32>(r + REG_HPAS) + (<u32>((ua - rua) >> sh) << 3)) & ~mask) | (ua & mask);
-  }
+  const hpa = regionHpa(r, ua, rua, sh);
   let word = tce & <u64>TCE_PERM_MASK;
   if (word & <u64>TCE_WRITE) word = <u64>(TCE_READ | TCE_WRITE);
   const old = atomic.xchg<u64>(ptce, hpa | word);

@@ -14,7 +14,8 @@ import {
 }
 
 /** The first region of `mm` that contains all of [ua, ua + size); 0 if none (mm_iommu_lookup). */
-export function regionLookup(mm: u32, ua: u64, size: u64): u32 {
+// @inline: the hot path (hcall.ts#putOne, putTceRealRc) calls it once per call, where a call costs more than the walk's first step.
+@inline export function regionLookup(mm: u32, ua: u64, size: u64): u32 {
   if (mm == 0) return 0;
   const sh = sysPageShift();
   // A plain walk, as the list is published with plain stores (guest.ts).
