@@ -10,6 +10,7 @@
 
 const U64_MAX = (1n << 64n) - 1n;
 const U32_MAX = 0xffff_ffff;
+const U32_MAX_N = 0xffff_ffffn;
 const SAFE = 2 ** 53;
 
 /** The TypeError of a required argument or option that is undefined. */
@@ -75,7 +76,7 @@ function range(min: bigint, max: bigint): string {
 export function u32(name: string, v: unknown): number {
   if (v === undefined) throw missing(name);
   if (typeof v === 'bigint') {
-    if (v < 0n || v > BigInt(U32_MAX)) throw new RangeError(`${name} must be in [0, 2^32), got ${v}n`);
+    if (v < 0n || v > U32_MAX_N) throw new RangeError(`${name} must be in [0, 2^32), got ${v}n`);
     return Number(v);
   }
   if (typeof v !== 'number') throw new TypeError(`${name} must be a number or a bigint, got ${describe(v)}`);
@@ -91,7 +92,7 @@ export function u32(name: string, v: unknown): number {
  * hold any 64-bit value, and the hypercall semantics answer it.
  */
 export function liobn(name: string, v: unknown): bigint {
-  if (typeof v === 'bigint' && v >= 0n && v <= BigInt(U32_MAX)) return v;
+  if (typeof v === 'bigint' && v >= 0n && v <= U32_MAX_N) return v;
   return BigInt(u32(name, v));
 }
 

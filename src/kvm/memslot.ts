@@ -164,7 +164,8 @@ export function freeDirtyLog(vm: KvmVm, d: SlotView): void {
   if (p === 0) return;
   const pages = vm.host.mem.getU32(p);
   d.dirtyLog = 0;
-  vm.host.free(p, DIRTY_LOG_HEADER + Number(((BigInt(pages) + 63n) / 64n) * 8n));
+  // The size the block was allocated with, from its own page count (a size of `pages` at shift 0).
+  vm.host.free(p, DIRTY_LOG_HEADER + dirtyLogBytes(0, BigInt(pages)));
 }
 
 /** The descriptor of live memslot `slot` of `vm` (found as removeMemslot finds it). */

@@ -106,11 +106,7 @@ export class Vcpu {
   private hcallSlow(): number {
     if (this.released) return fail('EBADF', `vCPU ${this.index} has been released`);
     if (this.events.active) return this.hcallNotify();
-    if (this.realMode) {
-      const rc = this.engine.hcall(this.desc, LEVEL_REAL);
-      if (rc !== H_TOO_HARD) return rc;
-    }
-    return this.afterReal();
+    return this.run();
   }
 
   /** The chain after real mode deferred (or from virtual mode under '5.19'): virtual mode, then the exit. */
