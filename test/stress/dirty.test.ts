@@ -120,8 +120,6 @@ for (const engine of ENGINES) {
 
     it('tracking off: no log is allocated and nothing is marked', async () => {
       const s = await setup(engine);
-      const before = s.host.stats().memory.heapUsedBytes;
-      const mark = s.host.stats().memory.heapBlocks;
       expect(await s.onWorker([
         { nr: PUT, args: [L, 0x1000n, G | 3n] },
         { nr: PUT, args: [BARE, 0x1000n, G | 3n] },
@@ -130,12 +128,10 @@ for (const engine of ENGINES) {
       expect(s.slotDesc().dirtyLog).toBe(0);
       expect(s.log()).toEqual([]);
       expect(s.slotDesc().dirtyLog).toBe(0); // reading the log allocates none either
-      // What the calls allocated is guest-table pages, no log: the same after another read.
+      // Reading the log allocates nothing either: the heap is the same after another read.
       const after = s.host.stats().memory;
       s.log();
       expect(s.host.stats().memory.heapUsedBytes).toBe(after.heapUsedBytes);
-      expect(after.heapBlocks).toBeGreaterThanOrEqual(mark);
-      expect(after.heapUsedBytes).toBeGreaterThanOrEqual(before);
     });
 
     it('clearDirtyLog keeps a page still mapped writable; once unmapped it stays dirty until the next clear', async () => {

@@ -264,7 +264,7 @@ describe('vm.dma: a refused page in the middle of a range', () => {
     ['unmapped', 0, 'no-permission'],
   ] as const) {
     it(`a ${what} page in the middle: readInto and read fault at its first byte, dst untouched`, async () => {
-      const { vm, map } = await setup();
+      const { vm, map, mem } = await setup();
       const dma = vm.dma(L);
       map(5, G + 5 * 0x1000, perm);
       const dst = new Uint8Array(0x3000).fill(0xcd);
@@ -273,9 +273,11 @@ describe('vm.dma: a refused page in the middle of a range', () => {
         expect(dst.every((x) => x === 0xcd)).toBe(true);
         expect(fault(() => dma.read(at, 0x3000))).toMatchObject({ iova: 0x5000n, reason });
       }
-      // Either side of it still reads.
+      // Either side of it still reads, the bytes of its own page.
       dma.readInto(0x4000, dst.subarray(0, 0x1000));
       dma.readInto(0x6000, dst.subarray(0x1000, 0x2000));
+      expect(dst.subarray(0, 0x1000)).toEqual(mem.subarray(G + 0x4000, G + 0x5000));
+      expect(dst.subarray(0x1000, 0x2000)).toEqual(mem.subarray(G + 0x6000, G + 0x7000));
     });
   }
 
