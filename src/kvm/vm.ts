@@ -100,6 +100,12 @@ export class KvmVm {
   readonly desc: number;
   readonly memslots: Memslot[] = [];
   /**
+   * @internal descriptors of removed memslots still in the grace period of
+   * their removal: not reused until it ends (memslot.ts). Empty in a
+   * restored VM, whose vCPUs start outside any hypercall.
+   */
+  readonly slotsInGrace = new Set<number>();
+  /**
    * @internal bumped by every change a DMA translation depends on other than
    * the entries themselves (which are read live): a window (tables), a
    * memslot, a VIO bypass. Cached translations compare it (src/vmm/dma.ts).
