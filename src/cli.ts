@@ -106,7 +106,7 @@ const replayCmd = program
         throw e;
       }
       if (o.json) {
-        console.log(JSON.stringify({ events: r.events, hypercalls: r.hypercalls, translations: r.translations, mismatches: r.mismatches, hypercallsPerSecond: Math.round(r.hypercallsPerSecond) }));
+        console.log(JSON.stringify({ ownerCheck: r.ownerCheck, events: r.events, hypercalls: r.hypercalls, translations: r.translations, mismatches: r.mismatches, hypercallsPerSecond: Math.round(r.hypercallsPerSecond) }));
       } else {
         console.log(`${trace.name}: ${r.events} events, ${r.hypercalls} hypercalls, ${r.translations} translations checked, ${r.mismatches.length} mismatch(es), ${Math.round(r.hypercallsPerSecond)} hypercalls/s`);
         for (const m of r.mismatches.slice(0, 10)) console.log(`  line ${m.line}: expected ${m.expected}, got ${m.got}`);

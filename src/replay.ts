@@ -12,6 +12,7 @@ import { TraceError, type Trace, type TraceEvent, type TraceHcall, type TraceXla
 import type { Vm } from './vmm/vm.js';
 import type { Vcpu } from './kvm/vcpu.js';
 import { hex } from './core/format.js';
+import type { OwnerCheck } from './core/context.js';
 import { H_STUFF_TCE, STT_PAGES, STT_NPAGES } from './generated/layout.js';
 
 /** One disagreement between the trace and the replay. */
@@ -30,6 +31,8 @@ export interface ReplayResult {
   hypercallsPerSecond: number;
   /** Seconds spent in the replay loop (parsing and decoding excluded). */
   seconds: number;
+  /** The owner check the replaying host ran (the last host's: a restore keeps the mode). */
+  ownerCheck: OwnerCheck;
 }
 
 /** Options of replay(). */
@@ -321,7 +324,7 @@ function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: num
     }
   }
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
-  return { events: trace.events.length, hypercalls, translations, mismatches, hypercallsPerSecond: seconds > 0 ? hypercalls / seconds : 0, seconds };
+  return { events: trace.events.length, hypercalls, translations, mismatches, hypercallsPerSecond: seconds > 0 ? hypercalls / seconds : 0, seconds, ownerCheck: host.ownerCheck };
 }
 
 /** The list of an H_PUT_TCE_INDIRECT reaches past the replay's guest RAM. */

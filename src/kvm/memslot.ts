@@ -2,13 +2,22 @@
 // the creator's memory, in linear memory so real mode can translate the
 // guest addresses of H_PUT_TCE_INDIRECT lists and of TCEs.
 //
-// A removed memslot's descriptor stays in the VM's list with size 0 (it
-// matches no address) and is reused by the next addMemslot: vCPUs on worker
-// threads walk the list without a lock, and KVM frees an old memslot array
-// only after an SRCU grace period (kvm_swap_active_memslots →
-// synchronize_srcu_expedited), which this model has no equivalent of. So
-// nothing a walker can be reading is ever freed, and the list is never
-// longer than the most memslots the VM had at one time.
+// vCPUs on worker threads walk the VM's list of descriptors without a lock
+// (assembly/guest.ts findSlot and its C++ twin match SLOT.gpa and size;
+// gpaToUa and gpaToHost then load ua, hostOff and gpa again). KVM never
+// changes a memslot a reader may hold: it builds a new array and frees the
+// old one only after an SRCU grace period (kvm_swap_active_memslots →
+// synchronize_srcu_expedited). Here a removed memslot's descriptor stays in
+// the list with size 0 (it matches no address) and is neither freed nor
+// rewritten until a grace period has passed since its removal
+// (src/core/reclaim.ts): a vCPU that matched it just before the removal may
+// still be loading its ua and gpa, and a descriptor reused at once would
+// give it the new memslot's ua and gpa for an address of the old one, a
+// translation of neither. Once that grace period has ended, the next
+// addMemslot reuses the descriptor. The list never holds more than
+// MAX_MEMSLOTS descriptors, live or removed: an add that would need another
+// while the rest wait for their grace period is EBUSY (where KVM would sleep
+// in synchronize_srcu_expedited until the readers leave).
 import type { KvmVm } from './vm.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -30,12 +39,18 @@ export interface MemslotArgs {
   ua: bigint | number;
 }
 
+/** KVM_USER_MEM_SLOTS on powerpc: the most memslots a VM has, and the most descriptors its list holds. */
+export const MAX_MEMSLOTS = 512;
+
 const MEMSLOT = v.keys<MemslotArgs>('vm.addMemslot', { gpa: true, size: true, ua: true });
 
 /**
  * KVM_SET_USER_MEMORY_REGION: guest physical [gpa, gpa + size) is the
  * creator's memory at ua. Page aligned (EINVAL), no overlap (EEXIST is
- * reported as EINVAL here), inside one mapping (EFAULT).
+ * reported as EINVAL here), inside one mapping (EFAULT), at most
+ * MAX_MEMSLOTS of them (EINVAL, as a slot id past KVM_USER_MEM_SLOTS is);
+ * EBUSY when every descriptor the list may hold is live or still in the
+ * grace period of its removal (see the top of this file).
  */
 export function addMemslot(vm: KvmVm, slot: MemslotArgs): Memslot {
   const o = v.options('slot', slot, MEMSLOT);
@@ -48,11 +63,16 @@ export function addMemslot(vm: KvmVm, slot: MemslotArgs): Memslot {
   for (const s of vm.memslots) if (gpa < s.gpa + s.size && s.gpa < gpa + size) fail('EINVAL', `addMemslot: overlaps the memslot at ${hex(s.gpa)}`);
   const m = vm.mm.findMapping(ua);
   if (!m || ua + size > m.ua + m.size) fail('EFAULT', `addMemslot: [${hex(ua)}, +${hex(size)}) is not one mapping of the VM's process`);
+  if (vm.memslots.length >= MAX_MEMSLOTS) fail('EINVAL', `addMemslot: the VM has ${MAX_MEMSLOTS} memslots (KVM_USER_MEM_SLOTS)`);
+  const { reusable, listed } = deadSlot(vm);
+  if (!reusable && listed >= MAX_MEMSLOTS) {
+    fail('EBUSY', `addMemslot: ${vm.slotsInGrace.size} removed memslot descriptor(s) wait for a vCPU to leave the hypercall it was in at their removal (host.synchronize() waits for it)`);
+  }
   const vmd = new VmView(vm.host.mem, vm.desc);
   // While dirty tracking is on every live memslot has its log (the engine marks only where one exists):
   // allocated before anything changes, so ENOMEM refuses the call with nothing done.
   const log = vmd.dirtyTrack !== 0 ? allocDirtyLog(vm, size) : 0;
-  let d = deadSlot(vm);
+  let d = reusable;
   if (!d) {
     let at: number;
     try {
@@ -101,6 +121,10 @@ export function removeMemslot(vm: KvmVm, gpa: bigint | number): Memslot {
       d.casSize(slot.size, 0n);
       // kvm_free_memslot → kvm_destroy_dirty_bitmap; after a grace period, as a vCPU may be marking it.
       freeDirtyLog(vm, d);
+      // Not rewritten before a grace period: a vCPU that loaded the old size may still read gpa and ua.
+      const at = d.at;
+      vm.slotsInGrace.add(at);
+      vm.host.deferFree(() => vm.slotsInGrace.delete(at));
       break;
     }
     at = d.next;
@@ -109,15 +133,22 @@ export function removeMemslot(vm: KvmVm, gpa: bigint | number): Memslot {
   return slot;
 }
 
-/** A descriptor of a removed memslot to reuse, if the list has one. */
-function deadSlot(vm: KvmVm): SlotView | undefined {
+/**
+ * A descriptor of a removed memslot whose grace period has ended, to reuse
+ * (if the list has one), and how many descriptors the list holds.
+ */
+function deadSlot(vm: KvmVm): { reusable: SlotView | undefined; listed: number } {
+  // Grace periods that have ended since the removals end here (their callbacks leave slotsInGrace).
+  if (vm.slotsInGrace.size > 0) vm.host.reclaim.poll();
   const mem = vm.host.mem;
-  for (let at = new VmView(mem, vm.desc).slots; at !== 0; ) {
+  let reusable: SlotView | undefined;
+  let listed = 0;
+  for (let at = new VmView(mem, vm.desc).slots; at !== 0; listed++) {
     const d = new SlotView(mem, at);
-    if (d.size === 0n) return d;
+    if (!reusable && d.size === 0n && !vm.slotsInGrace.has(at)) reusable = d;
     at = d.next;
   }
-  return undefined;
+  return { reusable, listed };
 }
 
 /**

@@ -61,29 +61,26 @@ const HCALL_ARGS: ReadonlyMap<number, readonly string[]> = new Map([
 ]);
 
 /**
- * A LIOBN → table map that counts its changes (a table created, enabled,
- * disabled or restored is always a set()): what lets a DMA accessor keep a
- * window cached and know, with one comparison, when it is stale.
+ * @internal Makes every change of `c`, a Map or Set keyed by LIOBN (set() or
+ * add(), delete(), clear()), call `changed`: the VM's generation, which lets
+ * a DMA accessor keep a window cached and know, with one comparison, when it
+ * is stale. The one structure of the LIOBN → table map (a table created,
+ * enabled, disabled or restored is always a set()) and of the VMM's VIO
+ * bypass set (src/vmm/vm.ts). Reads (get, has, iteration) stay the
+ * collection's own.
  */
-class TableMap extends Map<bigint, GuestTable> {
-  private readonly changed: () => void;
-  constructor(changed: () => void) {
-    super();
-    this.changed = changed;
+export function countChanges<C extends Map<bigint, unknown> | Set<bigint>>(c: C, changed: () => void): C {
+  const methods = c as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const name of [c instanceof Map ? 'set' : 'add', 'delete', 'clear']) {
+    const own = methods[name]!;
+    Object.defineProperty(c, name, {
+      value: (...args: unknown[]): unknown => {
+        changed();
+        return own.apply(c, args);
+      },
+    });
   }
-  override set(liobn: bigint, t: GuestTable): this {
-    super.set(liobn, t);
-    this.changed();
-    return this;
-  }
-  override delete(liobn: bigint): boolean {
-    this.changed();
-    return super.delete(liobn);
-  }
-  override clear(): void {
-    this.changed();
-    super.clear();
-  }
+  return c;
 }
 
 /** The observer of a VM nobody listens to. */
@@ -100,12 +97,18 @@ export class KvmVm {
   readonly desc: number;
   readonly memslots: Memslot[] = [];
   /**
+   * @internal descriptors of removed memslots still in the grace period of
+   * their removal: not reused until it ends (memslot.ts). Empty in a
+   * restored VM, whose vCPUs start outside any hypercall.
+   */
+  readonly slotsInGrace = new Set<number>();
+  /**
    * @internal bumped by every change a DMA translation depends on other than
    * the entries themselves (which are read live): a window (tables), a
    * memslot, a VIO bypass. Cached translations compare it (src/vmm/dma.ts).
    */
   generation = 0;
-  readonly tables: Map<bigint, GuestTable> = new TableMap(() => {
+  readonly tables: Map<bigint, GuestTable> = countChanges(new Map<bigint, GuestTable>(), () => {
     this.generation++;
   });
   /** @internal what the vCPUs report their hypercalls to; Vcpu checks `events.active`. */

@@ -4,7 +4,7 @@
 // bridges with the guest's DDW RTAS calls and the VIO bypass (rtas.ts), the
 // machine reset of the IOMMU (reset.ts), and host VFIO containers kept in
 // step with the guest (vfio-sync.ts).
-import { KvmVm, type CreateTceTable } from '../kvm/vm.js';
+import { KvmVm, countChanges, type CreateTceTable } from '../kvm/vm.js';
 import type { Task } from '../kernel/task.js';
 import type { GuestTable, Translation } from '../kvm/guest-table.js';
 import type { MemslotArgs } from '../kvm/memslot.js';
@@ -19,28 +19,6 @@ import { resetVm } from './reset.js';
 import { VfioSync, type VfioSyncOptions } from './vfio-sync.js';
 import type { ContainerFd } from '../vfio/fd.js';
 
-/** A set of LIOBNs that reports each change (the bypass set: DMA accessors cache whether their LIOBN is in it). */
-class BypassSet extends Set<bigint> {
-  private readonly changed: () => void;
-  constructor(changed: () => void) {
-    super();
-    this.changed = changed;
-  }
-  override add(liobn: bigint): this {
-    super.add(liobn);
-    this.changed();
-    return this;
-  }
-  override delete(liobn: bigint): boolean {
-    this.changed();
-    return super.delete(liobn);
-  }
-  override clear(): void {
-    this.changed();
-    super.clear();
-  }
-}
-
 /** A virtual machine. */
 export class Vm extends KvmVm {
   /** PCI host bridges added with addPhb() (qemu profile). */
@@ -48,7 +26,7 @@ export class Vm extends KvmVm {
   /** @internal map/unmap and window subscribers; Vcpu checks `events.active`. */
   declare readonly events: EventHub;
   /** @internal the VIO LIOBNs in TCE bypass (SpaprTceTable.bypass); a change bumps `generation` (cached DMA translations). */
-  readonly bypass: Set<bigint> = new BypassSet(() => {
+  readonly bypass: Set<bigint> = countChanges(new Set<bigint>(), () => {
     this.generation++;
   });
   /** @internal the dirty logs of the memslots (dirty.ts). */

@@ -9,42 +9,16 @@ import { describeHost } from '../../src/snapshot/state.js';
 import { encodeBody } from '../../src/snapshot/body.js';
 import { Mem, walkHeap } from '../../src/snapshot/fsck/heap.js';
 import { HEADER_BASE, HDR_ALLOC_LOCK } from '../../src/generated/layout.js';
+import { richHost as sharedRichHost, RICH_LIOBN, RICH_QLIOBN } from '../fixtures.js';
 
-const LIOBN = 0x80000000n;
-const QLIOBN = 0x71000002n;
+const LIOBN = RICH_LIOBN;
+const QLIOBN = RICH_QLIOBN;
 
-/** A host with a v2 container and KVM link, a v1 container, a qemu VM with a PHB, and guest RAM with data in it. */
+/** richHost (test/fixtures.ts) in pid mode, with data in guest RAM and a PHB on the qemu VM. */
 async function richHost() {
-  const host = await Host.create({ ownerCheck: 'pid', maxMemory: 32 << 20 });
-  const qemu = host.spawn();
-  const ram = qemu.mmap(8n << 20n);
+  const { host, qemu, ram, fd, vm, qvm } = await sharedRichHost({ ownerCheck: 'pid', maxMemory: 32 << 20 });
   for (let i = 0; i < 64; i++) ram.bytes![i * 65536 + i] = i + 1;
   ram.bytes!.fill(0xee, 0x300000, 0x340000);
-  const g = host.addGroup();
-  const fd = qemu.openContainer();
-  fd.attachGroup(g);
-  fd.setIommu('v2');
-  fd.registerMemory(ram.ua, ram.size);
-  fd.removeWindow(0n);
-  fd.createWindow({ pageShift: 16, windowSize: 1n << 30n, levels: 2 });
-  fd.mapDma({ iova: 0x30000n, vaddr: ram.ua + 0x50000n, size: 0x20000n, read: true, write: true });
-  const legacy = host.addGroup({ ddw: false, tce32Size: 1n << 28n });
-  const other = host.spawn();
-  const ram2 = other.mmap(1n << 20n);
-  const fd1 = other.openContainer();
-  fd1.attachGroup(legacy);
-  fd1.setIommu('v1');
-  fd1.enable();
-  fd1.mapDma({ iova: 0x2000n, vaddr: ram2.ua + 0x1000n, size: 0x2000n, read: true });
-  const vm = qemu.createVm();
-  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  vm.createTceTable({ liobn: LIOBN, pageShift: 16, offset: 0n, size: 1n << 14n });
-  vm.attachGroup(g, LIOBN);
-  expect(vm.hcall(H.PUT_TCE, LIOBN, 0x10000n, 0x20000n | 3n).ret).toBe(0);
-  const qvm = qemu.createVm({ profile: 'qemu' });
-  qvm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  qvm.createTceTable({ liobn: QLIOBN, pageShift: 12, offset: 0n, size: 65536n });
-  expect(qvm.hcall(H.PUT_TCE, QLIOBN, 0x5000n, 0x123000n | 3n).ret).toBe(0);
   qvm.addPhb({ buid: 0x800000020000000n, index: 0 });
   host.checkInvariants();
   return { host, qemu, ram, fd, vm, qvm };

@@ -5,42 +5,16 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Host, H, TceError, type Vm } from '../../src/index.js';
 import { HEADER_BASE, HDR_ALLOC_TOP } from '../../src/generated/layout.js';
+import { richHost as sharedRichHost, RICH_LIOBN, RICH_QLIOBN } from '../fixtures.js';
 
-const LIOBN = 0x80000000n;
-const QLIOBN = 0x71000002n;
+const LIOBN = RICH_LIOBN;
+const QLIOBN = RICH_QLIOBN;
 
-/** A host with a v2 container (registered RAM, a 64K DDW, mappings), a v1 legacy container, a kvm VM linked to the DDW and a qemu-profile VM. */
+/** richHost (test/fixtures.ts) in mm mode, with a second TCE in the kvm VM's table. */
 async function richHost() {
-  const host = await Host.create({ ownerCheck: 'mm', maxMemory: 64 << 20 });
-  const qemu = host.spawn();
-  const ram = qemu.mmap(8n << 20n);
-  const g = host.addGroup();
-  const fd = qemu.openContainer();
-  fd.attachGroup(g);
-  fd.setIommu('v2');
-  fd.registerMemory(ram.ua, ram.size);
-  fd.removeWindow(0n);
-  fd.createWindow({ pageShift: 16, windowSize: 1n << 30n, levels: 2 });
-  fd.mapDma({ iova: 0x30000n, vaddr: ram.ua + 0x50000n, size: 0x20000n, read: true, write: true });
-  const legacy = host.addGroup({ ddw: false, tce32Size: 1n << 28n });
-  const other = host.spawn();
-  const ram2 = other.mmap(1n << 20n);
-  const fd1 = other.openContainer();
-  fd1.attachGroup(legacy);
-  fd1.setIommu('v1');
-  fd1.enable();
-  fd1.mapDma({ iova: 0x2000n, vaddr: ram2.ua + 0x1000n, size: 0x2000n, read: true });
-  const vm = qemu.createVm();
-  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  vm.createTceTable({ liobn: LIOBN, pageShift: 16, offset: 0n, size: 1n << 14n });
-  vm.attachGroup(g, LIOBN);
-  expect(vm.hcall(H.PUT_TCE, LIOBN, 0x10000n, 0x20000n | 3n).ret).toBe(0);
-  expect(vm.hcall(H.PUT_TCE, LIOBN, 0x40000n, 0x70000n | 1n).ret).toBe(0);
-  const qvm = qemu.createVm({ profile: 'qemu' });
-  qvm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  qvm.createTceTable({ liobn: QLIOBN, pageShift: 12, offset: 0n, size: 65536n });
-  expect(qvm.hcall(H.PUT_TCE, QLIOBN, 0x5000n, 0x123000n | 3n).ret).toBe(0);
-  return { host, qemu, other, ram, ram2, g, fd, fd1, vm, qvm };
+  const w = await sharedRichHost({ ownerCheck: 'mm', maxMemory: 64 << 20 });
+  expect(w.vm.hcall(H.PUT_TCE, LIOBN, 0x40000n, 0x70000n | 1n).ret).toBe(0);
+  return w;
 }
 
 /** The bytes of linear memory in use (up to the allocator's top). */

@@ -13,6 +13,7 @@ import { Host, H, SnapshotError, type Vm, type Process, type MmapResult } from '
 import { nativeAvailable } from '../differential/support.js';
 import { VmView, SlotView } from '../../src/generated/views.js';
 import { DIRTY_LOG_HEADER } from '../../src/generated/layout.js';
+import { v2Container } from '../fixtures.js';
 
 const ENGINES = nativeAvailable ? (['wasm', 'native'] as const) : (['wasm'] as const);
 const MiB = 1n << 20n;
@@ -41,13 +42,7 @@ async function setup(engine: 'wasm' | 'native', profile: 'kvm' | 'qemu' = 'kvm')
   vm.createTceTable({ liobn: L, pageShift: 12, offset: 0n, size: 65536n });
   vm.createTceTable({ liobn: BARE, pageShift: 12, offset: 0n, size: 65536n });
   if (profile === 'kvm') {
-    const g = host.addGroup();
-    const fd = qemu.openContainer();
-    fd.attachGroup(g);
-    fd.setIommu('v2');
-    fd.registerMemory(ram.ua, ram.size);
-    fd.removeWindow(0n);
-    fd.createWindow({ pageShift: 12, windowSize: 1n << 28n, levels: 2 });
+    const { g } = v2Container(host, qemu, ram, { pageShift: 12, windowSize: 1n << 28n, levels: 2 });
     vm.attachGroup(g, L);
   }
   const vcpu = vm.vcpu(0, { thread: qemu.thread() });

@@ -7,6 +7,7 @@ import { expect } from 'vitest';
 import { Host } from '../../src/index.js';
 import type { ContainerFd, Vm } from '../../src/index.js';
 import { digest } from '../conformance/helpers.js';
+import { v2Container, linkedVm } from '../fixtures.js';
 
 const MiB = 1n << 20n;
 /** The kvm-profile guest's LIOBN and the qemu-profile VIO unit's. */
@@ -22,18 +23,9 @@ export async function world(opts: { kernel?: '4.12' | '4.19' | '5.19' } = {}) {
   const host = await Host.create({ maxMemory: 32 << 20, ...opts });
   const p = host.spawn();
   const ram = p.mmap(4n * MiB);
-  const g = host.addGroup();
-  const fd = p.openContainer();
-  fd.attachGroup(g);
-  fd.setIommu('v2');
-  fd.registerMemory(ram.ua, ram.size);
-  fd.removeWindow(0n);
-  fd.createWindow({ pageShift: 12, windowSize: 1n << 30n, levels: 1 });
+  const { g, fd } = v2Container(host, p, ram, { pageShift: 12, windowSize: 1n << 30n, levels: 1 });
   fd.mapDma({ iova: 0n, vaddr: ram.ua, size: 0x1000n, read: true, write: true });
-  const vm = p.createVm();
-  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  vm.createTceTable({ liobn: LIOBN, pageShift: 12, offset: 0n, size: 1n << 18n });
-  vm.attachGroup(g, LIOBN);
+  const vm = linkedVm(p, ram, g, { liobn: LIOBN, pageShift: 12, size: 1n << 18n });
   const vcpu = vm.vcpu(0);
 
   const q = host.spawn();

@@ -9,26 +9,19 @@ import { describe, expect, it } from 'vitest';
 import { Host, H } from '../../src/index.js';
 import { nativeAvailable } from '../differential/support.js';
 import { HEAP_BASE, HEADER_BASE, HDR_ALLOC_TOP, LEVEL_REAL, VCPU_BYTES } from '../../src/generated/layout.js';
+import { v2Container, linkedVm } from '../fixtures.js';
 
 const LIOBN = 0x8000_0000n;
 const PAGE = 0x10000n;
 
 /** A VM of `host` with one memslot over `ram`, a guest table at LIOBN linked to a fresh v2 container's window. */
 function vmWithTable(host: Host, qemu: ReturnType<Host['spawn']>, ram: { ua: bigint; size: bigint }, size: bigint) {
-  const g = host.addGroup();
-  const fd = qemu.openContainer();
-  fd.attachGroup(g);
-  fd.setIommu('v2');
-  fd.registerMemory(ram.ua, ram.size);
-  fd.removeWindow(0n);
-  fd.createWindow({ pageShift: 16, windowSize: 1n << 30n, levels: 2 });
+  const { g, fd } = v2Container(host, qemu, ram, { pageShift: 16, windowSize: 1n << 30n, levels: 2 });
   // The view exists once something was mapped through VFIO.
   fd.mapDma({ iova: 0n, vaddr: ram.ua, size: PAGE, read: true, write: true });
   fd.unmapDma({ iova: 0n, size: PAGE });
-  const vm = qemu.createVm({ profile: 'kvm' });
-  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  const t = vm.createTceTable({ liobn: LIOBN, pageShift: 16, offset: 0n, size });
-  vm.attachGroup(g, LIOBN);
+  const vm = linkedVm(qemu, ram, g, { liobn: LIOBN, pageShift: 16, size });
+  const t = vm.tables.get(LIOBN)!;
   const vcpu = vm.vcpu(0, { thread: qemu });
   return { vm, fd, t, vcpu };
 }

@@ -17,6 +17,7 @@ import { Mem, walkHeap } from '../../src/snapshot/fsck/heap.js';
 import { STRUCTS, HEADER_BASE, HEAP_BASE } from '../../src/generated/layout.js';
 import { MmView, RegView, TblView, VmView, SttView, SlotView } from '../../src/generated/views.js';
 import { Rng } from '../differential/support.js';
+import { v2Container, linkedVm } from '../fixtures.js';
 
 const SEED = Number(process.env.RESTORE_FUZZ_SEED ?? (Date.now() % 1_000_000));
 const MUTATIONS = Number(process.env.RESTORE_FUZZ_MUTATIONS ?? 1200);
@@ -38,13 +39,7 @@ async function richHost(variant: number): Promise<Host> {
   const qemu = host.spawn();
   const ram = qemu.mmap(1n << 20n);
   ram.bytes!.fill(0x5a, 0x8000, 0x9000);
-  const g = host.addGroup();
-  const fd = qemu.openContainer();
-  fd.attachGroup(g);
-  fd.setIommu('v2');
-  fd.registerMemory(ram.ua, ram.size);
-  fd.removeWindow(0n);
-  fd.createWindow({ pageShift, windowSize: 1n << 28n, levels: 2 });
+  const { g, fd } = v2Container(host, qemu, ram, { pageShift, windowSize: 1n << 28n, levels: 2 });
   fd.createWindow({ pageShift: 12, windowSize: 1n << 24n, levels: 3 });
   fd.mapDma({ iova: 0x30000n, vaddr: ram.ua + 0x50000n, size: 0x20000n, read: true, write: true });
   fd.mapDma({ iova: (1n << 59n) + 0x5000n, vaddr: ram.ua + 0x10000n, size: 0x3000n, read: true });
@@ -56,10 +51,7 @@ async function richHost(variant: number): Promise<Host> {
   fd1.setIommu('v1');
   fd1.enable();
   fd1.mapDma({ iova: 0x2000n, vaddr: ram2.ua + 0x1000n, size: 0x2000n, read: true, write: true });
-  const vm = qemu.createVm();
-  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  vm.createTceTable({ liobn: LIOBN, pageShift: 16, offset: 0n, size: 1n << 12n });
-  vm.attachGroup(g, LIOBN);
+  const vm = linkedVm(qemu, ram, g, { liobn: LIOBN, pageShift: 16, size: 1n << 12n });
   vm.hcall(H.PUT_TCE, LIOBN, 0x10000n, 0x20000n | 3n);
   vm.hcall(H.PUT_TCE, LIOBN, 0x40000n, 0x70000n | 1n);
   const child = qemu.fork();
