@@ -1,7 +1,7 @@
 // The CRC-32 of binary snapshots (the zlib polynomial: the value zlib.crc32
 // gives). Every byte a binary snapshot saves or restores is checksummed, and
 // zlib's portable loop (1-4 GB/s here) is slower than the copy it checks, so
-// the addon's carry-less-multiply fold (src/native/crc32.cc, 3-4× zlib) is
+// the addon's carry-less-multiply fold (src/native/crc32.cc, 5-7× zlib in cache) is
 // used where it loads; zlib's otherwise. Both give the same value.
 import { crc32 as zlibCrc32 } from 'node:zlib';
 import { loadNative } from '../engine/native.js';
