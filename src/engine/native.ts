@@ -36,6 +36,8 @@ export interface NativeAddon {
   munlockRange(bytes: Uint8Array): number;
   /** madvise(MADV_HUGEPAGE) over the whole 2 MiB pages of a view (src/native/huge_pages.cc): 0 or the errno. */
   adviseHugePages?(bytes: Uint8Array): number;
+  /** CRC-32 of a view continuing from `crc`, as zlib.crc32 gives it (src/native/crc32.cc); absent without PCLMULQDQ. */
+  crc32?(bytes: Uint8Array, crc?: number): number;
   /** The C++ engine over a Uint8Array view of the whole shared memory. */
   createEngine(view: Uint8Array): NativeEngineRoutines;
   layoutVersion: number;

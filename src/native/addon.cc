@@ -3,6 +3,7 @@
 // engine_binding.cc).
 #include <napi.h>
 
+#include "crc32.h"
 #include "engine_binding.h"
 #include "generated/layout.h"
 #include "host_memory.h"
@@ -13,6 +14,7 @@ namespace {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   spapr::InitHostMemory(env, exports);
   spapr::InitHugePages(env, exports);
+  spapr::InitCrc32(env, exports);
   spapr::InitEngine(env, exports);
   exports.Set("layoutVersion", Napi::Number::New(env, spapr::LAYOUT_VERSION));
   return exports;

@@ -21,7 +21,7 @@
 // the free blocks' list links, and the block list itself, from which the
 // restore rebuilds the allocator's bitmaps: O(allocated state), never a look
 // at guest RAM. The checksums catch accidents; the restore's fsck the rest.
-import { crc32 } from 'node:zlib';
+import { crc32 } from './checksum.js';
 import type { LinearMemory } from '../core/memory.js';
 import { loadNative } from '../engine/native.js';
 import { refuse } from './fsck/read.js';

@@ -2,9 +2,11 @@
 // recognised by comparing 256 KiB at a time against a zero buffer with
 // Buffer#compare (memcmp over the shared memory, no copy, no JavaScript loop
 // per word): about 11 GB/s here, where a Uint32Array loop reaches 2.5 and the
-// engine's i64 loop 8. Memory above the allocator's top is never used and
-// never read. The RAM-less snapshot walks the heap's blocks instead and never
-// looks inside guest RAM.
+// engine's i64 loop 8. Inside a chunk that is not all zero, a page whose
+// first word is not zero needs no compare (a call per page cost about a
+// fifth of a snapshot's CPU time on random data). Memory above the
+// allocator's top is never used and never read. The RAM-less snapshot walks
+// the heap's blocks instead and never looks inside guest RAM.
 import type { LinearMemory } from '../core/memory.js';
 import { HdrView } from '../generated/views.js';
 import { HEADER_BASE, HEAP_BASE, MIN_BLOCK_SHIFT } from '../generated/layout.js';
@@ -48,6 +50,7 @@ export function pageIsZero(buf: Buffer, off: number): boolean {
 /** The runs of non-zero 4 KiB pages in [from, to) (both page aligned), ascending, adjacent pages merged. */
 export function nonZeroRuns(mem: LinearMemory, from: number, to: number): Run[] {
   const buf = memBuffer(mem);
+  const u32 = mem.u32;
   const runs: Run[] = [];
   let start = -1;
   const close = (at: number): void => {
@@ -61,8 +64,9 @@ export function nonZeroRuns(mem: LinearMemory, from: number, to: number): Run[] 
       off = end;
       continue;
     }
+    // A page whose first word is not zero is not a zero page: most data pages are told without a compare.
     for (; off < end; off += PAGE) {
-      if (pageIsZero(buf, off)) close(off);
+      if (u32[off >>> 2] === 0 && pageIsZero(buf, off)) close(off);
       else if (start < 0) start = off;
     }
   }
