@@ -178,7 +178,7 @@ export async function main(opts = {}) {
         'Trace replay runs in the qemu profile (the traces come from QEMU’s emulated TCE), where no owner check is on the path.',
         'Variants: the owner checks none, pid-call, pid-entry, mm; and runs without one safety mechanism (HDR.ablate, benchmark only): no-view-lock (d), one-pass (e), no-smr-read (f). A mechanism’s cost is none minus its run without it.',
         'Variant k5.19: H_PUT_TCE and INDIRECT(512) on a host of kernel 5.19 (no real mode: every call in virtual mode), its own host; none is kernel 4.19.',
-        'vCPU scaling: every configuration set up once, measured interleaved in rounds of one interval each (rotating order); ratioToOne is the median over rounds of the rate / the one-vCPU rate of the same round, ratioInterval its 95% bootstrap interval.',
+        'vCPU scaling: every configuration set up once, measured interleaved in rounds of one interval each (a balanced order: every configuration in every position and after every other equally often); ratioToOne is the median over rounds of the rate / the one-vCPU rate of the same round, ratioInterval its 95% bootstrap interval.',
         'Every section ends with host.checkInvariants(): each matrix cell in its verify(), each scaling configuration’s hosts once its workers ended; the traces’ replay() checks every return code and translation.',
       ],
       cFloor: cf.ok ? 'available' : `not available: ${cf.reason}`,

@@ -10,7 +10,7 @@
 //
 // The configurations are measured interleaved: every configuration is set
 // up once, its workers stay parked between intervals, and each round runs
-// every configuration for one short interval in a rotating order. Each
+// every configuration for one short interval in a balanced order. Each
 // ratio is taken within a round (the configuration's rate over the one-vCPU
 // rate of the same round) and the row reports the median of those paired
 // ratios with a bootstrap interval. A 2-core VM shared with other guests
@@ -114,20 +114,24 @@ export function selectedConfigs(filter, counts) {
 /** Rounds and interval per profile: the full run keeps the section near its former ~23 s. */
 export function scalingSchedule({ quick = false, tiny = false } = {}) {
   if (tiny) return { rounds: 3, intervalMs: 30 };
-  if (quick) return { rounds: 10, intervalMs: 60 };
+  if (quick) return { rounds: 12, intervalMs: 50 };
   return { rounds: 30, intervalMs: 100 };
 }
 
 /**
- * The order of the configurations 0..count−1 in round `round`: rotated by
- * one each round, so over `count` consecutive rounds every configuration
- * runs once in every position (and after every other), and a drift within
- * the round favours none of them.
+ * The order of the configurations 0..count−1 in round `round`: a Williams
+ * design (a balanced Latin square; for an odd count each row followed by
+ * its mirror image), so over one cycle (count rounds, 2·count when count is
+ * odd) every configuration runs equally often in every position and right
+ * after every other: neither a drift within the round nor what ran just
+ * before favours any of them.
  */
 export function roundOrder(round, count) {
-  const out = [];
-  for (let i = 0; i < count; i++) out.push((round + i) % count);
-  return out;
+  const first = [0];
+  for (let lo = 1, hi = count - 1, k = 1; k < count; k++) first.push(k % 2 ? lo++ : hi--);
+  const r = round % (count % 2 ? 2 * count : count);
+  const row = first.map((c) => (c + r) % count);
+  return r >= count ? row.reverse() : row;
 }
 
 /**

@@ -25,16 +25,25 @@ function rounds(speeds: number[], factors: number[], share = 0.99) {
 }
 
 describe('vCPU scaling rounds', () => {
-  it('rotates the order so that every configuration takes every position once in as many rounds', () => {
-    const n = 6;
-    const seen = Array.from({ length: n }, () => new Set<number>());
-    for (let r = 0; r < n; r++) {
-      const order = roundOrder(r, n) as number[];
-      expect([...order].sort()).toEqual([0, 1, 2, 3, 4, 5]);
-      order.forEach((c, pos) => seen[c].add(pos));
+  it('orders each round so that over a cycle every configuration takes every position and follows every other equally often', () => {
+    for (const n of [1, 2, 3, 5, 6]) {
+      const cycle = n % 2 ? 2 * n : n;
+      const pos = Array.from({ length: n }, () => new Array(n).fill(0));
+      const after = new Map<string, number>();
+      for (let r = 0; r < cycle; r++) {
+        const order = roundOrder(r, n) as number[];
+        expect([...order].sort((a, b) => a - b)).toEqual([...Array(n).keys()]);
+        order.forEach((c, p) => pos[c][p]++);
+        for (let p = 1; p < n; p++) after.set(`${order[p - 1]}>${order[p]}`, (after.get(`${order[p - 1]}>${order[p]}`) ?? 0) + 1);
+      }
+      for (const row of pos) expect(new Set(row)).toEqual(new Set([cycle / n]));
+      // Every ordered pair of distinct configurations, adjacent equally often.
+      expect(after.size).toBe(n * (n - 1));
+      expect(new Set(after.values()).size).toBeLessThanOrEqual(1);
+      // The next cycle repeats the first.
+      expect(roundOrder(cycle, n)).toEqual(roundOrder(0, n));
     }
-    for (const s of seen) expect(s.size).toBe(n);
-    expect(roundOrder(1, 3)).toEqual([1, 2, 0]);
+    expect(roundOrder(0, 6)).toEqual([0, 1, 5, 2, 4, 3]);
   });
 
   it('adds the one-vCPU baseline to any selection, and selects nothing when the filter matches nothing', () => {
