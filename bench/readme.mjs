@@ -41,6 +41,37 @@ const ERA = 'k5.19';
 const f = (x, d = 1) => (x === undefined || x === null ? '' : x.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d }));
 const sgn = (x, d = 1) => `${x >= 0 ? '+' : '−'}${f(Math.abs(x), d)}`;
 
+const SCALING_LABEL = { single: 'one vCPU alone', shared: 'shared table', disjoint: 'disjoint tables', separate: 'separate hosts (control)' };
+
+/**
+ * The vCPU-scaling table's lines. A file of paired rounds (bench/scaling.mjs:
+ * rows with `ratioInterval`) gets the interval of each ratio, the
+ * hypercalls per on-CPU second against one vCPU and the workers' share of a
+ * CPU; an older file, measured one configuration after another, its table
+ * as it was.
+ */
+function scalingTable(rows) {
+  const out = [];
+  if (!rows.some((x) => x.ratioInterval)) {
+    out.push('| vCPU scaling (H_PUT_TCE on worker threads, wasm, check none) | vCPUs | hypercalls/s (median) | × one vCPU |');
+    out.push('|---|---|---|---|');
+    for (const x of rows) out.push(`| ${x.tables} tables | ${x.vcpus} | ${f(x.hypercallsPerSecond, 0)} | ${f(x.ratioToOne, 2)}× |`);
+    return out;
+  }
+  const r0 = rows[0];
+  out.push(`| vCPU scaling (H_PUT_TCE on worker threads, ${r0.engine}, check ${r0.check}; ${r0.rounds} interleaved rounds of ${r0.intervalMs} ms) | vCPUs | hypercalls/s (median of rounds) | × one vCPU in the same round (median [95% interval]) | per on-CPU second, × one vCPU | on a CPU |`);
+  out.push('|---|---|---|---|---|---|');
+  const iv = (i) => (i ? ` [${f(i.lo, 2)}, ${f(i.hi, 2)}]` : '');
+  for (const x of rows) {
+    const base = x.tables === 'single';
+    const ratio = x.ratioToOne === null || x.ratioToOne === undefined ? '' : base ? '1.00×' : `${f(x.ratioToOne, 2)}×${iv(x.ratioInterval)}`;
+    const cpu = base || !x.perCpuToOne ? '' : `${f(x.perCpuToOne.median, 2)}×${iv(x.perCpuToOne)}`;
+    const share = typeof x.cpuShare === 'number' ? `${f(100 * x.cpuShare, 0)}%` : '';
+    out.push(`| ${SCALING_LABEL[x.tables] ?? x.tables} | ${x.vcpus} | ${f(x.hypercallsPerSecond, 0)} | ${ratio} | ${cpu} | ${share} |`);
+  }
+  return out;
+}
+
 /** The markdown of the README's tables for results document `doc` stored at `file` (as the README names it). */
 export function readmeTables(doc, file) {
   const out = [];
@@ -116,12 +147,7 @@ export function readmeTables(doc, file) {
     out.push('|---|---|---|---|');
     for (const t of doc.traces) out.push(`| ${t.trace} | ${t.check} | ${f(t.hypercalls, 0)} | ${f(t.hypercallsPerSecond, 0)} |`);
   }
-  if (Array.isArray(doc.scaling) && doc.scaling.length) {
-    out.push('');
-    out.push('| vCPU scaling (H_PUT_TCE on worker threads, wasm, check none) | vCPUs | hypercalls/s (median) | × one vCPU |');
-    out.push('|---|---|---|---|');
-    for (const x of doc.scaling) out.push(`| ${x.tables} tables | ${x.vcpus} | ${f(x.hypercallsPerSecond, 0)} | ${f(x.ratioToOne, 2)}× |`);
-  }
+  if (Array.isArray(doc.scaling) && doc.scaling.length) out.push('', ...scalingTable(doc.scaling));
   // The targets the file recorded; for a file older than them, computed from its figures (without the
   // invariants row, which only a run that checked them can claim).
   const rows = Array.isArray(doc.targets) ? doc.targets : targets(doc).filter((t) => !/checkInvariants/.test(t.what));

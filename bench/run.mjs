@@ -11,7 +11,7 @@ import cliProgress from 'cli-progress';
 import { PROFILES, BURST } from './harness.mjs';
 import { plan, runMatrix } from './matrix.mjs';
 import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
-import { runScaling, scalingPlan } from './scaling.mjs';
+import { runScaling, scalingPlan, scalingSchedule, scalingIntervals } from './scaling.mjs';
 import { runSnapshot, snapshotRuns, snapshotTable } from './snapshot.mjs';
 import { CG_OPS, CG_REPEATS, cgRunsOf, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, VARIANTS, variantUnavailable, prepare, eraOf } from './ops.mjs';
@@ -62,10 +62,9 @@ export async function main(opts = {}) {
   // What will run, so the progress bar knows its length.
   const cells = plan(filter);
   const traceReps = tiny ? 1 : quick ? 3 : 9;
-  const scaleReps = tiny || quick ? 1 : 3;
-  const scaleMs = tiny ? 100 : quick ? 300 : 1000;
+  const scaleSchedule = scalingSchedule({ quick, tiny });
   const traceRuns = traceFiles(opts.traceDir).length * CHECKS.length * traceReps;
-  const scaleRuns = scalingPlan().filter(([t, n]) => !filter || filter.test(`scaling/${t}/${n}`)).length * scaleReps;
+  const scaleRuns = scalingIntervals(filter, scaleSchedule.rounds);
   const cgMissing = opts.instructions ? valgrindMissing() : undefined;
   // Instruction counts: with --instructions every variant of the hypercall ops (--quick: H_PUT_TCE and
   // INDIRECT(512)); a full run without it still counts defaultCgCell's cells, when valgrind is there.
@@ -132,7 +131,7 @@ export async function main(opts = {}) {
     }
     lap('traces');
     if (anyScaling) {
-      scaling = await runScaling({ reps: scaleReps, durationMs: scaleMs, filter, tick: () => tick('vCPU scaling') });
+      scaling = await runScaling({ ...scaleSchedule, filter, tick: () => tick('vCPU scaling') });
     }
     lap('scaling');
     if (anySnapshot) snapshot = await runSnapshot({ quick, tiny, dir: opts.traceDir, tick: () => tick('snapshots') });
@@ -179,7 +178,8 @@ export async function main(opts = {}) {
         'Trace replay runs in the qemu profile (the traces come from QEMU’s emulated TCE), where no owner check is on the path.',
         'Variants: the owner checks none, pid-call, pid-entry, mm; and runs without one safety mechanism (HDR.ablate, benchmark only): no-view-lock (d), one-pass (e), no-smr-read (f). A mechanism’s cost is none minus its run without it.',
         'Variant k5.19: H_PUT_TCE and INDIRECT(512) on a host of kernel 5.19 (no real mode: every call in virtual mode), its own host; none is kernel 4.19.',
-        'Every section ends with host.checkInvariants(): each matrix cell in its verify(), each scaling run; the traces’ replay() checks every return code and translation.',
+        'vCPU scaling: every configuration set up once, measured interleaved in rounds of one interval each (a balanced order: every configuration in every position and after every other equally often); ratioToOne is the median over rounds of the rate / the one-vCPU rate of the same round, ratioInterval its 95% bootstrap interval.',
+        'Every section ends with host.checkInvariants(): each matrix cell in its verify(), each scaling configuration’s hosts once its workers ended; the traces’ replay() checks every return code and translation.',
       ],
       cFloor: cf.ok ? 'available' : `not available: ${cf.reason}`,
       ...(cf.needed ? { cFloorNeeded: cf.needed } : {}),

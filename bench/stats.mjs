@@ -74,3 +74,25 @@ export function diffInterval(a, b, iterations = 2000, seed = 12345) {
 export function significant(interval) {
   return interval.lo > 0 || interval.hi < 0;
 }
+
+/**
+ * The median of `xs` with a 95% percentile-bootstrap interval (one sample:
+ * resample `xs`, take the median; fixed seed, so a rerun on the same values
+ * gives the same interval). For paired quantities such as bench/scaling.mjs's
+ * per-round ratios, where each value is already a comparison within a round.
+ */
+export function medianBootstrap(xs, iterations = 2000, seed = 12345) {
+  const n = xs.length;
+  const m = median(xs);
+  if (n === 0) return { median: NaN, lo: NaN, hi: NaN };
+  const rand = rng(seed);
+  const r = new Float64Array(n);
+  const meds = new Float64Array(iterations);
+  for (let it = 0; it < iterations; it++) {
+    for (let i = 0; i < n; i++) r[i] = xs[(rand() * n) | 0];
+    meds[it] = medianSorted(r.sort());
+  }
+  meds.sort();
+  const q = (p) => meds[Math.min(iterations - 1, Math.max(0, Math.round(p * (iterations - 1))))];
+  return { median: m, lo: q(0.025), hi: q(0.975) };
+}
