@@ -17,7 +17,7 @@
 // same bytes (test/differential/hcalls.test.ts).
 import {
   VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_LOCK_TAG, VCPU_TCES, VM_MM, VM_PROFILE, STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT,
-  STT_STIT_COUNT, STT_STITS, STT_NPAGES, STT_PAGES, STT_VM, MM_REGIONS, REG_NEXT, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_SIZE, TBL_FLAGS, TBL_ROOT, TBL_UA_ROOT,
+  STT_STIT_COUNT, STT_STITS, STT_NPAGES, STT_PAGES, MM_REGIONS, REG_NEXT, TBL_PAGE_SHIFT, TBL_OWNER_PID, TBL_OFFSET, TBL_SIZE, TBL_FLAGS, TBL_ROOT, TBL_UA_ROOT,
   TBL_NODE_BYTES, TBL_UA_NODE_BYTES, TABLE_F_V2, SLOT_GPA, SLOT_SIZE, SLOT_UA, REG_UA, REG_ENTRIES, REG_HPAS, REG_FLAGS, REG_PAGE_SHIFT,
   REG_DEV_HPA, REGION_F_DEV,
   HEADER_BASE, HDR_OWNER_CHECK, HDR_PID_PLACEMENT, OWNER_CHECK_PID, PID_CHECK_ENTRY, HDR_KERNEL, KERNEL_4_19,
@@ -111,6 +111,18 @@ function hcallInside(vcpu: u32, level: u32): i32 {
   } else {
     rc = H_TOO_HARD;
   }
+  return complete(vcpu, level, done, kind, rc);
+}
+
+/**
+ * The end of every hypercall at `level` (hcallInside, putTceReal): r3
+ * receives `rc` unless it is H_TOO_HARD, which defers the call to the next
+ * level (from real mode: none yet, LEVEL_NONE; from virtual mode: the exit
+ * to the VMM); VCPU.level records the level that answered (`done`, or that
+ * deferral), and the counter stats[kind][done] of a completion goes up.
+ * Returns rc.
+ */
+@inline function complete(vcpu: u32, level: u32, done: u32, kind: i32, rc: i32): i32 {
   if (rc != H_TOO_HARD) setGpr(vcpu, 3, <u64><i64>rc);
   else if (level == <u32>LEVEL_VIRTUAL) done = <u32>LEVEL_EXIT;
   else done = <u32>LEVEL_NONE;
@@ -312,19 +324,21 @@ let xNoLock: bool = false;
 }
 
 /**
- * Takes the lock of view slot `pua` for this call: one attempt inline, the
- * bounded wait out of line. The unlocked value, or VIEW_LOCK.
+ * Takes the lock of view slot `pua` with the bits `tag`: one attempt inline,
+ * the bounded wait of `spins` tries out of line (lockWait). The unlocked
+ * value, or VIEW_LOCK. `noLock` (ABLATE_VIEW_LOCK) reads the slot instead.
  */
-@inline function lockSlot(pua: u32): u64 {
+@inline function lockSlot(pua: u32, tag: u64, spins: u32, noLock: bool): u64 {
   // A plain load: only a guess, which the compare-and-swap checks.
   const v = load<u64>(pua);
-  if (xNoLock) return v & ~<u64>VIEW_LOCK_BITS;
-  if ((v & <u64>VIEW_LOCK) == 0 && atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | xTag) == v) return v;
-  return lockWait(pua);
+  if (noLock) return v & ~<u64>VIEW_LOCK_BITS;
+  if ((v & <u64>VIEW_LOCK) == 0 && atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | tag) == v) return v;
+  return lockWait(pua, tag, spins);
 }
 
-function lockWait(pua: u32): u64 {
-  return lockView(pua, xTag, xSpins);
+/** lockView out of line: only a held lock gets here, and its loop stays out of the callers' code. */
+function lockWait(pua: u32, tag: u64, spins: u32): u64 {
+  return lockView(pua, tag, spins);
 }
 
 /** Whether guest entry `i`'s subpages, from `rel`, all lie in the table: else its clear does nothing there (clearRel's check). */
@@ -428,7 +442,7 @@ function lockPass(tbl: u32, n: u32, r0: u64, subShift: u32, grow: bool): u32 {
         if (tl == 0) return <u32>(j >> <u64>subShift);
       }
       if (xPidCheck && atomic.load<u32>(tbl + TBL_OWNER_PID) != xPid) return <u32>(j >> <u64>subShift);
-      const v = lockSlot(ul + off);
+      const v = lockSlot(ul + off, xTag, xSpins, xNoLock);
       if (v & <u64>VIEW_LOCK) return <u32>(j >> <u64>subShift);
       // Under the lock the TCE cannot change: a plain load.
       if (!transfers(load<u64>(tl + off), v & ~<u64>VIEW_LOCK_BITS) && regionMappedInc(cR) != 0) {
@@ -799,7 +813,7 @@ function lockFast(tbl: u32, n: u32, r0: u64, pageMask: u64): u32 {
       if (atomic.load<u32>(tbl + TBL_OWNER_PID) != xPid) return i;
     }
     const off = <u32>(rel - leafLo) << 3;
-    const v = lockSlot(ul + off);
+    const v = lockSlot(ul + off, xTag, xSpins, xNoLock);
     if (v & <u64>VIEW_LOCK) return i;
     if (!transfers(load<u64>(tl + off), v & ~<u64>VIEW_LOCK_BITS)) {
       if (regionMappedInc(cR) != 0) {
@@ -890,7 +904,7 @@ function putFused(tbl: u32, stt: u32, n: u32, r0: u64, idx: u64, pageMask: u64):
       if (atomic.load<u32>(tbl + TBL_OWNER_PID) != xPid) return H_TOO_HARD;
     }
     const off = <u32>(rel - leafLo) << 3;
-    const v = lockSlot(ul + off);
+    const v = lockSlot(ul + off, xTag, xSpins, xNoLock);
     if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
     const oldUa = v & ~<u64>VIEW_LOCK_BITS;
     if (!transfers(load<u64>(tl + off), oldUa)) {
@@ -995,7 +1009,7 @@ function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, 
   xTag = tagBitsOf(vcpu);
   xSpins = <u32>LOCK_SPINS_REAL;
   xNoLock = (ablations() & <u32>ABLATE_VIEW_LOCK) != 0;
-  const v = lockSlot(ul + off);
+  const v = lockSlot(ul + off, xTag, xSpins, xNoLock);
   if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
   const oldUa = v & ~<u64>VIEW_LOCK_BITS;
   // transfers(), on this region: the old entry was valid and mapped from it.
@@ -1089,14 +1103,9 @@ let cStt: u32 = 0;
   return stt;
 }
 
-/** lockView for the lean path's lock (real mode's bound), out of line: only a held lock gets here. */
-function lockWaitReal(pua: u32, tag: u64): u64 {
-  return lockView(pua, tag, <u32>LOCK_SPINS_REAL);
-}
-
 /**
  * H_PUT_TCE at LEVEL_REAL when the fast case applies: the H_* status, with
- * r3, VCPU.level and the counter written as hcallInside writes them; or
+ * r3, VCPU.level and the counter written by complete(), as for hcallInside; or
  * FAST_BAIL, nothing written (hcallInside then runs the call).
  */
 @inline function putTceReal(vcpu: u32): i32 {
@@ -1107,15 +1116,7 @@ function lockWaitReal(pua: u32, tag: u64): u64 {
   if ((tce & <u64>TCE_PERM_MASK) == 0) return FAST_BAIL;
   const rc = putTceRealRc(vm, vcpu, tce);
   if (rc == FAST_BAIL) return rc;
-  let done = <u32>LEVEL_REAL;
-  if (rc != H_TOO_HARD) setGpr(vcpu, 3, <u64><i64>rc);
-  else done = <u32>LEVEL_NONE;
-  store<u32>(vcpu + VCPU_LEVEL, done);
-  if (done != <u32>LEVEL_NONE) {
-    const c = vcpu + VCPU_STATS + ((<u32>KIND_PUT * 4 + <u32>LEVEL_REAL) << 2);
-    store<u32>(c, load<u32>(c) + 1);
-  }
-  return rc;
+  return complete(vcpu, <u32>LEVEL_REAL, <u32>LEVEL_REAL, KIND_PUT, rc);
 }
 
 /** putTceReal's checks and writes: putTce's, then putOne's, in their order. */
@@ -1191,13 +1192,13 @@ function lockWaitReal(pua: u32, tag: u64): u64 {
   }
   const off = <u32>(rel & ((<u64>1 << <u64>lb) - 1)) << 3;
   const pua = ul + off;
-  // lockSlot, with this call's tag in a local: one attempt inline, the bounded wait out of line.
+  // lockSlot, with this call's tag in a local and the ablation read here: one attempt inline, lockWait out of line.
   const tag = (<u64>load<u32>(vcpu + VCPU_LOCK_TAG) << <u64>VIEW_TAG_SHIFT) | <u64>VIEW_LOCK;
   let v = load<u64>(pua);
   if (ablations() & <u32>ABLATE_VIEW_LOCK) {
     v &= ~<u64>VIEW_LOCK_BITS;
   } else if ((v & <u64>VIEW_LOCK) != 0 || atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | tag) != v) {
-    v = lockWaitReal(pua, tag);
+    v = lockWait(pua, tag, <u32>LOCK_SPINS_REAL);
     if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
   }
   const oldUa = v & ~<u64>VIEW_LOCK_BITS;
@@ -1453,8 +1454,8 @@ function getTce(vm: u32, vcpu: u32): i32 {
   return liobn >> 32 != 0 ? 0 : findStt(vm, liobn);
 }
 
-/** put_tce_emu: ioba rounded down to the page; the index computed unsigned; raw value stored. */
-function qemuPut(stt: u32, ioba: u64, tce: u64): i32 {
+/** put_tce_emu in `vm`'s table `stt`: ioba rounded down to the page; the index computed unsigned; raw value stored. */
+function qemuPut(vm: u32, stt: u32, ioba: u64, tce: u64): i32 {
   const shift = <u64>load<u32>(stt + STT_PAGE_SHIFT);
   const bus = load<u64>(stt + STT_OFFSET) << shift;
   const idx = ((ioba & ~((<u64>1 << shift) - 1)) - bus) >> shift;
@@ -1464,7 +1465,7 @@ function qemuPut(stt: u32, ioba: u64, tce: u64): i32 {
   // its pages come on first use, and a page the heap cannot give is H_HARDWARE, never a lost TCE.
   if (p == 0) return tce != 0 ? H_HARDWARE : H_SUCCESS;
   store<u64>(p, tce);
-  if ((tce & <u64>TCE_WRITE) != 0 && dirtyOn(load<u32>(stt + STT_VM))) dirtyMark(load<u32>(stt + STT_VM), tce, <u32>shift);
+  if ((tce & <u64>TCE_WRITE) != 0 && dirtyOn(vm)) dirtyMark(vm, tce, <u32>shift);
   return H_SUCCESS;
 }
 
@@ -1473,7 +1474,7 @@ function qemuHcall(vm: u32, vcpu: u32, nr: u64): i32 {
   const stt = qemuFind(vm, gpr(vcpu, 4));
   if (stt == 0) return H_PARAMETER;
   const ioba = gpr(vcpu, 5);
-  if (nr == <u64>H_PUT_TCE) return qemuPut(stt, ioba, gpr(vcpu, 6));
+  if (nr == <u64>H_PUT_TCE) return qemuPut(vm, stt, ioba, gpr(vcpu, 6));
   const shift = <u64>load<u32>(stt + STT_PAGE_SHIFT);
   const psize = <u64>1 << shift;
   if (nr == <u64>H_GET_TCE) {
@@ -1492,7 +1493,7 @@ function qemuHcall(vm: u32, vcpu: u32, nr: u64): i32 {
     if (host == 0) return H_PARAMETER;
     let rc = H_PARAMETER;
     for (let i: u32 = 0; i < <u32>npages; i++) {
-      rc = qemuPut(stt, ioba + (<u64>i << shift), bswap<u64>(load<u64>(host + (i << 3))));
+      rc = qemuPut(vm, stt, ioba + (<u64>i << shift), bswap<u64>(load<u64>(host + (i << 3))));
       if (rc != H_SUCCESS) break;
     }
     return rc;
@@ -1517,7 +1518,7 @@ function qemuHcall(vm: u32, vcpu: u32, nr: u64): i32 {
   }
   let rc = H_PARAMETER;
   for (let i: u64 = 0; i < npages; i++) {
-    rc = qemuPut(stt, ioba + (i << shift), value);
+    rc = qemuPut(vm, stt, ioba + (i << shift), value);
     if (rc != H_SUCCESS) break;
   }
   return rc;

@@ -785,9 +785,9 @@ inline uint64_t leafEnd(uint64_t rel, uint64_t leafMask, uint64_t hi) {
 /** The host's system page shift (PAGE_SHIFT). */
 uint64_t TceEngine::sysPageShift() { return ld32(at(H, HDR_SYS_PAGE_SHIFT)); }
 
-/** The first region of `mm` that contains all of [ua, ua + size); 0 if none (mm_iommu_lookup). */
+/** The first region of `mm` that contains all of [ua, ua + size); 0 if none (mm_iommu_lookup). Inlined, as region.ts's. */
 template <bool R>
-uint32_t TceEngine::regionLookupT(uint32_t mm, uint64_t ua, uint64_t size) {
+SPAPR_HOT uint32_t TceEngine::regionLookupT(uint32_t mm, uint64_t ua, uint64_t size) {
   if (mm == 0) return 0;
   if (!need<R>(mm, MM_BYTES)) return 0;
   const uint64_t sh = L32<R>(at(H, HDR_SYS_PAGE_SHIFT));
@@ -1430,8 +1430,8 @@ int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
     inside = (__atomic_load_n(seq, __ATOMIC_RELAXED) + 1) | 1;
     __atomic_store_n(seq, inside, __ATOMIC_SEQ_CST);
   }
-  // The single H_PUT_TCE in real mode straight through (hcall.ts#putTceReal); the rest, and what it
-  // bails out of with nothing written, through hcallInside.
+  // The H_PUT_TCE in real mode straight through (hcall.ts#putTceReal); the rest, and the QEMU
+  // profile it leaves with nothing written, through hcallInside.
   int32_t rc = kFastBail;
   if (level == kLevelReal && gpr(vcpu, 3) == kHPut) rc = putTceReal(vcpu);
   if (rc == kFastBail) rc = fault_ == Fault::kNone ? hcallInside(vcpu, level) : H_TOO_HARD;
@@ -1440,27 +1440,34 @@ int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
 }
 
 /**
- * putTceReal of hcall.ts: H_PUT_TCE of a valid TCE at LEVEL_REAL through the
- * cached LIOBN lookup, with hcallInside's r3, level and counter; kFastBail
- * with nothing written when the fast case does not apply.
+ * putTceReal of hcall.ts: H_PUT_TCE at LEVEL_REAL of the kvm profile through the cached LIOBN
+ * lookup, with complete()'s r3, level and counter; kFastBail for the QEMU profile, nothing written.
  */
 int32_t TceEngine::putTceReal(uint32_t vcpu) {
   const uint32_t vm = L32<kRaw>(at(vcpu, VCPU_VM));
   if (!need<kRaw>(vm, VM_BYTES)) return kFastBail;
   if (L32<kRaw>(at(vm, VM_PROFILE)) == static_cast<uint32_t>(PROFILE_QEMU)) return kFastBail;
-  if ((gpr(vcpu, 6) & kPerm) == 0) return kFastBail;
-  const int32_t rc = putTce(vm, vcpu, false, true);
+  return complete(vcpu, kLevelReal, kLevelReal, KIND_PUT, putTce(vm, vcpu, false, true));
+}
+
+/**
+ * hcall.ts#complete, the end of every hypercall at `level`: r3 unless H_TOO_HARD (deferred:
+ * LEVEL_NONE from real mode, the exit from virtual mode), VCPU.level, the completion counter.
+ */
+SPAPR_HOT int32_t TceEngine::complete(uint32_t vcpu, uint32_t level, uint32_t done, int32_t kind, int32_t rc) {
   // A fault stops the call where the WebAssembly build traps: nothing more is written.
-  if (rc == kFastBail || fault_ != Fault::kNone) return rc;
-  uint32_t done = kLevelReal;
+  if (fault_ != Fault::kNone) return rc;
   if (rc != H_TOO_HARD) {
     setGpr(vcpu, 3, static_cast<uint64_t>(static_cast<int64_t>(rc)));
+  } else if (level == kLevelVirtual) {
+    done = kLevelExit;
   } else {
     done = kLevelNone;
   }
   S32<kRaw>(at(vcpu, VCPU_LEVEL), done);
-  if (done != kLevelNone) {
-    const uint32_t c = vcpu + VCPU_STATS + ((static_cast<uint32_t>(KIND_PUT) * 4 + kLevelReal) << 2);
+  // LEVEL_NONE (real mode deferred) is no completion; the other three have counters.
+  if (kind >= 0 && done != kLevelNone) {
+    const uint32_t c = vcpu + VCPU_STATS + ((static_cast<uint32_t>(kind) * 4 + done) << 2);
     S32<kRaw>(c, L32<kRaw>(c) + 1);
   }
   return rc;
@@ -1508,22 +1515,7 @@ int32_t TceEngine::hcallInside(uint32_t vcpu, uint32_t level) {
   } else {
     rc = H_TOO_HARD;
   }
-  // A fault stops the call where the WebAssembly build traps: nothing more is written.
-  if (fault_ != Fault::kNone) return rc;
-  if (rc != H_TOO_HARD) {
-    setGpr(vcpu, 3, static_cast<uint64_t>(static_cast<int64_t>(rc)));
-  } else if (level == kLevelVirtual) {
-    done = kLevelExit;
-  } else {
-    done = kLevelNone;
-  }
-  S32<kRaw>(at(vcpu, VCPU_LEVEL), done);
-  // LEVEL_NONE (real mode deferred) is no completion; the other three have counters.
-  if (kind >= 0 && done != kLevelNone) {
-    const uint32_t c = vcpu + VCPU_STATS + ((static_cast<uint32_t>(kind) * 4 + done) << 2);
-    S32<kRaw>(c, L32<kRaw>(c) + 1);
-  }
-  return rc;
+  return complete(vcpu, level, done, kind, rc);
 }
 
 int32_t TceEngine::hcallLoop(uint32_t vcpu, uint32_t level, uint64_t iterations) {
@@ -1644,18 +1636,22 @@ SPAPR_HOT bool TceEngine::transfers(uint64_t oldTce, uint64_t oldUa) {
   return oldUa - cUa_ <= cLast_;
 }
 
-/** Takes the lock of view slot `pua` for this call: one attempt inline, the bounded wait out of line. */
-SPAPR_HOT uint64_t TceEngine::lockSlot(uint32_t pua) {
+/**
+ * hcall.ts#lockSlot: takes the lock of view slot `pua` with the bits `tag`, one attempt inline and
+ * the bounded wait of `spins` tries out of line; `noLock` (ABLATE_VIEW_LOCK) reads the slot instead.
+ */
+SPAPR_HOT uint64_t TceEngine::lockSlot(uint32_t pua, uint64_t tag, uint32_t spins, bool noLock) {
   const uint64_t v = P64<kRaw>(pua);
-  if (xNoLock_) return v & ~kLockBits;
-  if ((v & kLock) == 0 && CAS64<kRaw>(pua, v, (v & ~kLockBits) | xTag_) == v) return v;
-  return lockWait(pua);
+  if (noLock) return v & ~kLockBits;
+  if ((v & kLock) == 0 && CAS64<kRaw>(pua, v, (v & ~kLockBits) | tag) == v) return v;
+  return lockWait(pua, tag, spins);
 }
 
 /** The benchmark ablations in force (HDR.ablate; 0 outside bench/). */
 uint32_t TceEngine::ablations() { return L32<kRaw>(at(H, HDR_ABLATE)); }
 
-SPAPR_COLD uint64_t TceEngine::lockWait(uint32_t pua) { return lockViewT<kRaw>(pua, xTag_, xSpins_); }
+/** hcall.ts#lockWait: lockView out of line, reached only when the lock was held. */
+SPAPR_COLD uint64_t TceEngine::lockWait(uint32_t pua, uint64_t tag, uint32_t spins) { return lockViewT<kRaw>(pua, tag, spins); }
 
 namespace {
 /** Whether a guest entry's subpages from `rel` all lie in the table: else its clear does nothing there. */
@@ -1744,7 +1740,7 @@ uint32_t TceEngine::lockPass(uint32_t tbl, uint32_t n, uint64_t r0, uint32_t sub
         if (tl == 0) return i;
       }
       if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return i;
-      const uint64_t v = lockSlot(ul + off);
+      const uint64_t v = lockSlot(ul + off, xTag_, xSpins_, xNoLock_);
       if (v & kLock) return i;
       // Under the lock the TCE cannot change: a plain load.
       if (!transfers(P64<kRaw>(tl + off), v & ~kLockBits) && regionMappedIncT<kRaw>(cR_) != 0) {
@@ -2207,14 +2203,8 @@ uint32_t TceEngine::lockFast(uint32_t tbl, uint32_t n, uint64_t r0, uint64_t pag
     if (pidCheck && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return i;
     const uint32_t off = static_cast<uint32_t>(rel - leafLo) << 3;
     uint64_t* const pua = reinterpret_cast<uint64_t*>(b + ul + off);
-    uint64_t v = __atomic_load_n(pua, __ATOMIC_RELAXED);
-    if (noLock) {
-      v &= ~kLockBits;
-    } else if ((v & kLock) != 0 || !__atomic_compare_exchange_n(pua, &v, (v & ~kLockBits) | tag, false,
-                                                                __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {
-      v = lockWait(ul + off);
-      if (v & kLock) return i;
-    }
+    const uint64_t v = lockSlot(ul + off, tag, xSpins_, noLock);
+    if (v & kLock) return i;
     // transfers(): the old entry was valid and mapped from this region.
     const uint64_t oldUa = v & ~kLockBits;
     const bool keep = (__atomic_load_n(reinterpret_cast<uint64_t*>(b + tl + off), __ATOMIC_RELAXED) & kPerm) != 0 &&
@@ -2320,7 +2310,7 @@ int32_t TceEngine::putFused(uint32_t tbl, uint32_t stt, uint32_t n, uint64_t r0,
     }
     if (xPidCheck_ && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != xPid_) return H_TOO_HARD;
     const uint32_t off = static_cast<uint32_t>(rel - leafLo) << 3;
-    const uint64_t v = lockSlot(ul + off);
+    const uint64_t v = lockSlot(ul + off, xTag_, xSpins_, xNoLock_);
     if (v & kLock) return H_TOO_HARD;
     const uint64_t oldUa = v & ~kLockBits;
     if (!transfers(P64<kRaw>(tl + off), oldUa) && regionMappedIncT<kRaw>(cR_) != 0) {
@@ -2393,21 +2383,10 @@ int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t ent
   // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
   const uint32_t mm = L32<kRaw>(at(vm, VM_MM));
   const uint64_t sh = L32<kRaw>(at(H, HDR_SYS_PAGE_SHIFT));
-  if (mm != 0 && !need<kRaw>(mm, MM_BYTES)) return H_TOO_HARD;
-  uint32_t r = mm == 0 ? 0 : L32<kRaw>(at(mm, MM_REGIONS));
-  uint64_t rua = 0;
-  uint64_t last = 0;
-  while (r != 0) {
-    if (!need<kRaw>(r, REG_BYTES)) return H_TOO_HARD;
-    rua = L64<kRaw>(at(r, REG_UA));
-    const uint64_t rsize = shl64(L64<kRaw>(at(r, REG_ENTRIES)), sh);
-    if (ua >= rua && psize <= rsize) {
-      last = rsize - psize;
-      if (ua - rua <= last) break;
-    }
-    r = L32<kRaw>(at(r, REG_NEXT));
-  }
+  const uint32_t r = regionLookupT<kRaw>(mm, ua, psize);
   if (r == 0) return H_TOO_HARD;
+  const uint64_t rua = L64<kRaw>(at(r, REG_UA));
+  const uint64_t last = shl64(L64<kRaw>(at(r, REG_ENTRIES)), sh) - psize;
   if (tshift > L32<kRaw>(at(r, REG_PAGE_SHIFT))) return H_TOO_HARD;
   const uint32_t ul = leafNodeT<kRaw>(tbl, TBL_UA_ROOT, TBL_UA_NODE_BYTES, rel, false);
   if (ul == 0) return H_TOO_HARD;
@@ -2415,10 +2394,8 @@ int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t ent
   if (tl == 0) return H_TOO_HARD;
   if (entryCheck() && AL32<kRaw>(at(tbl, TBL_OWNER_PID)) != L32<kRaw>(at(vcpu, VCPU_PID))) return H_TOO_HARD;
   const uint32_t off = static_cast<uint32_t>(rel & (shl64(1, leafBitsT<kRaw>(tbl)) - 1)) << 3;
-  xTag_ = tagBitsOf(vcpu);
-  xSpins_ = static_cast<uint32_t>(LOCK_SPINS_REAL);
-  xNoLock_ = (ablations() & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0;
-  const uint64_t v = lockSlot(ul + off);
+  const uint64_t v = lockSlot(ul + off, tagBitsOf(vcpu), static_cast<uint32_t>(LOCK_SPINS_REAL),
+                              (ablations() & static_cast<uint32_t>(ABLATE_VIEW_LOCK)) != 0);
   if (v & kLock) return H_TOO_HARD;
   const uint64_t oldUa = v & ~kLockBits;
   // transfers(), on this region: the old entry was valid and mapped from it.
@@ -2447,12 +2424,19 @@ int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t ent
   const uint64_t old = XCHG64<kRaw>(tl + off, hpa | word);
   if ((old & kPerm) != 0 && !inRegion) unuseUaT<kRaw>(mm, oldUa, tshift);
   REL64<kRaw>(ul + off, ua);
-  if (page != 0) W64<kRaw>(page + slot, tce);
+  // Present: putTce answered H_TOO_HARD for a valid TCE without its guest-table page.
+  W64<kRaw>(page + slot, tce);
   if (dirtyOn(vm) && (tce & kWrite) != 0) dirtyMark(vm, tce, tshift);
   return H_SUCCESS;
 }
 
-/** H_PUT_TCE(liobn, ioba, tce); `lean` (putTceReal, real mode): the cached lookup, and kFastBail where putOne bails. */
+/**
+ * H_PUT_TCE(liobn, ioba, tce) (kvmppc_rm_h_put_tce, kvmppc_h_put_tce): a valid TCE in real mode
+ * tries putOne first, and what it does not cover runs through putEntries with the lookups already
+ * made; `lean` (putTceReal): the LIOBN through findSttCached. hcall.ts's putTceReal hands those
+ * cases back to hcallInside instead, which runs this same putEntries from the same registers (the
+ * same answer and bytes): inlining that fallback into WebAssembly's hcall cost instructions there.
+ */
 int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, bool grow, bool lean) {
   const uint32_t stt = lean ? findSttCached(vm, gpr(vcpu, 4)) : findSttT<kRaw>(vm, gpr(vcpu, 4));
   if (stt == 0) return H_TOO_HARD;
@@ -2474,7 +2458,7 @@ int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, bool grow, bool lean) {
   if (callCheckFails(stt, L32<kRaw>(at(vcpu, VCPU_PID)))) return H_TOO_HARD;
   if (!grow && (tce & kPerm) != 0) {
     const int32_t rc = putOne(vm, vcpu, stt, entry, page, static_cast<uint32_t>(idx & (shl64(1, gsh) - 1)) << 3, tce);
-    if (rc != kFastBail || lean) return rc;
+    if (rc != kFastBail) return rc;
   }
   begin(vm, vcpu + VCPU_GPR + (6 << 3));
   return putEntries(vcpu, stt, entry, idx, 1, grow);
@@ -2706,7 +2690,7 @@ int32_t TceEngine::getTce(uint32_t vm, uint32_t vcpu) {
 uint32_t TceEngine::qemuFind(uint32_t vm, uint64_t liobn) { return liobn >> 32 != 0 ? 0 : findSttT<kRaw>(vm, liobn); }
 
 /** put_tce_emu: ioba rounded down to the page; the index computed unsigned; raw value stored. */
-int32_t TceEngine::qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce) {
+int32_t TceEngine::qemuPut(uint32_t vm, uint32_t stt, uint64_t ioba, uint64_t tce) {
   const uint64_t shift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
   const uint64_t bus = shl64(L64<kRaw>(at(stt, STT_OFFSET)), shift);
   const uint64_t idx = shr64((ioba & ~(shl64(1, shift) - 1)) - bus, shift);
@@ -2715,7 +2699,7 @@ int32_t TceEngine::qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce) {
   // hcall.ts#qemuPut: a guest-table page the heap cannot give is H_HARDWARE, never a lost TCE.
   if (p == 0) return tce != 0 ? H_HARDWARE : H_SUCCESS;
   W64<kRaw>(p, tce);
-  if ((tce & kWrite) != 0 && dirtyOn(L32<kRaw>(at(stt, STT_VM)))) dirtyMark(L32<kRaw>(at(stt, STT_VM)), tce, static_cast<uint32_t>(shift));
+  if ((tce & kWrite) != 0 && dirtyOn(vm)) dirtyMark(vm, tce, static_cast<uint32_t>(shift));
   return H_SUCCESS;
 }
 
@@ -2724,7 +2708,7 @@ int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
   const uint32_t stt = qemuFind(vm, gpr(vcpu, 4));
   if (stt == 0) return H_PARAMETER;
   const uint64_t ioba = gpr(vcpu, 5);
-  if (nr == kHPut) return qemuPut(stt, ioba, gpr(vcpu, 6));
+  if (nr == kHPut) return qemuPut(vm, stt, ioba, gpr(vcpu, 6));
   const uint64_t shift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
   const uint64_t psize = shl64(1, shift);
   if (nr == kHGet) {
@@ -2746,7 +2730,7 @@ int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
     if (!need<kRaw>(host, npages << 3, false)) return H_PARAMETER;
     int32_t rc = H_PARAMETER;
     for (uint32_t i = 0; i < static_cast<uint32_t>(npages) && fault_ == Fault::kNone; i++) {
-      rc = qemuPut(stt, ioba + shl64(i, shift),
+      rc = qemuPut(vm, stt, ioba + shl64(i, shift),
                    __builtin_bswap64(L64<kRaw>(static_cast<uint32_t>(host + (i << 3)))));
       if (rc != H_SUCCESS) break;
     }
@@ -2770,7 +2754,7 @@ int32_t TceEngine::qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr) {
   }
   int32_t rc = H_PARAMETER;
   for (uint64_t i = 0; i < npages && fault_ == Fault::kNone; i++) {
-    rc = qemuPut(stt, ioba + shl64(i, shift), value);
+    rc = qemuPut(vm, stt, ioba + shl64(i, shift), value);
     if (rc != H_SUCCESS) break;
   }
   return rc;

@@ -134,6 +134,7 @@ class TceEngine {
   void fill0(uint64_t a, uint32_t size);
   int32_t hcallInside(uint32_t vcpu, uint32_t level);
   int32_t putTceReal(uint32_t vcpu);
+  int32_t complete(uint32_t vcpu, uint32_t level, uint32_t done, int32_t kind, int32_t rc);
   uint32_t findSttCached(uint32_t vm, uint64_t liobn);
   bool sttReserveList(uint32_t stt, uint64_t idx, uint32_t n, uint32_t src);
   bool sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n);
@@ -214,8 +215,8 @@ class TceEngine {
   bool regionFind(uint64_t ua, uint32_t tshift);
   uint64_t cachedHpa(uint64_t ua);
   bool transfers(uint64_t oldTce, uint64_t oldUa);
-  uint64_t lockSlot(uint32_t pua);
-  uint64_t lockWait(uint32_t pua);
+  uint64_t lockSlot(uint32_t pua, uint64_t tag, uint32_t spins, bool noLock);
+  uint64_t lockWait(uint32_t pua, uint64_t tag, uint32_t spins);
   void regionReset() {
     cR_ = 0;
     cUa_ = 1;
@@ -253,7 +254,7 @@ class TceEngine {
   int32_t stuffTce(uint32_t vm, uint32_t vcpu, bool grow);
   int32_t getTce(uint32_t vm, uint32_t vcpu);
   uint32_t qemuFind(uint32_t vm, uint64_t liobn);
-  int32_t qemuPut(uint32_t stt, uint64_t ioba, uint64_t tce);
+  int32_t qemuPut(uint32_t vm, uint32_t stt, uint64_t ioba, uint64_t tce);
   int32_t qemuHcall(uint32_t vm, uint32_t vcpu, uint64_t nr);
 
   uint8_t* base_;
