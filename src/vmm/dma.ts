@@ -360,15 +360,16 @@ class Dma implements DmaAccessor {
   }
 
   /**
-   * planTable() over several IOMMU pages: the TCEs page by page, pages that
-   * follow each other in guest physical memory gathered into one run, and
-   * each run turned into linear-memory pieces by planRam() (which merges
-   * what is adjacent in host memory): one memslot lookup per run, not per
-   * page. A run is planned before any fault of a later page is thrown, so
-   * the fault is always that of the first unreachable address.
+   * planTable() over several IOMMU pages, run by run: a run starts at a page
+   * whose TCE grants the access and takes the pages after it while their
+   * TCEs continue it in guest physical memory (a scan that calls nothing,
+   * so its numbers stay unboxed); then planRam() turns the run into
+   * linear-memory pieces (one memslot lookup per run, host-adjacent pieces
+   * merged). A run is planned before the page that ended it is looked at
+   * again, so a fault is always that of the first unreachable address.
    */
   private planPages(at: number, length: number, access: number): number {
-    // The window's numbers as locals: the loop then loads only linear memory.
+    // The window's numbers as locals: the scan then loads only linear memory.
     const u32 = this.u32;
     const pagesWord = this.pagesWord;
     const perPage = this.perPage;
@@ -380,36 +381,33 @@ class Dma implements DmaAccessor {
     const span = this.span;
     let left = length;
     let used = 0;
-    // The pending run: guest physical [runGpa, runGpa + runLen), from window byte runAt.
-    let runGpa = 0;
-    let runLen = 0;
-    let runAt = 0;
     while (left > 0) {
-      if (at >= span) {
-        if (runLen > 0) this.planRam(runGpa, runLen, used, runAt, access);
-        throw this.fault(this.bus + BigInt(at), access, 'out-of-range');
-      }
+      if (at >= span) throw this.fault(this.bus + BigInt(at), access, 'out-of-range');
       const idx = Math.floor(at * invPage);
       const inPage = at - idx * pageBytes;
       const base = tceAddress(u32, pagesWord, perPage, invPer, loMask, hiMask, idx, access);
       if (base < 0) {
         if (base === GENERAL) return -1;
-        if (runLen > 0) this.planRam(runGpa, runLen, used, runAt, access);
         throw this.fault(this.bus + BigInt(at), access, 'no-permission');
       }
-      const gpa = base + inPage;
-      const chunk = pageBytes - inPage < left ? pageBytes - inPage : left;
-      if (runLen > 0 && gpa === runGpa + runLen) runLen += chunk;
-      else {
-        if (runLen > 0) used = this.planRam(runGpa, runLen, used, runAt, access);
-        runGpa = gpa;
-        runLen = chunk;
-        runAt = at;
+      const runGpa = base + inPage;
+      const runAt = at;
+      const first = pageBytes - inPage < left ? pageBytes - inPage : left;
+      let next = at + first;
+      let rest = left - first;
+      // `next` is page aligned here: its page index is exact. A TCE that does not continue the run (or a refusal) ends it.
+      while (rest > 0 && next < span) {
+        if (tceAddress(u32, pagesWord, perPage, invPer, loMask, hiMask, next * invPage, access) !== runGpa + (next - runAt)) break;
+        const c = pageBytes < rest ? pageBytes : rest;
+        next += c;
+        rest -= c;
       }
-      at += chunk;
-      left -= chunk;
+      used = this.planRam(runGpa, next - runAt, used, runAt, access);
+      // "* 1": the scan's numbers leave it only through arithmetic, never as a call's argument, so optimised code need not box them on every page.
+      at = next * 1;
+      left = rest * 1;
     }
-    return this.planRam(runGpa, runLen, used, runAt, access);
+    return used;
   }
 
   /** tceAddress() of IOMMU page `idx` of the cached window. */
