@@ -161,11 +161,20 @@ export function guestRamOffset(vm: KvmVm, gpa: bigint, len: number): number {
     if (gpa < s.gpa || gpa - s.gpa >= s.size) continue;
     const off = gpa - s.gpa;
     if (BigInt(len) > s.size - off) return -1;
-    const m = vm.mm.findMapping(s.ua);
-    if (!m?.bytes) return -1;
-    return m.hostOff + Number(s.ua - m.ua + off);
+    const host = memslotHostOffset(vm, s);
+    return host < 0 ? -1 : host + Number(off);
   }
   return -1;
+}
+
+/**
+ * Linear-memory offset of memslot `s`'s first byte, or -1 when the memory
+ * behind it has no bytes: what guestRamOffset and vm.dma's cache of the
+ * memslots add an offset in the slot to.
+ */
+export function memslotHostOffset(vm: KvmVm, s: Memslot): number {
+  const m = vm.mm.findMapping(s.ua);
+  return m?.bytes ? m.hostOff + Number(s.ua - m.ua) : -1;
 }
 
 /** Largest dirty log: 2^27 bytes of bits = 2^30 pages (4 TiB of 4 KiB pages); a larger memslot's log is ENOMEM, as kvm_alloc_dirty_bitmap's vzalloc would fail. */

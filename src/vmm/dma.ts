@@ -21,7 +21,10 @@
 //
 // Copies. Pages that follow each other in host memory are merged into one
 // piece while planning, so a transfer costs one TypedArray.set per
-// contiguous host run, not one per IOMMU page. read() allocates its result
+// contiguous host run, not one per IOMMU page; the memslots are looked up
+// once per run of pages contiguous in guest memory, not per page. The
+// common transfer (one IOMMU page, the memslot of the last access) skips
+// the plan: onePage() gives its offset and it is one view and one set(). read() allocates its result
 // once: a small one-piece read is a slice() of linear memory; otherwise
 // the result is not zero-filled (every byte is then copied over: the
 // pieces cover the length exactly), instead of a zero-fill and a copy.
@@ -34,6 +37,7 @@ import type { DirtyLog } from './dirty.js';
 import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { SttView } from '../generated/views.js';
+import { memslotHostOffset } from '../kvm/memslot.js';
 
 /** Why a DMA faulted: translate()'s reasons, or a guest physical address that is not backed guest RAM. */
 export type DmaFaultReason = 'no-window' | 'out-of-range' | 'no-permission' | 'not-ram';
@@ -87,6 +91,30 @@ const HI_SAFE = 1 << 21;
 const STRIDE = 4;
 const READ = 1;
 const WRITE = 2;
+/** pageBase()'s answers other than an address: take the general path; the entry lacks the access bit. */
+const GENERAL = -1;
+const NO_PERMISSION = -2;
+/**
+ * Scratch of iovaOf(): a bigint's two 32-bit halves through a BigUint64Array,
+ * whose store optimised code does inline, where Number(bigint) is a runtime
+ * call (about a hundred instructions more per call, callgrind). The word
+ * order is the platform's, as it is for every typed array.
+ */
+const SCRATCH64 = new BigUint64Array(1);
+const SCRATCH32 = new Uint32Array(SCRATCH64.buffer);
+const LO_WORD = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 0 : 1;
+const HI_WORD = 1 - LO_WORD;
+
+/** v.u64Safe('iova', at), with a bigint in [0, 2^53) converted without Number(bigint): the same results and errors. */
+function iovaOf(at: bigint | number): number | bigint {
+  if (typeof at === 'bigint' && BigInt.asUintN(64, at) === at) {
+    SCRATCH64[0] = at;
+    const hi = SCRATCH32[HI_WORD]!;
+    // Below 2^53 the number is exact; above, u64Safe would give the bigint itself.
+    return hi < HI_SAFE ? hi * TWO32 + SCRATCH32[LO_WORD]! : at;
+  }
+  return v.u64Safe('iova', at);
+}
 
 /** How the cached window translates. */
 const enum Mode {
@@ -150,7 +178,7 @@ class Dma implements DmaAccessor {
 
   // The methods are bound (arrow properties): a device model may take `read` or `write` alone, as it takes a raw accessor's functions.
   readonly read = (at: bigint | number, length: number): Uint8Array => {
-    const iova = v.u64Safe('iova', at);
+    const iova = iovaOf(at);
     v.int('length', length, 0, MAX_LENGTH);
     const n = this.plan(iova, length, READ);
     // One piece of a small read: slice() allocates and copies in one builtin, the cheapest below a few KiB.
@@ -161,16 +189,28 @@ class Dma implements DmaAccessor {
   };
 
   readonly readInto = (at: bigint | number, dst: Uint8Array): void => {
-    const iova = v.u64Safe('iova', at);
+    const iova = iovaOf(at);
     v.instance('dst', dst, Uint8Array, 'a Uint8Array');
-    this.copyPieces(this.plan(iova, dst.length, READ), dst);
+    const length = dst.length;
+    const off = this.onePage(iova, length, READ);
+    // The common case: one view and one set(), no plan.
+    if (off >= 0) dst.set(new Uint8Array(this.buf, this.base + off, length));
+    else this.copyPieces(this.plan(iova, length, READ), dst);
   };
 
   readonly write = (at: bigint | number, bytes: Uint8Array): void => {
-    const iova = v.u64Safe('iova', at);
+    const iova = iovaOf(at);
     v.instance('bytes', bytes, Uint8Array, 'a Uint8Array');
-    if (bytes.length > MAX_LENGTH) throw new RangeError(`bytes must be at most ${MAX_LENGTH} bytes long, got ${bytes.length}`);
-    const n = this.plan(iova, bytes.length, WRITE);
+    const length = bytes.length;
+    if (length > MAX_LENGTH) throw new RangeError(`bytes must be at most ${MAX_LENGTH} bytes long, got ${length}`);
+    const off = this.onePage(iova, length, WRITE);
+    if (off >= 0) {
+      this.u8.set(bytes, off);
+      const s = this.lastSlot;
+      this.dirty.markDma(s, off - this.slotHost[s]!, length);
+      return;
+    }
+    const n = this.plan(iova, length, WRITE);
     const p = this.pieces;
     const u8 = this.u8;
     if (n === STRIDE) {
@@ -187,6 +227,32 @@ class Dma implements DmaAccessor {
     }
     for (let i = 0; i < n; i += STRIDE) this.dirty.markDma(p[i + 2]!, p[i + 3]!, p[i + 1]!);
   };
+
+  /**
+   * The linear-memory offset of `length` bytes at `iova` when the access is
+   * the common case: a number IOVA, a cached table window, one IOMMU page
+   * with the access bit, inside the memslot the last access hit. Else -1,
+   * and plan() decides (faults included); only the permission fault is
+   * thrown here, the one plan() would throw for the same page.
+   */
+  private onePage(iova: number | bigint, length: number, access: number): number {
+    if (typeof iova !== 'number' || length === 0 || this.gen !== this.vm.generation || this.mode !== Mode.Table) return -1;
+    const rel = iova - this.busSafe;
+    if (this.busSafe < 0 || rel < 0 || rel >= this.span) return -1;
+    const pageBytes = this.pageBytes;
+    const idx = Math.floor(rel * this.invPage);
+    const inPage = rel - idx * pageBytes;
+    if (inPage + length > pageBytes) return -1;
+    const base = this.pageBase(idx, access);
+    if (base < 0) return -1;
+    const gpa = base + inPage;
+    const s = this.lastSlot;
+    const start = this.slotStart[s]!;
+    const host = this.slotHost[s]!;
+    // Positive tests: with no memslot at all the loads are undefined and every test fails.
+    if (gpa >= start && gpa + length <= this.slotEnd[s]! && host >= 0) return host + (gpa - start);
+    return -1;
+  }
 
   /** Copies the `n` numbers of planned pieces into `dst`: one set() per piece. */
   private copyPieces(n: number, dst: Uint8Array): void {
@@ -227,10 +293,7 @@ class Dma implements DmaAccessor {
     const slots = vm.memslots;
     this.slotStart = slots.map((s) => (s.gpa < SAFE_BIG ? Number(s.gpa) : Infinity));
     this.slotEnd = slots.map((s) => (s.gpa + s.size < SAFE_BIG ? Number(s.gpa + s.size) : SAFE));
-    this.slotHost = slots.map((s) => {
-      const m = vm.mm.findMapping(s.ua);
-      return m?.bytes ? m.hostOff + Number(s.ua - m.ua) : -1;
-    });
+    this.slotHost = slots.map((s) => memslotHostOffset(vm, s));
     this.lastSlot = 0;
   }
 
@@ -275,8 +338,9 @@ class Dma implements DmaAccessor {
     const idx = Math.floor(at * this.invPage);
     const inPage = at - idx * pageBytes;
     if (inPage + length <= pageBytes) {
-      // The common case, kept small enough to inline: one IOMMU page, inside the memslot the last access hit.
-      const base = this.pageBase(idx, at, access);
+      // One IOMMU page, inside the memslot the last access hit (onePage() without a plan takes most of these first).
+      const base = this.pageBase(idx, access);
+      if (base === NO_PERMISSION) throw this.fault(this.bus + BigInt(at), access, 'no-permission');
       if (base < 0) return -1;
       const gpa = base + inPage;
       const s = this.lastSlot;
@@ -295,49 +359,60 @@ class Dma implements DmaAccessor {
     return this.planPages(at, length, access);
   }
 
-  /** planTable() over several IOMMU pages: page by page, adjacent host runs merged by planRam(). */
+  /**
+   * planTable() over several IOMMU pages, run by run: a run starts at a page
+   * whose TCE grants the access and takes the pages after it while their
+   * TCEs continue it in guest physical memory (a scan that calls nothing,
+   * so its numbers stay unboxed); then planRam() turns the run into
+   * linear-memory pieces (one memslot lookup per run, host-adjacent pieces
+   * merged). A run is planned before the page that ended it is looked at
+   * again, so a fault is always that of the first unreachable address.
+   */
   private planPages(at: number, length: number, access: number): number {
+    // The window's numbers as locals: the scan then loads only linear memory.
+    const u32 = this.u32;
+    const pagesWord = this.pagesWord;
+    const perPage = this.perPage;
+    const invPer = this.invPer;
+    const loMask = this.loMask;
+    const hiMask = this.hiMask;
     const pageBytes = this.pageBytes;
+    const invPage = this.invPage;
+    const span = this.span;
     let left = length;
     let used = 0;
     while (left > 0) {
-      if (at >= this.span) throw this.fault(this.bus + BigInt(at), access, 'out-of-range');
-      const idx = Math.floor(at * this.invPage);
+      if (at >= span) throw this.fault(this.bus + BigInt(at), access, 'out-of-range');
+      const idx = Math.floor(at * invPage);
       const inPage = at - idx * pageBytes;
-      const base = this.pageBase(idx, at, access);
-      if (base < 0) return -1;
-      const chunk = pageBytes - inPage < left ? pageBytes - inPage : left;
-      used = this.planRam(base + inPage, chunk, used, at, access);
-      at += chunk;
-      left -= chunk;
+      const base = tceAddress(u32, pagesWord, perPage, invPer, loMask, hiMask, idx, access);
+      if (base < 0) {
+        if (base === GENERAL) return -1;
+        throw this.fault(this.bus + BigInt(at), access, 'no-permission');
+      }
+      const runGpa = base + inPage;
+      const runAt = at;
+      const first = pageBytes - inPage < left ? pageBytes - inPage : left;
+      let next = at + first;
+      let rest = left - first;
+      // `next` is page aligned here: its page index is exact. A TCE that does not continue the run (or a refusal) ends it.
+      while (rest > 0 && next < span) {
+        if (tceAddress(u32, pagesWord, perPage, invPer, loMask, hiMask, next * invPage, access) !== runGpa + (next - runAt)) break;
+        const c = pageBytes < rest ? pageBytes : rest;
+        next += c;
+        rest -= c;
+      }
+      used = this.planRam(runGpa, next - runAt, used, runAt, access);
+      // "* 1": the scan's numbers leave it only through arithmetic, never as a call's argument, so optimised code need not box them on every page.
+      at = next * 1;
+      left = rest * 1;
     }
     return used;
   }
 
-  /**
-   * The guest physical address of IOMMU page `idx` (at window byte `at`,
-   * for the fault), after its TCE's `access` bit is checked; -1 when the
-   * address is at or above 2^53 or the entry changed while being read.
-   */
-  private pageBase(idx: number, at: number, access: number): number {
-    const u32 = this.u32;
-    const pages = u32[this.pagesWord]! >>> 2;
-    const tp = Math.floor(idx * this.invPer);
-    const tablePage = pages === 0 ? 0 : u32[pages + tp]!;
-    // An entry never written (its table page absent) is 0: no permission, as guestEntry reads it.
-    let lo = 0;
-    let hi = 0;
-    if (tablePage !== 0) {
-      const w = (tablePage >>> 2) + 2 * (idx - tp * this.perPage);
-      // High, low, high again: a PUT on another thread between the two halves is seen, and the general path reads the entry whole.
-      hi = u32[w + 1]!;
-      lo = u32[w]!;
-      if (u32[w + 1] !== hi) return -1;
-    }
-    if ((lo & access) === 0) throw this.fault(this.bus + BigInt(at), access, 'no-permission');
-    if (hi >= HI_SAFE) return -1;
-    // Below 2^53 the address is exact as a number; the masks drop the permission and reserved bits, as translate()'s mask does.
-    return (hi & this.hiMask) * TWO32 + ((lo & this.loMask) >>> 0);
+  /** tceAddress() of IOMMU page `idx` of the cached window. */
+  private pageBase(idx: number, access: number): number {
+    return tceAddress(this.u32, this.pagesWord, this.perPage, this.invPer, this.loMask, this.hiMask, idx, access);
   }
 
   /** The identity of a bypass from guest physical `gpa` (all below 2^53; `bus` is 0, so a fault names the address itself). */
@@ -405,7 +480,14 @@ class Dma implements DmaAccessor {
       let gpa = t.gpa;
       let c = chunk;
       while (c > 0) {
-        const s = vm.memslots.findIndex((m) => gpa >= m.gpa && gpa - m.gpa < m.size);
+        let s = -1;
+        for (let i = 0; i < vm.memslots.length; i++) {
+          const m = vm.memslots[i]!;
+          if (gpa >= m.gpa && gpa - m.gpa < m.size) {
+            s = i;
+            break;
+          }
+        }
         const host = s < 0 ? -1 : this.slotHost[s]!;
         if (host < 0) throw this.fault(at + (gpa - t.gpa), access, 'not-ram');
         const slot = vm.memslots[s]!;
@@ -429,6 +511,35 @@ class Dma implements DmaAccessor {
   private fault(iova: bigint, access: number, reason: DmaFaultReason): DmaFault {
     return new DmaFault(this.liobn, iova, access === WRITE ? 'write' : 'read', reason);
   }
+}
+
+/**
+ * The guest physical address in TCE `idx` of the table whose page-array
+ * pointer is u32 word `pagesWord` (`perPage` entries per table page,
+ * `invPer` its inverse; `loMask`, `hiMask` keep a page's address bits), after
+ * the TCE's `access` bit is checked; NO_PERMISSION without it; GENERAL when
+ * the address is at or above 2^53 or the entry changed while being read. A
+ * free function of numbers: inlined into a loop whose numbers are locals,
+ * it loads nothing but linear memory.
+ */
+function tceAddress(u32: Uint32Array, pagesWord: number, perPage: number, invPer: number, loMask: number, hiMask: number, idx: number, access: number): number {
+  const pages = u32[pagesWord]! >>> 2;
+  const tp = Math.floor(idx * invPer);
+  const tablePage = pages === 0 ? 0 : u32[pages + tp]!;
+  // An entry never written (its table page absent) is 0: no permission, as guestEntry reads it.
+  let lo = 0;
+  let hi = 0;
+  if (tablePage !== 0) {
+    const w = (tablePage >>> 2) + 2 * (idx - tp * perPage);
+    // High, low, high again: a PUT on another thread between the two halves is seen, and the general path reads the entry whole.
+    hi = u32[w + 1]!;
+    lo = u32[w]!;
+    if (u32[w + 1] !== hi) return GENERAL;
+  }
+  if ((lo & access) === 0) return NO_PERMISSION;
+  if (hi >= HI_SAFE) return GENERAL;
+  // Below 2^53 the address is exact as a number; the masks drop the permission and reserved bits, as translate()'s mask does.
+  return (hi & hiMask) * TWO32 + ((lo & loMask) >>> 0);
 }
 
 /**

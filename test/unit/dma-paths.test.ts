@@ -307,6 +307,47 @@ describe('vm.dma: a refused page in the middle of a range', () => {
     expect(fault(() => dma.write(0x3800, dst))).toMatchObject({ iova: 0x5000n, access: 'write', reason: 'not-ram' });
     expect(Buffer.from(mem).equals(before)).toBe(true);
   });
+
+  // planPages() gathers pages contiguous in guest memory into runs and checks RAM once per run: the run before a refused page must be checked first.
+  it('the first unreachable address wins: a page outside RAM at the end of a contiguous run, a page without permission or the window end after it', async () => {
+    const { vm, mem, map } = await setup();
+    const dma = vm.dma(L);
+    // Pages 3..5 contiguous in guest memory, running past the end of RAM (16 MiB): page 5 is not RAM, page 6 not readable.
+    const END = 16 << 20;
+    for (const [page, gpa] of [[3, END - 0x2000], [4, END - 0x1000], [5, END]] as const) map(page, gpa);
+    map(6, G + 6 * 0x1000, 2);
+    const dst = new Uint8Array(0x4000).fill(0xcd);
+    for (const at of [0x3000, 0x3000n]) {
+      expect(fault(() => dma.readInto(at, dst))).toMatchObject({ iova: 0x5000n, reason: 'not-ram' });
+      expect(dst.every((x) => x === 0xcd)).toBe(true);
+    }
+    // With page 5 back in RAM the same read stops at page 6; the run of pages 3..4 then reads its own bytes.
+    map(5, G + 5 * 0x1000);
+    expect(fault(() => dma.readInto(0x3000, dst))).toMatchObject({ iova: 0x6000n, reason: 'no-permission' });
+    dma.readInto(0x3000, dst.subarray(0, 0x2000));
+    expect(dst.subarray(0, 0x2000)).toEqual(mem.subarray(END - 0x2000, END));
+    // A run reaching the window's end (4096 pages): out-of-range after it, not-ram before it if its last page is outside RAM.
+    map(4094, END - 0x1000);
+    map(4095, END);
+    expect(fault(() => dma.readInto(4094 * 0x1000, new Uint8Array(0x3000)))).toMatchObject({ iova: 4095n * 0x1000n, reason: 'not-ram' });
+    map(4095, G);
+    expect(fault(() => dma.readInto(4094 * 0x1000, new Uint8Array(0x3000)))).toMatchObject({ iova: 4096n * 0x1000n, reason: 'out-of-range' });
+    const two = new Uint8Array(0x2000);
+    dma.readInto(4094 * 0x1000, two);
+    expect(two.subarray(0, 0x1000)).toEqual(mem.subarray(END - 0x1000, END));
+    expect(two.subarray(0x1000)).toEqual(mem.subarray(G, G + 0x1000));
+  });
+
+  it('a bigint IOVA is converted exactly (2^32 - 1, 2^32, 2^53 - 1) and refused as before when negative or at 2^64', async () => {
+    const { vm } = await setup();
+    const dma = vm.dma(L);
+    for (const at of [0xffff_ffffn, 1n << 32n, (1n << 53n) - 1n]) {
+      expect(fault(() => dma.readInto(at, new Uint8Array(1)))).toMatchObject({ iova: at, reason: 'out-of-range' });
+      expect(fault(() => dma.readInto(Number(at), new Uint8Array(1)))).toMatchObject({ iova: at, reason: 'out-of-range' });
+    }
+    expect(fault(() => dma.readInto((1n << 64n) - 1n, new Uint8Array(1)))).toMatchObject({ iova: (1n << 64n) - 1n, reason: 'out-of-range' });
+    for (const bad of [-1n, 1n << 64n, -(1n << 63n)]) expect(thrown(() => dma.readInto(bad, new Uint8Array(1)))[0]).toBe('RangeError');
+  });
 });
 
 describe('vm.dma: the cache follows the VM between two number-IOVA reads', () => {
