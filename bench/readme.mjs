@@ -274,8 +274,8 @@ export function dmaParagraph(doc, file, earlierDma = []) {
     'the copy — glibc returns the freed 64 KiB backing stores to the kernel',
     '(`brk`) when the garbage collector frees a batch of them and faults the pages',
     'in again for the next ones (strace: thousands of `brk` calls per second;',
-    '`GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456` cut the system time',
-    'per read from 4.4 to 0.5 µs in a micro run). A library cannot change the',
+    'with `GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456` the `brk` calls',
+    'stop and most of the system time goes). A library cannot change the',
     'process\'s allocator, so a device model on a hot path uses `readInto` with a',
     'buffer it keeps.',
   ].join('\n');
