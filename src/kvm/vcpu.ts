@@ -30,7 +30,7 @@ export interface ReleaseOptions {
 }
 const RELEASE_OPTIONS = v.keys<ReleaseOptions>('vcpu.release', { gone: true });
 
-/** A virtual CPU of a VM. */
+/** A virtual CPU of a VM (made by createVcpu(): with real mode, of its engine kind's subclass). */
 export class Vcpu {
   readonly vm: KvmVm;
   readonly index: number;
@@ -41,7 +41,7 @@ export class Vcpu {
   /** r0..r31 as u64, a view of the register block: regs[3] is r3. */
   readonly regs: BigUint64Array;
   private readonly engine: Engine;
-  private readonly events: HcallObserver;
+  protected readonly events: HcallObserver;
   private readonly d: VcpuView;
   /** Whether the kernel has real-mode handlers (all eras before '5.19'). */
   private readonly realMode: boolean;
@@ -51,11 +51,11 @@ export class Vcpu {
    * not released (cleared by release()). Compared with `=== true`: V8 then
    * compares one word instead of running a generic truth test.
    */
-  private direct: boolean;
+  protected direct: boolean;
   /** The engine's hcall routine, kept in the vCPU: one field load per call instead of two and a map check. */
-  private readonly engineHcall: (vcpu: number, level: number) => number;
+  protected readonly engineHcall: (vcpu: number, level: number) => number;
 
-  /** @internal use vm.vcpu(). Allocates the register block, or adopts `desc` (a restored vCPU). */
+  /** @internal use vm.vcpu() (createVcpu()). Allocates the register block, or adopts `desc` (a restored vCPU). */
   constructor(vm: KvmVm, index: number, thread: Task, desc?: number) {
     this.vm = vm;
     this.index = index;
@@ -91,26 +91,18 @@ export class Vcpu {
    * are delivered before it returns.
    */
   hcall(): number {
-    // Real mode inline (hcallChain's first step): most calls end there, and the call through the
-    // chain cost about 40 instructions of JavaScript per hypercall (callgrind, bench/callgrind-probe.mjs).
-    // The only cost of events when nobody subscribed: one boolean.
-    if (this.direct === true && this.events.active === false) {
-      const rc = this.engineHcall(this.desc, REAL);
-      if (rc !== TOO_HARD) return rc;
-      return this.afterReal();
-    }
     return this.hcallSlow();
   }
 
-  /** hcall() outside its common case: released, subscribers, or no real mode. */
-  private hcallSlow(): number {
+  /** hcall() outside its common case: released, subscribers, or no real mode (a plain Vcpu's hcall()). */
+  protected hcallSlow(): number {
     if (this.released) return fail('EBADF', `vCPU ${this.index} has been released`);
     if (this.events.active) return this.hcallNotify();
     return this.run();
   }
 
   /** The chain after real mode deferred (or from virtual mode under '5.19'): virtual mode, then the exit. */
-  private afterReal(): number {
+  protected afterReal(): number {
     return hcallChain(this.engine, this.desc, this.regs, false);
   }
 
@@ -190,6 +182,49 @@ export class Vcpu {
   /** @internal completions of one hcall kind at one level. */
   count(kind: number, level: number): number {
     return this.d.statsAt(kind * 4 + level);
+  }
+}
+
+/**
+ * @internal A vCPU for vm.vcpu() and restore: `desc` as in the Vcpu constructor.
+ * One hcall() per engine kind (WasmVcpu, NativeVcpu), chosen here, once: V8
+ * keeps call feedback per function, and with one method for both kinds a
+ * process that had also run vCPUs of the other kind (or of a '5.19' host) saw
+ * that method's engine call go megamorphic — no inlined JS→WASM call, ~100
+ * more instructions per H_PUT_TCE (callgrind: 470–494 alone, 574–604 after a
+ * native vCPU's calls). Without real mode ('5.19') the plain Vcpu's chain.
+ */
+export function createVcpu(vm: KvmVm, index: number, thread: Task, desc?: number): Vcpu {
+  if (vm.host.kernel === '5.19') return new Vcpu(vm, index, thread, desc);
+  return vm.host.engine.kind === 'wasm' ? new WasmVcpu(vm, index, thread, desc) : new NativeVcpu(vm, index, thread, desc);
+}
+
+// hcall() of a vCPU with real mode, one class per engine kind with the same text on purpose (see
+// the Vcpu constructor). Real mode inline (hcallChain's first step): most calls end there, and the
+// call through the chain cost about 40 instructions of JavaScript per hypercall (callgrind,
+// bench/callgrind-probe.mjs). The only cost of events when nobody subscribed: one boolean.
+
+/** A vCPU with real mode on the WebAssembly engine: its own hcall(), its own call feedback. */
+class WasmVcpu extends Vcpu {
+  override hcall(): number {
+    if (this.direct === true && this.events.active === false) {
+      const rc = this.engineHcall(this.desc, REAL);
+      if (rc !== TOO_HARD) return rc;
+      return this.afterReal();
+    }
+    return this.hcallSlow();
+  }
+}
+
+/** A vCPU with real mode on the native engine: WasmVcpu's hcall() text, its own call feedback. */
+class NativeVcpu extends Vcpu {
+  override hcall(): number {
+    if (this.direct === true && this.events.active === false) {
+      const rc = this.engineHcall(this.desc, REAL);
+      if (rc !== TOO_HARD) return rc;
+      return this.afterReal();
+    }
+    return this.hcallSlow();
   }
 }
 
