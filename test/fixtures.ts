@@ -6,7 +6,7 @@
 // take apart. Each only calls the public API and asserts what it relies on,
 // so a test built on it fails where a setup step stops working.
 import { expect } from 'vitest';
-import { Host, H, type Group, type Process, type OwnerCheck, type CreateWindow } from '../src/index.js';
+import { Host, H, DmaFault, type Group, type Process, type OwnerCheck, type CreateWindow } from '../src/index.js';
 
 /** Guest RAM as mmap() returns it: where, and how long. */
 interface Ram {
@@ -69,4 +69,15 @@ export async function richHost(opts: { ownerCheck: OwnerCheck; maxMemory: number
   qvm.createTceTable({ liobn: RICH_QLIOBN, pageShift: 12, offset: 0n, size: 65536n });
   expect(qvm.hcall(H.PUT_TCE, RICH_QLIOBN, 0x5000n, 0x123000n | 3n).ret).toBe(0);
   return { host, qemu, other, ram, ram2, g, fd, fd1, vm, qvm };
+}
+
+/** The DmaFault `fn` throws; fails the test when it throws something else or nothing. */
+export function fault(fn: () => unknown): DmaFault {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(DmaFault);
+    return e as DmaFault;
+  }
+  return expect.fail('expected a DmaFault, nothing was thrown');
 }

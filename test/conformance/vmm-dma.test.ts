@@ -1,6 +1,7 @@
 // Spec: docs/semantics.md §8.3 (DMA translation), §9 V7–V9, in both profiles: vm.translate and vm.dma(liobn).
 import { describe, expect, it } from 'vitest';
-import { Host, H, DmaFault } from '../../src/index.js';
+import { Host, H } from '../../src/index.js';
+import { fault } from '../fixtures.js';
 import { MiB } from './helpers.js';
 
 const L0 = 0x80000000n;
@@ -24,16 +25,6 @@ async function setup(profile: 'qemu' | 'kvm') {
   /** Guest RAM at `gpa` as seen by the VMM (no IOMMU). */
   const at = (gpa: bigint, n: number): Uint8Array => bytes.slice(Number(gpa), Number(gpa) + n);
   return { host, vm, ram, bytes, put, at };
-}
-
-function fault(fn: () => unknown): DmaFault {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(DmaFault);
-    return e as DmaFault;
-  }
-  return expect.fail('expected a DmaFault, nothing was thrown');
 }
 
 const pattern = (n: number, seed = 1): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff);

@@ -5,7 +5,8 @@
 // are each copied from where they map, and a refused page anywhere in a
 // range leaves everything as it was.
 import { afterEach, describe, expect, it } from 'vitest';
-import { Host, H, DmaFault } from '../../src/index.js';
+import { Host, H } from '../../src/index.js';
+import { fault } from '../fixtures.js';
 
 const MiB = 1n << 20n;
 const L = 0x1000n;
@@ -33,16 +34,6 @@ async function setup() {
   };
   for (let p = 0; p < 64; p++) map(p, G + p * 0x1000);
   return { host, qemu, vm, mem, map };
-}
-
-function fault(fn: () => unknown): DmaFault {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(DmaFault);
-    return e as DmaFault;
-  }
-  return expect.fail('expected a DmaFault, nothing was thrown');
 }
 
 /** The error fn throws, as [class name, message], for comparing two refusals. */
