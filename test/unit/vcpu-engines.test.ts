@@ -7,6 +7,7 @@
 // the four setups are interleaved, after a release and with subscribers.
 import { describe, expect, it } from 'vitest';
 import { Host, H, Vcpu } from '../../src/index.js';
+import { v2Container, linkedVm } from '../fixtures.js';
 
 const MiB = 1n << 20n;
 const LIOBN = 0x8000_0000n;
@@ -15,18 +16,9 @@ async function setup(engine: 'wasm' | 'native', kernel: '4.19' | '5.19') {
   const host = await Host.create({ engine, kernel, maxMemory: 32 << 20 });
   const p = host.spawn();
   const ram = p.mmap(4n * MiB);
-  const g = host.addGroup();
-  const fd = p.openContainer();
-  fd.attachGroup(g);
-  fd.setIommu('v2');
-  fd.registerMemory(ram.ua, ram.size);
-  fd.removeWindow(0n);
-  fd.createWindow({ pageShift: 12, windowSize: 1n << 30n, levels: 1 });
+  const { g, fd } = v2Container(host, p, ram, { pageShift: 12, windowSize: 1n << 30n, levels: 1 });
   fd.mapDma({ iova: 0n, vaddr: ram.ua, size: 0x1000n, read: true, write: true });
-  const vm = p.createVm();
-  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-  vm.createTceTable({ liobn: LIOBN, pageShift: 12, offset: 0n, size: 1n << 18n });
-  vm.attachGroup(g, LIOBN);
+  const vm = linkedVm(p, ram, g, { liobn: LIOBN, pageShift: 12, size: 1n << 18n });
   return { host, vm, vcpu: vm.vcpu(0), table: fd.container.windows[0]!.table, ram };
 }
 
