@@ -28,7 +28,7 @@ import {
   HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE, ABLATE_SMR_READ, VCPU_RCU_SEQ, HDR_GRACE_PERIODS, TBL_LEVELS, TBL_ROOT_BITS,
   TBL_LEVEL_BITS,
 } from './generated/layout';
-import { findStt, findSlot, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
+import { findStt, findSlot, gpaToUa, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
 import { leafNode, leafPeek, leafBits, leafEnd, skipAbsent, lockView, unuseUa } from './table';
 import { sysPageShift, regionLookup, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
 import { dirtyOn, dirtyMark, dirtyMarkList } from './dirty';
@@ -984,9 +984,8 @@ function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, 
   const gpa = tce & ~<u64>TCE_PERM_MASK;
   const psize: u64 = <u64>1 << <u64>tshift;
   if (gpa & (psize - 1)) return misalignedTce(false);
-  const ms = findSlot(vm, gpa);
-  if (ms == 0) return H_TOO_HARD;
-  const ua = load<u64>(ms + SLOT_UA) + (gpa - load<u64>(ms + SLOT_GPA));
+  // kvmppc_tce_to_ua: 0 outside every memslot (and a ua of 0 is no address either).
+  const ua = gpaToUa(vm, gpa);
   if (ua == 0) return H_TOO_HARD;
   const rel = entry - load<u64>(tbl + TBL_OFFSET);
   if (rel >= load<u64>(tbl + TBL_SIZE)) return H_TOO_HARD;
@@ -1152,9 +1151,8 @@ let cStt: u32 = 0;
   if (tshift != gshift || (load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return FAST_BAIL;
   const gpa = tce & ~<u64>TCE_PERM_MASK;
   if (gpa & (psize - 1)) return misalignedTce(false);
-  const ms = findSlot(vm, gpa);
-  if (ms == 0) return H_TOO_HARD;
-  const ua = load<u64>(ms + SLOT_UA) + (gpa - load<u64>(ms + SLOT_GPA));
+  // kvmppc_tce_to_ua: 0 outside every memslot (and a ua of 0 is no address either).
+  const ua = gpaToUa(vm, gpa);
   if (ua == 0) return H_TOO_HARD;
   const rel = entry - load<u64>(tbl + TBL_OFFSET);
   if (rel >= load<u64>(tbl + TBL_SIZE)) return H_TOO_HARD;
