@@ -8,6 +8,7 @@ import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { TblView } from '../generated/views.js';
 import { OP_ALLOC, OP_CHECK_PID, TCE_PERM_MASK, TABLE_F_V2 } from '../generated/layout.js';
+import { retryWhileBusy } from './busy-retry.js';
 import { checkGeometry, geometryOf, getTableSize, indexShape, type TableGeometry } from './geometry.js';
 
 /** Options of IommuTable.buildV2(). */
@@ -167,9 +168,9 @@ export class IommuTable {
     if (!this.contains(entry, n)) fail('EINVAL', `entries [${hex(entry)}, +${n}) are outside the table`);
     if (ua & ((1n << BigInt(this.pageShift)) - 1n)) fail('EINVAL', `ua ${hex(ua)} is not aligned to the IOMMU page`);
     if (ua + (n << BigInt(this.pageShift)) > 1n << 64n) fail('EINVAL', 'the userspace range wraps around');
+    const e = this.host.engine;
     if (!this.hasView && !opts.realMode && n > 0n) {
       // The view exists once something is mapped; a map refused at its first page must not leave it behind.
-      const e = this.host.engine;
       const r = e.regionLookup(mm.desc, ua, 1n << BigInt(this.pageShift));
       if (r === 0 || e.regionUaToHpa(r, ua, this.pageShift) < 0n) {
         fail('EINVAL', `ua ${hex(ua)} is in no pre-registered region able to back 2^${this.pageShift}-byte pages`);
@@ -177,7 +178,8 @@ export class IommuTable {
       this.allocView();
     }
     const flags = (opts.realMode ? 0 : OP_ALLOC) | (opts.checkPidOf !== undefined ? OP_CHECK_PID : 0);
-    const rc = this.host.engine.tableBuildV2(this.desc, mm.desc, entry, n, ua, perm & TCE_PERM_MASK, flags, opts.checkPidOf ?? 0);
+    const [from, count, at] = [entry, n, ua];
+    const rc = retryWhileBusy(() => e.tableBuildV2(this.desc, mm.desc, from, count, at, perm & TCE_PERM_MASK, flags, opts.checkPidOf ?? 0));
     if (rc < 0) throw errnoError(rc, `mapping ${n} entr${n === 1n ? 'y' : 'ies'} at index ${hex(entry)} from ua ${hex(ua)}`);
   }
 
@@ -190,7 +192,8 @@ export class IommuTable {
     entry = v.u64('entry', entry);
     n = v.u64('n', n);
     if (!this.contains(entry, n)) fail('EINVAL', `entries [${hex(entry)}, +${n}) are outside the table`);
-    const rc = this.host.engine.tableClearV2(this.desc, mm.desc, entry, n, opts.checkPidOf !== undefined ? OP_CHECK_PID : 0, opts.checkPidOf ?? 0);
+    const [e, from, count] = [this.host.engine, entry, n];
+    const rc = retryWhileBusy(() => e.tableClearV2(this.desc, mm.desc, from, count, opts.checkPidOf !== undefined ? OP_CHECK_PID : 0, opts.checkPidOf ?? 0));
     if (rc < 0) throw errnoError(rc, `clearing ${n} entries at index ${hex(entry)}`);
   }
 

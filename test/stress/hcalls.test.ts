@@ -148,6 +148,40 @@ describe('stress: vCPUs on worker threads', () => {
       const results = await hammer(s, 200, 8);
       expect(results.reduce((a, x) => a + x.exit, 0)).toBeGreaterThan(0);
     }, 60_000);
+
+    it(`${engine}: VFIO waits out a view lock held past the engine's tries (a vCPU preempted mid-call) and then unmaps`, async () => {
+      const s = await setup(engine, 16);
+      const vcpu = s.vm.vcpu(0, { thread: s.qemu.thread() });
+      const r = vcpu.regs;
+      r[3] = BigInt(H.PUT_TCE); r[4] = s.liobn; r[5] = 3n << 16n; r[6] = (7n << 16n) | 3n;
+      expect(vcpu.hcall()).toBe(H.SUCCESS);
+      const table = s.fd.container.windows[0]!.table;
+      const region = s.fd.container.regions[0]!;
+      const mapped = region.mapped;
+      const slot = viewSlot(s.host, table.desc, 3n);
+      s.host.mem.setU64(slot, s.host.mem.getU64(slot) | (BigInt(MAX_LOCK_TAG) << BigInt(VIEW_TAG_SHIFT)) | BigInt(VIEW_LOCK));
+      // Another thread lets the lock go LET_GO_MS after it started: far longer than the engine's
+      // LOCK_SPINS_VFIO tries, well inside VFIO_LOCK_WAIT_MS.
+      const LET_GO_MS = 300;
+      const worker = new Worker(
+        `const { workerData: { memory, at, bits, ms } } = require('node:worker_threads');
+         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+         Atomics.and(new BigUint64Array(memory.buffer), at, bits);`,
+        { eval: true, workerData: { memory: s.host.mem.memory, at: slot / 8, bits: ~BigInt(VIEW_LOCK_BITS) & ((1n << 64n) - 1n), ms: LET_GO_MS } },
+      );
+      const exited = new Promise((resolve) => worker.once('exit', resolve));
+      await new Promise((resolve) => worker.once('online', resolve));
+      const t0 = Date.now();
+      s.fd.unmapDma({ iova: 3n << 16n, size: 1n << 16n });
+      const waited = Date.now() - t0;
+      await exited;
+      // It waited for the other thread, and the unmap did what it says: entry clear, its count dropped.
+      expect(waited).toBeGreaterThan(LET_GO_MS / 2);
+      expect(table.get(3n)).toBe(0n);
+      expect(table.getUa(3n)).toBe(0n);
+      expect(region.mapped).toBe(mapped - 1n);
+      s.host.checkInvariants();
+    }, 60_000);
   }
 });
 
