@@ -12,9 +12,13 @@
 #include "zero_scan.h"
 #include "host_memory.h"
 
+#include <pthread.h>
+
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <thread>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
@@ -97,6 +101,86 @@ bool HasAvx2() {
 }
 #endif
 
+using Loop = size_t (*)(const uint8_t*, size_t);
+
+// The widest loop this CPU has.
+Loop Widest() {
+#ifdef SPAPR_ZERO_SCAN_X86
+  return HasAvx2() ? Avx2 : Sse2;
+#else
+  return Words;
+#endif
+}
+
+// One core reads memory slower than the machine can deliver it (here about
+// 10 GB/s on one core, 15-18 on both: the A/B's controls), so a long zero
+// range is scanned by several threads, as QEMU's multifd threads detect
+// zero pages in parallel (zero-page-detection=multifd). The threads claim
+// 1 MiB blocks in ascending order from one counter and stop claiming once a
+// non-zero byte is known below the next block, so a non-zero byte near the
+// start costs little more than a scan by one thread; the answer is the
+// lowest byte found, and every block below it was scanned whole. A range
+// starts on the calling thread alone (kAlone) so the short scans between
+// the data runs of a busy memory never pay for a thread.
+constexpr size_t kBlock = size_t{1} << 20;
+constexpr size_t kAlone = size_t{4} << 20;
+constexpr size_t kParallel = size_t{64} << 20;
+constexpr unsigned kMaxThreads = 4;
+
+// A long scan's range, loop and shared state: the next block to claim, the lowest non-zero byte found (n: none yet).
+struct Scan {
+  const uint8_t* p = nullptr;
+  size_t n = 0;
+  Loop loop = nullptr;
+  std::atomic<size_t> next{0};
+  std::atomic<size_t> found{0};
+};
+
+// Claims blocks until none is left or a non-zero byte is known below the next one.
+void* ScanBlocks(void* arg) {
+  Scan* s = static_cast<Scan*>(arg);
+  for (;;) {
+    size_t at = s->next.fetch_add(kBlock, std::memory_order_relaxed);
+    if (at >= s->n || at >= s->found.load(std::memory_order_relaxed)) return nullptr;
+    size_t len = s->n - at < kBlock ? s->n - at : kBlock;
+    size_t k = s->loop(s->p + at, len);
+    if (k < len) {
+      size_t x = at + k;
+      size_t cur = s->found.load(std::memory_order_relaxed);
+      while (x < cur && !s->found.compare_exchange_weak(cur, x, std::memory_order_relaxed)) {
+      }
+      return nullptr;
+    }
+  }
+}
+
+// How many threads a long scan uses: the CPUs this process may run on, at most kMaxThreads.
+unsigned ScanThreads() {
+  static const unsigned t = [] {
+    unsigned c = std::thread::hardware_concurrency();
+    return c == 0 ? 1u : c < kMaxThreads ? c : kMaxThreads;
+  }();
+  return t;
+}
+
+// FirstNonZero over a long range: the calling thread and up to kMaxThreads - 1 helpers (fewer if a thread cannot be made).
+size_t Parallel(const uint8_t* p, size_t n, Loop loop) {
+  Scan s;
+  s.p = p;
+  s.n = n;
+  s.loop = loop;
+  s.found.store(n, std::memory_order_relaxed);
+  pthread_t helpers[kMaxThreads];
+  unsigned made = 0;
+  for (unsigned i = 1; i < ScanThreads(); i++) {
+    if (pthread_create(&helpers[made], nullptr, ScanBlocks, &s) != 0) break;
+    made++;
+  }
+  ScanBlocks(&s);
+  for (unsigned i = 0; i < made; i++) pthread_join(helpers[i], nullptr);
+  return s.found.load(std::memory_order_relaxed);
+}
+
 // A Number argument that is an integer in [0, max], or false with a RangeError/TypeError thrown.
 bool Offset(const Napi::CallbackInfo& info, size_t arg, size_t max, size_t* out) {
   Napi::Env env = info.Env();
@@ -113,9 +197,7 @@ bool Offset(const Napi::CallbackInfo& info, size_t arg, size_t max, size_t* out)
   return true;
 }
 
-using Loop = size_t (*)(const uint8_t*, size_t);
-
-// The loop a fourth argument names ('avx2', 'sse2', 'words': the tests and the A/B run each), or null with a TypeError thrown.
+// The loop a fourth argument names ('avx2', 'sse2', 'words': the tests and the A/B run each, on the calling thread alone), or null with a TypeError thrown.
 Loop NamedLoop(const Napi::CallbackInfo& info) {
   std::string name = info[3].IsString() ? info[3].As<Napi::String>().Utf8Value() : std::string();
   if (name == "words") return Words;
@@ -128,6 +210,7 @@ Loop NamedLoop(const Napi::CallbackInfo& info) {
 }
 
 // firstNonZero(view, from, to, loop?): the index in the view of its first non-zero byte in [from, to), or `to`.
+// Without `loop`, the widest loop, on several threads over a long range.
 Napi::Value FirstNonZeroJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint8_t* p = nullptr;
@@ -150,11 +233,10 @@ Napi::Value FirstNonZeroJs(const Napi::CallbackInfo& info) {
 }  // namespace
 
 size_t FirstNonZero(const uint8_t* p, size_t n) {
-#ifdef SPAPR_ZERO_SCAN_X86
-  return HasAvx2() ? Avx2(p, n) : Sse2(p, n);
-#else
-  return Words(p, n);
-#endif
+  Loop loop = Widest();
+  if (n < kParallel || ScanThreads() < 2) return loop(p, n);
+  size_t head = loop(p, kAlone);
+  return head < kAlone ? head : kAlone + Parallel(p + kAlone, n - kAlone, loop);
 }
 
 void InitZeroScan(Napi::Env env, Napi::Object exports) {

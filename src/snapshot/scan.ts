@@ -1,8 +1,9 @@
 // Finding what to save in linear memory at memory speed. Zero memory is
 // skipped by asking for the first non-zero byte of what is left: the addon's
 // firstNonZero (src/native/zero_scan.cc) OR-reduces one stream with AVX2 or
-// SSE2 in one call over the whole range, at the speed of a plain read of
-// the same memory; without the addon, 256 KiB at a time are compared against
+// SSE2 in one call over the whole range (a long one on several threads: one
+// core reads memory slower than the machine delivers it), at the speed of a
+// plain read of the same memory; without the addon, 256 KiB at a time are compared against
 // a zero buffer with Buffer#compare (memcmp: two streams, 80-90 % of that
 // speed, bench/results/zero-scan-ab-2026-12-01.md). A Uint32Array loop
 // reaches 2.5 GB/s. After a non-zero page, the pages that follow are

@@ -108,6 +108,43 @@ describe('firstNonZero', () => {
     }
   });
 
+  it.skipIf(!addon?.firstNonZero)('over a long range (several threads claiming 1 MiB blocks) gives the lowest non-zero byte, wherever the bytes are', () => {
+    const MIB = 1 << 20;
+    const mem = memory(72 * 16); // 72 MiB: above the 64 MiB where the scan goes parallel
+    const buf = memBuffer(mem);
+    const n = mem.byteLength;
+    const f = addon!.firstNonZero!;
+    // Backed pages, as guest RAM a guest wrote and zeroed: a block takes long enough for the threads to overlap.
+    mem.u8.fill(1);
+    mem.u8.fill(0);
+    expect(f(buf, 0, n)).toBe(n);
+    const edges = [0, 1, 4 * MIB - 1, 4 * MIB, 4 * MIB + 1, 5 * MIB - 1, 5 * MIB, 33 * MIB + 7, 68 * MIB, n - MIB, n - 1];
+    for (const from of [0, 3, 2 * MIB + 5]) {
+      for (const pos of edges) {
+        mem.u8[pos] = 0x40;
+        expect(f(buf, from, n), `one byte at ${pos}, from ${from}`).toBe(pos >= from ? pos : n);
+        mem.u8[pos] = 0;
+      }
+    }
+    // Several: the lowest wins, whichever block a thread finds first.
+    const rng = new Rng(0xb10c);
+    for (let round = 0; round < 12; round++) {
+      const marks = Array.from({ length: rng.int(2, 5) }, () => rng.int(0, n - 1));
+      for (const m of marks) mem.u8[m] = 1;
+      expect(f(buf, 0, n), `marks ${marks.join(',')}`).toBe(Math.min(...marks));
+      for (const m of marks) mem.u8[m] = 0;
+    }
+    // A non-zero byte in each of several neighbouring blocks, the lowest early in its block and the others late:
+    // a thread finding a higher one after another found the lowest must not replace it.
+    for (let round = 0; round < 24; round++) {
+      const first = 4 * MIB + rng.int(0, 60) * MIB;
+      const marks = Array.from({ length: 6 }, (_, i) => first + i * MIB + (i === 0 ? rng.int(0, 100) : MIB - 1 - rng.int(0, 100)));
+      for (const m of marks) mem.u8[m] = 1;
+      expect(f(buf, 0, n), `marks ${marks.join(',')}`).toBe(marks[0]);
+      for (const m of marks) mem.u8[m] = 0;
+    }
+  });
+
   it.skipIf(!addon?.firstNonZero)('the addon refuses what is not a range of the view, and an unknown loop', () => {
     const f = addon!.firstNonZero!;
     const v = new Uint8Array(100);
