@@ -3,14 +3,15 @@
 // firstNonZero (src/native/zero_scan.cc) OR-reduces one stream with AVX2 or
 // SSE2 in one call over the whole range (a long one on several threads: one
 // core reads memory slower than the machine delivers it), at the speed of a
-// plain read of the same memory; without the addon, 256 KiB at a time are compared against
-// a zero buffer with Buffer#compare (memcmp: two streams, 80-90 % of that
-// speed, bench/results/zero-scan-ab-2026-12-01.md). A Uint32Array loop
-// reaches 2.5 GB/s. After a non-zero page, the pages that follow are
-// told by their first word when it is not zero (most data pages), by a
-// compare of the page otherwise. Memory above the allocator's top is never
-// used and never read. The RAM-less snapshot walks the heap's blocks instead
-// and never looks inside guest RAM.
+// plain read of the same memory; without the addon, 256 KiB at a time are
+// compared against a zero buffer with Buffer#compare (memcmp: two streams,
+// 82-88 % of that speed, bench/results/zero-scan-ab-2026-12-01.md). A
+// Uint32Array loop reaches 2.5 GB/s. The snapshot of a zero memory is this
+// scan: its metadata and tables cost 0.2 ms. After a non-zero page, the pages
+// that follow are told by their first word when it is not zero (most data
+// pages), by a compare of the page otherwise. Memory above the allocator's
+// top is never used and never read. The RAM-less snapshot walks the heap's
+// blocks instead and never looks inside guest RAM.
 import type { LinearMemory } from '../core/memory.js';
 import { HdrView } from '../generated/views.js';
 import { HEADER_BASE, HEAP_BASE, MIN_BLOCK_SHIFT } from '../generated/layout.js';
