@@ -157,7 +157,7 @@ void* ScanBlocks(void* arg) {
   }
 }
 
-// How many threads a long scan uses: the CPUs this process may run on, at most kMaxThreads.
+// How many threads a long scan uses: the CPUs the machine has online (std::thread::hardware_concurrency), at most kMaxThreads.
 unsigned ScanThreads() {
   static const unsigned t = [] {
     unsigned c = std::thread::hardware_concurrency();
