@@ -38,6 +38,10 @@ export interface NativeAddon {
   adviseHugePages?(bytes: Uint8Array): number;
   /** CRC-32 of a view continuing from `crc`, as zlib.crc32 gives it (src/native/crc32.cc); absent without PCLMULQDQ. */
   crc32?(bytes: Uint8Array, crc?: number): number;
+  /** The index of the first non-zero byte of `bytes` in [from, to), or `to` (src/native/zero_scan.cc; `loop` one of firstNonZeroLoops, default the widest). */
+  firstNonZero?(bytes: Uint8Array, from: number, to: number, loop?: string): number;
+  /** The loops firstNonZero can be asked for on this CPU, widest first. */
+  firstNonZeroLoops?: readonly string[];
   /** The C++ engine over a Uint8Array view of the whole shared memory. */
   createEngine(view: Uint8Array): NativeEngineRoutines;
   layoutVersion: number;

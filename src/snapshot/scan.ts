@@ -1,16 +1,22 @@
-// Finding what to save in linear memory at memory speed. Zero pages are
-// recognised by comparing 256 KiB at a time against a zero buffer with
-// Buffer#compare (memcmp over the shared memory, no copy, no JavaScript loop
-// per word): about 11 GB/s here, where a Uint32Array loop reaches 2.5 and the
-// engine's i64 loop 8. Inside a chunk that is not all zero, a page whose
-// first word is not zero needs no compare (a call per page cost about a
-// fifth of a snapshot's CPU time on random data). Memory above the
-// allocator's top is never used and never read. The RAM-less snapshot walks
-// the heap's blocks instead and never looks inside guest RAM.
+// Finding what to save in linear memory at memory speed. Zero memory is
+// skipped by asking for the first non-zero byte of what is left: the addon's
+// firstNonZero (src/native/zero_scan.cc) OR-reduces one stream with AVX2 or
+// SSE2 in one call over the whole range (a long one on several threads: one
+// core reads memory slower than the machine delivers it), at the speed of a
+// plain read of the same memory; without the addon, 256 KiB at a time are
+// compared against a zero buffer with Buffer#compare (memcmp: two streams,
+// 82-88 % of that speed, bench/results/zero-scan-ab-2026-12-01.md). A
+// Uint32Array loop reaches 2.5 GB/s. The snapshot of a zero memory is this
+// scan: its metadata and tables cost 0.2 ms. After a non-zero page, the pages
+// that follow are told by their first word when it is not zero (most data
+// pages), by a compare of the page otherwise. Memory above the allocator's
+// top is never used and never read. The RAM-less snapshot walks the heap's
+// blocks instead and never looks inside guest RAM.
 import type { LinearMemory } from '../core/memory.js';
 import { HdrView } from '../generated/views.js';
 import { HEADER_BASE, HEAP_BASE, MIN_BLOCK_SHIFT } from '../generated/layout.js';
 import { heapGeometry } from './fsck/heap.js';
+import { loadNative } from '../engine/native.js';
 
 /** Size of the pages memory is saved and compared in. */
 export const PAGE = 4096;
@@ -47,30 +53,65 @@ export function pageIsZero(buf: Buffer, off: number): boolean {
   return buf.compare(ZERO, 0, PAGE, off, off + PAGE) === 0;
 }
 
-/** The runs of non-zero 4 KiB pages in [from, to) (both page aligned), ascending, adjacent pages merged. */
-export function nonZeroRuns(mem: LinearMemory, from: number, to: number): Run[] {
-  const buf = memBuffer(mem);
-  const u32 = mem.u32;
-  const runs: Run[] = [];
-  let start = -1;
-  const close = (at: number): void => {
-    if (start >= 0) runs.push({ off: start, len: at - start });
-    start = -1;
-  };
+/** Where the first non-zero byte of `buf` in [from, to) is, or `to` when there is none. */
+export type FirstNonZero = (buf: Buffer, from: number, to: number) => number;
+
+/** firstNonZero without the addon: Buffer#compare against a zero buffer, 256 KiB at a time, then narrowed to 4 KiB, 64 bytes and the byte. */
+export function firstNonZeroByCompare(buf: Buffer, from: number, to: number): number {
   for (let off = from; off < to; ) {
-    const end = Math.min(to, off + CHUNK);
+    let end = Math.min(to, off + CHUNK);
     if (buf.compare(ZERO, 0, end - off, off, end) === 0) {
-      close(off);
       off = end;
       continue;
     }
-    // A page whose first word is not zero is not a zero page: most data pages are told without a compare.
-    for (; off < end; off += PAGE) {
-      if (u32[off >>> 2] === 0 && pageIsZero(buf, off)) close(off);
-      else if (start < 0) start = off;
+    for (const step of [PAGE, 64]) {
+      for (let q = off; q < end; q += step) {
+        const e = Math.min(end, q + step);
+        if (buf.compare(ZERO, 0, e - q, q, e) !== 0) {
+          off = q;
+          end = e;
+          break;
+        }
+      }
     }
+    while (off < end && buf[off] === 0) off++;
+    return off;
   }
-  close(to);
+  return to;
+}
+
+let native: FirstNonZero | null | undefined;
+
+/** The addon's firstNonZero where it loads, else firstNonZeroByCompare. */
+function defaultFirstNonZero(): FirstNonZero {
+  if (native === undefined) native = loadNative()?.firstNonZero ?? null;
+  return native ?? firstNonZeroByCompare;
+}
+
+/**
+ * The runs of non-zero 4 KiB pages in [from, to) (both page aligned),
+ * ascending, adjacent pages merged; `first` finds the next non-zero byte
+ * (the addon's, or the fallback's: the tests run both).
+ */
+export function nonZeroRuns(mem: LinearMemory, from: number, to: number, first: FirstNonZero = defaultFirstNonZero()): Run[] {
+  const buf = memBuffer(mem);
+  const u32 = mem.u32;
+  const runs: Run[] = [];
+  for (let off = from; off < to; ) {
+    // The page at `off` first, by itself: after a short gap it is often data, and a page compare costs less than a search.
+    let start = off;
+    if (u32[off >>> 2] === 0 && pageIsZero(buf, off)) {
+      const nz = first(buf, off + PAGE, to);
+      if (nz >= to) break;
+      start = nz - ((nz - from) % PAGE);
+    }
+    let end = start + PAGE;
+    // A page whose first word is not zero is not a zero page: most data pages are told without a compare.
+    while (end < to && (u32[end >>> 2] !== 0 || !pageIsZero(buf, end))) end += PAGE;
+    runs.push({ off: start, len: end - start });
+    // The page at `end` (if any) was found zero: the next search starts after it.
+    off = end + PAGE;
+  }
   return runs;
 }
 
