@@ -18,8 +18,7 @@ import * as v from '../core/validate.js';
 /** Which level finished a hypercall. */
 export type Level = 'real' | 'virtual' | 'exit' | 'none';
 const LEVELS: Level[] = ['none', 'real', 'virtual', 'exit'];
-// hcall()'s two constants as numbers of this module: TurboFan folds a module's own const, while
-// an imported binding is a cell it loads and checks for the hole at every call.
+// hcall()'s two constants, written into the text of each engine's hcall() (hcallOf) as literals.
 const REAL: number = LEVEL_REAL;
 const TOO_HARD: number = H_TOO_HARD;
 
