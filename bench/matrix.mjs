@@ -72,7 +72,8 @@ export function rows(op, engine, entries, pooled) {
  * clear of the same entries, so a burst leaves the state as one call does.
  */
 function timed(p) {
-  return p.entries >= 512 ? { run: p.run } : { run: inBursts(p.run), burst: BURST };
+  // A hypercall cell brings its own burst loop (ops.mjs, cellClosures: its own call feedback).
+  return p.entries >= 512 ? { run: p.run } : { run: p.burst ?? inBursts(p.run), burst: BURST };
 }
 
 /** Builds the variants of one cell; unavailable ones go to `skipped` with their reason. Throws when the engine cannot run the cell. */

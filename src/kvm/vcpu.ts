@@ -18,8 +18,7 @@ import * as v from '../core/validate.js';
 /** Which level finished a hypercall. */
 export type Level = 'real' | 'virtual' | 'exit' | 'none';
 const LEVELS: Level[] = ['none', 'real', 'virtual', 'exit'];
-// hcall()'s two constants as numbers of this module: TurboFan folds a module's own const, while
-// an imported binding is a cell it loads and checks for the hole at every call.
+// hcall()'s two constants, written into the text of each engine's hcall() (hcallOf) as literals.
 const REAL: number = LEVEL_REAL;
 const TOO_HARD: number = H_TOO_HARD;
 
@@ -79,6 +78,9 @@ export class Vcpu {
     this.desc = desc;
     this.d = new VcpuView(vm.host.mem, desc);
     this.regs = this.d.gprArray();
+    // With real mode, hcall() is the engine instance's own function (hcallOf), an own property set
+    // here so that every such vCPU has one shape.
+    if (this.realMode) this.hcall = hcallOf(this.engine);
     vm.host.reclaim.addVcpu(desc, `vCPU ${index === -1 >>> 0 ? '(vm.hcall)' : index} of VM ${new VmView(vm.host.mem, vm.desc).id}`);
   }
 
@@ -186,46 +188,45 @@ export class Vcpu {
 }
 
 /**
- * @internal A vCPU for vm.vcpu() and restore: `desc` as in the Vcpu constructor.
- * One hcall() per engine kind (WasmVcpu, NativeVcpu), chosen here, once: V8
- * keeps call feedback per function, and with one method for both kinds a
- * process that had also run vCPUs of the other kind (or of a '5.19' host) saw
- * that method's engine call go megamorphic — no inlined JS→WASM call, ~100
- * more instructions per H_PUT_TCE (callgrind: 470–494 alone, 574–604 after a
- * native vCPU's calls). Without real mode ('5.19') the plain Vcpu's chain.
+ * @internal A vCPU for vm.vcpu() and restore: `desc` as in the Vcpu constructor
+ * (which gives a vCPU with real mode the hcall() of its engine instance, hcallOf).
  */
 export function createVcpu(vm: KvmVm, index: number, thread: Task, desc?: number): Vcpu {
-  if (vm.host.kernel === '5.19') return new Vcpu(vm, index, thread, desc);
-  return vm.host.engine.kind === 'wasm' ? new WasmVcpu(vm, index, thread, desc) : new NativeVcpu(vm, index, thread, desc);
+  return new Vcpu(vm, index, thread, desc);
 }
 
-// hcall() of a vCPU with real mode, one class per engine kind with the same text on purpose (see
-// the Vcpu constructor). Real mode inline (hcallChain's first step): most calls end there, and the
-// call through the chain cost about 40 instructions of JavaScript per hypercall (callgrind,
-// bench/callgrind-probe.mjs). The only cost of events when nobody subscribed: one boolean.
+// hcall() of a vCPU with real mode: real mode inline (hcallChain's first step), since most calls
+// end there and the call through the chain cost about 40 instructions of JavaScript per hypercall
+// (callgrind, bench/callgrind-probe.mjs); the only cost of events when nobody subscribed is one
+// boolean. One function per engine instance, compiled from its own source text: V8 keeps call
+// feedback per function (per source text: its eval cache hands equal texts one function and one
+// feedback vector), and it inlines the JS→WASM call (or the addon call) only where every call saw
+// one target. Each host's engine has its own exports (a WebAssembly instance per memory), so one
+// shared method saw a target per host and went megamorphic in a process with several hosts — the
+// benchmark's, or a VMM's with several VMs: then every call went through the generic js-to-wasm
+// stub, 55 more instructions per H_PUT_TCE (callgrind: 560 against 505 with one host), and once
+// native vCPUs had run too, ~100 more.
+const fastHcalls = new WeakMap<Engine, () => number>();
+let fastHcallSerial = 0;
 
-/** A vCPU with real mode on the WebAssembly engine: its own hcall(), its own call feedback. */
-class WasmVcpu extends Vcpu {
-  override hcall(): number {
-    if (this.direct === true && this.events.active === false) {
-      const rc = this.engineHcall(this.desc, REAL);
-      if (rc !== TOO_HARD) return rc;
-      return this.afterReal();
-    }
-    return this.hcallSlow();
+/** The hcall() of the vCPUs with real mode on `engine`, made once per engine instance. */
+function hcallOf(engine: Engine): () => number {
+  let f = fastHcalls.get(engine);
+  if (f === undefined) {
+    // The serial makes each text unique; the constants are literals for TurboFan to fold.
+    const src = `"use strict"; // spapr-tce vcpu.hcall() of ${engine.kind} engine ${++fastHcallSerial}
+return function hcall() {
+  if (this.direct === true && this.events.active === false) {
+    const rc = this.engineHcall(this.desc, ${REAL});
+    if (rc !== ${TOO_HARD}) return rc;
+    return this.afterReal();
   }
-}
-
-/** A vCPU with real mode on the native engine: WasmVcpu's hcall() text, its own call feedback. */
-class NativeVcpu extends Vcpu {
-  override hcall(): number {
-    if (this.direct === true && this.events.active === false) {
-      const rc = this.engineHcall(this.desc, REAL);
-      if (rc !== TOO_HARD) return rc;
-      return this.afterReal();
-    }
-    return this.hcallSlow();
+  return this.hcallSlow();
+};`;
+    f = new Function(src)() as () => number;
+    fastHcalls.set(engine, f);
   }
+  return f;
 }
 
 /**

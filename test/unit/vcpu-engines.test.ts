@@ -1,10 +1,10 @@
-// vcpu.hcall() on both engines and both kernel eras in one process: the
-// hypercall path is chosen per engine kind when the vCPU is made
-// (createVcpu: WasmVcpu, NativeVcpu; a plain Vcpu without real mode), so
-// that V8's call feedback of one kind's vCPUs is not shared with the
-// other's. Whatever path a vCPU takes, the same calls give the same
-// statuses, levels, registers and table entries, also when the calls of
-// the four setups are interleaved, after a release and with subscribers.
+// vcpu.hcall() on both engines and both kernel eras in one process: a vCPU
+// with real mode gets the hcall() function of its host's engine instance
+// (src/kvm/vcpu.ts, hcallOf: one per instance, so that V8's call feedback of
+// one host's vCPUs is not shared with another host's); a vCPU without real
+// mode the plain chain. Whatever path a vCPU takes, the same calls give the
+// same statuses, levels, registers and table entries, also when the calls of
+// the setups are interleaved, after a release and with subscribers.
 import { describe, expect, it } from 'vitest';
 import { Host, H, Vcpu } from '../../src/index.js';
 import { v2Container, linkedVm } from '../fixtures.js';
@@ -48,13 +48,19 @@ function script(s: Setup, i: bigint) {
 }
 
 describe('vcpu.hcall() on two engines and two eras in one process gives the same kernel results', () => {
-  it('chooses the path per engine kind at creation, and the calls agree, interleaved', async () => {
-    const ss = [await setup('wasm', '4.19'), await setup('native', '4.19'), await setup('wasm', '5.19'), await setup('native', '5.19')];
+  it('chooses the path per engine instance at creation, and the calls agree, interleaved', async () => {
+    const ss = [await setup('wasm', '4.19'), await setup('native', '4.19'), await setup('wasm', '5.19'), await setup('native', '5.19'), await setup('wasm', '4.19'), await setup('native', '4.19')];
     for (const s of ss) expect(s.vcpu).toBeInstanceOf(Vcpu);
     // wasm and native vCPUs with real mode run different hcall functions; a '5.19' vCPU the plain chain.
     expect(ss[0]!.vcpu.hcall).not.toBe(ss[1]!.vcpu.hcall);
     expect(ss[2]!.vcpu.hcall).toBe(ss[3]!.vcpu.hcall);
+    expect(ss[2]!.vcpu.hcall).toBe(Vcpu.prototype.hcall);
     expect(ss[2]!.vcpu.hcall).not.toBe(ss[0]!.vcpu.hcall);
+    // Two hosts of one kind: a function each; two vCPUs of one host: the same one.
+    expect(ss[4]!.vcpu.hcall).not.toBe(ss[0]!.vcpu.hcall);
+    expect(ss[5]!.vcpu.hcall).not.toBe(ss[1]!.vcpu.hcall);
+    expect(ss[0]!.vm.vcpu(1).hcall).toBe(ss[0]!.vcpu.hcall);
+    expect(ss[1]!.vm.vcpu(1).hcall).toBe(ss[1]!.vcpu.hcall);
     const runs: ReturnType<typeof script>[][] = ss.map(() => []);
     for (let i = 1n; i <= 8n; i++) ss.forEach((s, n) => runs[n]!.push(script(s, 2n * i)));
     const levelless = (r: ReturnType<typeof script>[]) => r.map((x) => x.map(({ level, ...rest }) => rest));
