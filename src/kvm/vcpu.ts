@@ -29,7 +29,7 @@ export interface ReleaseOptions {
 }
 const RELEASE_OPTIONS = v.keys<ReleaseOptions>('vcpu.release', { gone: true });
 
-/** A virtual CPU of a VM (made by createVcpu(): with real mode, of its engine kind's subclass). */
+/** A virtual CPU of a VM (with real mode, its hcall() is its engine instance's: hcallOf). */
 export class Vcpu {
   readonly vm: KvmVm;
   readonly index: number;
@@ -40,7 +40,7 @@ export class Vcpu {
   /** r0..r31 as u64, a view of the register block: regs[3] is r3. */
   readonly regs: BigUint64Array;
   private readonly engine: Engine;
-  protected readonly events: HcallObserver;
+  private readonly events: HcallObserver;
   private readonly d: VcpuView;
   /** Whether the kernel has real-mode handlers (all eras before '5.19'). */
   private readonly realMode: boolean;
@@ -48,13 +48,15 @@ export class Vcpu {
   /**
    * hcall()'s one test for its common case: real mode exists and the vCPU is
    * not released (cleared by release()). Compared with `=== true`: V8 then
-   * compares one word instead of running a generic truth test.
+   * compares one word instead of running a generic truth test. This field,
+   * engineHcall and afterReal() are read by the text hcallOf compiles, which
+   * TypeScript does not see: protected, not private, for that reason alone.
    */
   protected direct: boolean;
   /** The engine's hcall routine, kept in the vCPU: one field load per call instead of two and a map check. */
   protected readonly engineHcall: (vcpu: number, level: number) => number;
 
-  /** @internal use vm.vcpu() (createVcpu()). Allocates the register block, or adopts `desc` (a restored vCPU). */
+  /** @internal use vm.vcpu(). Allocates the register block, or adopts `desc` (a restored vCPU). */
   constructor(vm: KvmVm, index: number, thread: Task, desc?: number) {
     this.vm = vm;
     this.index = index;
@@ -97,7 +99,7 @@ export class Vcpu {
   }
 
   /** hcall() outside its common case: released, subscribers, or no real mode (a plain Vcpu's hcall()). */
-  protected hcallSlow(): number {
+  private hcallSlow(): number {
     if (this.released) return fail('EBADF', `vCPU ${this.index} has been released`);
     if (this.events.active) return this.hcallNotify();
     return this.run();
@@ -185,14 +187,6 @@ export class Vcpu {
   count(kind: number, level: number): number {
     return this.d.statsAt(kind * 4 + level);
   }
-}
-
-/**
- * @internal A vCPU for vm.vcpu() and restore: `desc` as in the Vcpu constructor
- * (which gives a vCPU with real mode the hcall() of its engine instance, hcallOf).
- */
-export function createVcpu(vm: KvmVm, index: number, thread: Task, desc?: number): Vcpu {
-  return new Vcpu(vm, index, thread, desc);
 }
 
 // hcall() of a vCPU with real mode: real mode inline (hcallChain's first step), since most calls

@@ -7,7 +7,7 @@ import type { HostContext } from '../core/context.js';
 import type { Mm } from '../kernel/mm.js';
 import { Task } from '../kernel/task.js';
 import type { Group } from '../vfio/group.js';
-import { type Vcpu, createVcpu, type HcallStats, type Level } from './vcpu.js';
+import { Vcpu, type HcallStats, type Level } from './vcpu.js';
 import { addMemslot, removeMemslot, freeDirtyLog, type Memslot, type MemslotArgs } from './memslot.js';
 import * as guest from './guest-table.js';
 import { liveTables } from '../kernel/table.js';
@@ -195,7 +195,7 @@ export class KvmVm {
     }
     let c = this.vcpus.get(index);
     if (!c) {
-      c = createVcpu(this, index, thread ?? this.process.thread());
+      c = new Vcpu(this, index, thread ?? this.process.thread());
       this.vcpus.set(index, c);
     }
     return c;
@@ -221,7 +221,7 @@ export class KvmVm {
     }
     const regs = args.map((a, i) => v.u64(want ? want[i + 1]! : `args[${i}]`, a));
     this.alive();
-    this.friendly ??= createVcpu(this, -1 >>> 0, this.process);
+    this.friendly ??= new Vcpu(this, -1 >>> 0, this.process);
     const r = this.friendly.regs;
     r[3] = BigInt(n);
     for (let i = 0; i < 8; i++) r[4 + i] = regs[i] ?? 0n;

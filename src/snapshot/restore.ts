@@ -11,7 +11,7 @@ import { IommuTable, liveTables } from '../kernel/table.js';
 import { Region } from '../kernel/prereg.js';
 import { Group } from '../vfio/group.js';
 import { Container } from '../vfio/container.js';
-import { createVcpu } from '../kvm/vcpu.js';
+import { Vcpu } from '../kvm/vcpu.js';
 import { Vm } from '../vmm/vm.js';
 import { Phb } from '../vmm/rtas.js';
 import { hpasOfRuns, type HostState, type MmState, type TableState, type GroupState, type ContainerState, type VmState } from './state.js';
@@ -119,8 +119,8 @@ function restoreVm(s: VmState, processes: Map<number, Task>): Vm {
   const vm = new Vm(processes.get(s.process)!, s.profile, s.desc);
   for (const m of s.memslots) vm.memslots.push({ gpa: m.gpa, size: m.size, ua: m.ua });
   for (const t of s.tables) vm.tables.set(t.liobn, { ...t });
-  for (const c of s.vcpus) vm.vcpus.set(c.index, createVcpu(vm, c.index, processes.get(c.thread)!, c.desc));
-  if (s.friendly) vm.friendly = createVcpu(vm, -1 >>> 0, processes.get(s.friendly.thread)!, s.friendly.desc);
+  for (const c of s.vcpus) vm.vcpus.set(c.index, new Vcpu(vm, c.index, processes.get(c.thread)!, c.desc));
+  if (s.friendly) vm.friendly = new Vcpu(vm, -1 >>> 0, processes.get(s.friendly.thread)!, s.friendly.desc);
   for (const p of s.phbs) {
     const opts = { buid: p.buid, index: p.index, dma32: { addr: p.dma32Addr, size: p.dma32Size }, dma64Addr: p.dma64Addr, pageSizeMask: p.pageSizeMask, ddw: p.ddw };
     vm.phbs.push(new Phb(vm, opts, vm.phbs, { defWin: p.defWin }));
