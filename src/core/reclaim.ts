@@ -43,6 +43,7 @@
 // waited for, and its register block is freed after a grace period of the
 // others.
 import { TceError } from './errors.js';
+import { nap } from './nap.js';
 import type { LinearMemory } from './memory.js';
 import { HEADER_BASE, HDR_GRACE_PERIODS, VCPU_RCU_SEQ } from '../generated/layout.js';
 
@@ -159,14 +160,13 @@ export class Reclaimer {
   synchronize(timeoutMs: number): { waitedMs: number } {
     const t0 = Date.now();
     this.poll();
-    const nap = new Int32Array(new SharedArrayBuffer(4));
     while (this.batches.length > 0) {
       if (Date.now() - t0 >= timeoutMs) {
         const stuck = new Set<string>();
         for (const b of this.batches) for (const d of b.waits.keys()) stuck.add(this.vcpus.get(d) ?? `the vCPU at ${d}`);
         throw new TceError('EBUSY', `synchronize: ${[...stuck].join(', ')} stayed inside a hypercall for ${timeoutMs} ms (a worker killed mid-call? vcpu.release({ gone: true }) declares it gone); ${this.pendingCount()} free(s) stay deferred`);
       }
-      Atomics.wait(nap, 0, 0, 1);
+      nap(1);
       this.poll();
     }
     return { waitedMs: Date.now() - t0 };

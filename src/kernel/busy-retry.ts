@@ -7,18 +7,18 @@
 // never let go (a worker killed mid-call) reaches the caller as EBUSY. The
 // kernel's tce_iommu_clear and tce_iommu_build_v2 take no such lock.
 import { EBUSY } from '../generated/layout.js';
+import { nap } from '../core/nap.js';
 
 /** How long a VFIO map or unmap keeps retrying an entry whose view lock is held. */
 export const VFIO_LOCK_WAIT_MS = 1000;
 
 /** Calls `op` (an engine routine answering 0 or -errno) until it answers other than -EBUSY or the wait is over. */
-export function retryWhileBusy(op: () => number, waitMs = VFIO_LOCK_WAIT_MS): number {
+export function retryWhileBusy(op: () => number): number {
   let rc = op();
   if (rc !== -EBUSY) return rc;
   const t0 = Date.now();
-  const nap = new Int32Array(new SharedArrayBuffer(4));
-  while (rc === -EBUSY && Date.now() - t0 < waitMs) {
-    Atomics.wait(nap, 0, 0, 1);
+  while (rc === -EBUSY && Date.now() - t0 < VFIO_LOCK_WAIT_MS) {
+    nap(1);
     rc = op();
   }
   return rc;

@@ -161,26 +161,25 @@ export class IommuTable {
     v.options('opts', opts, BUILD_OPTIONS);
     v.bool('opts.realMode', opts.realMode, false);
     if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
-    entry = v.u64('entry', entry);
-    n = v.u64('n', n);
-    ua = v.u64('ua', ua);
+    const first = v.u64('entry', entry);
+    const count = v.u64('n', n);
+    const at = v.u64('ua', ua);
     v.int('perm', perm, 1, 3);
-    if (!this.contains(entry, n)) fail('EINVAL', `entries [${hex(entry)}, +${n}) are outside the table`);
-    if (ua & ((1n << BigInt(this.pageShift)) - 1n)) fail('EINVAL', `ua ${hex(ua)} is not aligned to the IOMMU page`);
-    if (ua + (n << BigInt(this.pageShift)) > 1n << 64n) fail('EINVAL', 'the userspace range wraps around');
+    if (!this.contains(first, count)) fail('EINVAL', `entries [${hex(first)}, +${count}) are outside the table`);
+    if (at & ((1n << BigInt(this.pageShift)) - 1n)) fail('EINVAL', `ua ${hex(at)} is not aligned to the IOMMU page`);
+    if (at + (count << BigInt(this.pageShift)) > 1n << 64n) fail('EINVAL', 'the userspace range wraps around');
     const e = this.host.engine;
-    if (!this.hasView && !opts.realMode && n > 0n) {
+    if (!this.hasView && !opts.realMode && count > 0n) {
       // The view exists once something is mapped; a map refused at its first page must not leave it behind.
-      const r = e.regionLookup(mm.desc, ua, 1n << BigInt(this.pageShift));
-      if (r === 0 || e.regionUaToHpa(r, ua, this.pageShift) < 0n) {
-        fail('EINVAL', `ua ${hex(ua)} is in no pre-registered region able to back 2^${this.pageShift}-byte pages`);
+      const r = e.regionLookup(mm.desc, at, 1n << BigInt(this.pageShift));
+      if (r === 0 || e.regionUaToHpa(r, at, this.pageShift) < 0n) {
+        fail('EINVAL', `ua ${hex(at)} is in no pre-registered region able to back 2^${this.pageShift}-byte pages`);
       }
       this.allocView();
     }
     const flags = (opts.realMode ? 0 : OP_ALLOC) | (opts.checkPidOf !== undefined ? OP_CHECK_PID : 0);
-    const [from, count, at] = [entry, n, ua];
-    const rc = retryWhileBusy(() => e.tableBuildV2(this.desc, mm.desc, from, count, at, perm & TCE_PERM_MASK, flags, opts.checkPidOf ?? 0));
-    if (rc < 0) throw errnoError(rc, `mapping ${n} entr${n === 1n ? 'y' : 'ies'} at index ${hex(entry)} from ua ${hex(ua)}`);
+    const rc = retryWhileBusy(() => e.tableBuildV2(this.desc, mm.desc, first, count, at, perm & TCE_PERM_MASK, flags, opts.checkPidOf ?? 0));
+    if (rc < 0) throw errnoError(rc, `mapping ${count} entr${count === 1n ? 'y' : 'ies'} at index ${hex(first)} from ua ${hex(at)}`);
   }
 
   /** v2 clear (tce_iommu_clear): n entries from `entry`; regions looked up in `mm`. */
@@ -189,12 +188,12 @@ export class IommuTable {
     this.checkMm(mm);
     v.options('opts', opts, CLEAR_OPTIONS);
     if (opts.checkPidOf !== undefined) v.int('opts.checkPidOf', opts.checkPidOf, 1, 0xffffffff);
-    entry = v.u64('entry', entry);
-    n = v.u64('n', n);
-    if (!this.contains(entry, n)) fail('EINVAL', `entries [${hex(entry)}, +${n}) are outside the table`);
-    const [e, from, count] = [this.host.engine, entry, n];
-    const rc = retryWhileBusy(() => e.tableClearV2(this.desc, mm.desc, from, count, opts.checkPidOf !== undefined ? OP_CHECK_PID : 0, opts.checkPidOf ?? 0));
-    if (rc < 0) throw errnoError(rc, `clearing ${n} entries at index ${hex(entry)}`);
+    const first = v.u64('entry', entry);
+    const count = v.u64('n', n);
+    if (!this.contains(first, count)) fail('EINVAL', `entries [${hex(first)}, +${count}) are outside the table`);
+    const e = this.host.engine;
+    const rc = retryWhileBusy(() => e.tableClearV2(this.desc, mm.desc, first, count, opts.checkPidOf !== undefined ? OP_CHECK_PID : 0, opts.checkPidOf ?? 0));
+    if (rc < 0) throw errnoError(rc, `clearing ${count} entries at index ${hex(first)}`);
   }
 
   /** Exchanges one TCE without view bookkeeping (v1): returns the old TCE. */
