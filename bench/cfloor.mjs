@@ -12,6 +12,7 @@
 import { prepare, selectVariant } from './ops.mjs';
 import { KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET, LEVEL_REAL as REAL, H_PUT_TCE, H_GET_TCE, H_STUFF_TCE, H_PUT_TCE_INDIRECT } from '../dist/generated/layout.js';
 import { diffInterval, median, significant } from './stats.mjs';
+import { sampleOnce } from './harness.mjs';
 
 /** What the benchmark needs from src/native to fill the c-floor column. */
 export const NEEDED =
@@ -89,12 +90,42 @@ export function sampleCFloor(variants, rounds, sampleSeconds, tick = () => {}) {
 }
 
 /**
- * c-floor − native of one op from their `none` samples (seconds per call):
- * {ns, lo, hi, pct, pctLo, pctHi, significant}, the difference of medians
- * with its bootstrap interval and the bench's one verdict (stats.mjs). The
- * two cells are sampled one after the other, not interleaved, so a drift of
- * the machine between them widens nothing here: the instruction counts
- * (callgrind.mjs) are the check that does not depend on it.
+ * c-floor and native `none` of one op sampled head to head: `rounds`
+ * rounds, each one benchmark.js run of the native closure (as the matrix
+ * samples it) and 20 loops of the C floor, in an order that alternates from
+ * round to round, on the one prepared host both share. Sampled apart, minutes
+ * from each other, the two drifted with the machine: in
+ * 2026-12-02T03-18-24Z.json c-floor came out 110.6 ns (1.5%) slower than
+ * native on INDIRECT(512) while counting 5,600 fewer instructions per call.
+ * Returns {native, cFloor}: samples in seconds per call.
+ */
+export function headToHead(native, cFloor, profile, tick = () => {}) {
+  const out = { native: [], cFloor: [] };
+  let per = cFloor.loop(1);
+  for (let n = 1; per * n < 1e5; n *= 4) per = cFloor.loop(n * 4) / (n * 4);
+  const iterations = Math.max(1, Math.round((profile.minTime * 1e9) / per));
+  const turns = {
+    native() {
+      native.before?.();
+      for (const x of sampleOnce(`head-to-head native`, native.run, profile, native.burst ?? 1)) out.native.push(x);
+    },
+    cFloor() {
+      for (let k = 0; k < 20; k++) out.cFloor.push(cFloor.loop(iterations) / iterations / 1e9);
+    },
+  };
+  for (let r = 0; r < profile.rounds; r++) {
+    const order = r % 2 === 0 ? ['native', 'cFloor'] : ['cFloor', 'native'];
+    for (const t of order) turns[t]();
+    tick();
+  }
+  return out;
+}
+
+/**
+ * c-floor − native of one op from head-to-head `none` samples (seconds per
+ * call, headToHead): {ns, lo, hi, pct, pctLo, pctHi, significant}, the
+ * difference of medians with its bootstrap interval and the bench's one
+ * verdict (stats.mjs).
  */
 export function versusNative(nativeSamples, cFloorSamples) {
   const a = nativeSamples.map((x) => x * 1e9);
@@ -102,5 +133,5 @@ export function versusNative(nativeSamples, cFloorSamples) {
   const d = diffInterval(a, b);
   const base = median(a);
   const diff = median(b) - base;
-  return { ns: diff, lo: d.lo, hi: d.hi, pct: (100 * diff) / base, pctLo: 100 * d.relLo, pctHi: 100 * d.relHi, significant: significant(d) };
+  return { ns: diff, lo: d.lo, hi: d.hi, pct: (100 * diff) / base, pctLo: 100 * d.relLo, pctHi: 100 * d.relHi, significant: significant(d), samples: { native: a.length, cFloor: b.length } };
 }

@@ -18,7 +18,7 @@ export const PROFILES = {
 };
 
 /** One benchmark.js run of `fn`, which makes `burst` calls; its samples (seconds per call). */
-function sampleOnce(name, fn, p, burst = 1) {
+export function sampleOnce(name, fn, p, burst = 1) {
   const bench = new Benchmark(name, fn, { minTime: p.minTime, maxTime: p.maxTime, minSamples: 5, initCount: 1, async: false, defer: false });
   bench.run();
   if (bench.error) throw bench.error;

@@ -7,7 +7,7 @@
 import { OPS, CHECKS, VARIANTS, HCALL_OPS, ablationOf, variantUnavailable, prepare } from './ops.mjs';
 import { prepareJs } from './js-baseline.mjs';
 import { interleaved, inBursts, BURST } from './harness.mjs';
-import { cFloor, prepareCFloor, sampleCFloor, versusNative } from './cfloor.mjs';
+import { cFloor, prepareCFloor, sampleCFloor, headToHead, versusNative } from './cfloor.mjs';
 import { medianInterval, diffInterval, significant } from './stats.mjs';
 
 export const ENGINES = ['wasm', 'native', 'js', 'c-floor'];
@@ -115,7 +115,7 @@ async function variantsOf(cell, skipped) {
 export async function runMatrix(cells, profile, tick) {
   const results = [];
   const skipped = [];
-  // The native `none` samples of each op, for the c-floor cell's difference (ENGINES runs native first).
+  // The native `none` variant of each op, sampled again head to head with the c-floor cell's (ENGINES runs native first).
   const nativeNone = new Map();
   for (const cell of cells) {
     let vs;
@@ -137,8 +137,12 @@ export async function runMatrix(cells, profile, tick) {
     // The state must still be the prepared one after timing: real mode, success, invariants.
     for (const v of vs) v.verify?.();
     const out = rows(cell.op, cell.engine, vs[0].entries, pooled);
-    if (cell.engine === 'native') nativeNone.set(cell.op, pooled.get('none'));
-    if (cell.engine === 'c-floor' && nativeNone.has(cell.op)) out.find((r) => r.check === 'none').vsNative = versusNative(nativeNone.get(cell.op), pooled.get('none'));
+    if (cell.engine === 'native') nativeNone.set(cell.op, vs.find((v) => v.key === 'none'));
+    if (cell.engine === 'c-floor' && nativeNone.has(cell.op)) {
+      const h = headToHead(nativeNone.get(cell.op), vs.find((v) => v.key === 'none'), profile, () => tick(`${label} head to head`));
+      nativeNone.get(cell.op).verify?.();
+      out.find((r) => r.check === 'none').vsNative = versusNative(h.native, h.cFloor);
+    }
     results.push(...out);
   }
   return { results, skipped };

@@ -105,7 +105,8 @@ export async function main(opts = {}) {
     console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, snapshot, dma/readInto/512)`);
     return 2;
   }
-  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + traceRuns + scaleRuns + cgRunsOf(cgCells) + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0) + dmaCells.length * profile.rounds;
+  const headToHeads = cells.filter((c) => c.engine === 'c-floor' && cells.some((n) => n.engine === 'native' && n.op === c.op)).length;
+  const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + headToHeads * profile.rounds + traceRuns + scaleRuns + cgRunsOf(cgCells) + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0) + dmaCells.length * profile.rounds;
 
   const bar = new cliProgress.SingleBar(
     { format: 'bench [{bar}] {percentage}% | {value}/{total} | {eta_formatted} left | {label}', stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 40 },
@@ -175,6 +176,7 @@ export async function main(opts = {}) {
         'nsPerEntry divides by hardware entries written: 1, 512, 512, 1, 512 and 16 (a 64 KiB guest page over a 4 KiB hardware table).',
         'H_STUFF_TCE_512 is in steady state: the prepared 512 entries are mapped before the first timed call and already clear after it.',
         'MAP_UNMAP_* is the VFIO ioctl path (TypeScript over the engine), argument objects built once; the js and c-floor engines cover the hypercalls only.',
+        'c-floor ≤ native (vsNative on the c-floor none row): the two none variants sampled again head to head, alternating within each round on their shared prepared host (cfloor.mjs#headToHead), not taken from their cells, which ran minutes apart.',
         'Trace replay runs in the qemu profile (the traces come from QEMU’s emulated TCE), where no owner check is on the path.',
         'Variants: the owner checks none, pid-call, pid-entry, mm; and runs without one safety mechanism (HDR.ablate, benchmark only): no-view-lock (d), one-pass (e), no-smr-read (f). A mechanism’s cost is none minus its run without it.',
         'Variant k5.19: H_PUT_TCE and INDIRECT(512) on a host of kernel 5.19 (no real mode: every call in virtual mode), its own host; none is kernel 4.19.',
