@@ -44,8 +44,8 @@ const kArg = (k) => String(k).padStart(8, '0');
 /** node's arguments for one probe run of `k` iterations. */
 export const probeArgv = (op, engine, check, k) => [...NODE_FLAGS, PROBE, op, engine, check, kArg(k)];
 
-/** Largest relative disagreement of two per-call counts of one cell taken as agreement (the fixed-schedule pairs agree to ~0.2%). */
-export const CG_TOLERANCE = 0.01;
+/** Largest relative disagreement of per-call counts of one cell taken as agreement (noise is ~0.1–0.6%, a step as the doubling ≥ 10%). */
+export const CG_TOLERANCE = 0.02;
 export const CG_OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'H_PUT_TCE_64K_OVER_4K'];
 
 /** undefined when valgrind can run, else why not. */
@@ -80,8 +80,18 @@ export const repeatsOf = (cell) => cell.repeats ?? (cell.engine === 'c-floor' ||
 /** valgrind runs of `cells` (two per pair, and a cell of one pair a third for its linearity check), for the progress bar. */
 export const cgRunsOf = (cells) => cells.reduce((a, c) => a + 2 * repeatsOf(c) + (repeatsOf(c) === 1 ? 1 : 0), 0);
 
-/** Iteration counts K1, K2 for an op: enough work in K2 − K1 to dwarf any jitter. */
-export const counts = (op) => (entriesOf(op) >= 512 ? [40, 540] : entriesOf(op) >= 16 ? [1000, 11000] : [2000, 32000]);
+/**
+ * Iteration counts K1, K2 for an op: enough work in K2 − K1 to dwarf the
+ * jitter that stays. Two runs of one probe with the same K still differ by
+ * ~0.2–0.5 M instructions (where malloc and the scavenger find things; the
+ * module loader's reads finish in another order), ~1% of 500 INDIRECT(512)
+ * calls, so K2 − K1 is 2,000 of those (~180 M instructions); start-up
+ * (~1.5 G) costs more than the calls.
+ */
+export const counts = (op) => (entriesOf(op) >= 512 ? [40, 2040] : entriesOf(op) >= 16 ? [1000, 41000] : [2000, 202000]);
+
+/** The third run's count of a one-pair cell: a quarter of K2 − K1 beyond K2, enough for its slope to show a step. */
+export const k3Of = (k1, k2) => k2 + (k2 - k1) / 4;
 
 /** Ir of one probe run. */
 function irOf(dir, op, engine, check, k, pair) {
@@ -121,7 +131,7 @@ async function pool(tasks, n) {
 /**
  * Whether a cell's per-call counts are linear in K: its pairs agree within
  * CG_TOLERANCE of their median, or, for a cell of one pair, a third run at
- * K3 = 2·K2 − K1 gives (Ir(K3) − Ir(K2)) / (K3 − K2) within it. A step
+ * K3 (k3Of) gives (Ir(K3) − Ir(K2)) / (K3 − K2) within it. A step
  * that lands between K1 and K2 (a collection or a compilation in one run
  * only) makes the slopes differ; the result says so instead of passing it
  * off as a cost per call.
@@ -161,7 +171,7 @@ export async function runCallgrind(cells, tick = () => {}) {
           const perCall = sorted[(sorted.length - 1) >> 1];
           let check;
           if (runs.length === 1) {
-            const k3 = 2 * k2 - k1;
+            const k3 = k3Of(k1, k2);
             const c3 = await irOf(dir, c.op, c.engine, c.check, k3, 0).finally(tick);
             check = linearity(runs, perCall, k3, (c3 - last) / (k3 - k2));
           } else {
