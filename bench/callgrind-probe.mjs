@@ -4,7 +4,7 @@
 // divided by the difference of counts is the cost of one call. Engine
 // `c-floor` runs the native routine `iterations` times in one C++ loop
 // (engine.benchLoop), as the c-floor column times it.
-// Usage: node $CG_NODE_FLAGS callgrind-probe.mjs OP ENGINE CHECK ITERATIONS (callgrind.mjs: the flags; ITERATIONS may be zero-padded)
+// Usage: node <NODE_FLAGS of callgrind.mjs> callgrind-probe.mjs OP ENGINE CHECK ITERATIONS (ITERATIONS may be zero-padded)
 import { prepare } from './ops.mjs';
 import { prepareCFloor } from './cfloor.mjs';
 
