@@ -4,7 +4,7 @@
 // divided by the difference of counts is the cost of one call. Engine
 // `c-floor` runs the native routine `iterations` times in one C++ loop
 // (engine.benchLoop), as the c-floor column times it.
-// Usage: node --single-threaded --no-liftoff callgrind-probe.mjs OP ENGINE CHECK ITERATIONS
+// Usage: node <NODE_FLAGS of callgrind.mjs> callgrind-probe.mjs OP ENGINE CHECK ITERATIONS (ITERATIONS may be zero-padded)
 import { prepare } from './ops.mjs';
 import { prepareCFloor } from './cfloor.mjs';
 
@@ -25,8 +25,11 @@ if (engine === 'c-floor') {
   function loop(run, k) {
     for (let i = 0; i < k; i++) run();
   }
-  // Enough warm-up calls for TurboFan to optimise the path and the loop in both runs alike.
-  for (let w = 0; w < 20; w++) loop(p.run, 2000 / p.entries + 50);
+  // Enough warm-up calls for TurboFan to optimise the path and the loop before either run's
+  // measured calls: it marks hcall() after ~1,200 calls, run() after ~1,900 and loop() after
+  // ~3,500 (--trace-opt); at 2000 / 512 + 50 per round INDIRECT(512) had 1,080, and its K2 run
+  // compiled hcall() inside the measured calls (bench/results/callgrind-gc-2026-12-02.md).
+  for (let w = 0; w < 20; w++) loop(p.run, Math.max(2000 / p.entries + 50, 250));
   loop(p.run, Number(n));
   p.verify();
 }
