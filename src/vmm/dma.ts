@@ -22,20 +22,12 @@
 // Copies. Pages that follow each other in host memory are merged into one
 // piece while planning, so a transfer costs one TypedArray.set per
 // contiguous host run, not one per IOMMU page; the memslots are looked up
-// once per run of pages contiguous in guest memory, not per page, and the
-// scan of a run (runPages()) reads the table's page array once and each
-// table page once, comparing addresses as 32-bit words. The common
-// transfer (a number IOVA, pages contiguous in guest memory, the memslot of
-// the last access: one IOMMU page or a run of them) skips the plan:
-// oneRun() gives its offset, and it is one set() from a cached view of
-// linear memory (view(): making a typed array per call costs more than
-// translating a page) and, for a write, one mark of the dirty log. read()
-// allocates its result once: a small one-piece read is a slice() of linear
-// memory; otherwise the result is not zero-filled (every byte is then
-// copied over: the pieces cover the length exactly), instead of a
-// zero-fill and a copy. The copy itself is V8's: any set() that touches a
-// SharedArrayBuffer is a relaxed (word by word) memmove, as the plain
-// Uint8Array copy the benchmark compares against is too.
+// once per run of pages contiguous in guest memory, not per page. The
+// common transfer (one IOMMU page, the memslot of the last access) skips
+// the plan: onePage() gives its offset and it is one view and one set(). read() allocates its result
+// once: a small one-piece read is a slice() of linear memory; otherwise
+// the result is not zero-filled (every byte is then copied over: the
+// pieces cover the length exactly), instead of a zero-fill and a copy.
 //
 // Every DMA is translated whole before a byte moves, so a fault touches
 // nothing; writes then mark the dirty log of each memslot they land in
@@ -93,9 +85,6 @@ const ON_HEAP = 64;
  */
 const UNINITIALIZED_FROM = 8192;
 const TWO32 = 2 ** 32;
-/** Entries of Dma.view()'s cache (a power of two), and the shift that takes a 32-bit Fibonacci hash to an entry. */
-const VIEWS = 32;
-const VIEW_SHIFT = 27;
 /** A TCE's high word at or above this puts its address at or above 2^53. */
 const HI_SAFE = 1 << 21;
 /** Fields of a piece in `Dma.pieces`: linear-memory offset, length, memslot index (vm.memslots), offset in the memslot. */
@@ -177,9 +166,6 @@ class Dma implements DmaAccessor {
   private slotHost: number[] = [];
   /** The memslot the last lookup hit. */
   private lastSlot = 0;
-  /** view()'s cache: offset and length of entry k at 2k and 2k + 1 (-1: empty), and its view. */
-  private readonly viewKey: number[] = new Array<number>(2 * VIEWS).fill(-1);
-  private readonly views: Uint8Array[];
   /** The plan of the running call (STRIDE numbers per piece), reused: no allocation once grown. */
   private readonly pieces: number[] = [];
 
@@ -191,7 +177,6 @@ class Dma implements DmaAccessor {
     this.u32 = vm.host.mem.u32;
     this.buf = this.u8.buffer;
     this.base = this.u8.byteOffset;
-    this.views = new Array<Uint8Array>(VIEWS).fill(this.u8);
   }
 
   // The methods are bound (arrow properties): a device model may take `read` or `write` alone, as it takes a raw accessor's functions.
@@ -212,7 +197,7 @@ class Dma implements DmaAccessor {
     const length = dst.length;
     const off = this.oneRun(iova, length, READ);
     // The common case: one view and one set(), no plan.
-    if (off >= 0) dst.set(this.view(off, length));
+    if (off >= 0) dst.set(new Uint8Array(this.buf, this.base + off, length));
     else this.copyPieces(this.plan(iova, length, READ), dst);
   };
 
@@ -277,33 +262,13 @@ class Dma implements DmaAccessor {
     return -1;
   }
 
-  /**
-   * A view of `length` bytes at linear-memory offset `off`: the source of a
-   * read's set(), from a small direct-mapped cache of views (VIEWS entries,
-   * keyed by offset and length). Making a typed array is most of what a
-   * small read costs above the copy itself (about 20 ns of 65 for 512 bytes,
-   * Node 20); a device model that reads the same buffer, ring entry or
-   * register block again gets the view it had. The memory never grows or
-   * detaches (LinearMemory: initial = maximum), so a view never goes stale.
-   */
-  private view(off: number, length: number): Uint8Array {
-    const k = Math.imul(off ^ length, 0x9e3779b1) >>> VIEW_SHIFT;
-    const key = this.viewKey;
-    if (key[2 * k] === off && key[2 * k + 1] === length) return this.views[k]!;
-    const view = new Uint8Array(this.buf, this.base + off, length);
-    key[2 * k] = off;
-    key[2 * k + 1] = length;
-    this.views[k] = view;
-    return view;
-  }
-
   /** Copies the `n` numbers of planned pieces into `dst`: one set() per piece. */
   private copyPieces(n: number, dst: Uint8Array): void {
     const p = this.pieces;
     let pos = 0;
     for (let i = 0; i < n; i += STRIDE) {
       const len = p[i + 1]!;
-      dst.set(this.view(p[i]!, len), pos);
+      dst.set(new Uint8Array(this.buf, this.base + p[i]!, len), pos);
       pos += len;
     }
   }
