@@ -22,12 +22,19 @@
 // Copies. Pages that follow each other in host memory are merged into one
 // piece while planning, so a transfer costs one TypedArray.set per
 // contiguous host run, not one per IOMMU page; the memslots are looked up
-// once per run of pages contiguous in guest memory, not per page. The
-// common transfer (one IOMMU page, the memslot of the last access) skips
-// the plan: onePage() gives its offset and it is one view and one set(). read() allocates its result
-// once: a small one-piece read is a slice() of linear memory; otherwise
-// the result is not zero-filled (every byte is then copied over: the
-// pieces cover the length exactly), instead of a zero-fill and a copy.
+// once per run of pages contiguous in guest memory, not per page, and the
+// scan of a run (runPages()) reads the table's page array once and each
+// table page once, comparing addresses as 32-bit words. The common
+// transfer (a number IOVA, pages contiguous in guest memory, the memslot of
+// the last access: one IOMMU page or a run of them) skips the plan:
+// oneRun() gives its offset, and it is one view and one set() (and, for a
+// write, one mark of the dirty log). read() allocates its result once: a
+// small one-piece read is a slice() of linear memory; otherwise the result
+// is not zero-filled (every byte is then copied over: the pieces cover the
+// length exactly), instead of a zero-fill and a copy. The copy itself is
+// V8's: a set() that touches a SharedArrayBuffer is a relaxed (word by
+// word) memmove, as is the plain Uint8Array copy the benchmark compares
+// against.
 //
 // Every DMA is translated whole before a byte moves, so a fault touches
 // nothing; writes then mark the dirty log of each memslot they land in
@@ -349,7 +356,7 @@ class Dma implements DmaAccessor {
     const idx = Math.floor(at * this.invPage);
     const inPage = at - idx * pageBytes;
     if (inPage + length <= pageBytes) {
-      // One IOMMU page, inside the memslot the last access hit (onePage() without a plan takes most of these first).
+      // One IOMMU page, inside the memslot the last access hit (oneRun() without a plan takes most of these first).
       const base = this.pageBase(idx, access);
       if (base === NO_PERMISSION) throw this.fault(this.bus + BigInt(at), access, 'no-permission');
       if (base < 0) return -1;
