@@ -22,12 +22,19 @@
 // Copies. Pages that follow each other in host memory are merged into one
 // piece while planning, so a transfer costs one TypedArray.set per
 // contiguous host run, not one per IOMMU page; the memslots are looked up
-// once per run of pages contiguous in guest memory, not per page. The
-// common transfer (one IOMMU page, the memslot of the last access) skips
-// the plan: onePage() gives its offset and it is one view and one set(). read() allocates its result
-// once: a small one-piece read is a slice() of linear memory; otherwise
-// the result is not zero-filled (every byte is then copied over: the
-// pieces cover the length exactly), instead of a zero-fill and a copy.
+// once per run of pages contiguous in guest memory, not per page, and the
+// scan of a run (runPages()) reads the table's page array once and each
+// table page once, comparing addresses as 32-bit words. The common
+// transfer (a number IOVA, pages contiguous in guest memory, the memslot of
+// the last access: one IOMMU page or a run of them) skips the plan:
+// oneRun() gives its offset, and it is one view and one set() (and, for a
+// write, one mark of the dirty log). read() allocates its result once: a
+// small one-piece read is a slice() of linear memory; otherwise the result
+// is not zero-filled (every byte is then copied over: the pieces cover the
+// length exactly), instead of a zero-fill and a copy. The copy itself is
+// V8's: a set() that touches a SharedArrayBuffer is a relaxed (word by
+// word) memmove, as is the plain Uint8Array copy the benchmark compares
+// against.
 //
 // Every DMA is translated whole before a byte moves, so a fault touches
 // nothing; writes then mark the dirty log of each memslot they land in
@@ -152,6 +159,9 @@ class Dma implements DmaAccessor {
   private invPage = 0;
   private loMask = 0;
   private hiMask = 0;
+  /** runPages()'s step from one page's address to the next in 32-bit words: added to the low word; added to the high word when the low one wraps to 0. */
+  private loStep = 0;
+  private carry = 0;
   /** Table: the u32 index of the descriptor's page-array pointer (read live per call), entries per table page. */
   private pagesWord = 0;
   private perPage = 0;
@@ -192,7 +202,7 @@ class Dma implements DmaAccessor {
     const iova = iovaOf(at);
     v.instance('dst', dst, Uint8Array, 'a Uint8Array');
     const length = dst.length;
-    const off = this.onePage(iova, length, READ);
+    const off = this.oneRun(iova, length, READ);
     // The common case: one view and one set(), no plan.
     if (off >= 0) dst.set(new Uint8Array(this.buf, this.base + off, length));
     else this.copyPieces(this.plan(iova, length, READ), dst);
@@ -203,7 +213,7 @@ class Dma implements DmaAccessor {
     v.instance('bytes', bytes, Uint8Array, 'a Uint8Array');
     const length = bytes.length;
     if (length > MAX_LENGTH) throw new RangeError(`bytes must be at most ${MAX_LENGTH} bytes long, got ${length}`);
-    const off = this.onePage(iova, length, WRITE);
+    const off = this.oneRun(iova, length, WRITE);
     if (off >= 0) {
       this.u8.set(bytes, off);
       const s = this.lastSlot;
@@ -230,21 +240,26 @@ class Dma implements DmaAccessor {
 
   /**
    * The linear-memory offset of `length` bytes at `iova` when the access is
-   * the common case: a number IOVA, a cached table window, one IOMMU page
-   * with the access bit, inside the memslot the last access hit. Else -1,
-   * and plan() decides (faults included); only the permission fault is
-   * thrown here, the one plan() would throw for the same page.
+   * the common case: a number IOVA, a cached table window, IOMMU pages whose
+   * TCEs all grant the access and map consecutive guest pages (one page, or
+   * a run: runPages()), inside the memslot the last access hit. Else -1, and
+   * plan() decides, faults included: nothing is thrown here.
    */
-  private onePage(iova: number | bigint, length: number, access: number): number {
+  private oneRun(iova: number | bigint, length: number, access: number): number {
     if (typeof iova !== 'number' || length === 0 || this.gen !== this.vm.generation || this.mode !== Mode.Table) return -1;
     const rel = iova - this.busSafe;
     if (this.busSafe < 0 || rel < 0 || rel >= this.span) return -1;
     const pageBytes = this.pageBytes;
     const idx = Math.floor(rel * this.invPage);
     const inPage = rel - idx * pageBytes;
-    if (inPage + length > pageBytes) return -1;
     const base = this.pageBase(idx, access);
     if (base < 0) return -1;
+    if (inPage + length > pageBytes) {
+      // A run past the window's end is plan()'s out-of-range fault. The count of pages after the first is exact: powers of two.
+      if (rel + length > this.span) return -1;
+      const more = Math.ceil((inPage + length) * this.invPage) - 1;
+      if (this.runPages(idx + 1, more, base + pageBytes, access) !== more) return -1;
+    }
     const gpa = base + inPage;
     const s = this.lastSlot;
     const start = this.slotStart[s]!;
@@ -286,6 +301,9 @@ class Dma implements DmaAccessor {
       // In the number path pageShift is at most 53 (span ≤ 2^53), so the high mask's shift is at most 21.
       this.loMask = t.pageShift >= 32 ? 0 : -this.pageBytes | 0;
       this.hiMask = t.pageShift >= 32 ? -(1 << (t.pageShift - 32)) : -1;
+      // Below 2^32 a page is a low-word step that carries 1; from 2^32 on the low word stays 0 and every page carries its size over 2^32.
+      this.loStep = t.pageShift >= 32 ? 0 : this.pageBytes | 0;
+      this.carry = t.pageShift >= 32 ? 2 ** (t.pageShift - 32) : 1;
       this.pagesWord = (t.desc + SttView.OFFSET.pages) >>> 2;
       this.perPage = (1 << vm.host.pageShift) / 8;
       this.invPer = 1 / this.perPage;
@@ -338,7 +356,7 @@ class Dma implements DmaAccessor {
     const idx = Math.floor(at * this.invPage);
     const inPage = at - idx * pageBytes;
     if (inPage + length <= pageBytes) {
-      // One IOMMU page, inside the memslot the last access hit (onePage() without a plan takes most of these first).
+      // One IOMMU page, inside the memslot the last access hit (oneRun() without a plan takes most of these first).
       const base = this.pageBase(idx, access);
       if (base === NO_PERMISSION) throw this.fault(this.bus + BigInt(at), access, 'no-permission');
       if (base < 0) return -1;
@@ -362,52 +380,92 @@ class Dma implements DmaAccessor {
   /**
    * planTable() over several IOMMU pages, run by run: a run starts at a page
    * whose TCE grants the access and takes the pages after it while their
-   * TCEs continue it in guest physical memory (a scan that calls nothing,
-   * so its numbers stay unboxed); then planRam() turns the run into
-   * linear-memory pieces (one memslot lookup per run, host-adjacent pieces
-   * merged). A run is planned before the page that ended it is looked at
-   * again, so a fault is always that of the first unreachable address.
+   * TCEs continue it in guest physical memory (runPages(): a scan that
+   * calls nothing, so its numbers stay unboxed); then planRam() turns the
+   * run into linear-memory pieces (one memslot lookup per run, host-adjacent
+   * pieces merged). A run is planned before the page that ended it is
+   * looked at again, so a fault is always that of the first unreachable
+   * address.
    */
   private planPages(at: number, length: number, access: number): number {
-    // The window's numbers as locals: the scan then loads only linear memory.
-    const u32 = this.u32;
-    const pagesWord = this.pagesWord;
-    const perPage = this.perPage;
-    const invPer = this.invPer;
-    const loMask = this.loMask;
-    const hiMask = this.hiMask;
     const pageBytes = this.pageBytes;
     const invPage = this.invPage;
     const span = this.span;
+    const windowPages = span * invPage;
     let left = length;
     let used = 0;
     while (left > 0) {
       if (at >= span) throw this.fault(this.bus + BigInt(at), access, 'out-of-range');
       const idx = Math.floor(at * invPage);
       const inPage = at - idx * pageBytes;
-      const base = tceAddress(u32, pagesWord, perPage, invPer, loMask, hiMask, idx, access);
+      const base = this.pageBase(idx, access);
       if (base < 0) {
         if (base === GENERAL) return -1;
         throw this.fault(this.bus + BigInt(at), access, 'no-permission');
       }
-      const runGpa = base + inPage;
-      const runAt = at;
-      const first = pageBytes - inPage < left ? pageBytes - inPage : left;
-      let next = at + first;
-      let rest = left - first;
-      // `next` is page aligned here: its page index is exact. A TCE that does not continue the run (or a refusal) ends it.
-      while (rest > 0 && next < span) {
-        if (tceAddress(u32, pagesWord, perPage, invPer, loMask, hiMask, next * invPage, access) !== runGpa + (next - runAt)) break;
-        const c = pageBytes < rest ? pageBytes : rest;
-        next += c;
-        rest -= c;
-      }
-      used = this.planRam(runGpa, next - runAt, used, runAt, access);
-      // "* 1": the scan's numbers leave it only through arithmetic, never as a call's argument, so optimised code need not box them on every page.
-      at = next * 1;
-      left = rest * 1;
+      // The pages after this one that the rest of the transfer needs, within the window (the window's end is faulted above, on the next turn).
+      const want = Math.ceil((inPage + left) * invPage) - 1;
+      const room = windowPages - idx - 1;
+      const more = this.runPages(idx + 1, want < room ? want : room, base + pageBytes, access);
+      const reach = pageBytes - inPage + more * pageBytes;
+      const run = reach < left ? reach : left;
+      used = this.planRam(base + inPage, run, used, at, access);
+      at += run;
+      left -= run;
     }
     return used;
+  }
+
+  /**
+   * How many of the `count` IOMMU pages from `idx` (all inside the window)
+   * continue a run whose page `idx` would be at guest physical `gpa`: each
+   * TCE grants `access` and maps the next page of guest memory. Stops at
+   * the first that does not, or that tceAddress() would send to the general
+   * path (an address at or above 2^53, an entry changing while read): the
+   * caller looks at that page again on its own. The loads are
+   * tceAddress()'s (the high word twice), but the page-array pointer is read
+   * once and the table page once per table page, and the expected address
+   * is kept as two 32-bit words (`gpa` and every TCE address are page
+   * aligned, so the low word carries into the high one exactly when it
+   * wraps to 0): integer compares, no float per page.
+   */
+  private runPages(idx: number, count: number, gpa: number, access: number): number {
+    if (count <= 0) return 0;
+    const u32 = this.u32;
+    const pages = u32[this.pagesWord]! >>> 2;
+    if (pages === 0) return 0;
+    const perPage = this.perPage;
+    const loMask = this.loMask;
+    const hiMask = this.hiMask;
+    const loStep = this.loStep;
+    const carry = this.carry;
+    let tp = Math.floor(idx * this.invPer);
+    let entry = idx - tp * perPage;
+    let table = u32[pages + tp]!;
+    let w = (table >>> 2) + 2 * entry;
+    let eHi = Math.floor(gpa / TWO32);
+    let eLo = (gpa - eHi * TWO32) | 0;
+    let n = 0;
+    while (n < count) {
+      if (entry === perPage) {
+        tp++;
+        entry = 0;
+        table = u32[pages + tp]!;
+        w = table >>> 2;
+      }
+      // An absent table page reads as entries of 0: no permission.
+      if (table === 0) break;
+      const hi = u32[w + 1]!;
+      const lo = u32[w]!;
+      if (u32[w + 1] !== hi || (lo & access) === 0 || hi >= HI_SAFE) break;
+      if ((lo & loMask) !== eLo || (hi & hiMask) !== eHi) break;
+      n++;
+      entry++;
+      w += 2;
+      eLo = (eLo + loStep) | 0;
+      if (eLo === 0) eHi += carry;
+    }
+    return n;
   }
 
   /** tceAddress() of IOMMU page `idx` of the cached window. */
