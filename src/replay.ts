@@ -6,7 +6,8 @@
 // as pre-encoded big-endian bytes, translations read from the guest table's
 // pages in linear memory. Whatever that loop cannot decide on its own (a
 // disagreement, a window re-enabled, a record outside the common case) goes
-// through the per-record path, which also words the mismatch.
+// through the per-record path, which also words the mismatch. The loop is a
+// function of its own, entered for a stretch of events at a time (STRETCH).
 import { Host, type HostOptions } from './host/host.js';
 import { TraceError, type Trace, type TraceEvent, type TraceHcall, type TraceXlate } from './trace.js';
 import type { Vm } from './vmm/vm.js';
@@ -81,13 +82,17 @@ const HC_HAS_TCE = 12;
 const HC_TCE = 13;
 // A decoded translation, XL words of `xl`: the header table's index + 1 (0: the per-record path
 // decides), the relative entry, the word QEMU's result makes of the TCE's low half (its page address
-// and permission bits: `want`, under the mask `keep`), and the high half of the page address.
-const XL = 5;
+// and permission bits, under the table's mask TAB_KEEP), and the high half of the page address.
+const XL = 4;
 const XL_TABLE = 0;
 const XL_IDX = 1;
 const XL_WANT = 2;
 const XL_HIGH = 3;
-const XL_KEEP = 4;
+// Per header table, TAB words at its index + 1 (see run()).
+const TAB = 4;
+const TAB_NPAGES = 0;
+const TAB_PAGES = 1;
+const TAB_KEEP = 2;
 
 /** The trace as the timed loop reads it: few arrays, so that the loop checks few maps. */
 interface Decoded {
@@ -171,7 +176,6 @@ function decode(trace: Trace): Decoded {
         d.xl[b + XL_IDX] = Number(idx);
         d.xl[b + XL_WANT] = (lo(ev.xlated) | ev.perm) >>> 0;
         d.xl[b + XL_HIGH] = hi(ev.xlated);
-        d.xl[b + XL_KEEP] = (~(2 ** t.pageShift - 1) | 3) >>> 0;
       }
       x++;
     } else {
@@ -193,16 +197,26 @@ function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: num
   const d = decode(trace);
   const mismatches: Mismatch[] = [];
   let host = start.host;
-  let { vm, vcpu, dv } = attach(host, start.ua);
+  let { vm, vcpu, ram, dv } = attach(host, start.ua);
   let regs = vcpu.regs;
-  // Per header table, at its index + 1: its guest table's descriptor once the VM has it (0 before), for
-  // the decoded translations; [0] stays 0, the per-record path's.
-  const stt = new Uint32Array(trace.tables.length + 1);
+  // Per header table, TAB words at its index + 1, for the decoded translations: its guest table's
+  // number of TCE pages and where its array of page addresses starts (as a word index), once the VM
+  // has it, 0 pages before (and at [0], the per-record path's); and the mask of the TCE's low half
+  // that a translation compares (the page address, 4 KiB or larger: page_shift is 12..34 in the
+  // header, and the permission bits). The first two stay as they are while the table lives: only a
+  // window made or removed (guest-table.ts, rtas.ts) changes them, which in a replay happens in
+  // table() or a restore, and both run found() again.
+  const tab = new Uint32Array(TAB * (trace.tables.length + 1));
   const found = (): void => {
+    const m32 = host.mem.u32;
     for (let i = 0; i < d.liobns.length; i++) {
       const g = vm.tables.get(d.liobns[i]!);
       // A window in bypass translates as the identity: the per-record path knows it.
-      stt[i + 1] = g && g.size !== 0n && !vm.bypass.has(g.liobn) ? g.desc : 0;
+      const desc = g && g.size !== 0n && !vm.bypass.has(g.liobn) ? g.desc : 0;
+      const t = TAB * (i + 1);
+      tab[t + TAB_NPAGES] = desc === 0 ? 0 : m32[(desc + STT_NPAGES) >>> 2]!;
+      tab[t + TAB_PAGES] = desc === 0 ? 0 : m32[(desc + STT_PAGES) >>> 2]! >>> 2;
+      tab[t + TAB_KEEP] = trace.tables[i]!.pageShift < 32 ? (~(2 ** trace.tables[i]!.pageShift - 1) | 3) >>> 0 : 0;
     }
   };
   found();
@@ -273,21 +287,21 @@ function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: num
     hypercalls: 0,
     translations: 0,
   };
-  let at = loopTarget(host, vcpu, start.ua);
+  let at = loopTarget(host, vcpu, ram);
   const n = events.length;
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n; ) {
     if (snapshotEvery > 0 && (i + 1) % snapshotEvery === 0) {
       host = Host.restore(host.snapshot({ format: 'binary', ram: false }));
-      ({ vm, vcpu, dv } = attach(host, start.ua));
+      ({ vm, vcpu, ram, dv } = attach(host, start.ua));
       regs = vcpu.regs;
-      at = loopTarget(host, vcpu, start.ua);
+      at = loopTarget(host, vcpu, ram);
       found();
     }
     // The next stretch ends before the next event a snapshot precedes.
     let end = i + STRETCH < n ? i + STRETCH : n;
     if (snapshotEvery > 0) end = Math.min(end, (Math.floor((i + 1) / snapshotEvery) + 1) * snapshotEvery - 1);
-    if (decoded) replayStretch(d, stt, at, slow, i, end);
+    if (decoded) replayStretch(d, tab, at, slow, i, end);
     else {
       for (let j = i; j < end; j++) {
         const ev = events[j]!;
@@ -340,28 +354,50 @@ interface LoopTarget {
   tceShift: number;
 }
 
-function loopTarget(host: Host, vcpu: Vcpu, ua: bigint): LoopTarget {
-  const { ram } = attach(host, ua);
+/** The decoded loop's view of `host`, its vCPU and guest RAM. */
+function loopTarget(host: Host, vcpu: Vcpu, ram: Uint8Array): LoopTarget {
   const regs = vcpu.regs;
   const ram32 = ram.byteOffset % 4 === 0 ? new Uint32Array(ram.buffer, ram.byteOffset, ram.byteLength >>> 2) : undefined;
   return { vcpu, r32: new Uint32Array(regs.buffer, regs.byteOffset, 16), m32: host.mem.u32, ram, ram32, tceShift: host.pageShift - 3 };
 }
 
 /** The decoded loop over events [from, to): no parsing, BigInt or allocation per record; the rest goes to `slow`. */
-function replayStretch(d: Decoded, stt: Uint32Array, at: LoopTarget, slow: Slow, from: number, to: number): void {
+function replayStretch(d: Decoded, tab: Uint32Array, at: LoopTarget, slow: Slow, from: number, to: number): void {
   const { ev, hc, hf, lists32, xl } = d;
   const { vcpu, r32, m32, ram, ram32, tceShift } = at;
   const inPage = (1 << tceShift) - 1;
   const ramBytes = ram.byteLength;
-  // The layout's offsets as locals: an imported binding is a module cell, loaded and checked at each use.
-  const npagesAt = STT_NPAGES;
-  const pagesAt = STT_PAGES;
   let hypercalls = 0;
   let translations = 0;
   for (let i = from; i < to; i++) {
-    const e = ev[i]!;
-    const k = e & 3;
-    if (k === K_HCALL) {
+    let e = ev[i]!;
+    if ((e & 3) === K_XLATE) {
+      // A run of translations: no call in it until one this loop cannot decide.
+      for (;;) {
+        translations++;
+        const b = (e >>> 2) * XL;
+        const t = TAB * xl[b + XL_TABLE]!;
+        // guestEntry(): the TCE's page, then the TCE in it (0 while its page was never allocated).
+        const idx = xl[b + XL_IDX]!;
+        const pg = idx >>> tceShift;
+        let ok = false;
+        if (pg < tab[t + TAB_NPAGES]!) {
+          const page = m32[tab[t + TAB_PAGES]! + pg]!;
+          let tlo = 0;
+          let thi = 0;
+          if (page !== 0) {
+            const w = (page + (idx & inPage) * 8) >>> 2;
+            tlo = m32[w]!;
+            thi = m32[w + 1]!;
+          }
+          // With no access asked, any TCE translates: its page (the window's page bits cleared) and its permission bits.
+          ok = (tlo & tab[t + TAB_KEEP]!) >>> 0 === xl[b + XL_WANT] && thi === xl[b + XL_HIGH];
+        }
+        if (!ok) slow.xlate(i);
+        if (i + 1 === to || ((e = ev[i + 1]!) & 3) !== K_XLATE) break;
+        i++;
+      }
+    } else if ((e & 3) === K_HCALL) {
       hypercalls++;
       const h = e >>> 2;
       const b = h * HC;
@@ -389,29 +425,7 @@ function replayStretch(d: Decoded, stt: Uint32Array, at: LoopTarget, slow: Slow,
       r32[14] = hc[b + 8]!; r32[15] = hc[b + 9]!;
       const ret = vcpu.hcall();
       if (ret !== hf[2 * h] || (hc[b + HC_HAS_TCE] === 1 && (r32[8] !== hc[b + HC_TCE] || r32[9] !== hc[b + HC_TCE + 1]))) slow.checkHcall(i, ret);
-    } else if (k === K_XLATE) {
-      translations++;
-      const b = (e >>> 2) * XL;
-      const desc = stt[xl[b + XL_TABLE]!]!;
-      if (desc !== 0) {
-        // guestEntry(): the TCE's page, then the TCE in it (0 while its page was never allocated).
-        const idx = xl[b + XL_IDX]!;
-        const pg = idx >>> tceShift;
-        if (pg < m32[(desc + npagesAt) >>> 2]!) {
-          const page = m32[(m32[(desc + pagesAt) >>> 2]! + pg * 4) >>> 2]!;
-          let tlo = 0;
-          let thi = 0;
-          if (page !== 0) {
-            const w = (page + (idx & inPage) * 8) >>> 2;
-            tlo = m32[w]!;
-            thi = m32[w + 1]!;
-          }
-          // With no access asked, any TCE translates: its page (the window's page bits cleared) and its permission bits.
-          if ((tlo & xl[b + XL_KEEP]!) >>> 0 === xl[b + XL_WANT] && thi === xl[b + XL_HIGH]) continue;
-        }
-      }
-      slow.xlate(i);
-    } else if (k === K_TABLE) {
+    } else if ((e & 3) === K_TABLE) {
       slow.table(i);
     }
   }
