@@ -1097,13 +1097,14 @@ let cGp: u32 = 0;
 let cStt: u32 = 0;
 
 /**
- * The guest table of `vm` with this LIOBN through the cache (findStt
- * otherwise), or 0. The cache holds a table only when one was found, and no
- * VM descriptor is at 0 (cVm's initial value), so a hit needs no test of cStt.
+ * The guest table of `vm` with the LIOBN in r4 of `vcpu` through the cache
+ * (findStt otherwise), or 0. The cache holds a table only when one was
+ * found, and no VM descriptor is at 0 (cVm's initial value), so a hit needs
+ * no test of cStt.
  */
-@inline function findSttCached(vm: u32, liobn: u64): u32 {
+@inline function findSttCached(vm: u32, vcpu: u32): u32 {
+  const liobn = gpr(vcpu, 4);
   const gp = atomic.load<u32>(<u32>HEADER_BASE + HDR_GRACE_PERIODS);
-  // Nested tests: a chain of && becomes flags ANDed in registers (binaryen merges the conditions).
   if (vm == cVm) {
     if (liobn == cLiobn) {
       if (gp == cGp) return cStt;
@@ -1131,28 +1132,30 @@ let cStt: u32 = 0;
   const tce = gpr(vcpu, 6);
   // A clear goes through putEntries (which skips clear entries and may clear without a view).
   if ((tce & <u64>TCE_PERM_MASK) == 0) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
-  const rc = putTceRealRc(vm, vcpu, tce);
-  // The common answer first, completed with constants: one test of the status.
-  if (rc == H_SUCCESS) {
-    complete(vcpu, <u32>LEVEL_REAL, <u32>LEVEL_REAL, KIND_PUT, H_SUCCESS);
-  } else {
-    if (rc == FAST_BAIL) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
-    complete(vcpu, <u32>LEVEL_REAL, <u32>LEVEL_REAL, KIND_PUT, rc);
-  }
+  return putTceRealRc(vm, vcpu, tce, inside);
+}
+
+/**
+ * putTceReal's end at answer `rc`, where it was decided: complete() and the
+ * read side's exit store, with `rc` a constant at each use (no status is
+ * tested on the way out).
+ */
+@inline function putTceRealDone(vcpu: u32, inside: u32, rc: i32): i32 {
+  complete(vcpu, <u32>LEVEL_REAL, <u32>LEVEL_REAL, KIND_PUT, rc);
   readExit(vcpu, inside);
   return rc;
 }
 
-/** The memslot holding `gpa` (findSlot), the list's first one tested before the walk: the common case without a loop. */
-@inline function findSlotFirst(vm: u32, gpa: u64): u32 {
+/** gpaToUa, the memslot list's first slot tested before the walk: the common case without a loop. */
+@inline function gpaToUaFirst(vm: u32, gpa: u64): u64 {
   const s = load<u32>(vm + VM_SLOTS);
   if (s != 0) {
     const base = load<u64>(s + SLOT_GPA);
     if (gpa >= base) {
-      if (gpa - base < load<u64>(s + SLOT_SIZE)) return s;
+      if (gpa - base < load<u64>(s + SLOT_SIZE)) return load<u64>(s + SLOT_UA) + (gpa - base);
     }
   }
-  return findSlot(vm, gpa);
+  return gpaToUa(vm, gpa);
 }
 
 /** regionLookup(mm, ua, size), the list's first region tested before the walk: the common case without a loop. */
@@ -1160,9 +1163,10 @@ let cStt: u32 = 0;
   if (mm == 0) return 0;
   const r = load<u32>(mm + MM_REGIONS);
   if (r != 0) {
+    // Each load inside the test before it: tests of loaded values alone become flags ANDed together.
     const rua = load<u64>(r + REG_UA);
-    const rsize = load<u64>(r + REG_ENTRIES) << sh;
     if (ua >= rua) {
+      const rsize = load<u64>(r + REG_ENTRIES) << sh;
       if (size <= rsize) {
         if (ua - rua <= rsize - size) return r;
       }
@@ -1172,61 +1176,60 @@ let cStt: u32 = 0;
 }
 
 /**
- * putTceReal's checks and writes: putTce's, then putOne's, in their order;
- * the answer, for putTceReal to complete, or FAST_BAIL with nothing written.
+ * putTceReal's checks and writes: putTce's, then putOne's, in their order,
+ * each answer completed where it is decided (putTceRealDone); outside the
+ * fast case, with nothing written, hcallInside runs the call.
  */
-@inline function putTceRealRc(vm: u32, vcpu: u32, tce: u64): i32 {
-  const stt = findSttCached(vm, gpr(vcpu, 4));
-  if (stt == 0) return H_TOO_HARD;
+@inline function putTceRealRc(vm: u32, vcpu: u32, tce: u64, inside: u32): i32 {
+  const stt = findSttCached(vm, vcpu);
+  if (stt == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const ioba = gpr(vcpu, 5);
   // iobaOk(stt, ioba, 1), with the page shift and offset kept.
   const gshift = load<u32>(stt + STT_PAGE_SHIFT);
   const psize: u64 = <u64>1 << <u64>gshift;
-  if (ioba & (psize - 1)) return H_PARAMETER;
+  if (ioba & (psize - 1)) return putTceRealDone(vcpu, inside, H_PARAMETER);
   const entry = ioba >> <u64>gshift;
   const soff = load<u64>(stt + STT_OFFSET);
-  if (entry < soff) return H_PARAMETER;
+  if (entry < soff) return putTceRealDone(vcpu, inside, H_PARAMETER);
   const idx = entry - soff;
-  if (idx >= load<u64>(stt + STT_SIZE)) return H_PARAMETER;
+  if (idx >= load<u64>(stt + STT_SIZE)) return putTceRealDone(vcpu, inside, H_PARAMETER);
   // kvmppc_rm_ioba_validate's page check (a page past the table is an absent one), keeping the page for the store.
   const sh = sysPageShift();
   const gsh = sh - 3;
   const pg = idx >> gsh;
-  if (pg >= <u64>load<u32>(stt + STT_NPAGES)) return H_TOO_HARD;
+  if (pg >= <u64>load<u32>(stt + STT_NPAGES)) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const page = load<u32>(load<u32>(stt + STT_PAGES) + (<u32>pg << 2));
-  if (page == 0) return H_TOO_HARD;
+  if (page == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const h = <u32>HEADER_BASE;
   const check = load<u32>(h + HDR_OWNER_CHECK);
   if (check == <u32>OWNER_CHECK_PID) {
-    if (!pidCallCheck(stt, load<u32>(vcpu + VCPU_PID))) return H_TOO_HARD;
+    if (!pidCallCheck(stt, load<u32>(vcpu + VCPU_PID))) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   }
   // putOne from here.
-  if (load<u32>(stt + STT_STIT_COUNT) != 1) return FAST_BAIL;
+  if (load<u32>(stt + STT_STIT_COUNT) != 1) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
   const tbl = load<u32>(stt + STT_STITS);
   const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
-  if (tshift != gshift) return FAST_BAIL;
-  if ((load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return FAST_BAIL;
+  if (tshift != gshift) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
+  if ((load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
   const gpa = tce & ~<u64>TCE_PERM_MASK;
-  if (gpa & (psize - 1)) return misalignedTce(false);
+  if (gpa & (psize - 1)) return putTceRealDone(vcpu, inside, misalignedTce(false));
   // kvmppc_tce_to_ua: 0 outside every memslot (and a ua of 0 is no address either).
-  const s = findSlotFirst(vm, gpa);
-  if (s == 0) return H_TOO_HARD;
-  const ua = load<u64>(s + SLOT_UA) + (gpa - load<u64>(s + SLOT_GPA));
-  if (ua == 0) return H_TOO_HARD;
+  const ua = gpaToUaFirst(vm, gpa);
+  if (ua == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const rel = entry - load<u64>(tbl + TBL_OFFSET);
-  if (rel >= load<u64>(tbl + TBL_SIZE)) return H_TOO_HARD;
+  if (rel >= load<u64>(tbl + TBL_SIZE)) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
   const mm = load<u32>(vm + VM_MM);
   const r = regionLookupFirst(mm, ua, psize, sh);
-  if (r == 0) return H_TOO_HARD;
-  if (tshift > load<u32>(r + REG_PAGE_SHIFT)) return H_TOO_HARD;
+  if (r == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+  if (tshift > load<u32>(r + REG_PAGE_SHIFT)) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   // leafPeek of the view and of the TCEs in one walk: the trees have one shape, so each level's
   // index is computed once (either absent: H_TOO_HARD, as putOne answers both). The root level
   // is taken on its own, so that two levels (a root and the leaves) walk without a loop.
   let ul = load<u32>(tbl + TBL_UA_ROOT);
-  if (ul == 0) return H_TOO_HARD;
+  if (ul == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   let tl = load<u32>(tbl + TBL_ROOT);
-  if (tl == 0) return H_TOO_HARD;
+  if (tl == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const levels = load<u32>(tbl + TBL_LEVELS);
   let lb = load<u32>(tbl + TBL_ROOT_BITS);
   if (levels > 1) {
@@ -1234,24 +1237,24 @@ let cStt: u32 = 0;
     let lvl = levels - 1;
     const o = <u32>((rel >> <u64>(lvl * bits)) & ((<u64>1 << <u64>lb) - 1)) << 2;
     ul = load<u32>(ul + o);
-    if (ul == 0) return H_TOO_HARD;
+    if (ul == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
     tl = load<u32>(tl + o);
-    if (tl == 0) return H_TOO_HARD;
+    if (tl == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
     lb = bits;
     if (lvl > 1) {
       const m: u64 = (<u64>1 << <u64>bits) - 1;
       while (--lvl != 0) {
         const o = <u32>((rel >> <u64>(lvl * bits)) & m) << 2;
         ul = load<u32>(ul + o);
-        if (ul == 0) return H_TOO_HARD;
+        if (ul == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
         tl = load<u32>(tl + o);
-        if (tl == 0) return H_TOO_HARD;
+        if (tl == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
       }
     }
   }
   if (check == <u32>OWNER_CHECK_PID) {
     if (load<u32>(h + HDR_PID_PLACEMENT) == <u32>PID_CHECK_ENTRY) {
-      if (atomic.load<u32>(tbl + TBL_OWNER_PID) != load<u32>(vcpu + VCPU_PID)) return H_TOO_HARD;
+      if (atomic.load<u32>(tbl + TBL_OWNER_PID) != load<u32>(vcpu + VCPU_PID)) return putTceRealDone(vcpu, inside, H_TOO_HARD);
     }
   }
   const off = <u32>(rel & ((<u64>1 << <u64>lb) - 1)) << 3;
@@ -1262,30 +1265,38 @@ let cStt: u32 = 0;
   let v = load<u64>(pua);
   if (ablations() & <u32>ABLATE_VIEW_LOCK) {
     v &= ~<u64>VIEW_LOCK_BITS;
-  } else if (v & <u64>VIEW_LOCK) {
+  } else if (<u32>v & <u32>VIEW_LOCK) {
     v = lockWait(pua, tag, <u32>LOCK_SPINS_REAL);
-    if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
+    if (v & <u64>VIEW_LOCK) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   } else if (atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | tag) != v) {
     v = lockWait(pua, tag, <u32>LOCK_SPINS_REAL);
-    if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
+    if (v & <u64>VIEW_LOCK) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   }
   const oldUa = v & ~<u64>VIEW_LOCK_BITS;
   const rua = load<u64>(r + REG_UA);
   const ptce = tl + off;
-  // transfers(), on this region: the old entry was valid and mapped from it. Under the entry's
-  // lock its TCE is what the exchange below will return, so `keep` also says whether the old
-  // entry was valid and mapped from another region (the one unuseUa releases).
-  let keep = false;
+  // transfers(), on this region: the old entry was valid and mapped from it; then its reference
+  // passes to the new entry. Under the entry's lock its TCE is what the exchange will return.
   if (oldUa != 0) {
-    if (oldUa - rua <= (load<u64>(r + REG_ENTRIES) << sh) - psize) keep = (load<u64>(ptce) & <u64>TCE_PERM_MASK) != 0;
-  }
-  if (!keep) {
-    if (regionMappedInc(r) != 0) {
-      store<u64>(pua, v);
-      return H_TOO_HARD;
+    if (oldUa - rua <= (load<u64>(r + REG_ENTRIES) << sh) - psize) {
+      if (load<u64>(ptce) & <u64>TCE_PERM_MASK) return putTceRealWrite(vm, mm, r, ua, rua, sh, tce, ptce, pua, page, idx, oldUa, tshift, true, vcpu, inside);
     }
   }
-  // The write phase: nothing above wrote but the lock and the count, which cannot fail from here.
+  if (regionMappedInc(r) != 0) {
+    store<u64>(pua, v);
+    return putTceRealDone(vcpu, inside, H_TOO_HARD);
+  }
+  return putTceRealWrite(vm, mm, r, ua, rua, sh, tce, ptce, pua, page, idx, oldUa, tshift, false, vcpu, inside);
+}
+
+/**
+ * putTceRealRc's write phase: nothing before it wrote but the lock and the
+ * count, which cannot fail from here. `keep`: the old entry's reference
+ * passed to the new one (nothing counted); otherwise the new region was
+ * counted, and the old entry's region, if it was valid, is released. One
+ * copy per value of `keep`, so that neither tests it.
+ */
+@inline function putTceRealWrite(vm: u32, mm: u32, r: u32, ua: u64, rua: u64, sh: u64, tce: u64, ptce: u32, pua: u32, page: u32, idx: u64, oldUa: u64, tshift: u32, keep: bool, vcpu: u32, inside: u32): i32 {
   const hpa = regionHpa(r, ua, rua, sh);
   let word = tce & <u64>TCE_PERM_MASK;
   if (word & <u64>TCE_WRITE) word = <u64>(TCE_READ | TCE_WRITE);
@@ -1294,12 +1305,14 @@ let cStt: u32 = 0;
     if (old & <u64>TCE_PERM_MASK) unuseUa(mm, oldUa, tshift);
   }
   store<u64>(pua, ua);
-  store<u64>(page + (<u32>(idx & ((<u64>1 << gsh) - 1)) << 3), tce);
+  // The guest-table slot: entry idx & (TCEs per page − 1), 8 bytes each.
+  store<u64>(page + (<u32>(idx & ((<u64>1 << (sh - 3)) - 1)) << 3), tce);
   // putOne's mark (assembly/dirty.ts), after the guest-table store like kvmppc_tce_put's.
-  if (dirtyOn(vm)) {
-    if (tce & <u64>TCE_WRITE) dirtyMark(vm, tce, tshift);
+  // (The TCE's bit tested first: a test of the flag's load first became a select.)
+  if (tce & <u64>TCE_WRITE) {
+    if (dirtyOn(vm)) dirtyMark(vm, tce, tshift);
   }
-  return H_SUCCESS;
+  return putTceRealDone(vcpu, inside, H_SUCCESS);
 }
 
 /** Copies n big-endian TCEs from `list` to `dst` in native order: two at a time, a byte shuffle each. */
