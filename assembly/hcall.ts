@@ -26,7 +26,7 @@ import {
   LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET,
   VIEW_LOCK, VIEW_LOCK_BITS, VIEW_TAG_SHIFT, LOCK_SPINS_REAL, LOCK_SPINS_VIRTUAL, MAX_STITS,
   HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE, ABLATE_SMR_READ, VCPU_RCU_SEQ, HDR_GRACE_PERIODS, TBL_LEVELS, TBL_ROOT_BITS,
-  TBL_LEVEL_BITS,
+  TBL_LEVEL_BITS, VM_SLOTS,
 } from './generated/layout';
 import { findStt, findSlot, gpaToUa, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
 import { leafNode, leafPeek, leafBits, leafEnd, skipAbsent, lockView, unuseUa } from './table';
@@ -69,23 +69,29 @@ export function hcall(vcpu: u32, level: u32): i32 {
   // which a plain store is not (x86 lets a later load pass it). The exit store
   // must not move before the call's loads: WebAssembly has no release store,
   // so it is atomic too. ABLATE_SMR_READ (bench/ only) runs the call without them.
-  const smr = (ablations() & <u32>ABLATE_SMR_READ) == 0;
   let inside: u32 = 0;
-  if (smr) {
+  if ((ablations() & <u32>ABLATE_SMR_READ) == 0) {
     inside = (load<u32>(vcpu + VCPU_RCU_SEQ) + 1) | 1;
     atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside);
   }
   // The single H_PUT_TCE in real mode straight through (putTceReal); everything else, and what it
-  // bails out of with nothing written, through hcallInside.
-  let rc = FAST_BAIL;
-  if (level == <u32>LEVEL_REAL && gpr(vcpu, 3) == <u64>H_PUT_TCE) rc = putTceReal(vcpu);
-  if (rc == FAST_BAIL) rc = hcallInside(vcpu, level);
-  if (smr) atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside + 1);
-  return rc;
+  // bails out of with nothing written, through hcallInside, which also makes the exit store. Either
+  // is hcall's last act: no status is tested after it, and nothing of the fast path lives across
+  // the call (WebAssembly calls keep no register, and V8 spilled every value that did at its
+  // definition, on the fast path too).
+  if (level == <u32>LEVEL_REAL) {
+    if (gpr(vcpu, 3) == <u64>H_PUT_TCE) return putTceReal(vcpu, inside);
+  }
+  return hcallInside(vcpu, level, inside);
 }
 
-/** hcall() between the read-side entry and exit. */
-function hcallInside(vcpu: u32, level: u32): i32 {
+/** The read side's exit store, when hcall made the entry store (`inside`, odd, so never 0). */
+@inline function readExit(vcpu: u32, inside: u32): void {
+  if (inside != 0) atomic.store<u32>(vcpu + VCPU_RCU_SEQ, inside + 1);
+}
+
+/** hcall() from after the read-side entry (`inside`, the value it stored, 0 without it) to its exit. */
+function hcallInside(vcpu: u32, level: u32, inside: u32): i32 {
   const vm = load<u32>(vcpu + VCPU_VM);
   const nr = gpr(vcpu, 3);
   const grow = level != <u32>LEVEL_REAL;
@@ -111,7 +117,9 @@ function hcallInside(vcpu: u32, level: u32): i32 {
   } else {
     rc = H_TOO_HARD;
   }
-  return complete(vcpu, level, done, kind, rc);
+  rc = complete(vcpu, level, done, kind, rc);
+  readExit(vcpu, inside);
+  return rc;
 }
 
 /**
@@ -1088,10 +1096,20 @@ let cLiobn: u64 = 0;
 let cGp: u32 = 0;
 let cStt: u32 = 0;
 
-/** The guest table of `vm` with this LIOBN through the cache (findStt otherwise), or 0. */
-@inline function findSttCached(vm: u32, liobn: u64): u32 {
+/**
+ * The guest table of `vm` with the LIOBN in r4 of `vcpu` through the cache
+ * (findStt otherwise), or 0. The cache holds a table only when one was
+ * found, and no VM descriptor is at 0 (cVm's initial value), so a hit needs
+ * no test of cStt.
+ */
+@inline function findSttCached(vm: u32, vcpu: u32): u32 {
+  const liobn = gpr(vcpu, 4);
   const gp = atomic.load<u32>(<u32>HEADER_BASE + HDR_GRACE_PERIODS);
-  if (vm == cVm && liobn == cLiobn && gp == cGp && cStt != 0) return cStt;
+  if (vm == cVm) {
+    if (liobn == cLiobn) {
+      if (gp == cGp) return cStt;
+    }
+  }
   const stt = findStt(vm, liobn);
   if (stt != 0) {
     cVm = vm;
@@ -1103,123 +1121,198 @@ let cStt: u32 = 0;
 }
 
 /**
- * H_PUT_TCE at LEVEL_REAL when the fast case applies: the H_* status, with
- * r3, VCPU.level and the counter written by complete(), as for hcallInside; or
- * FAST_BAIL, nothing written (hcallInside then runs the call).
+ * H_PUT_TCE at LEVEL_REAL, from after the read-side entry (`inside`) to its
+ * exit: the fast case, with r3, VCPU.level and the counter written by
+ * complete() as hcallInside writes them; outside it (putTceRealRc's
+ * FAST_BAIL, nothing written) hcallInside runs the call.
  */
-@inline function putTceReal(vcpu: u32): i32 {
+@inline function putTceReal(vcpu: u32, inside: u32): i32 {
   const vm = load<u32>(vcpu + VCPU_VM);
-  if (load<u32>(vm + VM_PROFILE) == <u32>PROFILE_QEMU) return FAST_BAIL;
+  if (load<u32>(vm + VM_PROFILE) == <u32>PROFILE_QEMU) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
   const tce = gpr(vcpu, 6);
   // A clear goes through putEntries (which skips clear entries and may clear without a view).
-  if ((tce & <u64>TCE_PERM_MASK) == 0) return FAST_BAIL;
-  const rc = putTceRealRc(vm, vcpu, tce);
-  if (rc == FAST_BAIL) return rc;
-  return complete(vcpu, <u32>LEVEL_REAL, <u32>LEVEL_REAL, KIND_PUT, rc);
+  if ((tce & <u64>TCE_PERM_MASK) == 0) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
+  return putTceRealRc(vm, vcpu, tce, inside);
 }
 
-/** putTceReal's checks and writes: putTce's, then putOne's, in their order. */
-@inline function putTceRealRc(vm: u32, vcpu: u32, tce: u64): i32 {
-  const stt = findSttCached(vm, gpr(vcpu, 4));
-  if (stt == 0) return H_TOO_HARD;
+/**
+ * putTceReal's end at answer `rc`, where it was decided: complete() and the
+ * read side's exit store, with `rc` a constant at each use (no status is
+ * tested on the way out).
+ */
+@inline function putTceRealDone(vcpu: u32, inside: u32, rc: i32): i32 {
+  complete(vcpu, <u32>LEVEL_REAL, <u32>LEVEL_REAL, KIND_PUT, rc);
+  readExit(vcpu, inside);
+  return rc;
+}
+
+/** gpaToUa, the memslot list's first slot tested before the walk: the common case without a loop. */
+@inline function gpaToUaFirst(vm: u32, gpa: u64): u64 {
+  const s = load<u32>(vm + VM_SLOTS);
+  if (s != 0) {
+    const base = load<u64>(s + SLOT_GPA);
+    if (gpa >= base) {
+      if (gpa - base < load<u64>(s + SLOT_SIZE)) return load<u64>(s + SLOT_UA) + (gpa - base);
+    }
+  }
+  return gpaToUa(vm, gpa);
+}
+
+/** regionLookup(mm, ua, size), the list's first region tested before the walk: the common case without a loop. */
+@inline function regionLookupFirst(mm: u32, ua: u64, size: u64, sh: u64): u32 {
+  if (mm == 0) return 0;
+  const r = load<u32>(mm + MM_REGIONS);
+  if (r != 0) {
+    // Each load inside the test before it: tests of loaded values alone become flags ANDed together.
+    const rua = load<u64>(r + REG_UA);
+    if (ua >= rua) {
+      const rsize = load<u64>(r + REG_ENTRIES) << sh;
+      if (size <= rsize) {
+        if (ua - rua <= rsize - size) return r;
+      }
+    }
+  }
+  return regionLookup(mm, ua, size);
+}
+
+/**
+ * putTceReal's checks and writes: putTce's, then putOne's, in their order,
+ * each answer completed where it is decided (putTceRealDone); outside the
+ * fast case, with nothing written, hcallInside runs the call.
+ */
+@inline function putTceRealRc(vm: u32, vcpu: u32, tce: u64, inside: u32): i32 {
+  const stt = findSttCached(vm, vcpu);
+  if (stt == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const ioba = gpr(vcpu, 5);
   // iobaOk(stt, ioba, 1), with the page shift and offset kept.
   const gshift = load<u32>(stt + STT_PAGE_SHIFT);
   const psize: u64 = <u64>1 << <u64>gshift;
-  if (ioba & (psize - 1)) return H_PARAMETER;
+  if (ioba & (psize - 1)) return putTceRealDone(vcpu, inside, H_PARAMETER);
   const entry = ioba >> <u64>gshift;
   const soff = load<u64>(stt + STT_OFFSET);
-  if (entry < soff) return H_PARAMETER;
+  if (entry < soff) return putTceRealDone(vcpu, inside, H_PARAMETER);
   const idx = entry - soff;
-  if (idx >= load<u64>(stt + STT_SIZE)) return H_PARAMETER;
-  // kvmppc_rm_ioba_validate's page check, keeping the page for the store.
+  if (idx >= load<u64>(stt + STT_SIZE)) return putTceRealDone(vcpu, inside, H_PARAMETER);
+  // kvmppc_rm_ioba_validate's page check (a page past the table is an absent one), keeping the page for the store.
   const sh = sysPageShift();
   const gsh = sh - 3;
   const pg = idx >> gsh;
-  let page: u32 = 0;
-  if (pg < <u64>load<u32>(stt + STT_NPAGES)) page = load<u32>(load<u32>(stt + STT_PAGES) + (<u32>pg << 2));
-  if (page == 0) return H_TOO_HARD;
-  const pid = load<u32>(vcpu + VCPU_PID);
+  if (pg >= <u64>load<u32>(stt + STT_NPAGES)) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+  const page = load<u32>(load<u32>(stt + STT_PAGES) + (<u32>pg << 2));
+  if (page == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const h = <u32>HEADER_BASE;
   const check = load<u32>(h + HDR_OWNER_CHECK);
-  const n = load<u32>(stt + STT_STIT_COUNT);
-  const tbl = load<u32>(stt + STT_STITS);
-  if (check == <u32>OWNER_CHECK_PID && !pidCallCheck(stt, pid)) return H_TOO_HARD;
+  if (check == <u32>OWNER_CHECK_PID) {
+    if (!pidCallCheck(stt, load<u32>(vcpu + VCPU_PID))) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+  }
   // putOne from here.
-  if (n != 1) return FAST_BAIL;
+  if (load<u32>(stt + STT_STIT_COUNT) != 1) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
+  const tbl = load<u32>(stt + STT_STITS);
   const tshift = load<u32>(tbl + TBL_PAGE_SHIFT);
-  if (tshift != gshift || (load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return FAST_BAIL;
+  if (tshift != gshift) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
+  if ((load<u32>(tbl + TBL_FLAGS) & <u32>TABLE_F_V2) == 0) return hcallInside(vcpu, <u32>LEVEL_REAL, inside);
   const gpa = tce & ~<u64>TCE_PERM_MASK;
-  if (gpa & (psize - 1)) return misalignedTce(false);
+  if (gpa & (psize - 1)) return putTceRealDone(vcpu, inside, misalignedTce(false));
   // kvmppc_tce_to_ua: 0 outside every memslot (and a ua of 0 is no address either).
-  const ua = gpaToUa(vm, gpa);
-  if (ua == 0) return H_TOO_HARD;
+  const ua = gpaToUaFirst(vm, gpa);
+  if (ua == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const rel = entry - load<u64>(tbl + TBL_OFFSET);
-  if (rel >= load<u64>(tbl + TBL_SIZE)) return H_TOO_HARD;
+  if (rel >= load<u64>(tbl + TBL_SIZE)) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   // mm_iommu_lookup and the checks of mm_iommu_ua_to_hpa, as regionFind does them.
   const mm = load<u32>(vm + VM_MM);
-  const r = regionLookup(mm, ua, psize);
-  if (r == 0) return H_TOO_HARD;
-  const rua = load<u64>(r + REG_UA);
-  const last = (load<u64>(r + REG_ENTRIES) << sh) - psize;
-  if (tshift > load<u32>(r + REG_PAGE_SHIFT)) return H_TOO_HARD;
+  const r = regionLookupFirst(mm, ua, psize, sh);
+  if (r == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+  if (tshift > load<u32>(r + REG_PAGE_SHIFT)) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   // leafPeek of the view and of the TCEs in one walk: the trees have one shape, so each level's
-  // index is computed once (either absent: H_TOO_HARD, as putOne answers both).
+  // index is computed once (either absent: H_TOO_HARD, as putOne answers both). The root level
+  // is taken on its own, so that two levels (a root and the leaves) walk without a loop.
   let ul = load<u32>(tbl + TBL_UA_ROOT);
+  if (ul == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   let tl = load<u32>(tbl + TBL_ROOT);
-  if (ul == 0 || tl == 0) return H_TOO_HARD;
+  if (tl == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   const levels = load<u32>(tbl + TBL_LEVELS);
-  const rootBits = load<u32>(tbl + TBL_ROOT_BITS);
-  let lb = rootBits;
+  let lb = load<u32>(tbl + TBL_ROOT_BITS);
   if (levels > 1) {
     const bits = load<u32>(tbl + TBL_LEVEL_BITS);
-    lb = bits;
     let lvl = levels - 1;
-    let m: u64 = (<u64>1 << <u64>rootBits) - 1;
-    for (;;) {
-      const o = <u32>((rel >> <u64>(lvl * bits)) & m) << 2;
-      ul = load<u32>(ul + o);
-      tl = load<u32>(tl + o);
-      if (ul == 0 || tl == 0) return H_TOO_HARD;
-      if (--lvl == 0) break;
-      m = (<u64>1 << <u64>bits) - 1;
+    const o = <u32>((rel >> <u64>(lvl * bits)) & ((<u64>1 << <u64>lb) - 1)) << 2;
+    ul = load<u32>(ul + o);
+    if (ul == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+    tl = load<u32>(tl + o);
+    if (tl == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+    lb = bits;
+    if (lvl > 1) {
+      const m: u64 = (<u64>1 << <u64>bits) - 1;
+      while (--lvl != 0) {
+        const o = <u32>((rel >> <u64>(lvl * bits)) & m) << 2;
+        ul = load<u32>(ul + o);
+        if (ul == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+        tl = load<u32>(tl + o);
+        if (tl == 0) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+      }
     }
   }
-  if (load<u32>(h + HDR_PID_PLACEMENT) == <u32>PID_CHECK_ENTRY && check == <u32>OWNER_CHECK_PID) {
-    if (atomic.load<u32>(tbl + TBL_OWNER_PID) != pid) return H_TOO_HARD;
+  if (check == <u32>OWNER_CHECK_PID) {
+    if (load<u32>(h + HDR_PID_PLACEMENT) == <u32>PID_CHECK_ENTRY) {
+      if (atomic.load<u32>(tbl + TBL_OWNER_PID) != load<u32>(vcpu + VCPU_PID)) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+    }
   }
   const off = <u32>(rel & ((<u64>1 << <u64>lb) - 1)) << 3;
   const pua = ul + off;
   // lockSlot, with this call's tag in a local and the ablation read here: one attempt inline, lockWait out of line.
   const tag = (<u64>load<u32>(vcpu + VCPU_LOCK_TAG) << <u64>VIEW_TAG_SHIFT) | <u64>VIEW_LOCK;
+  // Each way to the wait its own branch: a flag for "locked" would be a value built and tested again.
   let v = load<u64>(pua);
   if (ablations() & <u32>ABLATE_VIEW_LOCK) {
     v &= ~<u64>VIEW_LOCK_BITS;
-  } else if ((v & <u64>VIEW_LOCK) != 0 || atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | tag) != v) {
+  } else if (<u32>v & <u32>VIEW_LOCK) {
     v = lockWait(pua, tag, <u32>LOCK_SPINS_REAL);
-    if (v & <u64>VIEW_LOCK) return H_TOO_HARD;
+    if (v & <u64>VIEW_LOCK) return putTceRealDone(vcpu, inside, H_TOO_HARD);
+  } else if (atomic.cmpxchg<u64>(pua, v, (v & ~<u64>VIEW_LOCK_BITS) | tag) != v) {
+    v = lockWait(pua, tag, <u32>LOCK_SPINS_REAL);
+    if (v & <u64>VIEW_LOCK) return putTceRealDone(vcpu, inside, H_TOO_HARD);
   }
   const oldUa = v & ~<u64>VIEW_LOCK_BITS;
-  // transfers(), on this region: the old entry was valid and mapped from it.
-  const inRegion = oldUa != 0 && oldUa - rua <= last;
+  const rua = load<u64>(r + REG_UA);
   const ptce = tl + off;
-  if ((load<u64>(ptce) & <u64>TCE_PERM_MASK) == 0 || !inRegion) {
-    if (regionMappedInc(r) != 0) {
-      store<u64>(pua, v);
-      return H_TOO_HARD;
+  // transfers(), on this region: the old entry was valid and mapped from it; then its reference
+  // passes to the new entry. Under the entry's lock its TCE is what the exchange will return.
+  if (oldUa != 0) {
+    if (oldUa - rua <= (load<u64>(r + REG_ENTRIES) << sh) - psize) {
+      if (load<u64>(ptce) & <u64>TCE_PERM_MASK) return putTceRealWrite(vm, mm, r, ua, rua, sh, tce, ptce, pua, page, idx, oldUa, tshift, true, vcpu, inside);
     }
   }
-  // The write phase: nothing above wrote but the lock and the count, which cannot fail from here.
+  if (regionMappedInc(r) != 0) {
+    store<u64>(pua, v);
+    return putTceRealDone(vcpu, inside, H_TOO_HARD);
+  }
+  return putTceRealWrite(vm, mm, r, ua, rua, sh, tce, ptce, pua, page, idx, oldUa, tshift, false, vcpu, inside);
+}
+
+/**
+ * putTceRealRc's write phase: nothing before it wrote but the lock and the
+ * count, which cannot fail from here. `keep`: the old entry's reference
+ * passed to the new one (nothing counted); otherwise the new region was
+ * counted, and the old entry's region, if it was valid, is released. One
+ * copy per value of `keep`, so that neither tests it.
+ */
+@inline function putTceRealWrite(vm: u32, mm: u32, r: u32, ua: u64, rua: u64, sh: u64, tce: u64, ptce: u32, pua: u32, page: u32, idx: u64, oldUa: u64, tshift: u32, keep: bool, vcpu: u32, inside: u32): i32 {
   const hpa = regionHpa(r, ua, rua, sh);
   let word = tce & <u64>TCE_PERM_MASK;
   if (word & <u64>TCE_WRITE) word = <u64>(TCE_READ | TCE_WRITE);
   const old = atomic.xchg<u64>(ptce, hpa | word);
-  if ((old & <u64>TCE_PERM_MASK) != 0 && !inRegion) unuseUa(mm, oldUa, tshift);
+  if (!keep) {
+    if (old & <u64>TCE_PERM_MASK) unuseUa(mm, oldUa, tshift);
+  }
   store<u64>(pua, ua);
-  store<u64>(page + (<u32>(idx & ((<u64>1 << gsh) - 1)) << 3), tce);
+  // The guest-table slot: entry idx & (TCEs per page − 1), 8 bytes each.
+  store<u64>(page + (<u32>(idx & ((<u64>1 << (sh - 3)) - 1)) << 3), tce);
   // putOne's mark (assembly/dirty.ts), after the guest-table store like kvmppc_tce_put's.
-  if (dirtyOn(vm) && (tce & <u64>TCE_WRITE) != 0) dirtyMark(vm, tce, tshift);
-  return H_SUCCESS;
+  // (The TCE's bit tested first: a test of the flag's load first became a select.)
+  if (tce & <u64>TCE_WRITE) {
+    if (dirtyOn(vm)) dirtyMark(vm, tce, tshift);
+  }
+  return putTceRealDone(vcpu, inside, H_SUCCESS);
 }
 
 /** Copies n big-endian TCEs from `list` to `dst` in native order: two at a time, a byte shuffle each. */
