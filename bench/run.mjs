@@ -13,7 +13,7 @@ import { plan, runMatrix } from './matrix.mjs';
 import { runTraces, traceFiles, TRACE_DIR } from './traces.mjs';
 import { runScaling, scalingPlan, scalingSchedule, scalingIntervals } from './scaling.mjs';
 import { runSnapshot, snapshotRuns, snapshotTable } from './snapshot.mjs';
-import { CG_OPS, CG_REPEATS, cgRunsOf, runCallgrind, valgrindMissing } from './callgrind.mjs';
+import { CG_OPS, CG_REPEATS, NODE_FLAGS, cgRunsOf, runCallgrind, valgrindMissing } from './callgrind.mjs';
 import { CHECKS, VARIANTS, variantUnavailable, prepare, eraOf } from './ops.mjs';
 import { cFloor } from './cfloor.mjs';
 import { document, matrixTable, skippedText, tracesTable, scalingTable, instructionsTable, mechanismsTable, erasTable } from './report.mjs';
@@ -144,7 +144,7 @@ export async function main(opts = {}) {
     } else if (wantCg) {
       const r = await runCallgrind(cgCells, () => tick('callgrind'));
       instructions = {
-        method: `valgrind --tool=callgrind, node --single-threaded --no-liftoff --hash-seed=1 --random-seed=1; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (one for c-floor, and for 512-entry cells no target judges; irPerCallRuns, irPerCallRange)`,
+        method: `valgrind --tool=callgrind, node ${NODE_FLAGS.join(' ')}; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (one for c-floor, and for 512-entry cells no target judges; irPerCallRuns, irPerCallRange); linearity: the pairs agree, or a one-pair cell's K2..K3 slope agrees, within the tolerance (callgrind.mjs#linearity)`,
         scope: opts.instructions ? 'every variant' : 'the cells the targets need, and every check and mechanism of H_PUT_TCE and INDIRECT(512) on wasm (--instructions counts every variant)',
         results: r.results,
         skipped: [...cgSkipped, ...cgUnavailable, ...r.skipped],

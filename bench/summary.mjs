@@ -26,14 +26,20 @@ const HCALL_OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'H_
 export function targets(doc) {
   const out = [];
   const ins = doc.instructions?.results ?? [];
-  const insOf = (op, engine) => ins.find((x) => x.op === op && x.engine === engine && x.check === 'none');
+  // A count that is not linear in K (callgrind.mjs#linearity) is no cost per call: not measured, with the reason.
+  const counted = (op, engine) => ins.find((x) => x.op === op && x.engine === engine && x.check === 'none');
+  const insOf = (op, engine) => (counted(op, engine)?.linearity?.linear === false ? undefined : counted(op, engine));
   const row = (what, target, value, pass, why) => out.push({ what, target, value, pass, ...(why ? { why } : {}) });
   const atMost = (what, limit, unit, x, why) =>
     x === undefined ? row(what, `≤ ${limit} ${unit}`, null, null, why) : row(what, `≤ ${limit} ${unit}`, `${f(x, x < 10 ? 2 : 1)} ${unit}`, x <= limit);
   const atLeast = (what, limit, text, x, shown, why) =>
     x === undefined ? row(what, text, null, null, why) : row(what, text, shown, x >= limit);
   const noTime = (op, engine) => `no ${engine} timing of ${op} in this run`;
-  const noIns = (op, engine) => `no instruction count of ${op} (${engine}): valgrind missing, filtered out, or the run was --quick without --instructions`;
+  const noIns = (op, engine) => {
+    const c = counted(op.replace('INDIRECT(512)', 'H_PUT_TCE_INDIRECT_512'), engine);
+    if (c?.linearity?.linear === false) return `the instruction count of ${op} (${engine}) is not linear in K (worst slope ${f(100 * c.linearity.worst, 1)}% off): a collection or compilation inside the measured calls`;
+    return `no instruction count of ${op} (${engine}): valgrind missing, filtered out, or the run was --quick without --instructions`;
+  };
 
   const wi = find(doc, 'H_PUT_TCE_INDIRECT_512', 'wasm');
   const ni = find(doc, 'H_PUT_TCE_INDIRECT_512', 'native');
@@ -125,7 +131,8 @@ const sgn = (x, d = 1) => `${x >= 0 ? '+' : '−'}${f(Math.abs(x), d)}`;
  */
 export function cFloorVerdict(doc) {
   const ins = doc.instructions?.results ?? [];
-  const insOf = (op, engine) => ins.find((x) => x.op === op && x.engine === engine && x.check === 'none');
+  // A count not linear in K is no cost per call (callgrind.mjs#linearity): as if not counted.
+  const insOf = (op, engine) => ins.find((x) => x.op === op && x.engine === engine && x.check === 'none' && x.linearity?.linear !== false);
   const ops = [];
   for (const op of HCALL_OPS) {
     const cf = find(doc, op, 'c-floor');

@@ -60,3 +60,22 @@ describe('c-floor ≤ native verdict', () => {
     expect(cFloorVerdict({ results: [] }).pass).toBeNull();
   });
 });
+
+describe('instruction counts not linear in K', () => {
+  const nonLinear = { linear: false, worst: 0.48 };
+  it('are not taken as a cost: the c-floor verdict and the instruction targets say not measured, with the reason', () => {
+    const d = doc(NS, { cf: 87_360, native: 94_288 });
+    d.instructions!.results[1] = { ...d.instructions!.results[1], linearity: nonLinear } as never;
+    expect(cFloorVerdict(d).pass).toBeNull();
+    const t = targets(d).find((x: { what: string }) => x.what === 'native H_PUT_TCE_INDIRECT(512): instructions per entry');
+    expect(t.pass).toBeNull();
+    expect(t.why).toContain('not linear in K (worst slope 48.0% off)');
+  });
+
+  it('are taken when linear', () => {
+    const d = doc(NS, { cf: 87_360, native: 94_288 });
+    d.instructions!.results[1] = { ...d.instructions!.results[1], linearity: { linear: true, worst: 0.001 } } as never;
+    expect(cFloorVerdict(d).pass).toBe(true);
+    expect(targets(d).find((x: { what: string }) => x.what === 'native H_PUT_TCE_INDIRECT(512): instructions per entry').pass).toBe(true);
+  });
+});

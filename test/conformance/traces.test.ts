@@ -47,6 +47,16 @@ describe('trace replay (qemu profile)', () => {
     expect(r.mismatches[0]!.line).toBeGreaterThan(put.line);
   });
 
+  it('a recorded return code beyond 32 bits is compared whole: 2^32 is not H_SUCCESS', async () => {
+    const trace = readTrace(dir + traces[1]!.file);
+    const ok = trace.events.filter((e) => e.kind === 'hcall' && e.ret === 0);
+    for (const e of [ok[10]!, ok[200]!]) if (e.kind === 'hcall') e.ret = 2 ** 32;
+    const decoded = await replay(trace, { maxMismatches: 1e6 });
+    const perRecord = await replay(trace, { maxMismatches: 1e6, decoded: false });
+    expect(decoded.mismatches.map((m) => m.line)).toEqual([ok[10]!.line, ok[200]!.line]);
+    expect(decoded.mismatches).toEqual(perRecord.mismatches);
+  });
+
   it('the decoded loop reports exactly what the per-record path reports, on traces with every kind of divergence', async () => {
     for (const t of traces) {
       const trace = readTrace(dir + t.file);
