@@ -255,6 +255,8 @@ export function dmaParagraph(doc, file, earlierDma = []) {
     note64 = `; the plain copy ${gb(fr64, 1)} and ${gb(fw64, 1)} GB/s${near}${before}`;
   }
   const rd64 = dmaCell(doc, 'read', K);
+  const fa64 = dmaCell(doc, 'floor-alloc-read', K);
+  const allocFloor = fa64 ? `, against ${gb(fa64)} GB/s for a fresh buffer filled by the plain copy (\`floor-alloc-read\`, the bound for any read that returns a new array)` : '';
   return [
     'The `dma` section (`npm run bench -- --quick --filter dma`; names',
     '`dma/KIND/BYTES`) times `vm.dma(liobn)` in a qemu-profile VM through a',
@@ -270,7 +272,7 @@ export function dmaParagraph(doc, file, earlierDma = []) {
     `64 KiB \`readInto\` runs at ${gb(ri64)} GB/s and a 64 KiB \`write\` at ${gb(wr64)} GB/s`,
     `(target ≥ ${DMA_GBPS_64K} GB/s: ${met(ok64)}${note64}), through the`,
     `2^59 window at ${gb(dmaCell(doc, 'readInto-ddw', K))} GB/s; \`read\` of 64 KiB, which allocates its result`,
-    `every call, at ${gb(rd64)} GB/s (${met(rd64.gbPerSecond.median >= DMA_GBPS_64K)}): what is left there is the allocation, not`,
+    `every call, at ${gb(rd64)} GB/s (${met(rd64.gbPerSecond.median >= DMA_GBPS_64K)})${allocFloor}: what is left there is the allocation, not`,
     'the copy — glibc returns the freed 64 KiB backing stores to the kernel',
     '(`brk`) when the garbage collector frees a batch of them and faults the pages',
     'in again for the next ones (strace: thousands of `brk` calls per second;',

@@ -80,6 +80,9 @@ describe('README benchmark figures', () => {
     expect(fast).toContain('(target ≥ 10 GB/s: met), through the');
     expect(fast).toContain('at 4.00 GB/s (not met)');
     expect(fast).not.toContain('old.json');
+    expect(fast).not.toContain('floor-alloc-read');
+    const withAlloc = dmaParagraph({ dma: [...dma(150, 60, 12, 20), cell('floor-alloc-read', 65536, 1, 4.4)] }, 'bench/results/x.json', earlier) as string;
+    expect(withAlloc).toContain('at 4.00 GB/s (not met), against 4.40 GB/s for a fresh buffer filled by the plain copy (`floor-alloc-read`');
     const slow = dmaParagraph({ dma: dma(250, 120, 8, 10.5) }, 'bench/results/x.json', earlier) as string;
     expect(slow).toContain('(target ≤ 200 ns: not met; the machine slowed during this section: the plain copy took 60 ns in the full run before, `bench/results/old.json`, where `readInto` took 150 ns); a');
     expect(slow).toContain('not met; the plain copy 10.5 and 10.5 GB/s, itself near or below the target in this run: the machine was slower than in `bench/results/old.json`, where the copy reached 21.0 and 21.0 GB/s and these 15.0 and 15.0)');
