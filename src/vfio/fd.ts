@@ -52,17 +52,24 @@ export class ContainerFd {
   /** VFIO_IOMMU_UNMAP_DMA. */
   unmapDma(args: DmaUnmap): void { this.c().unmapDma(this.process, args); }
 
-  /** close(2): the container is released when its last handle closes. */
+  /**
+   * close(2): the container is released when its last handle closes. The
+   * kernel's release cannot fail; here clearing an entry whose view lock a
+   * vCPU holds past VFIO_LOCK_WAIT_MS throws EBUSY, so the release runs
+   * before the handle is let go: a close() that throws leaves the handle
+   * open (and what was already cleared, cleared), and can be called again.
+   */
   close(): void {
     if (!this.open) return;
-    this.open = false;
     const c = this.container;
-    c.fds.delete(this);
-    if (--c.handles === 0) {
-      for (const g of [...c.groups]) g.container = undefined;
+    if (c.handles === 1) {
       c.release();
+      for (const g of [...c.groups]) g.container = undefined;
       c.groups.length = 0;
     }
+    this.open = false;
+    c.fds.delete(this);
+    c.handles--;
   }
 
   /** Whether this handle is still open. */

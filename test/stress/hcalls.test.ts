@@ -182,6 +182,39 @@ describe('stress: vCPUs on worker threads', () => {
       expect(region.mapped).toBe(mapped - 1n);
       s.host.checkInvariants();
     }, 60_000);
+
+    it(`${engine}: a close() that meets a view lock held past VFIO's wait throws EBUSY, keeps the handle open, and a second close() releases everything`, async () => {
+      const s = await setup(engine, 16);
+      const vcpu = s.vm.vcpu(0, { thread: s.qemu.thread() });
+      const r = vcpu.regs;
+      r[3] = BigInt(H.PUT_TCE); r[4] = s.liobn; r[5] = 3n << 16n; r[6] = (7n << 16n) | 3n;
+      expect(vcpu.hcall()).toBe(H.SUCCESS);
+      const c = s.fd.container;
+      const table = c.windows[0]!.table;
+      const locked = s.qemu.mm.lockedPages;
+      const slot = viewSlot(s.host, table.desc, 3n);
+      const held = s.host.mem.getU64(slot) | (BigInt(MAX_LOCK_TAG) << BigInt(VIEW_TAG_SHIFT)) | BigInt(VIEW_LOCK);
+      s.host.mem.setU64(slot, held);
+      // A vCPU that never lets go: the release waits VFIO_LOCK_WAIT_MS and refuses.
+      expect(() => s.fd.close()).toThrow(/EBUSY/);
+      expect(s.fd.isOpen).toBe(true);
+      expect(c.handles).toBe(1);
+      expect(c.groups).toHaveLength(1);
+      expect(s.qemu.mm.lockedPages).toBe(locked);
+      // Once the lock is let go, the same handle closes and the container is released whole.
+      s.host.mem.setU64(slot, held & ~BigInt(VIEW_LOCK_BITS));
+      s.fd.close();
+      expect(s.fd.isOpen).toBe(false);
+      expect(c.handles).toBe(0);
+      expect(c.groups).toHaveLength(0);
+      expect(c.windows.every((w) => w === undefined)).toBe(true);
+      // What stays charged is the VM's own guest table (KVM's charge), nothing of the container.
+      const left = [...s.qemu.mm.charges].filter(([, pages]) => pages !== 0n);
+      expect(left.map(([k]) => k)).toEqual([expect.stringMatching(/^vm\d+:stt/)]);
+      expect(s.qemu.mm.lockedPages).toBe(left[0]![1]);
+      expect(s.qemu.mm.lockedPages).toBeLessThan(locked);
+      s.host.checkInvariants();
+    }, 60_000);
   }
 });
 
