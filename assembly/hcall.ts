@@ -1070,8 +1070,8 @@ function putOne(vm: u32, vcpu: u32, stt: u32, entry: u64, page: u32, slot: u32, 
 // level and r3 are written here. Same checks in the same order, same
 // answers, same lock, counts and writes as hcallInside → putTce → putOne;
 // anything outside the case (the QEMU profile, a clear, more than one linked
-// table, a v1 table or one of another page size) is FAST_BAIL before
-// anything is written, and hcallInside runs the call from the registers.
+// table, a v1 table or one of another page size) is decided before
+// anything is written, and hcallInside then runs the call from the registers.
 
 // The LIOBN → guest table lookup of the last H_PUT_TCE of this instance
 // (thread): kvmppc_find_table walks the VM's list at every call. Why the
@@ -1123,8 +1123,8 @@ let cStt: u32 = 0;
 /**
  * H_PUT_TCE at LEVEL_REAL, from after the read-side entry (`inside`) to its
  * exit: the fast case, with r3, VCPU.level and the counter written by
- * complete() as hcallInside writes them; outside it (putTceRealRc's
- * FAST_BAIL, nothing written) hcallInside runs the call.
+ * complete() as hcallInside writes them; outside it (here or in
+ * putTceRealRc, nothing written yet) hcallInside runs the call.
  */
 @inline function putTceReal(vcpu: u32, inside: u32): i32 {
   const vm = load<u32>(vcpu + VCPU_VM);

@@ -57,10 +57,11 @@ export function valgrindMissing() {
 
 /**
  * Pairs of runs per cell; the median per-call count is reported, with the
- * range. Two pairs of the same probe do not always agree: H_PUT_TCE through
- * vcpu.hcall() (wasm) spread over ±15% between pairs on this machine (where
- * V8 tiers up differs between runs; each result keeps irPerCallRuns and
- * irPerCallRange), while INDIRECT(512) per entry agrees to well under 1%.
+ * range (each result keeps irPerCallRuns and irPerCallRange). Before
+ * NODE_FLAGS fixed the collection schedule and the probe's warm-up grew,
+ * H_PUT_TCE through vcpu.hcall() (wasm) spread over ±15% between pairs on
+ * this machine; in 2026-12-02T04-40-34Z.json its pairs agree within 0.3%,
+ * and the spread of the pairs is the cell's linearity check.
  */
 export const CG_REPEATS = 3;
 

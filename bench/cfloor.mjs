@@ -68,6 +68,13 @@ export async function prepareCFloor(op, check) {
   };
 }
 
+/** Iterations of `loop` (ns for n iterations) for one sample of about `seconds`, timed from a loop of at least 100 µs. */
+function iterationsFor(loop, seconds) {
+  let per = loop(1);
+  for (let n = 1; per * n < 1e5; n *= 4) per = loop(n * 4) / (n * 4);
+  return Math.max(1, Math.round((seconds * 1e9) / per));
+}
+
 /**
  * Samples the C loop, interleaved as the matrix is: `rounds` × variants,
  * 20 samples per turn, each the ns per call of one loop of about `sampleSeconds`.
@@ -75,10 +82,8 @@ export async function prepareCFloor(op, check) {
  */
 export function sampleCFloor(variants, rounds, sampleSeconds, tick = () => {}) {
   const pooled = new Map(variants.map((v) => [v.key, []]));
-  // Iterations per sample so one sample lasts about `sampleSeconds` (the `none` variant calibrates all).
-  let per = variants[0].loop(1);
-  for (let n = 1; per * n < 1e5; n *= 4) per = variants[0].loop(n * 4) / (n * 4);
-  const iterations = Math.max(1, Math.round((sampleSeconds * 1e9) / per));
+  // The `none` variant calibrates all.
+  const iterations = iterationsFor(variants[0].loop, sampleSeconds);
   for (let r = 0; r < rounds; r++) {
     for (let i = 0; i < variants.length; i++) {
       const v = variants[(i + r) % variants.length];
@@ -101,9 +106,7 @@ export function sampleCFloor(variants, rounds, sampleSeconds, tick = () => {}) {
  */
 export function headToHead(native, cFloor, profile, tick = () => {}) {
   const out = { native: [], cFloor: [] };
-  let per = cFloor.loop(1);
-  for (let n = 1; per * n < 1e5; n *= 4) per = cFloor.loop(n * 4) / (n * 4);
-  const iterations = Math.max(1, Math.round((profile.minTime * 1e9) / per));
+  const iterations = iterationsFor(cFloor.loop, profile.minTime);
   const turns = {
     native() {
       native.before?.();

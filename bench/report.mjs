@@ -124,6 +124,7 @@ export function scalingTable(scaling) {
 /** A count's linearity check (callgrind.mjs#linearity) as a cell: yes, NO with its worst deviation, or blank for results older than the check. */
 const linearText = (l) => (!l ? '' : l.linear ? 'yes' : `NO ${f(100 * l.worst, 1)}%`);
 
+/** The callgrind table: per (op, engine, variant) instructions per call and per entry, Δ vs none, and the linearity check. */
 export function instructionsTable(ins) {
   const cols = [{ title: 'op', width: 22, left: true }, { title: 'engine', width: 7, left: true }, { title: 'variant', width: 12, left: true }, { title: 'instr/call', width: 11 }, { title: 'instr/entry', width: 11 }, { title: 'Δ vs none', width: 10 }, { title: 'linear in K', width: 11 }];
   return table(cols, ins.map((r) => [r.op, r.engine, r.check, f(r.irPerCall, 0), f(r.irPerEntry, 1), r.overheadPerCall === null ? '' : f(r.overheadPerCall, 0), linearText(r.linearity)]));

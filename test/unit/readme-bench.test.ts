@@ -90,6 +90,10 @@ describe('README benchmark figures', () => {
     const side = (a: number, b: number) => readSideParagraph({ instructions: { results: [ins('none', a, a + 10), ins('no-smr-read', b, b + 10), ins('none', a * 300, a * 300, 'H_PUT_TCE_INDIRECT_512'), ins('no-smr-read', b * 300, b * 300, 'H_PUT_TCE_INDIRECT_512')] } }, 'f') as string;
     expect(side(500, 505)).toMatch(/^The read side's cost per call is below what these counts resolve\./);
     expect(side(600, 500)).toMatch(/^The counts resolve the read side's cost per call\./);
+    // H_PUT_TCE resolved (pairs apart), INDIRECT(512) not (its pairs overlap).
+    const mixed = readSideParagraph({ instructions: { results: [ins('none', 407, 408), ins('no-smr-read', 386, 388), ins('none', 128742, 128886, 'H_PUT_TCE_INDIRECT_512'), ins('no-smr-read', 128915, 128915, 'H_PUT_TCE_INDIRECT_512')] } }, 'f') as string;
+    expect(mixed).toMatch(/^The counts resolve the read side's cost per H_PUT_TCE call, not per INDIRECT\(512\) call\./);
+    expect(mixed).toContain('per call: where not resolved, the pairs of one cell spread by more than two stores cost. What');
     const snap = readResults(file!).snapshot;
     snap.met.ramless = false;
     expect(snapshotTable({ snapshot: snap }, 'f')).toMatch(/ms\) \| ≤ 10 ms \| no \|/);
