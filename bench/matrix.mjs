@@ -139,8 +139,11 @@ export async function runMatrix(cells, profile, tick) {
     const out = rows(cell.op, cell.engine, vs[0].entries, pooled);
     if (cell.engine === 'native') nativeNone.set(cell.op, vs.find((v) => v.key === 'none'));
     if (cell.engine === 'c-floor' && nativeNone.has(cell.op)) {
-      const h = headToHead(nativeNone.get(cell.op), vs.find((v) => v.key === 'none'), profile, () => tick(`${label} head to head`));
+      const cfNone = vs.find((v) => v.key === 'none');
+      const h = headToHead(nativeNone.get(cell.op), cfNone, profile, () => tick(`${label} head to head`));
+      // Both still in the prepared state after the head-to-head rounds, as after their own cells.
       nativeNone.get(cell.op).verify?.();
+      cfNone.verify();
       out.find((r) => r.check === 'none').vsNative = versusNative(h.native, h.cFloor);
     }
     results.push(...out);

@@ -105,6 +105,7 @@ export async function main(opts = {}) {
     console.error(`spapr-tce bench: --filter ${opts.filter} matches no benchmark (names look like H_PUT_TCE/wasm/mm, trace/${traceNames[0] ?? 'NAME'}/none, scaling/disjoint/2, snapshot, dma/readInto/512)`);
     return 2;
   }
+  // Cells that a skip empties still count their rounds: the progress bar's total, not a figure.
   const headToHeads = cells.filter((c) => c.engine === 'c-floor' && cells.some((n) => n.engine === 'native' && n.op === c.op)).length;
   const total = cells.reduce((a, c) => a + c.checks.length * profile.rounds, 0) + headToHeads * profile.rounds + traceRuns + scaleRuns + cgRunsOf(cgCells) + (anySnapshot ? snapshotRuns({ quick, tiny }).total : 0) + dmaCells.length * profile.rounds;
 
