@@ -73,13 +73,13 @@ export const CG_REPEATS = 3;
  * entries needs one too: its pairs agree to well under 1% per entry once the
  * collections follow allocation, not the clock (NODE_FLAGS), and the probe's
  * warm-up has optimised the JavaScript path; a cell a target judges still
- * sets `repeats` (run.mjs: CG_REPEATS for TARGET_CG_CELLS). A cell of one
- * pair gets a third run that checks it (linearity).
+ * sets `repeats` (run.mjs: CG_REPEATS for TARGET_CG_CELLS). Every cell
+ * gets one more run, at K3, that checks it (linearity).
  */
 export const repeatsOf = (cell) => cell.repeats ?? (cell.engine === 'c-floor' || entriesOf(cell.op) >= 512 ? 1 : CG_REPEATS);
 
-/** valgrind runs of `cells` (two per pair, and a cell of one pair a third for its linearity check), for the progress bar. */
-export const cgRunsOf = (cells) => cells.reduce((a, c) => a + 2 * repeatsOf(c) + (repeatsOf(c) === 1 ? 1 : 0), 0);
+/** valgrind runs of `cells` (two per pair, and one at K3 per cell for its linearity check), for the progress bar. */
+export const cgRunsOf = (cells) => cells.reduce((a, c) => a + 2 * repeatsOf(c) + 1, 0);
 
 /**
  * Iteration counts K1, K2 for an op: enough work in K2 − K1 to dwarf the
@@ -91,8 +91,13 @@ export const cgRunsOf = (cells) => cells.reduce((a, c) => a + 2 * repeatsOf(c) +
  */
 export const counts = (op) => (entriesOf(op) >= 512 ? [40, 2040] : entriesOf(op) >= 16 ? [1000, 41000] : [2000, 202000]);
 
-/** The third run's count of a one-pair cell: a quarter of K2 − K1 beyond K2, enough for its slope to show a step. */
-export const k3Of = (k1, k2) => k2 + (k2 - k1) / 4;
+/**
+ * The K3 run's count of a cell: K2 − K1 beyond K2, so its slope has as much
+ * work as the pairs' against the same ~0.2–0.5 M run-to-run jitter (a
+ * quarter of it left H_PUT_TCE's slope 2.1% off its pairs from jitter alone:
+ * 398.3 against 404.8–407.9 per call).
+ */
+export const k3Of = (k1, k2) => k2 + (k2 - k1);
 
 /** Ir of one probe run. */
 function irOf(dir, op, engine, check, k, pair) {
@@ -130,9 +135,9 @@ async function pool(tasks, n) {
 }
 
 /**
- * Whether a cell's per-call counts are linear in K: its pairs agree within
- * CG_TOLERANCE of their median, or, for a cell of one pair, a third run at
- * K3 (k3Of) gives (Ir(K3) − Ir(K2)) / (K3 − K2) within it. A step
+ * Whether a cell's per-call counts are linear in K: its pairs and the slope
+ * of its K3 run (k3Of), (Ir(K3) − Ir(K2)) / (K3 − K2), all agree within
+ * CG_TOLERANCE of the pairs' median. A step
  * that lands between K1 and K2 (a collection or a compilation in one run
  * only) makes the slopes differ; the result says so instead of passing it
  * off as a cost per call.
@@ -170,14 +175,11 @@ export async function runCallgrind(cells, tick = () => {}) {
           }
           const sorted = [...runs].sort((x, y) => x - y);
           const perCall = sorted[(sorted.length - 1) >> 1];
-          let check;
-          if (runs.length === 1) {
-            const k3 = k3Of(k1, k2);
-            const c3 = await irOf(dir, c.op, c.engine, c.check, k3, 0).finally(tick);
-            check = linearity(runs, perCall, k3, (c3 - last) / (k3 - k2));
-          } else {
-            check = linearity(runs, perCall);
-          }
+          // Every cell, pairs or not, gets the K3 run: with collections scheduled by allocation the
+          // pairs of one cell repeat the same work, so their agreeing cannot show a step that lands in every K2 run.
+          const k3 = k3Of(k1, k2);
+          const c3 = await irOf(dir, c.op, c.engine, c.check, k3, runs.length - 1).finally(tick);
+          const check = linearity(runs, perCall, k3, (c3 - last) / (k3 - k2));
           if (!check.linear) console.error(`callgrind: ${c.op}/${c.engine}/${c.check} is not linear in K (per-call counts ${[...runs, check.irPerCallK2K3].filter((x) => x !== undefined).map((x) => x.toFixed(1)).join(', ')}): see its linearity in the results`);
           results.push({ ...c, irPerCall: perCall, irPerEntry: perCall / entriesOf(c.op), k1, k2, irPerCallRuns: runs, irPerCallRange: [sorted[0], sorted[sorted.length - 1]], linearity: check });
         } catch (e) {

@@ -145,7 +145,7 @@ export async function main(opts = {}) {
     } else if (wantCg) {
       const r = await runCallgrind(cgCells, () => tick('callgrind'));
       instructions = {
-        method: `valgrind --tool=callgrind, node ${NODE_FLAGS.join(' ')}; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (one for c-floor, and for 512-entry cells no target judges; irPerCallRuns, irPerCallRange); linearity: the pairs agree, or a one-pair cell's K2..K3 slope agrees, within the tolerance (callgrind.mjs#linearity)`,
+        method: `valgrind --tool=callgrind, node ${NODE_FLAGS.join(' ')}; (Ir(K2) − Ir(K1)) / (K2 − K1), the median of ${CG_REPEATS} pairs (one for c-floor, and for 512-entry cells no target judges; irPerCallRuns, irPerCallRange); linearity: the pairs and each cell's K2..K3 slope agree within the tolerance (callgrind.mjs#linearity)`,
         scope: opts.instructions ? 'every variant' : 'the cells the targets need, and every check and mechanism of H_PUT_TCE and INDIRECT(512) on wasm (--instructions counts every variant)',
         results: r.results,
         skipped: [...cgSkipped, ...cgUnavailable, ...r.skipped],

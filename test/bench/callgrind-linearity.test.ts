@@ -39,3 +39,10 @@ describe('linearity', () => {
     expect(linearity([167845], 167845, 2540, 9513).linear).toBe(false);
   });
 });
+
+describe('linearity of a cell with several pairs', () => {
+  it('fails when the pairs agree but the K3 slope does not (a step in every K2 run)', () => {
+    expect(linearity([89391, 89351, 89383], 89383, 2540, 89380).linear).toBe(true);
+    expect(linearity([89391, 89351, 89383], 89383, 2540, 60210)).toMatchObject({ k3: 2540, linear: false });
+  });
+});
