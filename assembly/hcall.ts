@@ -26,11 +26,11 @@ import {
   LEVEL_NONE, LEVEL_REAL, LEVEL_VIRTUAL, LEVEL_EXIT, KIND_PUT, KIND_INDIRECT, KIND_STUFF, KIND_GET,
   VIEW_LOCK, VIEW_LOCK_BITS, VIEW_TAG_SHIFT, LOCK_SPINS_REAL, LOCK_SPINS_VIRTUAL, MAX_STITS,
   HDR_ABLATE, ABLATE_VIEW_LOCK, ABLATE_VALIDATE, ABLATE_SMR_READ, VCPU_RCU_SEQ, HDR_GRACE_PERIODS, TBL_LEVELS, TBL_ROOT_BITS,
-  TBL_LEVEL_BITS, VM_SLOTS,
+  TBL_LEVEL_BITS,
 } from './generated/layout';
-import { findStt, findSlot, gpaToUa, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
+import { findStt, findSlot, gpaToUa, gpaToUaFirst, gpaToHost, sttPage, sttSlot, sttPagesPresent, sttGet, sttFill, tceShift } from './guest';
 import { leafNode, leafPeek, leafBits, leafEnd, skipAbsent, lockView, unuseUa } from './table';
-import { sysPageShift, regionLookup, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
+import { sysPageShift, regionLookup, regionLookupFirst, regionUaToHpa, regionMappedInc, regionMappedDec } from './region';
 import { dirtyOn, dirtyMark, dirtyMarkList } from './dirty';
 
 @inline function gpr(vcpu: u32, n: u32): u64 {
@@ -1144,35 +1144,6 @@ let cStt: u32 = 0;
   complete(vcpu, <u32>LEVEL_REAL, <u32>LEVEL_REAL, KIND_PUT, rc);
   readExit(vcpu, inside);
   return rc;
-}
-
-/** gpaToUa, the memslot list's first slot tested before the walk: the common case without a loop. */
-@inline function gpaToUaFirst(vm: u32, gpa: u64): u64 {
-  const s = load<u32>(vm + VM_SLOTS);
-  if (s != 0) {
-    const base = load<u64>(s + SLOT_GPA);
-    if (gpa >= base) {
-      if (gpa - base < load<u64>(s + SLOT_SIZE)) return load<u64>(s + SLOT_UA) + (gpa - base);
-    }
-  }
-  return gpaToUa(vm, gpa);
-}
-
-/** regionLookup(mm, ua, size), the list's first region tested before the walk: the common case without a loop. */
-@inline function regionLookupFirst(mm: u32, ua: u64, size: u64, sh: u64): u32 {
-  if (mm == 0) return 0;
-  const r = load<u32>(mm + MM_REGIONS);
-  if (r != 0) {
-    // Each load inside the test before it: tests of loaded values alone become flags ANDed together.
-    const rua = load<u64>(r + REG_UA);
-    if (ua >= rua) {
-      const rsize = load<u64>(r + REG_ENTRIES) << sh;
-      if (size <= rsize) {
-        if (ua - rua <= rsize - size) return r;
-      }
-    }
-  }
-  return regionLookup(mm, ua, size);
 }
 
 /**

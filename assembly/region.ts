@@ -31,6 +31,27 @@ import {
 }
 
 /**
+ * regionLookup with the list's first region tested inline before the walk:
+ * the common case without a loop (H_PUT_TCE's fast path, which has `sh` at
+ * hand). regionLookup's test, as nested tests with each load inside the one
+ * before it, for the reason gpaToUaFirst (guest.ts) gives.
+ */
+@inline export function regionLookupFirst(mm: u32, ua: u64, size: u64, sh: u64): u32 {
+  if (mm == 0) return 0;
+  const r = load<u32>(mm + MM_REGIONS);
+  if (r != 0) {
+    const rua = load<u64>(r + REG_UA);
+    if (ua >= rua) {
+      const rsize = load<u64>(r + REG_ENTRIES) << sh;
+      if (size <= rsize) {
+        if (ua - rua <= rsize - size) return r;
+      }
+    }
+  }
+  return regionLookup(mm, ua, size);
+}
+
+/**
  * Host physical address backing `ua` in region `r` for an IOMMU page of
  * 2^pageShift bytes, or -EFAULT when ua is outside the region or the region's
  * pages are too small for such an IOMMU page (mm_iommu_ua_to_hpa).
