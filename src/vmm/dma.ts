@@ -190,6 +190,14 @@ class Dma implements DmaAccessor {
   readonly read = (at: bigint | number, length: number): Uint8Array => {
     const iova = iovaOf(at);
     v.int('length', length, 0, MAX_LENGTH);
+    // The common case, as readInto takes it: one run, no plan.
+    const off = this.oneRun(iova, length, READ);
+    if (off >= 0) {
+      if (length < UNINITIALIZED_FROM) return this.u8.slice(off, off + length);
+      const out = uninitialized(length);
+      out.set(new Uint8Array(this.buf, this.base + off, length));
+      return out;
+    }
     const n = this.plan(iova, length, READ);
     // One piece of a small read: slice() allocates and copies in one builtin, the cheapest below a few KiB.
     if (n === STRIDE && length < UNINITIALIZED_FROM) return this.u8.slice(this.pieces[0]!, this.pieces[0]! + length);
