@@ -81,3 +81,19 @@ export function fault(fn: () => unknown): DmaFault {
   }
   return expect.fail('expected a DmaFault, nothing was thrown');
 }
+
+/** The copies a DMA makes: Uint8Array.prototype.set calls while `fn` runs (the method is put back after, whatever fn does). */
+export function countSets(fn: () => void): number {
+  const realSet = Uint8Array.prototype.set;
+  let calls = 0;
+  Uint8Array.prototype.set = function (this: Uint8Array, ...args: Parameters<Uint8Array['set']>) {
+    calls++;
+    return realSet.apply(this, args);
+  };
+  try {
+    fn();
+  } finally {
+    Uint8Array.prototype.set = realSet;
+  }
+  return calls;
+}

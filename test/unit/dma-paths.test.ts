@@ -6,7 +6,7 @@
 // range leaves everything as it was.
 import { afterEach, describe, expect, it } from 'vitest';
 import { Host, H } from '../../src/index.js';
-import { fault } from '../fixtures.js';
+import { countSets as sets, fault } from '../fixtures.js';
 
 const MiB = 1n << 20n;
 const L = 0x1000n;
@@ -56,27 +56,10 @@ function model(mem: Uint8Array, pages: Map<number, number>, iova: number, n: num
   return out;
 }
 
-const realSet = Uint8Array.prototype.set;
 const realBigInt = globalThis.BigInt;
 afterEach(() => {
-  Uint8Array.prototype.set = realSet;
   globalThis.BigInt = realBigInt;
 });
-
-/** Counts Uint8Array.prototype.set calls while fn runs. */
-function sets(fn: () => void): number {
-  let calls = 0;
-  Uint8Array.prototype.set = function (this: Uint8Array, ...args: Parameters<Uint8Array['set']>) {
-    calls++;
-    return realSet.apply(this, args);
-  };
-  try {
-    fn();
-  } finally {
-    Uint8Array.prototype.set = realSet;
-  }
-  return calls;
-}
 
 describe('vm.dma: an IOVA as a number', () => {
   it('a safe-integer number and the same bigint give the same bytes, for read, readInto and write', async () => {

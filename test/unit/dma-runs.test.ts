@@ -8,9 +8,9 @@
 // model), on the count of copies, on the fault (the first unreachable
 // IOVA, nothing touched) and, for writes, on the dirty log: every system
 // page a write touched is marked, in the memslot it belongs to.
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Host, H } from '../../src/index.js';
-import { fault } from '../fixtures.js';
+import { countSets as sets, fault } from '../fixtures.js';
 
 const MiB = 1n << 20n;
 const L = 0x1000n;
@@ -55,25 +55,6 @@ async function setup() {
   return { host, vm, mem, map, model, dirty };
 }
 
-const realSet = Uint8Array.prototype.set;
-afterEach(() => {
-  Uint8Array.prototype.set = realSet;
-});
-
-/** Counts Uint8Array.prototype.set calls while fn runs. */
-function sets(fn: () => void): number {
-  let calls = 0;
-  Uint8Array.prototype.set = function (this: Uint8Array, ...args: Parameters<Uint8Array['set']>) {
-    calls++;
-    return realSet.apply(this, args);
-  };
-  try {
-    fn();
-  } finally {
-    Uint8Array.prototype.set = realSet;
-  }
-  return calls;
-}
 
 /** Guest pages [first, last] as page numbers. */
 const range = (first: number, last: number): number[] => Array.from({ length: last - first + 1 }, (_, i) => first + i);
