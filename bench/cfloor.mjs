@@ -68,6 +68,9 @@ export async function prepareCFloor(op, check) {
   };
 }
 
+/** Samples of the C loop per turn, in sampleCFloor's rounds and in headToHead's (each the ns per call of one loop). */
+const SAMPLES_PER_TURN = 20;
+
 /** Iterations of `loop` (ns for n iterations) for one sample of about `seconds`, timed from a loop of at least 100 µs. */
 function iterationsFor(loop, seconds) {
   let per = loop(1);
@@ -77,7 +80,7 @@ function iterationsFor(loop, seconds) {
 
 /**
  * Samples the C loop, interleaved as the matrix is: `rounds` × variants,
- * 20 samples per turn, each the ns per call of one loop of about `sampleSeconds`.
+ * SAMPLES_PER_TURN samples per turn, each the ns per call of one loop of about `sampleSeconds`.
  * Returns Map key → samples in seconds per call.
  */
 export function sampleCFloor(variants, rounds, sampleSeconds, tick = () => {}) {
@@ -87,7 +90,7 @@ export function sampleCFloor(variants, rounds, sampleSeconds, tick = () => {}) {
   for (let r = 0; r < rounds; r++) {
     for (let i = 0; i < variants.length; i++) {
       const v = variants[(i + r) % variants.length];
-      for (let k = 0; k < 20; k++) pooled.get(v.key).push(v.loop(iterations) / iterations / 1e9);
+      for (let k = 0; k < SAMPLES_PER_TURN; k++) pooled.get(v.key).push(v.loop(iterations) / iterations / 1e9);
       tick();
     }
   }
@@ -97,7 +100,7 @@ export function sampleCFloor(variants, rounds, sampleSeconds, tick = () => {}) {
 /**
  * c-floor and native `none` of one op sampled head to head: `rounds`
  * rounds, each one benchmark.js run of the native closure (as the matrix
- * samples it) and 20 loops of the C floor, in an order that alternates from
+ * samples it) and SAMPLES_PER_TURN loops of the C floor, in an order that alternates from
  * round to round, on the one prepared host both share. Sampled apart, minutes
  * from each other, the two drifted with the machine: in
  * 2026-12-02T03-18-24Z.json c-floor came out 110.6 ns (1.5%) slower than
@@ -113,7 +116,7 @@ export function headToHead(native, cFloor, profile, tick = () => {}) {
       for (const x of sampleOnce(`head-to-head native`, native.run, profile, native.burst ?? 1)) out.native.push(x);
     },
     cFloor() {
-      for (let k = 0; k < 20; k++) out.cFloor.push(cFloor.loop(iterations) / iterations / 1e9);
+      for (let k = 0; k < SAMPLES_PER_TURN; k++) out.cFloor.push(cFloor.loop(iterations) / iterations / 1e9);
     },
   };
   for (let r = 0; r < profile.rounds; r++) {
