@@ -60,8 +60,8 @@ export function valgrindMissing() {
  * range (each result keeps irPerCallRuns and irPerCallRange). Before
  * NODE_FLAGS fixed the collection schedule and the probe's warm-up grew,
  * H_PUT_TCE through vcpu.hcall() (wasm) spread over ±15% between pairs on
- * this machine; in 2026-12-02T04-40-34Z.json its pairs agree within 0.3%,
- * and the spread of the pairs is the cell's linearity check.
+ * this machine; in 2026-12-02T04-40-34Z.json its pairs agree within 0.3%.
+ * The pairs and the K3 run together are the cell's linearity check.
  */
 export const CG_REPEATS = 3;
 
