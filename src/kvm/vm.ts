@@ -105,7 +105,7 @@ export class KvmVm {
   /**
    * @internal bumped by every change a DMA translation depends on other than
    * the entries themselves (which are read live): a window (tables), a
-   * memslot, a VIO bypass. Cached translations compare it (src/vmm/dma.ts).
+   * memslot, a VIO bypass. Cached translations compare it (src/vmm/dma/window.ts).
    */
   generation = 0;
   readonly tables: Map<bigint, GuestTable> = countChanges(new Map<bigint, GuestTable>(), () => {
