@@ -184,5 +184,5 @@ function run(trace: Trace, start: { host: Host; ua: bigint }, maxMismatches: num
 
 /** The list of an H_PUT_TCE_INDIRECT reaches past the replay's guest RAM. */
 function tooLong(ev: TraceHcall, ramBytes: number): never {
-  throw new TraceError(`tce_list 0x${ev.arg.toString(16)}: ${ev.tces!.length} TCEs there lie outside the ${ramBytes >> 20} MiB of guest RAM the replay has`, ev.line);
+  throw new TraceError(`tce_list ${hex(ev.arg)}: ${ev.tces!.length} TCEs there lie outside the ${ramBytes >> 20} MiB of guest RAM the replay has`, ev.line);
 }
