@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { gunzipSync } from 'node:zlib';
 import { H_PUT_TCE, H_PUT_TCE_INDIRECT, H_STUFF_TCE, H_GET_TCE } from './generated/layout.js';
+import { hex } from './core/format.js';
 
 /** One window from the header's `tables`. */
 export interface TraceTable {
@@ -199,7 +200,7 @@ function parseTables(h: Fields): TraceTable[] {
     const f: Fields = new Fields(h.line, t as Record<string, unknown>, `tables[${i}].`);
     // A LIOBN is a 32-bit handle (spapr_tce_find_by_liobn compares 32 bits).
     const liobn = f.hex('liobn', 32);
-    if (seen.has(liobn)) f.fail('liobn', `0x${liobn.toString(16)} is listed twice`);
+    if (seen.has(liobn)) f.fail('liobn', `${hex(liobn)} is listed twice`);
     seen.add(liobn);
     const busOffset = f.hex('bus_offset');
     const windowSize = f.hex('window_size');

@@ -45,7 +45,8 @@
 import { TceError } from './errors.js';
 import { nap } from './nap.js';
 import type { LinearMemory } from './memory.js';
-import { HEADER_BASE, HDR_GRACE_PERIODS, VCPU_RCU_SEQ } from '../generated/layout.js';
+import { HEADER_BASE, HDR_GRACE_PERIODS } from '../generated/layout.js';
+import { VcpuView } from '../generated/views.js';
 
 /** A block freed once a grace period has passed: engine.free(ptr, bytes), or a routine that frees (a table's trees). */
 type Deferred = { ptr: number; bytes: number } | (() => void);
@@ -97,7 +98,7 @@ export class Reclaimer {
 
   /** Whether the vCPU at `desc` is inside a hypercall now. */
   inside(desc: number): boolean {
-    return (this.mem.getU32(desc + VCPU_RCU_SEQ) & 1) !== 0;
+    return (new VcpuView(this.mem, desc).rcuSeq & 1) !== 0;
   }
 
   /** Stops waiting for a vCPU (released, or declared gone): no grace period waits for it any more. */
@@ -127,7 +128,7 @@ export class Reclaimer {
       this.st.gracePeriods++;
       const waits = new Map<number, number>();
       for (const desc of this.vcpus.keys()) {
-        const seq = this.mem.getU32(desc + VCPU_RCU_SEQ);
+        const seq = new VcpuView(this.mem, desc).rcuSeq;
         if (seq & 1) waits.set(desc, seq);
       }
       if (waits.size > 0) this.st.waited++;
@@ -135,7 +136,7 @@ export class Reclaimer {
     }
     for (let i = 0; i < this.batches.length; ) {
       const b = this.batches[i]!;
-      for (const [desc, seq] of b.waits) if (this.mem.getU32(desc + VCPU_RCU_SEQ) !== seq) b.waits.delete(desc);
+      for (const [desc, seq] of b.waits) if (new VcpuView(this.mem, desc).rcuSeq !== seq) b.waits.delete(desc);
       if (b.waits.size > 0) {
         i++;
         continue;

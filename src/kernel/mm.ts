@@ -22,6 +22,18 @@ export interface Mapping {
 /** Userspace addresses start here, like a 64-bit Linux mmap base. */
 const MMAP_BASE = 0x7fff_0000_0000n;
 
+/**
+ * The names of the locked_vm charges (Mm.account's keys, kept in mm.charges
+ * and in snapshots): one per pre-registered region, per v2 window's table,
+ * per v1 ENABLE, per guest TCE table of a kvm-profile VM.
+ */
+export const chargeKey = {
+  region: (ua: bigint): string => `region@${ua.toString(16)}`,
+  window: (container: number, slot: number): string => `container${container}:table${slot}`,
+  v1: (container: number): string => `container${container}:v1`,
+  stt: (vmDesc: number, liobn: bigint): string => `vm${vmDesc}:stt${liobn.toString(16)}`,
+};
+
 /** An address space. */
 export class Mm {
   readonly host: HostContext;

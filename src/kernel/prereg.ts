@@ -4,7 +4,7 @@
 // Regions live in linear memory so real mode can look them up; creating and
 // dropping them is virtual mode and happens here.
 import type { HostContext } from '../core/context.js';
-import { Mm } from './mm.js';
+import { Mm, chargeKey } from './mm.js';
 import { Task } from './task.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -45,10 +45,6 @@ export class Region {
   get view(): RegView { return this.d; }
 }
 
-/** The name of the locked_vm charge of the region at `ua` (mm.charges; snapshots keep it). */
-export function regionCharge(ua: bigint): string {
-  return `region@${ua.toString(16)}`;
-}
 
 /** The regions of `mm`, in list order. */
 export function regionsOf(mm: Mm): Region[] {
@@ -92,7 +88,7 @@ export function preregNew(proc: Task, ua: bigint | number, entries: bigint | num
   if (ua + (entries << sh) >= 1n << 64n) fail('EINVAL', 'registerMemory: the range wraps around the address space');
   if (entries > 0xffff_ffffn) fail('ENOMEM', `registerMemory: ${entries} pages is more than a region can hold`);
   const n = Number(entries);
-  mm.account(regionCharge(ua), entries, proc.memlockLimitPages);
+  mm.account(chargeKey.region(ua), entries, proc.memlockLimitPages);
   const hpas: bigint[] = [];
   let pageShift = lowestSetBit(ua | (entries << sh));
   let ok = false;
@@ -140,7 +136,7 @@ export function preregNew(proc: Task, ua: bigint | number, entries: bigint | num
   } finally {
     if (!ok) {
       for (const h of hpas) host.unpin(h);
-      mm.unaccount(regionCharge(ua), entries);
+      mm.unaccount(chargeKey.region(ua), entries);
     }
   }
 }
@@ -172,7 +168,7 @@ export function preregPut(mm: Mm, region: Region): void {
   const n = Number(region.entries);
   for (let i = 0; i < n; i++) host.unpin(region.hpa(i));
   lockBytes(host, mm, region.ua, region.size, false);
-  mm.unaccount(regionCharge(region.ua), region.entries);
+  mm.unaccount(chargeKey.region(region.ua), region.entries);
   host.free(d.hpas, n * 8);
   host.free(region.desc, RegView.BYTES);
 }

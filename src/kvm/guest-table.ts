@@ -4,6 +4,7 @@
 // device model's translation (spapr_tce_translate_iommu).
 import type { KvmVm, CreateTceTable } from './vm.js';
 import type { IommuTable } from '../kernel/table.js';
+import { chargeKey } from '../kernel/mm.js';
 import type { HostContext } from '../core/context.js';
 import { Group } from '../vfio/group.js';
 import { fail } from '../core/errors.js';
@@ -54,7 +55,7 @@ export function createTceTable(vm: KvmVm, args: CreateTceTable): GuestTable {
   if (npages > 0x3fff_ffffn) fail('ENOMEM', `createTceTable: ${size} entries is more than this host can hold`);
   // kvmppc_stt_pages: the pages of TCEs plus the pages of the descriptor and its page array.
   const charged = vm.profile === 'kvm' ? npages + ((BigInt(SttView.BYTES) + npages * 8n + (1n << sh) - 1n) >> sh) : 0n;
-  const key = `vm${vm.desc}:stt${liobn.toString(16)}`;
+  const key = chargeKey.stt(vm.desc, liobn);
   vm.mm.account(key, charged, vm.process.memlockLimitPages);
   let d = 0;
   let pages = 0;
@@ -219,7 +220,7 @@ export function releaseTables(vm: KvmVm, tableOf: (desc: number) => IommuTable |
     }
     if (stt.pages !== 0) freeTcePages(host, stt.pages, stt.npages);
     host.free(t.desc, SttView.BYTES);
-    vm.mm.unaccount(`vm${vm.desc}:stt${t.liobn.toString(16)}`, t.chargedPages);
+    vm.mm.unaccount(chargeKey.stt(vm.desc, t.liobn), t.chargedPages);
   }
   vm.tables.clear();
 }

@@ -12,6 +12,7 @@ import { addMemslot, removeMemslot, freeDirtyLog, type Memslot, type MemslotArgs
 import * as guest from './guest-table.js';
 import { liveTables } from '../kernel/table.js';
 import { fail } from '../core/errors.js';
+import { hex } from '../core/format.js';
 import type { GuestTable, Translation } from './guest-table.js';
 import * as v from '../core/validate.js';
 import { SlotView, VmView } from '../generated/views.js';
@@ -105,7 +106,7 @@ export class KvmVm {
   /**
    * @internal bumped by every change a DMA translation depends on other than
    * the entries themselves (which are read live): a window (tables), a
-   * memslot, a VIO bypass. Cached translations compare it (src/vmm/dma.ts).
+   * memslot, a VIO bypass. Cached translations compare it (src/vmm/dma/window.ts).
    */
   generation = 0;
   readonly tables: Map<bigint, GuestTable> = countChanges(new Map<bigint, GuestTable>(), () => {
@@ -217,7 +218,7 @@ export class KvmVm {
     if (want ? args.length !== want.length - 1 : args.length > 8) {
       throw new TypeError(want
         ? `vm.hcall(${want[0]}) takes ${want.length - 1} arguments (${want.slice(1).join(', ')}), got ${args.length}`
-        : `vm.hcall(0x${n.toString(16)}) takes at most 8 arguments (r4..r11), got ${args.length}`);
+        : `vm.hcall(${hex(n)}) takes at most 8 arguments (r4..r11), got ${args.length}`);
     }
     const regs = args.map((a, i) => v.u64(want ? want[i + 1]! : `args[${i}]`, a));
     this.alive();

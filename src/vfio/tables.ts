@@ -5,7 +5,7 @@ import type { Container } from './container.js';
 import type { Window } from './types.js';
 import type { Group } from './group.js';
 import type { IommuTable } from '../kernel/table.js';
-import type { Mm } from '../kernel/mm.js';
+import { chargeKey, type Mm } from '../kernel/mm.js';
 import { fail } from '../core/errors.js';
 import { TCE_PERM_MASK } from '../generated/layout.js';
 
@@ -45,5 +45,5 @@ export function freeWindow(c: Container, slot: number): void {
   if (!w.chargedMm) return;
   // A KVM link may still hold the table; the last reference frees it.
   w.table.release();
-  w.chargedMm.unaccount(`container${c.id}:table${slot}`, w.tablePages);
+  w.chargedMm.unaccount(chargeKey.window(c.id, slot), w.tablePages);
 }

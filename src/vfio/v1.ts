@@ -4,6 +4,7 @@
 import type { Container } from './container.js';
 import type { Window } from './types.js';
 import type { Task } from '../kernel/task.js';
+import { chargeKey } from '../kernel/mm.js';
 import { claim, ctxMm, requireType } from './owner.js';
 import { clearV1 } from './tables.js';
 import { fail } from '../core/errors.js';
@@ -20,7 +21,7 @@ export function enable(c: Container, caller: Task): void {
   claim(c, caller);
   const mm = ctxMm(c, caller);
   const pages = g.tce32Size >> BigInt(c.host.pageShift);
-  mm.account(`container${c.id}:v1`, pages, caller.memlockLimitPages);
+  mm.account(chargeKey.v1(c.id), pages, caller.memlockLimitPages);
   c.lockedPages = pages;
   c.v1ChargedMm = mm;
   c.enabled = true;
@@ -36,7 +37,7 @@ export function disable(c: Container, caller: Task): void {
 export function disableV1(c: Container): void {
   if (!c.enabled || c.v2 !== false) return;
   c.enabled = false;
-  c.v1ChargedMm?.unaccount(`container${c.id}:v1`, c.lockedPages);
+  c.v1ChargedMm?.unaccount(chargeKey.v1(c.id), c.lockedPages);
   c.v1ChargedMm = undefined;
   c.lockedPages = 0n;
 }

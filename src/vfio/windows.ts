@@ -8,6 +8,7 @@ import { DDW_BUS_OFFSET, type CreateWindow } from './types.js';
 import { claim, ctxMm, requireType } from './owner.js';
 import { setWindow, findWindow, clearTable, freeWindow } from './tables.js';
 import { IommuTable } from '../kernel/table.js';
+import { chargeKey } from '../kernel/mm.js';
 import { getTableSize, checkGeometry } from '../kernel/geometry.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
@@ -47,7 +48,7 @@ function createWindowIn(c: Container, caller: Task, pageShift: number, windowSiz
   // refused geometry is uncharged (a divergence: a refusal changes nothing).
   const tablePages = bytes >> BigInt(c.host.pageShift);
   const mm = ctxMm(c, caller);
-  const key = `container${c.id}:table${slot}`;
+  const key = chargeKey.window(c.id, slot);
   mm.account(key, tablePages, caller.memlockLimitPages);
   let table: IommuTable | undefined;
   try {

@@ -1,5 +1,6 @@
-// vm.dma's runs (src/vmm/dma.ts: oneRun(), planPages(), runPages()): IOMMU
-// pages whose TCEs map consecutive guest memory are copied as one piece,
+// vm.dma's runs (src/vmm/dma.ts: oneRun(); dma/plan.ts: planPages();
+// dma/window.ts: runPages()): IOMMU pages whose TCEs map consecutive guest
+// memory are copied as one piece,
 // and every way a run can end is an edge the coalescing must not step
 // over: a page without a mapping or without the access bit, a page in
 // another memslot (even one whose bytes follow in host memory), the end of

@@ -7,6 +7,7 @@ import { hex } from '../../core/format.js';
 import { TCE_PERM_MASK, TCE_READ, TCE_WRITE } from '../../generated/layout.js';
 import type { Graph, MmInfo, RegionInfo } from './graph.js';
 import { translate } from './kernel.js';
+import { chargeKey } from '../../kernel/mm.js';
 
 /** One broken invariant: the field it concerns and what is wrong. */
 export interface Problem {
@@ -16,13 +17,6 @@ export interface Problem {
 
 const PERM = BigInt(TCE_PERM_MASK);
 
-/** The locked_vm charge names of mm.charges (Mm.account's keys). */
-const chargeKey = {
-  region: (ua: bigint): string => `region@${ua.toString(16)}`,
-  window: (container: number, slot: number): string => `container${container}:table${slot}`,
-  v1: (container: number): string => `container${container}:v1`,
-  stt: (vmDesc: number, liobn: bigint): string => `vm${vmDesc}:stt${liobn.toString(16)}`,
-};
 
 /** Every broken accounting invariant of `g`. */
 export function accountingProblems(g: Graph): Problem[] {
