@@ -7,7 +7,7 @@
 // survives a random hypercall and ioctl sequence without a trap (and keeps its invariants).
 //
 //   RESTORE_FUZZ_SEED=n          replay one run
-//   RESTORE_FUZZ_MUTATIONS=n     mutations per run (default 1200; raise it for a longer run)
+//   RESTORE_FUZZ_MUTATIONS=n     mutations per run (default 3000; raise it for a longer run)
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
@@ -20,7 +20,7 @@ import { Rng } from '../differential/support.js';
 import { v2Container, linkedVm } from '../fixtures.js';
 
 const SEED = Number(process.env.RESTORE_FUZZ_SEED ?? (Date.now() % 1_000_000));
-const MUTATIONS = Number(process.env.RESTORE_FUZZ_MUTATIONS ?? 1200);
+const MUTATIONS = Number(process.env.RESTORE_FUZZ_MUTATIONS ?? 3000);
 const replay = `RESTORE_FUZZ_SEED=${SEED} RESTORE_FUZZ_MUTATIONS=${MUTATIONS} npx vitest run test/unit/restore-fuzz.test.ts`;
 
 const LIOBN = 0x80000000n;
