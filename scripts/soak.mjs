@@ -38,7 +38,8 @@ const doc = {
 };
 for (const engine of engines) {
   try {
-    const f = await soak({ engine, seconds, workers, seed });
+    // At least 3 rounds, so even a short run ends one round each by detach, close and destroy.
+    const f = await soak({ engine, seconds, workers, seed, minRounds: 3 });
     console.log(JSON.stringify(f));
     doc.results.push(f);
   } catch (e) {

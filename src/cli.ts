@@ -4,8 +4,8 @@
 // (`spapr-tce replay: FILE:LINE: reason` for a trace), never a stack; exit 2
 // for usage and input errors, 1 for mismatches (and failures), 0 for success.
 // SPAPR_TCE_DEBUG=1 adds the stack of an unexpected error.
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { accessSync, constants, existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { readTrace, TraceError } from './trace.js';
@@ -57,6 +57,32 @@ function positiveInt(what: string): (x: string) => number {
 /** Trace files of a folder (.jsonl or .jsonl.gz), sorted. */
 function traceFilesIn(dir: string): string[] {
   return readdirSync(dir).filter((f) => /\.jsonl(\.gz)?$/.test(f)).sort();
+}
+
+/**
+ * Refuses, before a run that may take minutes, a folder the results could not be written to: `dir`
+ * must be a writable folder, or a path whose nearest existing ancestor is one (it is created later).
+ */
+function checkWritableDir(option: string, dir: string, shown = dir): void {
+  const want = resolve(dir);
+  for (let p = want; ; p = dirname(p)) {
+    let isDir: boolean;
+    try {
+      isDir = statSync(p).isDirectory();
+    } catch (e) {
+      // ENOTDIR: a component is a file; the walk up reaches it and says so.
+      const code = (e as NodeJS.ErrnoException).code;
+      if ((code === 'ENOENT' || code === 'ENOTDIR') && dirname(p) !== p) continue;
+      throw new CliError(`${option} ${shown}: ${(e as Error).message}`);
+    }
+    if (!isDir) throw new CliError(`${option} ${shown}: ${p === resolve(shown) ? 'is not a folder' : `${p} is not a folder`}`);
+    try {
+      accessSync(p, constants.W_OK);
+    } catch {
+      throw new CliError(`${option} ${shown}: ${p} is not writable`);
+    }
+    return;
+  }
 }
 
 /** The shipped traces (none when the folder is missing from a copy of the package). */
@@ -125,9 +151,14 @@ const benchCmd = program
   .option('--out <dir>', 'folder for the dated results JSON and SVG chart', 'spapr-tce-results')
   .option('--traces <dir>', 'replay the traces of this folder (*.jsonl, *.jsonl.gz) instead of the shipped ones')
   .option('--instructions', 'count instructions per entry with valgrind (callgrind)')
-  .addHelpText('after', '\nExit status: 0 on success, 1 when a benchmark fails, 2 for a usage error (a --filter that matches nothing among them).')
+  .addHelpText('after', '\nExit status: 0 on success, 1 when a benchmark fails, 2 for a usage error (among them a --filter that matches nothing, an --out or --json that cannot be written).')
   .action(
     action('bench', async (o: { quick?: boolean; filter?: string; json?: string; out: string; traces?: string; instructions?: boolean }) => {
+      checkWritableDir('--out', o.out);
+      if (o.json !== undefined) {
+        if (existsSync(o.json) && statSync(o.json).isDirectory()) throw new CliError(`--json ${o.json}: is a folder, not a file`);
+        checkWritableDir('--json', dirname(resolve(o.json)), o.json);
+      }
       if (o.traces !== undefined) {
         if (!existsSync(o.traces)) throw new CliError(`--traces ${o.traces}: no such folder`);
         let files: string[];

@@ -399,9 +399,10 @@ describe.skipIf(!nativeAvailable)('engines: wasm and native agree', () => {
     it(`seed ${seed}: ${steps} random steps leave identical results and memories`, async () => {
       const stats: RunStats = { steps: 0, errors: 0, traps: 0, kinds: new Map() };
       await runSeed(seed, steps, stats);
-      expect(stats.steps).toBe(steps);
+      const replay = `seed ${seed}; reproduce: DIFF_SEED=${seed} DIFF_STEPS=${steps} npx vitest run test/differential/engines.test.ts`;
+      expect(stats.steps, replay).toBe(steps);
       // Failing calls are part of the point: each seed must exercise some.
-      expect(stats.errors).toBeGreaterThan(0);
+      expect(stats.errors, replay).toBeGreaterThan(0);
       total.steps += stats.steps;
       total.errors += stats.errors;
       total.traps += stats.traps;

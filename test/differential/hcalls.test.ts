@@ -443,7 +443,7 @@ describe.skipIf(!nativeAvailable)('hypercalls: wasm and native agree', () => {
     it(`seed ${seed}: ${steps} random hypercalls leave identical results and memories`, async () => {
       const stats: RunStats = { steps: 0, kinds: new Map() };
       await runSeed(seed, steps, stats);
-      expect(stats.steps).toBe(steps);
+      expect(stats.steps, `reproduce: ${replayCommand(seed, steps)}`).toBe(steps);
       total.steps += stats.steps;
       for (const [k, n] of stats.kinds) total.kinds.set(k, (total.kinds.get(k) ?? 0) + n);
     });

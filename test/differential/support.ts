@@ -31,6 +31,15 @@ export class Rng {
   pick<T>(xs: readonly T[]): T {
     return xs[this.int(0, xs.length - 1)]!;
   }
+  /** `n` bytes drawn from the generator (a seeded stand-in for crypto.randomBytes). */
+  bytes(n: number): Buffer {
+    const out = Buffer.alloc(n);
+    for (let i = 0; i < n; i += 4) {
+      const x = this.u32();
+      for (let k = 0; k < 4 && i + k < n; k++) out[i + k] = (x >>> (8 * k)) & 0xff;
+    }
+    return out;
+  }
   big(bits: number): bigint {
     let v = 0n;
     for (let b = 0; b < bits; b += 32) v = (v << 32n) | BigInt(this.u32());

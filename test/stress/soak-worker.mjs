@@ -9,7 +9,7 @@ const { vcpu: data, seed, liobns, entries, pageShift, ramBytes, tceBytes, listGp
 const vcpu = WorkerVcpu.attach(data);
 const ram = new DataView(data.memory.buffer, ramHostOff, ramBytes);
 // TCEs point into the first tceBytes of guest RAM; the list lives above them.
-// ctl: [0] stop, [1] pause requested, [2] vCPUs at rest.
+// ctl: [0] stop, [1] pause requested, [2] vCPUs at rest, [4] vCPUs started.
 const c = new Int32Array(ctl);
 let s = seed >>> 0;
 const rnd = (n) => {
@@ -19,6 +19,7 @@ const rnd = (n) => {
 const page = 1 << pageShift;
 const counts = { calls: 0, ok: 0, param: 0, exit: 0 };
 const r = vcpu.regs;
+Atomics.add(c, 4, 1);
 while (Atomics.load(c, 0) === 0 && Date.now() < deadline) {
   if (Atomics.load(c, 1) !== 0) {
     Atomics.add(c, 2, 1);

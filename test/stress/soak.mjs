@@ -84,16 +84,31 @@ function pause(ctl, n) {
   }
 }
 
+/** Waits (bounded) until `n` workers have entered their loop; a worker's error is thrown as it is. */
+async function started(ctl, n, joined) {
+  const until = Date.now() + JOIN_MS;
+  const failed = Promise.all(joined).then(() => new Error('a worker ended before the round started'));
+  let failure;
+  failed.then((e) => { failure = e; }, (e) => { failure = e; });
+  while (Atomics.load(ctl, 4) < n) {
+    if (failure) throw failure;
+    if (Date.now() > until) throw new Error(`the workers did not start within ${JOIN_MS} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
 function resume(ctl) {
   Atomics.store(ctl, 1, 0);
   Atomics.notify(ctl, 1);
 }
 
 /**
- * Runs the soak on one engine for about `seconds` and returns its figures;
- * throws on the first broken check (a worker's trap is its error).
+ * Runs the soak on one engine for about `seconds`, and for at least
+ * `minRounds` rounds however slow the machine is (so a loaded machine cannot
+ * skip a kind of teardown), and returns its figures; throws on the first
+ * broken check (a worker's trap is its error).
  */
-export async function soak({ engine, seconds, workers = 2, seed = 1, roundMs = 600 }) {
+export async function soak({ engine, seconds, workers = 2, seed = 1, roundMs = 600, minRounds = 1 }) {
   const host = await Host.create({ ownerCheck: 'mm', engine });
   const qemu = host.spawn();
   const ram = qemu.mmap(BigInt(RAM));
@@ -102,9 +117,10 @@ export async function soak({ engine, seconds, workers = 2, seed = 1, roundMs = 6
   const end = Date.now() + seconds * 1000;
   const fig = { engine, rounds: 0, hcalls: 0, churn: 0, refused: 0, teardown: { detach: 0, close: 0, destroy: 0 } };
   let longestJoinMs = 0;
-  while (fig.rounds === 0 || Date.now() < end) {
+  while (fig.rounds < minRounds || Date.now() < end) {
     const { group, fd, vm } = round(host, qemu, ram);
-    const ctlBuf = new SharedArrayBuffer(16);
+    // ctl: [0] stop, [1] pause requested, [2] vCPUs at rest, [3] the main thread's wait word, [4] vCPUs started.
+    const ctlBuf = new SharedArrayBuffer(32);
     const ctl = new Int32Array(ctlBuf);
     const deadline = Date.now() + roundMs + JOIN_MS;
     const vcpus = [];
@@ -124,6 +140,9 @@ export async function soak({ engine, seconds, workers = 2, seed = 1, roundMs = 6
         worker.once('exit', (code) => code !== 0 && reject(new Error(`worker exited with ${code}`)));
       }));
     }
+    // The round starts when every vCPU is in its loop: on a loaded machine a worker can take longer
+    // to start than the round lasts, and the teardown would then meet no running vCPU.
+    await started(ctl, workers, joined);
     // Churn while the vCPUs run: memory the tables do not use, and the second window.
     const base = ram.ua + 6n * BigInt(MiB);
     let churnRegions = [];

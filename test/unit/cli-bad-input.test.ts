@@ -237,6 +237,8 @@ describe('spapr-tce replay on bad input', () => {
 
 describe('spapr-tce usage errors, --help and --version', () => {
   it('usage errors exit 2 with one line; --help and --version exit 0', async () => {
+    write('empty.jsonl', '');
+    mkdirSync(join(dir, 'a-folder'), { recursive: true });
     const usage: [string[], string, RegExp][] = [
       [['replay'], 'replay', /missing required argument 'file'/],
       [['replay', 'head.jsonl', '--snapshot-every', '0'], 'replay', /--snapshot-every takes a positive whole number/],
@@ -246,6 +248,11 @@ describe('spapr-tce usage errors, --help and --version', () => {
       [['bench', '--filter', '^NOTHING$'], 'bench', /--filter \^NOTHING\$ matches no benchmark/],
       [['bench', '--filter', '('], 'bench', /--filter/],
       [['bench', '--traces', 'missing-folder'], 'bench', /--traces missing-folder: no such folder/],
+      // Refused before the run, not after minutes of it: a results folder under a file, a --json that is a folder.
+      [['bench', '--quick', '--out', 'empty.jsonl/results'], 'bench', /^spapr-tce bench: --out empty\.jsonl\/results: \S*empty\.jsonl is not a folder$/],
+      [['bench', '--quick', '--out', 'empty.jsonl'], 'bench', /^spapr-tce bench: --out empty\.jsonl: is not a folder$/],
+      [['bench', '--quick', '--json', 'a-folder'], 'bench', /^spapr-tce bench: --json a-folder: is a folder, not a file$/],
+      [['bench', '--quick', '--json', 'empty.jsonl/out.json'], 'bench', /--json .*empty\.jsonl is not a folder$/],
     ];
     const runs = await pool(usage, 4, ([args]) => run(args));
     runs.forEach((r, i) => {

@@ -316,6 +316,39 @@ describe('Host.restore checks every field', () => {
     expect(e.reason).toBe("ownerCheck 'fork-close' never binds a container to an owner");
   });
 
+  it('a vCPU on a task of another mm: refused under every owner check but none, as vm.vcpu() refuses it (EIO)', async () => {
+    // Made under 'none', the one mode that lets a stranger run a vCPU; no container, so nothing else is bound.
+    async function made(stranger: boolean): Promise<Host> {
+      const h = await Host.create({ ownerCheck: 'none', maxMemory: 8 << 20 });
+      const p = h.spawn();
+      const ram = p.mmap(1n << 20n);
+      const vm = p.createVm();
+      vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+      vm.createTceTable({ liobn: LIOBN, pageShift: 16, offset: 0n, size: 4096n });
+      vm.vcpu(0, { thread: p.clone({ vm: true }) });
+      if (stranger) vm.vcpu(1, { thread: h.spawn().thread() });
+      h.checkInvariants();
+      return h;
+    }
+    const bad = await made(true);
+    const good = await made(false);
+    for (const mode of ['mm', 'pid', 'fork-close'] as const) {
+      const s = snapOf(bad);
+      (s.body.options as Record<string, unknown>).ownerCheck = mode;
+      const e = refusal(s);
+      expect(e.field, mode).toBe('body.vms[0].vcpus[1].thread');
+      expect(e.reason, mode).toMatch(new RegExp(`not the VM's mm .*ownerCheck '${mode}'`));
+      // A vCPU on a vm-clone of the VM's process (its mm) restores in every mode.
+      const t = snapOf(good);
+      (t.body.options as Record<string, unknown>).ownerCheck = mode;
+      const r = Host.restore(reseal(t));
+      expect([...r.vms][0]!.vcpus.size, mode).toBe(1);
+      r.checkInvariants();
+    }
+    // Under 'none' the stranger's vCPU restores, as vm.vcpu() made it.
+    expect([...Host.restore(bad.snapshot()).vms][0]!.vcpus.size).toBe(2);
+  });
+
   it('checkInvariants() terminates on a live host whose memory has a cyclic list or a shared tree node', async () => {
     const { h, region } = await host();
     h.mem.setU32(region + RegView.OFFSET.next, region);

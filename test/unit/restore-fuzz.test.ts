@@ -7,7 +7,7 @@
 // survives a random hypercall and ioctl sequence without a trap (and keeps its invariants).
 //
 //   RESTORE_FUZZ_SEED=n          replay one run
-//   RESTORE_FUZZ_MUTATIONS=n     mutations per run (default 1200; raise it for a longer run)
+//   RESTORE_FUZZ_MUTATIONS=n     mutations per run (default 3000; raise it for a longer run)
 import { describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { crc32 } from 'node:zlib';
@@ -20,7 +20,7 @@ import { Rng } from '../differential/support.js';
 import { v2Container, linkedVm } from '../fixtures.js';
 
 const SEED = Number(process.env.RESTORE_FUZZ_SEED ?? (Date.now() % 1_000_000));
-const MUTATIONS = Number(process.env.RESTORE_FUZZ_MUTATIONS ?? 1200);
+const MUTATIONS = Number(process.env.RESTORE_FUZZ_MUTATIONS ?? 3000);
 const replay = `RESTORE_FUZZ_SEED=${SEED} RESTORE_FUZZ_MUTATIONS=${MUTATIONS} npx vitest run test/unit/restore-fuzz.test.ts`;
 
 const LIOBN = 0x80000000n;
@@ -470,10 +470,10 @@ describe('Host.restore trusts nothing (seeded fuzz)', () => {
       }
     }
     console.log(`restore fuzz: ${tally.refused} refused, ${tally.restored} restored; fields named: ${tally.fields.size}`);
-    expect(tally.refused + tally.restored).toBeGreaterThan(Math.min(MUTATIONS, 200));
+    expect(tally.refused + tally.restored, replay).toBe(MUTATIONS);
     // The mutations reach deep: refusals name fields of memory, of the state and of the binary tables.
-    expect(tally.fields.size).toBeGreaterThan(15);
-    expect([...tally.fields].some((f) => /fdTables|\.files$|kernel|bypass/.test(f)), [...tally.fields].join(', ')).toBe(true);
-    expect(tally.restored).toBeGreaterThan(0);
+    expect(tally.fields.size, replay).toBeGreaterThan(15);
+    expect([...tally.fields].some((f) => /fdTables|\.files$|kernel|bypass/.test(f)), `${[...tally.fields].join(', ')}; ${replay}`).toBe(true);
+    expect(tally.restored, replay).toBeGreaterThan(0);
   }, Math.max(180_000, MUTATIONS * 40));
 });

@@ -4,12 +4,21 @@
 // without the addon, an older snapshot). Checked on the standard check
 // value, every length around the fold's 16- and 64-byte steps, unaligned
 // views, running values carried across chunks, and a view of shared
-// WebAssembly memory (what a snapshot reads).
+// WebAssembly memory (what a snapshot reads). The data and the ranges come from a seeded generator;
+// a failure names the command that replays its seed:
+//   CHECKSUM_SEED=n npx vitest run test/unit/snapshot-checksum.test.ts
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { randomBytes, randomInt } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { loadNative } from '../../src/engine/native.js';
 import { crc32 } from '../../src/snapshot/checksum.js';
+import { Rng } from '../differential/support.js';
+
+const SEED = Number(process.env.CHECKSUM_SEED ?? (Date.now() % 1_000_000));
+const replay = `replay: CHECKSUM_SEED=${SEED} npx vitest run test/unit/snapshot-checksum.test.ts`;
+const rng = new Rng(SEED);
+const randomBytes = (n: number): Buffer => rng.bytes(n);
+/** An integer in [lo, hi), as crypto.randomInt(lo, hi). */
+const randomInt = (lo: number, hi: number): number => (hi - lo > 2 ** 32 - 1 ? lo + Math.floor((rng.u32() / 2 ** 32) * (hi - lo)) : rng.int(lo, hi - 1));
 
 const fold = loadNative()?.crc32;
 const onX64 = process.arch === 'x64' && loadNative() !== undefined;
@@ -26,7 +35,7 @@ describe('snapshot checksum (CRC-32, zlib polynomial)', () => {
     for (let len = 0; len <= 1100; len++) {
       const off = len % 16;
       const v = buf.subarray(off, off + len);
-      expect(fold!(v), `length ${len} at offset ${off}`).toBe(zlibCrc32(v));
+      expect(fold!(v), `length ${len} at offset ${off}; ${replay}`).toBe(zlibCrc32(v));
     }
   });
 
@@ -36,19 +45,19 @@ describe('snapshot checksum (CRC-32, zlib polynomial)', () => {
       const a = randomInt(0, buf.length);
       const b = randomInt(a, Math.min(buf.length, a + (i % 4 === 0 ? 1 << 20 : 5000)) + 1);
       const seed = randomInt(0, 2 ** 32);
-      expect(fold!(buf.subarray(a, b), seed), `[${a}, ${b}) from ${seed}`).toBe(zlibCrc32(buf.subarray(a, b), seed));
+      expect(fold!(buf.subarray(a, b), seed), `[${a}, ${b}) from ${seed}; ${replay}`).toBe(zlibCrc32(buf.subarray(a, b), seed));
     }
     // Chunked as the snapshot code does (256 KiB steps) equals whole.
     let c = 0;
     for (let o = 0; o < buf.length; o += 256 << 10) c = fold!(buf.subarray(o, o + (256 << 10)), c);
-    expect(c).toBe(zlibCrc32(buf));
+    expect(c, replay).toBe(zlibCrc32(buf));
   });
 
   it.skipIf(!fold)('reads views of shared WebAssembly memory; refuses what is not a typed array', () => {
     const mem = new WebAssembly.Memory({ initial: 4, maximum: 4, shared: true });
     const u8 = new Uint8Array(mem.buffer);
     u8.set(randomBytes(u8.length));
-    expect(fold!(u8.subarray(7, 200_007))).toBe(zlibCrc32(Buffer.from(u8.slice(7, 200_007))));
+    expect(fold!(u8.subarray(7, 200_007)), replay).toBe(zlibCrc32(Buffer.from(u8.slice(7, 200_007))));
     expect(fold!(new Uint8Array(0), 0x1234)).toBe(0x1234);
     expect(() => fold!('abc' as unknown as Uint8Array)).toThrow(TypeError);
     expect(() => fold!(new Uint8Array(4), 'x' as unknown as number)).toThrow(TypeError);
@@ -56,7 +65,7 @@ describe('snapshot checksum (CRC-32, zlib polynomial)', () => {
 
   it('the snapshot code’s crc32 is zlib’s value, with or without the addon', () => {
     const buf = randomBytes(70_000);
-    expect(crc32(buf)).toBe(zlibCrc32(buf));
-    expect(crc32(buf.subarray(3, 60_003), 0xdeadbeef)).toBe(zlibCrc32(buf.subarray(3, 60_003), 0xdeadbeef));
+    expect(crc32(buf), replay).toBe(zlibCrc32(buf));
+    expect(crc32(buf.subarray(3, 60_003), 0xdeadbeef), replay).toBe(zlibCrc32(buf.subarray(3, 60_003), 0xdeadbeef));
   });
 });

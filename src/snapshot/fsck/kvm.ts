@@ -170,6 +170,11 @@ function checkVcpu(g: Graph, m: Mem, claims: Claims, v: VmState, desc: number, i
   claims.claim(desc, VcpuView.BYTES, 'vCPU register block', `${f}.desc`);
   const task = g.processes.get(thread);
   if (!task) refuse(`${f}.thread`, `no task ${thread}`);
+  // kvm_vcpu_ioctl refuses another mm (EIO), as KvmVm.vcpu() does under every owner check but
+  // 'none': a snapshot must not hand a VM's vCPU to a task of another address space.
+  if (g.state.options.ownerCheck !== 'none' && task.s.mm !== v.mm) {
+    refuse(`${f}.thread`, `task ${thread} is in mm ${task.s.mm}, not the VM's mm ${v.mm}: ownerCheck '${g.state.options.ownerCheck}' runs a vCPU only in its VM's mm`);
+  }
   const d = new VcpuView(m.mem, desc);
   if (d.vm !== v.desc) refuse(`${f}.desc`, `VCPU.vm is ${hex(d.vm)}, not its VM ${hex(v.desc)}`);
   if (d.pid !== task.s.pid || d.tid !== task.s.tid) refuse(`${f}.desc`, `VCPU.pid/tid ${d.pid}/${d.tid} are not its thread's ${task.s.pid}/${task.s.tid}`);
