@@ -133,7 +133,6 @@ describe('vm.removeMemslot: KVM_SET_USER_MEMORY_REGION with size 0', () => {
     fd.registerMemory(more.ua, more.size);
     fd.removeWindow(0n);
     fd.createWindow({ pageShift: 16, windowSize: 1n << 30n, levels: 2 });
-    fd.mapDma({ iova: 0n, vaddr: ram.ua, size: 0x10000n, read: true }); // the view exists: real mode can run
     const vm = qemu.createVm();
     vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
     vm.addMemslot({ gpa: 0x1000000n, size: more.size, ua: more.ua });
@@ -260,9 +259,6 @@ describe('vm.reset(): QEMU\'s machine reset for the IOMMU', () => {
     fd.registerMemory(ram.ua, ram.size);
     fd.removeWindow(0n);
     fd.createWindow({ pageShift: 12, windowSize: 1n << 30n, levels: 2 });
-    // one map and unmap before linking makes the userspace view (the kernel of this model allocates it at the first map)
-    fd.mapDma({ iova: 0n, vaddr: ram.ua, size: 0x1000n, read: true });
-    fd.unmapDma({ iova: 0n, size: 0x1000n });
     const vm = qemu.createVm();
     vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
     vm.createTceTable({ liobn: 1n, pageShift: 16, offset: 0n, size: 1n << 14n }); // 64K guest pages over a 4K hardware table
