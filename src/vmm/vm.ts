@@ -13,7 +13,7 @@ import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { createDma, type DmaAccessor } from './dma.js';
 import { DirtyLog } from './dirty.js';
-import { EventHub, replayMappings, windowEvent, type IommuListener, type VmListener } from './events.js';
+import { EventHub, droppedMappings, replayMappings, windowEvent, type IommuListener, type VmListener } from './events.js';
 import { Phb, rtasCall, isVioTable, type PhbOptions } from './rtas.js';
 import { resetVm } from './reset.js';
 import { VfioSync, type VfioSyncOptions } from './vfio-sync.js';
@@ -59,6 +59,42 @@ export class Vm extends KvmVm {
     super.removeMemslot(gpa);
     this.dirty.drop(slot!);
     this.events.memslotChanged('remove', slot!);
+  }
+
+  /**
+   * kvm_destroy_vm (see KvmVm.destroy), told first to whoever listens, as
+   * QEMU's listeners hear region_del for every section when they go
+   * (memory_listener_unregister): an unmap for every present mapping, then a
+   * 'window-remove' for every enabled table, delivered together as for a
+   * reset, then a removal for every memslot. A container kept in sync is thus emptied and
+   * its regions unregistered rather than left mirroring a VM that is gone.
+   * A listener that throws does not stop the destroy; its error is rethrown
+   * after it.
+   */
+  override destroy(): void {
+    if (this.isDestroyed) return;
+    let error: unknown;
+    let threw = false;
+    const attempt = (f: () => void): void => {
+      try {
+        f();
+      } catch (e) {
+        if (!threw) error = e;
+        threw = true;
+      }
+    };
+    if (this.events.active) {
+      attempt(() =>
+        this.events.batch(() => {
+          const on = [...this.tables.values()].filter((t) => t.size !== 0n);
+          for (const t of on) for (const ev of droppedMappings(this, t)) this.events.emit(ev);
+          for (const t of on) this.events.emit(windowEvent(t, 'window-remove'));
+        }),
+      );
+    }
+    for (const s of [...this.memslots]) attempt(() => this.events.memslotChanged('remove', s));
+    super.destroy();
+    if (threw) throw error;
   }
 
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts); the new window is a 'window-add' event. */
@@ -140,8 +176,8 @@ export class Vm extends KvmVm {
    * written by this VM's hypercalls (vcpu.hcall() and vm.hcall() on this
    * thread; not vCPUs run by workers); 'window-add' / 'window-remove' when a
    * window appears or goes (createTceTable, a PHB's default window, the DDW
-   * RTAS calls, reset()); and, before a 'window-remove' or in reset(), an
-   * 'unmap' for every mapping that goes with it. The events of one call are
+   * RTAS calls, reset(), destroy()); and, before a 'window-remove' or in
+   * reset(), an 'unmap' for every mapping that goes with it. The events of one call are
    * delivered before it returns. Returns the unsubscribe function.
    */
   subscribe(liobn: bigint | number | '*', fn: VmListener): () => void {

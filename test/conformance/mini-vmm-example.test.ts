@@ -3,8 +3,14 @@
 // (the mechanism of forked-child-example.test.ts) and checks the transcript's key facts.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { root, scratchBuild } from './example-build.js';
+
+interface VmmReadmeModule {
+  outputIn(text: string): string;
+}
+const vmmReadme = (): Promise<VmmReadmeModule> => import('../../scripts/gen-vmm-readme.mjs' as string) as Promise<VmmReadmeModule>;
 
 let cleanup = (): void => {};
 let run: { status: number | null; stdout: string; stderr: string } = { status: null, stdout: '', stderr: '' };
@@ -108,5 +114,10 @@ describe('examples/mini-vmm', () => {
     expect([Number(b![1]), Number(b![2])]).toEqual([6, 3]);
     expect(run.stdout).toMatch(/ok   detach\(\) undid what the sync made: no window, no region, nothing locked/);
     expect(run.stdout).toMatch(/container: 0 windows, 0 regions; locked_vm 0 pages/);
+  });
+
+  it('the README\'s transcript is what the example prints now (regenerate it with `npm run docs:vmm`)', async () => {
+    const text = readFileSync(join(root, 'README.md'), 'utf8');
+    expect((await vmmReadme()).outputIn(text), 'README.md is stale: run `npm run docs:vmm`').toBe(run.stdout);
   });
 });

@@ -105,6 +105,44 @@ describe('window events and the unmaps of dropped mappings', () => {
     expect(seen()).toEqual([]);
   });
 
+  it('vm.destroy(): an unmap for every present mapping, then a window-remove per enabled table, then the memslots go; a sync is left with an empty container', async () => {
+    const { host, qemu, vm, hc, create, seen } = await qemuGuest();
+    create(16, 36);
+    expect(hc(H.PUT_TCE, VIO, 0x2000n, (G + 0x1000n) | 2n)).toBe(H.SUCCESS);
+    expect(hc(H.PUT_TCE, L0, 0x1000n, G | 3n)).toBe(H.SUCCESS);
+    expect(hc(H.PUT_TCE, L1, DDW, 0x10000n | 1n)).toBe(H.SUCCESS);
+    const fd = qemu.openContainer();
+    fd.attachGroup(host.addGroup());
+    fd.setIommu('v2');
+    const errors: unknown[] = [];
+    const sync = vm.attachContainer(fd, { liobns: [L0, L1], onError: (e) => errors.push(e) });
+    expect(fd.container.windows.filter((w) => w).map((w) => [...w!.table.entries()].length)).toEqual([1, 1]);
+    seen();
+    // a subscriber that throws does not stop the destroy, and its error comes out after it
+    vm.subscribe(VIO, () => {
+      throw new Error('listener bug');
+    });
+    expect(() => vm.destroy()).toThrow('listener bug');
+    expect(vm.isDestroyed).toBe(true);
+    expect(seen()).toEqual([
+      'unmap 71000002 2000 201000 0',
+      'unmap 80000000 1000 200000 0',
+      `unmap 80000001 ${DDW.toString(16)} 10000 0`,
+      'window-remove 71000002 @0 1000 40000000',
+      'window-remove 80000000 @0 1000 40000000',
+      `window-remove 80000001 @${DDW.toString(16)} 10000 1000000000`,
+    ]);
+    // the sync unmapped, removed its windows and unregistered the memslot's region: nothing stays pinned
+    expect(fd.container.windows).toEqual([undefined, undefined]);
+    expect(fd.container.regions).toEqual([]);
+    expect(qemu.mm.lockedPages).toBe(0n);
+    expect(errors).toEqual([]);
+    expect(sync.stats()).toMatchObject({ unmapDma: 2, removeWindow: 3, unregisterMemory: 1, errors: 0 });
+    sync.detach();
+    expect(sync.stats()).toMatchObject({ unmapDma: 2, removeWindow: 3, unregisterMemory: 1, errors: 0 });
+    host.checkInvariants();
+  });
+
   it('a subscriber that throws during an RTAS call does not leave the call half done', async () => {
     const { vm, rtas, create, hc } = await qemuGuest();
     create(16, 36);
@@ -133,7 +171,6 @@ describe('vm.removeMemslot: KVM_SET_USER_MEMORY_REGION with size 0', () => {
     fd.registerMemory(more.ua, more.size);
     fd.removeWindow(0n);
     fd.createWindow({ pageShift: 16, windowSize: 1n << 30n, levels: 2 });
-    fd.mapDma({ iova: 0n, vaddr: ram.ua, size: 0x10000n, read: true }); // the view exists: real mode can run
     const vm = qemu.createVm();
     vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
     vm.addMemslot({ gpa: 0x1000000n, size: more.size, ua: more.ua });
@@ -260,9 +297,6 @@ describe('vm.reset(): QEMU\'s machine reset for the IOMMU', () => {
     fd.registerMemory(ram.ua, ram.size);
     fd.removeWindow(0n);
     fd.createWindow({ pageShift: 12, windowSize: 1n << 30n, levels: 2 });
-    // one map and unmap before linking makes the userspace view (the kernel of this model allocates it at the first map)
-    fd.mapDma({ iova: 0n, vaddr: ram.ua, size: 0x1000n, read: true });
-    fd.unmapDma({ iova: 0n, size: 0x1000n });
     const vm = qemu.createVm();
     vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
     vm.createTceTable({ liobn: 1n, pageShift: 16, offset: 0n, size: 1n << 14n }); // 64K guest pages over a 4K hardware table

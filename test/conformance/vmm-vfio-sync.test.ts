@@ -118,7 +118,7 @@ describe('vm.attachContainer: QEMU\'s sPAPR VFIO and prereg listeners', () => {
     expect(calls.map((c) => c.op)).toEqual(['mapDma', 'mapDma']);
   });
 
-  it('the host is updated before the hypercall returns (a subscriber of the same call sees the host entry)', async () => {
+  it('the host is updated before the hypercall returns, after the call\'s per-event subscribers (they still see the host without the entry)', async () => {
     const { vm, fd, attach, hc } = await setup();
     attach();
     const seen: string[][] = [];

@@ -17,9 +17,6 @@ const PAGE = 0x10000n;
 /** A VM of `host` with one memslot over `ram`, a guest table at LIOBN linked to a fresh v2 container's window. */
 function vmWithTable(host: Host, qemu: ReturnType<Host['spawn']>, ram: { ua: bigint; size: bigint }, size: bigint) {
   const { g, fd } = v2Container(host, qemu, ram, { pageShift: 16, windowSize: 1n << 30n, levels: 2 });
-  // The view exists once something was mapped through VFIO.
-  fd.mapDma({ iova: 0n, vaddr: ram.ua, size: PAGE, read: true, write: true });
-  fd.unmapDma({ iova: 0n, size: PAGE });
   const vm = linkedVm(qemu, ram, g, { liobn: LIOBN, pageShift: 16, size });
   const t = vm.tables.get(LIOBN)!;
   const vcpu = vm.vcpu(0, { thread: qemu });
