@@ -115,7 +115,7 @@ class TceEngine {
   uint64_t length() const { return length_; }
 
  private:
-  // Checked accesses; `a` is the effective address (see engine.cc on wrapping).
+  // Checked accesses; `a` is the effective address (see engine_access.h on wrapping).
   bool ok(uint64_t a, uint32_t size);
   bool okAtomic(uint64_t a, uint32_t size);
   void trap(Fault why, uint64_t a, uint32_t size);
@@ -139,7 +139,7 @@ class TceEngine {
   bool sttReserveList(uint32_t stt, uint64_t idx, uint32_t n, uint32_t src);
   bool sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n);
 
-  // Either kind of access (engine.cc, "Two ways to reach memory"): R = true is raw after need().
+  // Either kind of access (engine_access.h, "Two ways to reach memory"): R = true is raw after need().
   template <bool R> uint32_t L32(uint64_t a);
   template <bool R> uint64_t L64(uint64_t a);
   template <bool R> void S32(uint64_t a, uint32_t v);
