@@ -8,6 +8,7 @@
 #include "engine_region.h"
 #include "engine_table.h"
 #include "engine_guest.h"
+#include "engine_hcall.h"
 
 namespace spapr {
 
@@ -20,72 +21,6 @@ namespace spapr {
 // ---------------------------------------------------------------------------
 
 // ---------------------------------------------------------------------------
-// hcall.ts: the TCE hypercalls on a vCPU register block (r3 = number, r4.. =
-// args), with raw accesses after one range check per structure (see
-// "Two ways to reach memory" above). Profile kvm (book3s_64_vio_hv.c, the
-// real-mode handlers of <=v5.18, and book3s_64_vio.c): one routine serves
-// both modes; real mode never allocates; every call checks everything it
-// needs and locks every entry it changes before it writes, so H_TOO_HARD
-// and H_PARAMETER leave the tables as they were. Profile qemu
-// (hw/ppc/spapr_iommu.c): H_SUCCESS or H_PARAMETER, may stop part-way.
-//
-// Memory ordering (hcall.ts has the whole argument): a view lock is taken by
-// compare-and-swap and released by the release store of the entry's new
-// ua; the TCE is exchanged (iommu_tce_xchg); `mapped` moves by
-// compare-and-swap loops, taken while validating; guest-table stores are
-// plain (relaxed) as in kvmppc_tce_put. On x86-64 that is four locked
-// instructions per mapped entry, two when the old entry's reference
-// transfers, the same count as the WebAssembly build.
-
-namespace {
-/** Counter index of a hypercall number (KIND_*), or -1. */
-inline int32_t kindOf(uint64_t nr) {
-  if (nr == kHPut) return KIND_PUT;
-  if (nr == kHIndirect) return KIND_INDIRECT;
-  if (nr == kHStuff) return KIND_STUFF;
-  if (nr == kHGet) return KIND_GET;
-  return -1;
-}
-
-constexpr int32_t kFastBail = -0x7fffffff;
-}  // namespace
-
-// `n` is a constant at every call site: the field offset folds (no wrap-around), as in the WebAssembly build.
-uint64_t TceEngine::gpr(uint32_t vcpu, uint32_t n) { return L64<kRaw>(at(vcpu, VCPU_GPR + (n << 3))); }
-
-void TceEngine::setGpr(uint32_t vcpu, uint32_t n, uint64_t v) { S64<kRaw>(at(vcpu, VCPU_GPR + (n << 3)), v); }
-
-/**
- * Runs the hypercall in the vCPU's registers at `level` (LEVEL_REAL: real
- * mode, never allocates; LEVEL_VIRTUAL: may allocate). Returns the H_*
- * status; r3 receives it unless it is H_TOO_HARD. Unknown hypercall numbers
- * are H_TOO_HARD. The QEMU profile runs at either level, as LEVEL_EXIT.
- * Counts the completion in the vCPU's stats[kind][level]. Any other level is
- * H_PARAMETER, with nothing written.
- */
-int32_t TceEngine::hcall(uint32_t vcpu, uint32_t level) {
-  // Only the chain's two levels run; any other is refused and changes nothing (hcall.ts#hcall).
-  if (level - kLevelReal > kLevelVirtual - kLevelReal) return H_PARAMETER;
-  if (!need<kRaw>(H, HDR_BYTES) || !need<kRaw>(vcpu, VCPU_BYTES)) return H_TOO_HARD;
-  // The reclamation read side, as in assembly/hcall.ts: a seq_cst store at
-  // entry (ordered before the call's loads of shared descriptors), a release
-  // store at exit (ordered after them; a plain mov on x86). After a fault the
-  // exit store is skipped, as the WebAssembly build traps before it.
-  const bool smr = (ablations() & static_cast<uint32_t>(ABLATE_SMR_READ)) == 0;
-  uint32_t* const seq = reinterpret_cast<uint32_t*>(base_ + at(vcpu, VCPU_RCU_SEQ));
-  uint32_t inside = 0;
-  if (smr) {
-    inside = (__atomic_load_n(seq, __ATOMIC_RELAXED) + 1) | 1;
-    __atomic_store_n(seq, inside, __ATOMIC_SEQ_CST);
-  }
-  // The H_PUT_TCE in real mode straight through (hcall.ts#putTceReal); the rest, and the QEMU
-  // profile it leaves with nothing written, through hcallInside.
-  int32_t rc = kFastBail;
-  if (level == kLevelReal && gpr(vcpu, 3) == kHPut) rc = putTceReal(vcpu);
-  if (rc == kFastBail) rc = fault_ == Fault::kNone ? hcallInside(vcpu, level) : H_TOO_HARD;
-  if (smr && fault_ == Fault::kNone) __atomic_store_n(seq, inside + 1, __ATOMIC_RELEASE);
-  return rc;
-}
 
 /**
  * putTceReal of hcall.ts: H_PUT_TCE at LEVEL_REAL of the kvm profile through the cached LIOBN
@@ -96,29 +31,6 @@ int32_t TceEngine::putTceReal(uint32_t vcpu) {
   if (!need<kRaw>(vm, VM_BYTES)) return kFastBail;
   if (L32<kRaw>(at(vm, VM_PROFILE)) == static_cast<uint32_t>(PROFILE_QEMU)) return kFastBail;
   return complete(vcpu, kLevelReal, kLevelReal, KIND_PUT, putTce(vm, vcpu, false, true));
-}
-
-/**
- * hcall.ts#complete, the end of every hypercall at `level`: r3 unless H_TOO_HARD (deferred:
- * LEVEL_NONE from real mode, the exit from virtual mode), VCPU.level, the completion counter.
- */
-SPAPR_HOT int32_t TceEngine::complete(uint32_t vcpu, uint32_t level, uint32_t done, int32_t kind, int32_t rc) {
-  // A fault stops the call where the WebAssembly build traps: nothing more is written.
-  if (fault_ != Fault::kNone) return rc;
-  if (rc != H_TOO_HARD) {
-    setGpr(vcpu, 3, static_cast<uint64_t>(static_cast<int64_t>(rc)));
-  } else if (level == kLevelVirtual) {
-    done = kLevelExit;
-  } else {
-    done = kLevelNone;
-  }
-  S32<kRaw>(at(vcpu, VCPU_LEVEL), done);
-  // LEVEL_NONE (real mode deferred) is no completion; the other three have counters.
-  if (kind >= 0 && done != kLevelNone) {
-    const uint32_t c = vcpu + VCPU_STATS + ((static_cast<uint32_t>(kind) * 4 + done) << 2);
-    S32<kRaw>(c, L32<kRaw>(c) + 1);
-  }
-  return rc;
 }
 
 /** findSttCached of hcall.ts: the last hit again while HDR.gracePeriods is unchanged, else findStt. */
@@ -135,171 +47,7 @@ uint32_t TceEngine::findSttCached(uint32_t vm, uint64_t liobn) {
   return stt;
 }
 
-/** hcall() between the read-side entry and exit (the vCPU block and the header are in range). */
-int32_t TceEngine::hcallInside(uint32_t vcpu, uint32_t level) {
-  const uint32_t vm = L32<kRaw>(at(vcpu, VCPU_VM));
-  const uint64_t nr = gpr(vcpu, 3);
-  const bool grow = level != kLevelReal;
-  if (!need<kRaw>(vm, VM_BYTES)) return H_TOO_HARD;
-  int32_t rc;
-  uint32_t done = level;
-  int32_t kind = -1;
-  if (L32<kRaw>(at(vm, VM_PROFILE)) == static_cast<uint32_t>(PROFILE_QEMU)) {
-    rc = qemuHcall(vm, vcpu, nr);
-    done = kLevelExit;
-    kind = kindOf(nr);
-  } else if (nr == kHPut) {
-    rc = putTce(vm, vcpu, grow);
-    kind = KIND_PUT;
-  } else if (nr == kHIndirect) {
-    rc = putTceIndirect(vm, vcpu, grow);
-    kind = KIND_INDIRECT;
-  } else if (nr == kHStuff) {
-    rc = stuffTce(vm, vcpu, grow);
-    kind = KIND_STUFF;
-  } else if (nr == kHGet) {
-    rc = getTce(vm, vcpu);
-    kind = KIND_GET;
-  } else {
-    rc = H_TOO_HARD;
-  }
-  return complete(vcpu, level, done, kind, rc);
-}
-
-int32_t TceEngine::hcallLoop(uint32_t vcpu, uint32_t level, uint64_t iterations) {
-  if (!need<kRaw>(vcpu, VCPU_BYTES)) return 0;
-  const uint64_t r3 = gpr(vcpu, 3);
-  const uint64_t r4 = gpr(vcpu, 4);
-  int32_t rc = 0;
-  for (uint64_t i = 0; i < iterations && fault_ == Fault::kNone; i++) {
-    setGpr(vcpu, 3, r3);
-    setGpr(vcpu, 4, r4);
-    rc = hcall(vcpu, level);
-  }
-  return rc;
-}
-
 // --- profile kvm ---------------------------------------------------------------
-
-/** kvmppc_ioba_validate: aligned to the guest page and [ioba, +npages) inside the table. */
-bool TceEngine::iobaOk(uint32_t stt, uint64_t ioba, uint64_t npages) {
-  const uint64_t shift = L32<kRaw>(at(stt, STT_PAGE_SHIFT));
-  if (ioba & (shl64(1, shift) - 1)) return false;
-  const uint64_t idx = shr64(ioba, shift);
-  const uint64_t off = L64<kRaw>(at(stt, STT_OFFSET));
-  if (idx < off) return false;
-  const uint64_t size = L64<kRaw>(at(stt, STT_SIZE));
-  return npages <= size && idx - off <= size - npages;
-}
-
-/** The hardware table of link `s` (s < MAX_STITS), range-checked: a fault when it is not inside the memory. */
-uint32_t TceEngine::stit(uint32_t stt, uint32_t s) {
-  const uint32_t tbl = L32<kRaw>(at(stt, STT_STITS + (s << 2)));
-  need<kRaw>(tbl, TBL_BYTES);
-  return tbl;
-}
-
-/** Hardware tables linked to `stt`: its count, never more than the descriptor holds (hcall.ts#stitCount). */
-uint32_t TceEngine::stitCount(uint32_t stt) {
-  const uint32_t n = L32<kRaw>(at(stt, STT_STIT_COUNT));
-  return n < static_cast<uint32_t>(MAX_STITS) ? n : static_cast<uint32_t>(MAX_STITS);
-}
-
-/** The pid check once per hypercall: every linked table must belong to the vCPU's process. */
-bool TceEngine::pidCallCheck(uint32_t stt, uint32_t pid) {
-  const uint32_t n = stitCount(stt);
-  for (uint32_t i = 0; i < n; i++) {
-    const uint32_t tbl = stit(stt, i);
-    if (fault_ != Fault::kNone || L32<kRaw>(at(tbl, TBL_OWNER_PID)) != pid) return false;
-  }
-  return true;
-}
-
-/** Whether the host compares the pid at every view write (the placement the 2015 review proposed). */
-bool TceEngine::entryCheck() {
-  return L32<kRaw>(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) &&
-         L32<kRaw>(at(H, HDR_PID_PLACEMENT)) == static_cast<uint32_t>(PID_CHECK_ENTRY);
-}
-
-/** The pid check at hypercall entry, for both placements (a refused call changes nothing). */
-bool TceEngine::callCheckFails(uint32_t stt, uint32_t pid) {
-  return L32<kRaw>(at(H, HDR_OWNER_CHECK)) == static_cast<uint32_t>(OWNER_CHECK_PID) && !pidCallCheck(stt, pid);
-}
-
-/** Whether a hardware table linked to `stt` is v1 (pinned per entry, which only the VMM can do). */
-bool TceEngine::hasV1(uint32_t stt) {
-  const uint32_t n = stitCount(stt);
-  for (uint32_t i = 0; i < n; i++) {
-    const uint32_t tbl = stit(stt, i);
-    if (fault_ != Fault::kNone || (L32<kRaw>(at(tbl, TBL_FLAGS)) & kTableV2) == 0) return true;
-  }
-  return false;
-}
-
-/** Userspace address of `gpa`, 0 outside every memslot (kvmppc_tce_to_ua), through the memslot cache. */
-SPAPR_HOT uint64_t TceEngine::uaOf(uint64_t gpa) {
-  if (gpa - mBase_ > mLast_) {
-    const uint32_t s = findSlotT<kRaw>(xVm_, gpa);
-    if (s == 0) return 0;
-    mBase_ = L64<kRaw>(at(s, SLOT_GPA));
-    mLast_ = L64<kRaw>(at(s, SLOT_SIZE)) - 1;
-    mUa_ = L64<kRaw>(at(s, SLOT_UA));
-  }
-  return mUa_ + (gpa - mBase_);
-}
-
-/**
- * Caches the region of `mm` that backs the IOMMU page of 2^tshift bytes at
- * `ua` (mm_iommu_lookup, then the checks of mm_iommu_ua_to_hpa); false when
- * none can. Checks the region's page array once, for cachedHpa.
- */
-bool TceEngine::regionFind(uint64_t ua, uint32_t tshift) {
-  const uint32_t r = regionLookupT<kRaw>(xMm_, ua, shl64(1, tshift));
-  if (r == 0 || regionUaToHpaT<kRaw>(r, ua, tshift) < 0) return false;
-  const uint64_t entries = L64<kRaw>(at(r, REG_ENTRIES));
-  const bool dev = (L32<kRaw>(at(r, REG_FLAGS)) & static_cast<uint32_t>(REGION_F_DEV)) != 0;
-  const uint32_t hpas = L32<kRaw>(at(r, REG_HPAS));
-  if (!dev && (entries > (length_ >> 3) || !need<kRaw>(hpas, entries << 3))) return false;
-  cR_ = r;
-  cUa_ = L64<kRaw>(at(r, REG_UA));
-  cLast_ = shl64(entries, gSysShift_) - shl64(1, tshift);
-  cHpas_ = hpas;
-  cDev_ = dev;
-  cDevHpa_ = L64<kRaw>(at(r, REG_DEV_HPA));
-  return true;
-}
-
-/** The host address of `ua` in the cached region (mm_iommu_ua_to_hpa), which holds it. */
-SPAPR_HOT uint64_t TceEngine::cachedHpa(uint64_t ua) {
-  const uint64_t d = ua - cUa_;
-  if (cDev_) return cDevHpa_ + d;
-  return (L64<kRaw>(static_cast<uint32_t>(cHpas_ + static_cast<uint32_t>(shr64(d, gSysShift_) << 3))) & ~gSysMask_) |
-         (ua & gSysMask_);
-}
-
-/** Whether the old entry's reference passes to the new one (both in the cached region); see hcall.ts#transfers. */
-SPAPR_HOT bool TceEngine::transfers(uint64_t oldTce, uint64_t oldUa) {
-  if ((oldTce & kPerm) == 0) return false;
-  if (oldUa == 0) return false;
-  return oldUa - cUa_ <= cLast_;
-}
-
-/**
- * hcall.ts#lockSlot: takes the lock of view slot `pua` with the bits `tag`, one attempt inline and
- * the bounded wait of `spins` tries out of line; `noLock` (ABLATE_VIEW_LOCK) reads the slot instead.
- */
-SPAPR_HOT uint64_t TceEngine::lockSlot(uint32_t pua, uint64_t tag, uint32_t spins, bool noLock) {
-  const uint64_t v = P64<kRaw>(pua);
-  if (noLock) return v & ~kLockBits;
-  if ((v & kLock) == 0 && CAS64<kRaw>(pua, v, (v & ~kLockBits) | tag) == v) return v;
-  return lockWait(pua, tag, spins);
-}
-
-/** The benchmark ablations in force (HDR.ablate; 0 outside bench/). */
-uint32_t TceEngine::ablations() { return L32<kRaw>(at(H, HDR_ABLATE)); }
-
-/** hcall.ts#lockWait: lockView out of line, reached only when the lock was held. */
-SPAPR_COLD uint64_t TceEngine::lockWait(uint32_t pua, uint64_t tag, uint32_t spins) { return lockViewT<kRaw>(pua, tag, spins); }
 
 namespace {
 /** Whether a guest entry's subpages from `rel` all lie in the table: else its clear does nothing there. */
@@ -523,59 +271,9 @@ namespace {
 inline uint64_t relOf(uint64_t toff, uint64_t entry, uint32_t subShift) { return shl64(entry, subShift) - toff; }
 }  // namespace
 
-/**
- * The answer to a TCE whose address is misaligned to the guest page
- * (hcall.ts#misalignedTce): real mode (kvmppc_rm_tce_validate) and the 4.12
- * virtual mode say H_PARAMETER; from 4.19 the virtual-mode
- * kvmppc_tce_validate (42de7b9e2167) says H_TOO_HARD, which exits to the
- * VMM. HDR.kernel (the header was range-checked by hcall) is read only on
- * that error path, and only in virtual mode.
- */
-int32_t TceEngine::misalignedTce(bool grow) {
-  return grow && L32<kRaw>(at(H, HDR_KERNEL)) >= static_cast<uint32_t>(KERNEL_4_19) ? H_TOO_HARD : H_PARAMETER;
-}
-
-/** log2 of the table entries per guest entry of table `tbl`. */
-uint32_t TceEngine::subShiftOf(uint32_t gshift, uint32_t tbl) { return gshift - L32<kRaw>(at(tbl, TBL_PAGE_SHIFT)); }
-
-/** The bits this vCPU's view locks carry. */
-uint64_t TceEngine::tagBitsOf(uint32_t vcpu) {
-  return shl64(L32<kRaw>(at(vcpu, VCPU_LOCK_TAG)), static_cast<uint64_t>(VIEW_TAG_SHIFT)) | kLock;
-}
-
-/** hcall.ts#sttReserveList: virtual mode allocates the guest pages of the list's non-zero TCEs before any write. */
-bool TceEngine::sttReserveList(uint32_t stt, uint64_t idx, uint32_t n, uint32_t src) {
-  const uint64_t sh = tceShiftT<kRaw>();
-  uint64_t pg = ~uint64_t{0};
-  for (uint32_t i = 0; i < n && fault_ == Fault::kNone; i++) {
-    if (L64<kRaw>(static_cast<uint32_t>(src + (i << 3))) == 0) continue;
-    const uint64_t p = shr64(idx + i, static_cast<uint32_t>(sh));
-    if (p == pg) continue;
-    pg = p;
-    if (sttPageT<kRaw>(stt, p, true) == 0) return false;
-  }
-  return fault_ == Fault::kNone;
-}
-
-/** hcall.ts#sttReserveRange: every guest page of [idx, idx + n). */
-bool TceEngine::sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n) {
-  if (n == 0) return true;
-  const uint32_t sh = static_cast<uint32_t>(tceShiftT<kRaw>());
-  const uint64_t last = shr64(idx + n - 1, sh);
-  for (uint64_t p = shr64(idx, sh); p <= last && fault_ == Fault::kNone; p++) {
-    if (sttPageT<kRaw>(stt, p, true) == 0) return false;
-  }
-  return fault_ == Fault::kNone;
-}
-
 // ---------------------------------------------------------------------------
 // dirty.ts: the write phase's dirty marks while vm.trackDmaWritable(true)
 // holds (see assembly/dirty.ts for why and for KVM's and VFIO's functions).
-
-/** Whether the write phase marks (VM.dirtyTrack): the one load per hypercall. */
-bool TceEngine::dirtyOn(uint32_t vm) {
-  return need<kRaw>(vm, VM_BYTES) && L32<kRaw>(at(vm, VM_DIRTY_TRACK)) != 0;
-}
 
 /** dirty.ts#markBegin: nothing cached, nothing pending. */
 void TceEngine::markBegin() {
@@ -762,19 +460,6 @@ int32_t TceEngine::putEntries(uint32_t vcpu, uint32_t stt, uint64_t entry, uint6
   }
   if (dirtyOn(xVm_)) dirtyMarkList(xVm_, src, n, gshift);
   return H_SUCCESS;
-}
-
-/** Sets up the passes for a hypercall on `vm`, its TCEs at `src` (hcall.ts#begin). */
-void TceEngine::begin(uint32_t vm, uint32_t src) {
-  xVm_ = vm;
-  xMm_ = L32<kRaw>(at(vm, VM_MM));
-  xSrc_ = src;
-  mBase_ = 1;
-  mLast_ = 0;
-  gSysShift_ = L32<kRaw>(at(H, HDR_SYS_PAGE_SHIFT));
-  gSysMask_ = shl64(1, gSysShift_) - 1;
-  gTceShift_ = gSysShift_ - 3;
-  gTceMask_ = shl64(1, gTceShift_) - 1;
 }
 
 // The fast loops keep the caches in locals: every raw store goes through a
@@ -1316,19 +1001,6 @@ int32_t TceEngine::stuffTce(uint32_t vm, uint32_t vcpu, bool grow) {
     if (fault_ != Fault::kNone) return H_TOO_HARD;
   }
   sttFillT<kRaw>(stt, idx, npages, value, grow);
-  return H_SUCCESS;
-}
-
-/** H_GET_TCE(liobn, ioba) -> r4. */
-int32_t TceEngine::getTce(uint32_t vm, uint32_t vcpu) {
-  const uint32_t stt = findSttT<kRaw>(vm, gpr(vcpu, 4));
-  if (stt == 0) return H_TOO_HARD;
-  const uint64_t ioba = gpr(vcpu, 5);
-  if (!iobaOk(stt, ioba, 1)) return H_PARAMETER;
-  const uint64_t idx = shr64(ioba, L32<kRaw>(at(stt, STT_PAGE_SHIFT))) - L64<kRaw>(at(stt, STT_OFFSET));
-  const uint64_t v = sttGetT<kRaw>(stt, idx);
-  if (fault_ != Fault::kNone) return H_TOO_HARD;
-  setGpr(vcpu, 4, v);
   return H_SUCCESS;
 }
 
