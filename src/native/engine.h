@@ -3,7 +3,21 @@
 // linear memory. Same arguments, same results, same bytes written, same
 // allocation order, so that a memory driven through this engine stays
 // byte-identical to one driven through the WebAssembly build (the
-// differential tests, test/differential/, check exactly that).
+// differential tests, test/differential/, check exactly that). Each routine
+// follows its AssemblyScript twin statement by statement (same loads, same
+// stores, same atomics, in the same order); the kernel function each one
+// stands for is named as in the AssemblyScript source.
+//
+// This header declares the class; the routines are one kernel area per
+// file, as in assembly/: engine_access.h (the memory accessors; their fault
+// paths and index.ts#init in engine_memory.cc), engine_alloc.cc (alloc.ts),
+// engine_region.{h,cc} (region.ts), engine_table.{h,cc} (table.ts),
+// engine_guest.{h,cc} (guest.ts), engine_hcall.h and engine_hcall*.cc
+// (hcall.ts, by hypercall and phase: the header lists them) and
+// engine_dirty.cc (dirty.ts). What the hot paths inline across areas (the
+// accessors, the lookups and tree walks, the hypercall helpers) is defined
+// in the headers, so that each file's routines inline it as they did when
+// the engine was one file.
 //
 // No N-API in here: engine_binding.cc wraps it for JavaScript, and a plain
 // C++ loop (the benchmark's C floor, hcallLoop) drives it directly.
@@ -40,7 +54,7 @@
 #include "generated/layout.h"
 
 // Everything here is internal to the addon: hidden, so that calls inside
-// engine.cc bind locally and inline (a shared object's default-visibility
+// the engine's files bind locally and inline (a shared object's default-visibility
 // functions may be interposed, which keeps the compiler from inlining them).
 #pragma GCC visibility push(hidden)
 

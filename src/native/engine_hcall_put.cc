@@ -1,26 +1,11 @@
-// The C++ port of assembly/{alloc,region,table,guest,hcall,index}.ts. Each routine
-// follows its AssemblyScript twin statement by statement (same loads, same
-// stores, same atomics, in the same order); the kernel function each one
-// stands for is named as in the AssemblyScript source. The hypercall path
-// reaches memory through raw pointers after one range check per structure
-// (engine.h; "Two ways to reach memory" below).
-#include "engine_access.h"
-#include "engine_region.h"
-#include "engine_table.h"
-#include "engine_guest.h"
+// H_PUT_TCE of profile kvm (kvmppc_rm_h_put_tce in real mode,
+// kvmppc_h_put_tce in virtual mode; hcall.ts#putTce): the real-mode entry
+// with its cached LIOBN lookup (kvmppc_find_table), and putOne, one valid
+// TCE straight through when a single v2 table of the guest's page size is
+// linked. Every other case runs putEntries (engine_hcall_passes.cc).
 #include "engine_hcall.h"
 
 namespace spapr {
-
-// ---------------------------------------------------------------------------
-
-// ---------------------------------------------------------------------------
-
-// ---------------------------------------------------------------------------
-
-// ---------------------------------------------------------------------------
-
-// ---------------------------------------------------------------------------
 
 /**
  * putTceReal of hcall.ts: H_PUT_TCE at LEVEL_REAL of the kvm profile through the cached LIOBN
@@ -46,10 +31,6 @@ uint32_t TceEngine::findSttCached(uint32_t vm, uint64_t liobn) {
   }
   return stt;
 }
-
-// --- profile kvm ---------------------------------------------------------------
-
-// ---------------------------------------------------------------------------
 
 /** putOne of hcall.ts: one valid TCE of H_PUT_TCE in the fast case, straight through; kFastBail when it does not apply. */
 int32_t TceEngine::putOne(uint32_t vm, uint32_t vcpu, uint32_t stt, uint64_t entry, uint32_t page, uint32_t slot,
@@ -151,7 +132,4 @@ int32_t TceEngine::putTce(uint32_t vm, uint32_t vcpu, bool grow, bool lean) {
   begin(vm, vcpu + VCPU_GPR + (6 << 3));
   return putEntries(vcpu, stt, entry, idx, 1, grow);
 }
-
-// --- profile qemu --------------------------------------------------------------
-
 }  // namespace spapr
