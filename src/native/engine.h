@@ -58,6 +58,14 @@
 // functions may be interposed, which keeps the compiler from inlining them).
 #pragma GCC visibility push(hidden)
 
+// The bounds-checked accessors run for every load and store of the real-mode
+// routines: always inline them, and keep the fault path out of the way. The
+// cold routines carry SPAPR_COLD on their declarations below too: a call
+// from another file than the one defining them is then also laid out as the
+// unlikely path.
+#define SPAPR_HOT __attribute__((always_inline)) inline
+#define SPAPR_COLD __attribute__((cold, noinline))
+
 namespace spapr {
 
 /** Why the last routine stopped early (the WebAssembly trap it stands for). */
@@ -132,7 +140,7 @@ class TceEngine {
   // Checked accesses; `a` is the effective address (see engine_access.h on wrapping).
   bool ok(uint64_t a, uint32_t size);
   bool okAtomic(uint64_t a, uint32_t size);
-  void trap(Fault why, uint64_t a, uint32_t size);
+  SPAPR_COLD void trap(Fault why, uint64_t a, uint32_t size);
   uint32_t ld32(uint64_t a);
   uint64_t ld64(uint64_t a);
   void st32(uint64_t a, uint32_t v);
@@ -169,7 +177,7 @@ class TceEngine {
   template <bool R> void ADD64(uint64_t a, uint64_t v);
   template <bool R> void FILL0(uint64_t a, uint64_t size);
   template <bool R> bool need(uint64_t a, uint64_t len, bool align = true);
-  void needFailed(uint64_t a, uint64_t len, bool align);
+  SPAPR_COLD void needFailed(uint64_t a, uint64_t len, bool align);
 
   // alloc.ts
   bool lock();
@@ -230,7 +238,7 @@ class TceEngine {
   uint64_t cachedHpa(uint64_t ua);
   bool transfers(uint64_t oldTce, uint64_t oldUa);
   uint64_t lockSlot(uint32_t pua, uint64_t tag, uint32_t spins, bool noLock);
-  uint64_t lockWait(uint32_t pua, uint64_t tag, uint32_t spins);
+  SPAPR_COLD uint64_t lockWait(uint32_t pua, uint64_t tag, uint32_t spins);
   void regionReset() {
     cR_ = 0;
     cUa_ = 1;

@@ -28,11 +28,6 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the linear memory is little-endian (WebAssembly) and its u64 fields are updated with host atomics "
               "(atomic add included), which a big-endian host cannot do without a different layout");
 
-// The bounds-checked accessors run for every load and store of the real-mode
-// routines: always inline them, and keep the fault path out of the way.
-#define SPAPR_HOT __attribute__((always_inline)) inline
-#define SPAPR_COLD __attribute__((cold, noinline))
-
 namespace spapr {
 namespace {
 
