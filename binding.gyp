@@ -2,7 +2,7 @@
   "targets": [
     {
       "target_name": "spapr_tce_native",
-      "sources": ["src/native/addon.cc", "src/native/host_memory.cc", "src/native/huge_pages.cc", "src/native/crc32.cc", "src/native/zero_scan.cc", "src/native/engine_memory.cc", "src/native/engine_alloc.cc", "src/native/engine_region.cc", "src/native/engine_table.cc", "src/native/engine_guest.cc", "src/native/engine_hcall.cc", "src/native/engine_hcall_put.cc", "src/native/engine_hcall_indirect.cc", "src/native/engine_hcall_passes.cc", "src/native/engine_hcall_stuff.cc", "src/native/engine_hcall_qemu.cc", "src/native/engine_dirty.cc", "src/native/engine_binding.cc"],
+      "sources": ["src/native/addon.cc", "src/native/host_memory.cc", "src/native/huge_pages.cc", "src/native/crc32.cc", "src/native/zero_scan.cc", "src/native/engine.cc", "src/native/engine_binding.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src/native"],
       "dependencies": ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api"],
       "defines": ["NAPI_VERSION=8"],

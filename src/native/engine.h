@@ -14,10 +14,10 @@
 // engine_region.{h,cc} (region.ts), engine_table.{h,cc} (table.ts),
 // engine_guest.{h,cc} (guest.ts), engine_hcall.h and engine_hcall*.cc
 // (hcall.ts, by hypercall and phase: the header lists them) and
-// engine_dirty.cc (dirty.ts). What the hot paths inline across areas (the
+// engine_dirty.cc (dirty.ts). What several files use and inline (the
 // accessors, the lookups and tree walks, the hypercall helpers) is defined
-// in the headers, so that each file's routines inline it as they did when
-// the engine was one file.
+// in the headers, so that each file compiles on its own; the addon compiles
+// them as one unit, engine.cc, which says why.
 //
 // No N-API in here: engine_binding.cc wraps it for JavaScript, and a plain
 // C++ loop (the benchmark's C floor, hcallLoop) drives it directly.
