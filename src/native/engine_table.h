@@ -17,9 +17,7 @@ namespace spapr {
 
 namespace {
 inline uint64_t blockBytes(uint32_t bytes) { return shl64(1, blockShift(bytes)); }
-}  // namespace
 
-namespace {
 /** Bytes a tree node of 2^bits slots spans, for a range check (too many to fit anywhere when bits is absurd). */
 inline uint64_t nodeBytes(bool isLeaf, uint32_t bits) {
   return bits < 32 ? (uint64_t{isLeaf ? 8u : 4u} << bits) : ~uint64_t{0};
