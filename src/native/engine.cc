@@ -10,7 +10,7 @@
 // headers, callgrind counted 6.7% more instructions per H_PUT_TCE in the C
 // loop (719 instead of 673) and 1.3% more per H_PUT_TCE_INDIRECT(512)
 // through the binding: leafNodeT<true> was no longer specialised for
-// grow = false once its callers sat in six files, findSttCached no longer
+// grow = false once its callers sat in four files, findSttCached no longer
 // inlined into putTce, and the VFIO routines called region.ts's entry
 // points instead of inlining them. Link-time optimisation (-flto) gives
 // GCC one unit again but inlines differently: it merged most of the
