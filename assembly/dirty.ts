@@ -11,7 +11,7 @@
 //
 // The flag is read once per call, after the call's stores (the hypercall
 // pays one load and one branch while tracking is off, nothing per entry).
-// Mirrored statement by statement in src/native/engine.cc (dirtyMark,
+// Mirrored statement by statement in src/native/engine_dirty.cc (dirtyMark,
 // dirtyMarkList), so both engines leave the same bytes.
 import { VM_DIRTY_TRACK, VM_SLOTS, SLOT_NEXT, SLOT_GPA, SLOT_SIZE, SLOT_DIRTY_LOG, DIRTY_LOG_HEADER, TCE_WRITE } from './generated/layout';
 import { sysPageShift } from './region';

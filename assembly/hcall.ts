@@ -13,7 +13,7 @@
 // only return H_SUCCESS or H_PARAMETER and may stop part-way.
 //
 // The routines here are mirrored statement by statement in
-// src/native/engine.cc (TceEngine::Lean), so that both engines leave the
+// src/native/engine_hcall*.cc (TceEngine), so that both engines leave the
 // same bytes (test/differential/hcalls.test.ts).
 import {
   VCPU_GPR, VCPU_VM, VCPU_PID, VCPU_LOCK_TAG, VCPU_TCES, VM_MM, VM_PROFILE, STT_OFFSET, STT_SIZE, STT_PAGE_SHIFT,

@@ -10,7 +10,7 @@
 // comes here and is deferred until every vCPU that might hold the block has
 // passed a quiescent state.
 //
-// The read side (assembly/hcall.ts and engine.cc, identical): VCPU.rcuSeq is
+// The read side (assembly/hcall.ts and engine_hcall.cc, identical): VCPU.rcuSeq is
 // made odd by an atomic store at hypercall entry and even again at exit, so
 // a vCPU outside a hypercall holds nothing. A counter rather than an epoch
 // copy because it changes at every call: a vCPU seen inside once has passed a

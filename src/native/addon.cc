@@ -1,7 +1,7 @@
 // The native addon: host memory services (host_memory.cc), the snapshot
 // checksum and zero scan (crc32.cc, zero_scan.cc) and the C++
-// real-mode engine over the shared linear memory (engine.cc, wrapped by
-// engine_binding.cc).
+// real-mode engine over the shared linear memory (engine.h and its
+// engine_*.cc, wrapped by engine_binding.cc).
 #include <napi.h>
 
 #include "crc32.h"

@@ -3,7 +3,21 @@
 // linear memory. Same arguments, same results, same bytes written, same
 // allocation order, so that a memory driven through this engine stays
 // byte-identical to one driven through the WebAssembly build (the
-// differential tests, test/differential/, check exactly that).
+// differential tests, test/differential/, check exactly that). Each routine
+// follows its AssemblyScript twin statement by statement (same loads, same
+// stores, same atomics, in the same order); the kernel function each one
+// stands for is named as in the AssemblyScript source.
+//
+// This header declares the class; the routines are one kernel area per
+// file, as in assembly/: engine_access.h (the memory accessors; their fault
+// paths and index.ts#init in engine_memory.cc), engine_alloc.cc (alloc.ts),
+// engine_region.{h,cc} (region.ts), engine_table.{h,cc} (table.ts),
+// engine_guest.{h,cc} (guest.ts), engine_hcall.h and engine_hcall*.cc
+// (hcall.ts, by hypercall and phase: the header lists them) and
+// engine_dirty.cc (dirty.ts). What several files use and inline (the
+// accessors, the lookups and tree walks, the hypercall helpers) is defined
+// in the headers, so that each file compiles on its own; the addon compiles
+// them as one unit, engine.cc, which says why.
 //
 // No N-API in here: engine_binding.cc wraps it for JavaScript, and a plain
 // C++ loop (the benchmark's C floor, hcallLoop) drives it directly.
@@ -40,9 +54,17 @@
 #include "generated/layout.h"
 
 // Everything here is internal to the addon: hidden, so that calls inside
-// engine.cc bind locally and inline (a shared object's default-visibility
+// the engine's files bind locally and inline (a shared object's default-visibility
 // functions may be interposed, which keeps the compiler from inlining them).
 #pragma GCC visibility push(hidden)
+
+// The bounds-checked accessors run for every load and store of the real-mode
+// routines: always inline them, and keep the fault path out of the way. The
+// cold routines carry SPAPR_COLD on their declarations below too: a call
+// from another file than the one defining them is then also laid out as the
+// unlikely path.
+#define SPAPR_HOT __attribute__((always_inline)) inline
+#define SPAPR_COLD __attribute__((cold, noinline))
 
 namespace spapr {
 
@@ -115,10 +137,10 @@ class TceEngine {
   uint64_t length() const { return length_; }
 
  private:
-  // Checked accesses; `a` is the effective address (see engine.cc on wrapping).
+  // Checked accesses; `a` is the effective address (see engine_access.h on wrapping).
   bool ok(uint64_t a, uint32_t size);
   bool okAtomic(uint64_t a, uint32_t size);
-  void trap(Fault why, uint64_t a, uint32_t size);
+  SPAPR_COLD void trap(Fault why, uint64_t a, uint32_t size);
   uint32_t ld32(uint64_t a);
   uint64_t ld64(uint64_t a);
   void st32(uint64_t a, uint32_t v);
@@ -139,7 +161,7 @@ class TceEngine {
   bool sttReserveList(uint32_t stt, uint64_t idx, uint32_t n, uint32_t src);
   bool sttReserveRange(uint32_t stt, uint64_t idx, uint64_t n);
 
-  // Either kind of access (engine.cc, "Two ways to reach memory"): R = true is raw after need().
+  // Either kind of access (engine_access.h, "Two ways to reach memory"): R = true is raw after need().
   template <bool R> uint32_t L32(uint64_t a);
   template <bool R> uint64_t L64(uint64_t a);
   template <bool R> void S32(uint64_t a, uint32_t v);
@@ -155,7 +177,7 @@ class TceEngine {
   template <bool R> void ADD64(uint64_t a, uint64_t v);
   template <bool R> void FILL0(uint64_t a, uint64_t size);
   template <bool R> bool need(uint64_t a, uint64_t len, bool align = true);
-  void needFailed(uint64_t a, uint64_t len, bool align);
+  SPAPR_COLD void needFailed(uint64_t a, uint64_t len, bool align);
 
   // alloc.ts
   bool lock();
@@ -216,7 +238,7 @@ class TceEngine {
   uint64_t cachedHpa(uint64_t ua);
   bool transfers(uint64_t oldTce, uint64_t oldUa);
   uint64_t lockSlot(uint32_t pua, uint64_t tag, uint32_t spins, bool noLock);
-  uint64_t lockWait(uint32_t pua, uint64_t tag, uint32_t spins);
+  SPAPR_COLD uint64_t lockWait(uint32_t pua, uint64_t tag, uint32_t spins);
   void regionReset() {
     cR_ = 0;
     cUa_ = 1;

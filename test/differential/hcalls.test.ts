@@ -1,5 +1,5 @@
 // Differential test of the hypercall layer (assembly/hcall.ts and guest.ts
-// against their C++ port in src/native/engine.cc): seeded random sequences of
+// against their C++ port in src/native/engine_hcall*.cc): seeded random sequences of
 // H_PUT_TCE, H_PUT_TCE_INDIRECT (lists written into guest RAM), H_STUFF_TCE
 // and H_GET_TCE, valid and invalid, on known and unknown LIOBNs, through the
 // whole chain (real → virtual → exit), in real mode only, in virtual mode

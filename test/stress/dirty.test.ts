@@ -1,4 +1,4 @@
-// Dirty tracking done by the engines (assembly/dirty.ts, engine.cc twin; src/vmm/dirty.ts): with
+// Dirty tracking done by the engines (assembly/dirty.ts, engine_dirty.cc twin; src/vmm/dirty.ts): with
 // vm.trackDmaWritable(true), a page a vCPU on a WORKER thread maps writable and unmaps again
 // between two reads of the log is still dirty (the worker's hypercalls emit no events on the host
 // thread: only the engine's mark in the memslot's log in linear memory sees them). Read-only

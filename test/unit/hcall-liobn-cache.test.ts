@@ -1,5 +1,5 @@
 // The real-mode H_PUT_TCE path keeps the last LIOBN → guest table lookup of
-// its engine instance (assembly/hcall.ts findSttCached, engine.cc twin),
+// its engine instance (assembly/hcall.ts findSttCached, engine_hcall_put.cc twin),
 // valid only while HDR.gracePeriods is unchanged. These are the cases where
 // a stale entry would act on the wrong table: the table's VM destroyed (its
 // descriptors freed and their memory reused), a new VM with the same LIOBN,
