@@ -28,7 +28,7 @@ describe('the tarball', () => {
   const files = packed();
 
   it('holds no build leftovers, no tests, no maintainer tools', () => {
-    const bad = files.filter((f) => /\.wat$|native-build\.json$|\.tgz$|^(test|assembly|build|node_modules)\//.test(f) || f === 'bench/readme.mjs');
+    const bad = files.filter((f) => /\.wat$|native-build\.json$|\.tgz$|^(test|assembly|build|node_modules|dist\/asan)\//.test(f) || f === 'bench/readme.mjs');
     expect(bad).toEqual([]);
     for (const want of ['LICENSE', 'README.md', 'package.json', 'dist/index.js', 'dist/cli.js', 'dist/wasm/tce.wasm', 'docs/traces.md']) expect(files).toContain(want);
   });
