@@ -1,4 +1,4 @@
-// Spec: docs/semantics.md §8.5 (host VFIO kept in sync in the kvm profile): QEMU with in-kernel
+// Spec: docs/semantics.md §8.5 (host VFIO kept in sync in the kvm profile), §9 V46–V48: QEMU with in-kernel
 // TCE acceleration runs the same prereg and VFIO listeners (vfio_prereg_listener_region_add,
 // vfio_spapr_create_window) and links each host window to the guest table
 // (vfio_spapr_kvm_attach_tce: KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE); the kernel then updates the
@@ -69,7 +69,7 @@ const ZERO = { mapDma: 0, unmapDma: 0, registerMemory: 0, unregisterMemory: 0, c
 describe('vm.attachContainer in the kvm profile: the listeners plus the KVM link', () => {
   for (const engine of ['wasm', 'native'] as const) {
     for (const kernel of ['4.19', '5.19'] as const) {
-      it(`${engine}, ${kernel}: attach links the host window; guest INDIRECT(512), PUT and STUFF complete in the kernel with no MAP_DMA and the host window equals the guest's; detach empties the container`, async () => {
+      it(`rows 46, 47 (${engine}, ${kernel}): attach links the host window; guest INDIRECT(512), PUT and STUFF complete in the kernel with no MAP_DMA and the host window equals the guest's; detach empties the container`, async () => {
         const { host, qemu, vm, fd, group, calls, errors, attach, list, hc, ops } = await setup(engine, kernel);
         const lockedBefore = qemu.mm.lockedPages;
         const sync = attach();
@@ -135,7 +135,7 @@ describe('vm.attachContainer in the kvm profile: the listeners plus the KVM link
       host.checkInvariants();
     });
 
-    it(`${kernel}: a window created later is mirrored and linked (QEMU's DDW create → kvmppc_create_spapr_tce); vm.reset() and memslots; vm.destroy() unlinks and empties the container`, async () => {
+    it(`row 48 (${kernel}): a window created later is mirrored and linked (QEMU's DDW create → kvmppc_create_spapr_tce); vm.reset() and memslots; vm.destroy() unlinks and empties the container`, async () => {
       const { host, qemu, vm, fd, calls, errors, attach, hc, ops } = await setup('native', kernel);
       const sync = attach();
       calls.length = 0;
@@ -176,6 +176,41 @@ describe('vm.attachContainer in the kvm profile: the listeners plus the KVM link
     });
   }
 
+  it('row 48, after a restore: the window and its link are adopted (no new link), the replay refills the window, detach drops the adopted link', async () => {
+    const { host, qemu, vm, list, hc } = await setup('wasm', '4.19');
+    const fdA = qemu.containers()[0]!;
+    vm.attachContainer(fdA);
+    expect(hc(H.PUT_TCE_INDIRECT, L, 0x20000n, list([G | 3n, (G + 0x1000n) | 1n]), 2n)[0]).toBe(H.SUCCESS);
+    const b = Host.restore(host.snapshot());
+    const qemuB = b.processes.get(qemu.tid)!;
+    const vmB = [...b.vms].find((x) => x.process === qemuB)!;
+    const fdB = qemuB.containers()[0]!;
+    const linksBefore = vmB.links(L);
+    expect(linksBefore).toHaveLength(1);
+    const calls: VfioCall[] = [];
+    const sync = vmB.attachContainer(fdB, { onCall: (c) => calls.push(c) });
+    // the adopted window emptied, then the replay: one MAP_DMA per permission run
+    expect(calls.map((c) => c.op)).toEqual(['unmapDma', 'mapDma', 'mapDma']);
+    expect(sync.windows()).toMatchObject([{ liobn: L, adopted: true }]);
+    expect(vmB.links(L)).toEqual(linksBefore);
+    expect(hostEntries(fdB, 0n)).toEqual(expectedEntries(vmB, L));
+    calls.length = 0;
+    const c = vmB.vcpu(0);
+    c.regs[3] = BigInt(H.PUT_TCE);
+    c.regs[4] = L;
+    c.regs[5] = 0x30000n;
+    c.regs[6] = (G + 0x2000n) | 3n;
+    expect(c.hcall()).toBe(H.SUCCESS);
+    expect(calls).toEqual([]);
+    expect(hostEntries(fdB, 0n)).toEqual(expectedEntries(vmB, L));
+    sync.detach();
+    expect(calls.map((x) => x.op)).toEqual(['unlinkGroup', 'unmapDma', 'removeWindow', 'unregisterMemory']);
+    expect(vmB.links(L)).toEqual([]);
+    expect(fdB.container.windows).toEqual([undefined, undefined]);
+    expect(fdB.container.regions).toEqual([]);
+    b.checkInvariants();
+  });
+
   it('links the VMM made itself stay: the sync drops only its own reference, whichever slot its link is in', async () => {
     const { host, qemu, vm, fd, attach } = await setup('wasm', '5.19');
     const sync = attach();
@@ -203,7 +238,7 @@ describe('vm.attachContainer in the kvm profile: the listeners plus the KVM link
     host.checkInvariants();
   });
 
-  it('errors: a window the host cannot place and a map in it are reported through onError; a link refused at attach (ENOSPC) fails the attach and leaves the container as it was; v1 is ENODEV', async () => {
+  it('row 48, errors: a window the host cannot place and a map in it are reported through onError; a link refused at attach (ENOSPC) fails the attach and leaves the container as it was; v1 is ENODEV', async () => {
     const { host, qemu, vm, fd, group, errors, attach, hc, ops } = await setup('wasm', '4.19');
     const sync = attach();
     // a guest window at a bus address the host cannot give (not 0, not 1 << 59)
