@@ -6,6 +6,7 @@
 // hypercalls it completes. Both engines, kernel eras 4.19 (real mode) and 5.19 (virtual mode only).
 import { describe, expect, it } from 'vitest';
 import { Host, H, VfioSyncError, type VfioCall, type ContainerFd, type Vm, type KernelEra } from '../../src/index.js';
+import { WorkerVcpu } from '../../src/worker.js';
 import { MiB, GiB, expectErr } from './helpers.js';
 
 const L = 0x80000000n;
@@ -210,6 +211,28 @@ describe('vm.attachContainer in the kvm profile: the listeners plus the KVM link
     expect(fdB.container.regions).toEqual([]);
     b.checkInvariants();
   });
+
+  for (const kernel of ['4.19', '5.19'] as const) {
+    it(`row 46 (${kernel}): a worker vCPU's hypercalls, which deliver no events, still reach the host window through the link`, async () => {
+      const { host, vm, fd, calls, attach, list, vcpu } = await setup('wasm', kernel);
+      const sync = attach();
+      calls.length = 0;
+      const w = WorkerVcpu.attach(vcpu.workerData());
+      const tces = Array.from({ length: 512 }, (_, i) => (G + BigInt(i) * 0x1000n) | 3n);
+      w.regs[3] = BigInt(H.PUT_TCE_INDIRECT);
+      w.regs[4] = L;
+      w.regs[5] = 0x400000n;
+      w.regs[6] = list(tces);
+      w.regs[7] = 512n;
+      expect(w.hcall()).toBe(H.SUCCESS);
+      expect(vcpu.lastLevel).not.toBe('exit');
+      expect(calls).toEqual([]);
+      expect(hostEntries(fd, 0n)).toHaveLength(512);
+      expect(hostEntries(fd, 0n)).toEqual(expectedEntries(vm, L));
+      sync.detach();
+      host.checkInvariants();
+    });
+  }
 
   it('links the VMM made itself stay: the sync drops only its own reference, whichever slot its link is in', async () => {
     const { host, qemu, vm, fd, attach } = await setup('wasm', '5.19');
