@@ -122,6 +122,49 @@ export function attachGroup(vm: KvmVm, group: Group, liobn: bigint | number): vo
   stt.stitCount = n + 1;
 }
 
+/**
+ * Drops one reference of the link between LIOBN `liobn` and the hardware
+ * table `tableDesc` that attachGroup took (kref_put on the
+ * kvmppc_spapr_tce_iommu_table, as kvm_spapr_tce_release_iommu_group does
+ * for each link of a group leaving the KVM VFIO device). The last one
+ * removes the link (list_del_rcu) and the table's reference goes after a
+ * grace period (kvm_spapr_tce_iommu_table_free). The link's slot is
+ * refilled with the last one before the count shrinks, and the last slot
+ * emptied only after a grace period, so a vCPU on another thread walking
+ * the links never misses a live one nor reads an empty slot (it may see the
+ * removed table, still alive until the grace period ends, or the last one
+ * twice: a map or clear repeated on the same entry changes nothing).
+ * False when there is no such link.
+ */
+export function unlinkTable(vm: KvmVm, liobn: bigint, tableDesc: number, tableOf: (desc: number) => IommuTable | undefined): boolean {
+  const t = vm.tables.get(liobn);
+  if (!t) return false;
+  const stt = new SttView(vm.host.mem, t.desc);
+  const n = stt.stitCount;
+  for (let i = 0; i < n; i++) {
+    if (stt.stitsAt(i) !== tableDesc) continue;
+    const refs = stt.stitRefsAt(i);
+    if (refs > 1) {
+      stt.setStitRefsAt(i, refs - 1);
+      return true;
+    }
+    stt.setStitsAt(i, stt.stitsAt(n - 1));
+    stt.setStitRefsAt(i, stt.stitRefsAt(n - 1));
+    stt.stitCount = n - 1;
+    // The vacated last slot is emptied once no vCPU can still hold the old count; unless a
+    // link made since has taken it, or the table itself has gone.
+    const desc = t.desc;
+    vm.host.deferFree(() => {
+      if (vm.tables.get(liobn)?.desc !== desc || stt.stitCount >= n) return;
+      stt.setStitsAt(n - 1, 0);
+      stt.setStitRefsAt(n - 1, 0);
+    });
+    tableOf(tableDesc)?.releaseLink();
+    return true;
+  }
+  return false;
+}
+
 /** The hardware tables linked to a LIOBN, with their reference counts. */
 export function links(vm: KvmVm, liobn: bigint | number): { tableDesc: number; refs: number }[] {
   const t = vm.tables.get(v.liobn('liobn', liobn));

@@ -168,6 +168,12 @@ export class KvmVm {
     guest.attachGroup(this, group, liobn);
   }
 
+  /** @internal drops one reference of the link between `liobn` and hardware table `tableDesc` (see guest-table.ts unlinkTable); false when there is none. */
+  unlinkTable(liobn: bigint, tableDesc: number): boolean {
+    this.alive();
+    return guest.unlinkTable(this, liobn, tableDesc, (d) => [...liveTables(this.host)].find((t) => t.desc === d));
+  }
+
   /** The hardware tables linked to a LIOBN, with their reference counts. */
   links(liobn: bigint | number): { tableDesc: number; refs: number }[] {
     return guest.links(this, liobn);

@@ -1,19 +1,25 @@
 // A VFIO sPAPR container kept in step with a VM's guest TCE tables: what
-// QEMU's VFIO code does for a passed-through device when QEMU itself handles
-// the TCE hypercalls (hw/vfio/spapr.c, hw/vfio/listener.c), as a library
-// object the VMM attaches with vm.attachContainer(fd). It is a VMM of the
-// container: every change goes through the public ContainerFd ioctls, as
-// QEMU's goes through ioctl(2). This file is the object and its life
-// (attach, detach); each concern has its own file in vfio-sync/:
+// QEMU's VFIO code does for a passed-through device (hw/vfio/spapr.c,
+// hw/vfio/listener.c), as a library object the VMM attaches with
+// vm.attachContainer(fd). In the qemu profile QEMU handles the TCE
+// hypercalls and maps each one with MAP_DMA; in the kvm profile (in-kernel
+// acceleration) the same listeners run, and each host window is also linked
+// to its guest table, after which the kernel updates it itself (links.ts).
+// It is a VMM of the container: every change goes through the public
+// ContainerFd ioctls (and vm.attachGroup), as QEMU's goes through ioctl(2).
+// This file is the object and its life (attach, detach); each concern has
+// its own file in vfio-sync/:
 //   prereg.ts    the prereg listener: a registered region per memslot (v2)
 //   windows.ts   a host window per guest window (create, adopt, remove; v1's one window)
+//   links.ts     kvm profile: the host window linked to the guest table (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE)
 //   listener.ts  an operation's events: windows, and coalesced MAP_DMA / UNMAP_DMA runs
 //   state.ts     what they share, and how a call is made, counted and reported
 //   types.ts     the options, calls, counts, windows and error it shows
 //
 // Attach (vfio_spapr_container_setup, then the listener's first region_add
 // and memory_region_iommu_replay): regions registered, the kernel's default
-// window removed, windows created, present mappings replayed.
+// window removed, windows created (and linked, kvm profile), present
+// mappings replayed.
 //
 // Failures after attach are never dropped: each is counted in
 // stats().errors and passed to opts.onError (QEMU logs them, and a guest
@@ -62,14 +68,14 @@ export class VfioSync {
     const only = o.liobns === undefined ? undefined : new Set(v.array('opts.liobns', o.liobns, 'LIOBNs').map((l, i) => v.liobn(`opts.liobns[${i}]`, l)));
     const onError = o.onError === undefined ? undefined : v.fn<(e: VfioSyncError) => void>('opts.onError', o.onError);
     const onCall = o.onCall === undefined ? undefined : v.fn<(c: VfioCall) => void>('opts.onCall', o.onCall);
-    if (vm.profile !== 'qemu') {
-      fail('ENODEV', 'attachContainer: in the kvm profile the kernel updates the hardware tables itself (in-kernel TCE acceleration): link them with vm.attachGroup(group, liobn); a VFIO listener is what QEMU runs when it handles the TCE hypercalls, the qemu profile');
-    }
     if (!this.fd.isOpen) fail('EBADF', 'attachContainer: the container handle is closed');
     const c = this.fd.container;
     if (this.fd.process.mm !== vm.mm) fail('EINVAL', 'attachContainer: the handle belongs to a process of another address space than the VM (QEMU holds both in one process)');
     if (c.v2 === undefined || c.groups.length === 0) fail('ENXIO', 'attachContainer: attach a group and set the IOMMU type (v1 or v2) first');
     if (ATTACHED.has(c)) fail('EBUSY', `attachContainer: container ${c.id} is already kept in sync`);
+    // The kernel accelerates only v2 (kvmppc_tce_iommu_do_map finds no pre-registered memory for a
+    // v1 table): every guest map would exit, and QEMU's handling of an exit is not modelled here.
+    if (vm.profile === 'kvm' && !c.v2) fail('ENODEV', 'attachContainer: in the kvm profile the container must be v2 (the kernel accelerates TCE hypercalls only over pre-registered memory; a v1 table makes every guest map exit to the VMM)');
     this.s = {
       vm,
       fd: this.fd,
@@ -77,7 +83,8 @@ export class VfioSync {
       onError,
       onCall,
       v2: c.v2,
-      counts: { mapDma: 0, unmapDma: 0, registerMemory: 0, unregisterMemory: 0, createWindow: 0, removeWindow: 0, errors: 0 },
+      kvm: vm.profile === 'kvm',
+      counts: { mapDma: 0, unmapDma: 0, registerMemory: 0, unregisterMemory: 0, createWindow: 0, removeWindow: 0, linkGroup: 0, unlinkGroup: 0, errors: 0 },
       mirrors: new Map(),
       regions: [],
       // GET_INFO first, as vfio_spapr_container_setup does: the windows and page sizes the host offers.
@@ -130,9 +137,10 @@ export class VfioSync {
   }
 
   /**
-   * Stops following the VM and undoes what the sync made or adopted: one
-   * UNMAP_DMA over each host window, TCE_REMOVE of the windows it created
-   * (v2), UNREGISTER_MEMORY of its regions, DISABLE if it enabled a v1
+   * Stops following the VM and undoes what the sync made or adopted: the
+   * references of its links dropped (kvm profile), one UNMAP_DMA over each
+   * host window, TCE_REMOVE of the windows it created (v2),
+   * UNREGISTER_MEMORY of its regions, DISABLE if it enabled a v1
    * container. Failures are reported as usual. Idempotent.
    */
   detach(): void {

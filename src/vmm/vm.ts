@@ -240,11 +240,13 @@ export class Vm extends KvmVm {
 
   /**
    * Keeps a VFIO sPAPR container in step with this VM's guest windows and
-   * mappings, as QEMU's VFIO listener does (see vfio-sync.ts). The qemu
-   * profile only: with the kvm profile the kernel updates the hardware
-   * tables (vm.attachGroup), ENODEV. `fd` must be a handle of the VM's
-   * process on a container with a group and an IOMMU type; a container has
-   * one sync at a time (EBUSY).
+   * mappings, as QEMU's VFIO and prereg listeners do (see vfio-sync.ts). In
+   * the kvm profile each host window is also linked to its guest table
+   * (vm.attachGroup for every group), so the kernel updates it on the
+   * hypercalls it completes and no MAP_DMA is made for them; a v1 container
+   * is ENODEV there. `fd` must be a handle of the VM's process on a
+   * container with a group and an IOMMU type; a container has one sync at a
+   * time (EBUSY).
    */
   attachContainer(fd: ContainerFd, opts?: VfioSyncOptions): VfioSync {
     return new VfioSync(this, fd, opts).start();

@@ -104,8 +104,8 @@ describe('examples/mini-vmm', () => {
   });
 
   it('shows the sync\'s stats on both hosts, and detach() undoing what it made', () => {
-    const a = run.stdout.match(/vfio sync on host A: mapDma (\d+), unmapDma (\d+), registerMemory 1, unregisterMemory 0, createWindow 1, removeWindow 1, errors 0/);
-    const b = run.stdout.match(/vfio sync on host B: mapDma (\d+), unmapDma (\d+), registerMemory 0, unregisterMemory 0, createWindow 0, removeWindow 0, errors 0/);
+    const a = run.stdout.match(/vfio sync on host A: mapDma (\d+), unmapDma (\d+), registerMemory 1, unregisterMemory 0, createWindow 1, removeWindow 1, linkGroup 0, unlinkGroup 0, errors 0/);
+    const b = run.stdout.match(/vfio sync on host B: mapDma (\d+), unmapDma (\d+), registerMemory 0, unregisterMemory 0, createWindow 0, removeWindow 0, linkGroup 0, unlinkGroup 0, errors 0/);
     expect(a).not.toBeNull();
     expect(b).not.toBeNull();
     // host A: the probe's map, then requests 1-3 (2 + 2 + 1 MAP_DMA, one UNMAP_DMA each)

@@ -30,11 +30,18 @@ interface Run {
 export function replay(s: SyncState, liobn: bigint): void {
   const found: IommuEvent[] = [];
   s.vm.replay(liobn, (e) => found.push(e));
-  if (found.length > 0) apply(s, found);
+  if (found.length > 0) apply(s, found, true);
 }
 
-/** One operation's events, in order, with contiguous runs coalesced into single calls. */
-export function apply(s: SyncState, events: readonly VmEvent[]): void {
+/**
+ * One operation's events, in order, with contiguous runs coalesced into
+ * single calls. The map/unmap events of a window linked in the kvm profile
+ * are the kernel's work, already done on the host window (a hypercall it
+ * completed, a reset that cleared the linked tables, a destroy whose
+ * TCE_REMOVE clears the window), except in a `replay`: the entries a
+ * guest made before the window existed, which only MAP_DMA puts there.
+ */
+export function apply(s: SyncState, events: readonly VmEvent[], replaying = false): void {
   let run: Run | undefined;
   const flush = (): void => {
     if (run) flushRun(s, run);
@@ -50,6 +57,7 @@ export function apply(s: SyncState, events: readonly VmEvent[]): void {
     }
     const ev = e as IommuEvent;
     const m = s.mirrors.get(ev.liobn);
+    if (m?.inKernel && !replaying) continue;
     if (ev.kind === 'unmap') {
       // Nothing was mapped in a window the host could not provide.
       if (!m?.host) continue;

@@ -18,6 +18,14 @@ export interface Mirror {
   guestShift: number;
   /** The host window; undefined when none could be made. */
   host: { startAddr: bigint; pageShift: number; levels: number; adopted: boolean; own: boolean } | undefined;
+  /** kvm profile: the links the sync holds a reference of (made or adopted), by group id → hardware table. */
+  links: { group: number; tableDesc: number }[];
+  /**
+   * kvm profile: every group of the container is linked, so the kernel
+   * updates the host window itself on each guest hypercall it completes and
+   * the sync makes no MAP_DMA/UNMAP_DMA for them.
+   */
+  inKernel: boolean;
 }
 
 /** A region the sync registered (or adopted) for a memslot. */
@@ -38,6 +46,8 @@ export interface SyncState {
   readonly onError: ((e: VfioSyncError) => void) | undefined;
   readonly onCall: ((c: VfioCall) => void) | undefined;
   readonly v2: boolean;
+  /** The VM is of the kvm profile: host windows are linked to the guest tables (links.ts). */
+  readonly kvm: boolean;
   readonly counts: VfioSyncStats;
   /** By guest LIOBN, in the order they were made or adopted. */
   readonly mirrors: Map<bigint, Mirror>;

@@ -3,10 +3,15 @@
 // windows, and the error a host-side failure is reported with.
 import { TceError, type ErrnoCode } from '../../core/errors.js';
 
-/** The container calls a VfioSync makes (the ioctls of QEMU's sPAPR VFIO code). */
-export type VfioOp = 'registerMemory' | 'unregisterMemory' | 'createWindow' | 'removeWindow' | 'mapDma' | 'unmapDma';
+/**
+ * The calls a VfioSync makes (the ioctls of QEMU's sPAPR VFIO code): on the
+ * container, and in the kvm profile on the VM, the link of a group's
+ * hardware table to a guest table (KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE) and
+ * the drop of that link's reference.
+ */
+export type VfioOp = 'registerMemory' | 'unregisterMemory' | 'createWindow' | 'removeWindow' | 'mapDma' | 'unmapDma' | 'linkGroup' | 'unlinkGroup';
 
-/** stats(): calls made on the container by op (refused ones included), and failures. */
+/** stats(): calls made by op (refused ones included), and failures. */
 export interface VfioSyncStats {
   mapDma: number;
   unmapDma: number;
@@ -14,6 +19,10 @@ export interface VfioSyncStats {
   unregisterMemory: number;
   createWindow: number;
   removeWindow: number;
+  /** kvm profile: links made (vm.attachGroup: KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE), one per group and window. */
+  linkGroup: number;
+  /** kvm profile: link references dropped (at a window's removal and at detach). */
+  unlinkGroup: number;
   /** Refused calls, plus events that could not be mirrored at all (a map of a non-RAM address, a window the host could not provide). */
   errors: number;
 }
@@ -21,8 +30,10 @@ export interface VfioSyncStats {
 /** One call made on the container, as opts.onCall sees it after it ran (QEMU's trace points). */
 export interface VfioCall {
   op: VfioOp;
-  /** The guest LIOBN the call is for (windows and mappings). */
+  /** The guest LIOBN the call is for (windows, mappings and links). */
   liobn?: bigint;
+  /** linkGroup/unlinkGroup: the group's id. */
+  group?: number;
   /** mapDma/unmapDma: the IOVA and size; removeWindow: startAddr in iova. */
   iova?: bigint;
   size?: bigint;

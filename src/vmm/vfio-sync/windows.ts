@@ -11,6 +11,7 @@ import { TceError } from '../../core/errors.js';
 import { hex } from '../../core/format.js';
 import { VfioSyncError } from './types.js';
 import { call, follows, note, report, type Mirror, type SyncState } from './state.js';
+import { linkWindow, unlinkWindow } from './links.js';
 
 /**
  * vfio_spapr_container_setup for v2, after the regions: the kernel's default
@@ -30,6 +31,7 @@ export function setupV2(s: SyncState): void {
       m.host = { startAddr: w.startAddr, pageShift: w.pageShift, levels: w.levels, adopted: true, own: true };
       // A fresh window is empty: drop whatever the old one held, the replay maps what the guest has.
       call(s, { op: 'unmapDma', liobn: t.liobn, iova: w.startAddr, size: w.windowSize }, () => s.fd.unmapDma({ iova: w.startAddr, size: w.windowSize }));
+      linkWindow(s, m);
     } else {
       call(s, { op: 'removeWindow', iova: w.startAddr }, () => s.fd.removeWindow(w.startAddr));
     }
@@ -55,7 +57,7 @@ function addWindows(s: SyncState): void {
 }
 
 function mirrorOf(s: SyncState, liobn: bigint, busOffset: bigint, windowSize: bigint, guestShift: number): Mirror {
-  const m: Mirror = { liobn, busOffset, windowSize, guestShift, host: undefined };
+  const m: Mirror = { liobn, busOffset, windowSize, guestShift, host: undefined, links: [], inKernel: false };
   s.mirrors.set(liobn, m);
   return m;
 }
@@ -127,6 +129,7 @@ export function addWindow(s: SyncState, ev: WindowEvent): void {
     return;
   }
   m.host = { startAddr, pageShift, levels, adopted: false, own: true };
+  linkWindow(s, m);
 }
 
 /** A guest window went away (vfio_listener_region_del → vfio_spapr_remove_window); its mappings' unmaps came first. */
@@ -134,6 +137,7 @@ export function removeWindow(s: SyncState, ev: WindowEvent): void {
   const m = s.mirrors.get(ev.liobn);
   if (!m) return;
   s.mirrors.delete(ev.liobn);
+  unlinkWindow(s, m);
   if (m.host?.own) call(s, { op: 'removeWindow', liobn: ev.liobn, iova: m.host.startAddr }, () => s.fd.removeWindow(m.host!.startAddr));
 }
 
@@ -142,6 +146,8 @@ export function removeWindows(s: SyncState, all: boolean): void {
   for (const m of s.mirrors.values()) {
     const h = m.host;
     if (!h || (!all && h.adopted)) continue;
+    // The links first, so that no guest hypercall reaches the window once it is emptied.
+    unlinkWindow(s, m);
     // vfio_listener_region_del: one UNMAP over the window, then TCE_REMOVE (v2).
     const iova = s.v2 ? h.startAddr : m.busOffset;
     call(s, { op: 'unmapDma', liobn: m.liobn, iova, size: m.windowSize }, () => s.fd.unmapDma({ iova, size: m.windowSize }));
