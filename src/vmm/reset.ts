@@ -38,6 +38,12 @@ export function resetVm(vm: Vm): void {
         phb.dropMappings();
       }
     }
+    // A kvm-profile PHB whose windows are all removed has no table left to be found by.
+    for (const phb of vm.phbs) {
+      if (phbs.includes(phb)) continue;
+      phbs.push(phb);
+      phb.dropMappings();
+    }
     for (const phb of phbs) phb.resetWindows();
     vm.bypass.clear();
   });
