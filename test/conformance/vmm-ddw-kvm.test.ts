@@ -142,6 +142,9 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
     same();
     expect(remove(L1)).toEqual([0]);
     expect(remove(L1)).toEqual([PARAM]); // inactive
+    // the disabled window's LIOBN has no KVM table, but QEMU's table device holds it
+    expect(() => vm.createTceTable({ liobn: L1, pageShift: 12, offset: 0n, size: 16n })).toThrow(/EBUSY/);
+    expect(vm.tables.has(L1)).toBe(false);
     expect(geometry()).toEqual([DEFAULT]);
     // 2^32 entries or more (u32 nb_table) → -1; a window over the locked_vm limit: KVM refuses the table → -1
     expect(create(12, 44)).toEqual([HW]);
@@ -204,6 +207,8 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
         expect(vm.tables.has(L1)).toBe(false);
         expect(vm.links(L1)).toEqual([]);
         expect(fd.container.windows.find((w) => w?.startAddr === DDW)).toBeUndefined();
+        // the hardware table went with its last reference (the window's and the link's)
+        expect(host.tables.has(hw)).toBe(false);
         expect(sync.windows().map((w) => w.liobn)).toEqual([L0]);
         expectRegionCounts(fd);
         expect(fd.container.regions[0]!.mapped).toBe(2n); // the registration and L0's one TCE
@@ -211,9 +216,12 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
         // reset with a DDW: both host windows go, the default one comes back, empty and linked again
         expect(create(16, 30)[0]).toBe(0);
         expect(hc(H.PUT_TCE, L1, DDW, G | 3n)[0]).toBe(H.SUCCESS);
+        const oldDef = fd.container.windows.find((w) => w?.startAddr === 0n)!.table;
+        const oldDdw = fd.container.windows.find((w) => w?.startAddr === DDW)!.table;
         calls.length = 0;
         events.length = 0;
         expect(reset()).toEqual([0]);
+        expect(host.tables.has(oldDef) || host.tables.has(oldDdw)).toBe(false);
         expect(events.map((e) => `${e.kind} ${e.liobn.toString(16)}`)).toEqual(['unmap 80000000', 'unmap 80000001', 'window-remove 80000000', 'window-remove 80000001', 'window-add 80000000']);
         expect(ops()).toEqual(['removeWindow', 'removeWindow', 'createWindow', 'linkGroup']);
         const def = fd.container.windows.find((w) => w?.startAddr === 0n)!.table;
@@ -241,6 +249,29 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
       });
     }
   }
+
+  it('vm.destroy() with a PHB and a DDW in sync: each window unlinked by the sync, then TCE_REMOVE; nothing left', async () => {
+    const { host, qemu, vm, create, hc } = await setup('wasm', '4.19');
+    const group = host.addGroup();
+    const fd = qemu.openContainer();
+    fd.attachGroup(group);
+    fd.setIommu('v2');
+    const calls: VfioCall[] = [];
+    const errors: VfioSyncError[] = [];
+    const lockedBefore = qemu.mm.lockedPages;
+    const sync = vm.attachContainer(fd, { onCall: (c) => calls.push(c), onError: (e) => errors.push(e) });
+    expect(create(16, 30)[0]).toBe(0);
+    expect(hc(H.PUT_TCE, L1, DDW, G | 3n)[0]).toBe(H.SUCCESS);
+    calls.length = 0;
+    vm.destroy();
+    expect(calls.map((c) => c.op)).toEqual(['unlinkGroup', 'removeWindow', 'unlinkGroup', 'removeWindow', 'unregisterMemory']);
+    expect(fd.container.windows).toEqual([undefined, undefined]);
+    expect(fd.container.regions).toEqual([]);
+    expect(errors).toEqual([]);
+    sync.detach();
+    expect(qemu.mm.lockedPages).toBeLessThan(lockedBefore);
+    host.checkInvariants();
+  });
 
   it('a snapshot of a kvm-profile VM with a PHB and a DDW round-trips (a disabled window has no table)', async () => {
     const { host, vm, create, remove, hc } = await setup('native', '4.19');
