@@ -243,6 +243,51 @@ export function freeTcePages(host: HostContext, pages: number, npages: number): 
 }
 
 /**
+ * Closing one guest table's fd (kvm_spapr_tce_release, what QEMU's
+ * spapr_tce_table_disable does to a kvm-profile window: munmap and close):
+ * the table leaves the VM's list (list_del_rcu), so a hypercall on its
+ * LIOBN finds nothing from then on and exits; every link drops all its
+ * references at once (the kref_put loop: a hardware table VFIO has already
+ * let go is cleared and freed), the charge goes back, and the pages, page
+ * array and descriptor are freed after a grace period (call_rcu →
+ * release_spapr_tce_table). The hardware entries stay: clearing them is
+ * VFIO's (the listener's UNMAP and TCE_REMOVE). False when there is no
+ * such table.
+ */
+export function releaseTable(vm: KvmVm, liobn: bigint, tableOf: (desc: number) => IommuTable | undefined): boolean {
+  const t = vm.tables.get(liobn);
+  if (!t) return false;
+  const host = vm.host;
+  const mem = host.mem;
+  const vmd = new VmView(mem, vm.desc);
+  const stt = new SttView(mem, t.desc);
+  // Unlinked from the list first; a vCPU already past the predecessor still follows `next`, intact until the grace period ends.
+  if (vmd.stts === t.desc) vmd.stts = stt.next;
+  else {
+    for (let at = vmd.stts; at !== 0; ) {
+      const d = new SttView(mem, at);
+      if (d.next === t.desc) {
+        d.next = stt.next;
+        break;
+      }
+      at = d.next;
+    }
+  }
+  vm.tables.delete(liobn);
+  const n = stt.stitCount;
+  const held: number[] = [];
+  for (let i = 0; i < n; i++) held.push(stt.stitsAt(i));
+  const pages = stt.pages;
+  const npages = stt.npages;
+  const desc = t.desc;
+  for (const d of held) tableOf(d)?.releaseLink();
+  if (pages !== 0) freeTcePages(host, pages, npages);
+  host.deferFree(() => host.free(desc, SttView.BYTES));
+  vm.mm.unaccount(chargeKey.stt(vm.desc, liobn), t.chargedPages);
+  return true;
+}
+
+/**
  * The guest-table half of closing a VM (kvm_vm_release → the stt fds and
  * the KVM VFIO device going): every table leaves the VM's list first, so no
  * vCPU finds one after that; then the links drop their references

@@ -174,6 +174,12 @@ export class KvmVm {
     return guest.unlinkTable(this, liobn, tableDesc, (d) => [...liveTables(this.host)].find((t) => t.desc === d));
   }
 
+  /** @internal closes the fd of the guest table of `liobn` (kvm_spapr_tce_release, see guest-table.ts releaseTable); false when there is none. */
+  releaseTable(liobn: bigint): boolean {
+    this.alive();
+    return guest.releaseTable(this, liobn, (d) => [...liveTables(this.host)].find((t) => t.desc === d));
+  }
+
   /** The hardware tables linked to a LIOBN, with their reference counts. */
   links(liobn: bigint | number): { tableDesc: number; refs: number }[] {
     return guest.links(this, liobn);

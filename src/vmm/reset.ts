@@ -12,7 +12,9 @@
 // the whole window then); here every dropped mapping is an unmap event, so
 // a mirror of any table stays right.
 //
-// In the kvm profile a table's entries live in KVM's table, which QEMU's
+// In the kvm profile a PHB's DMA reset releases its windows' KVM tables
+// and creates the default one anew (rtas.ts), as QEMU's closes and reopens
+// the table fds. Any other table's entries live in KVM's table, which QEMU's
 // reset zeroes through its mapping of it; the hardware tables linked to it
 // are cleared by VFIO's unmap of the window in QEMU. Here both are cleared
 // in one step, the hardware side as the unmap path of the hypercalls does
@@ -37,6 +39,12 @@ export function resetVm(vm: Vm): void {
         phbs.push(phb);
         phb.dropMappings();
       }
+    }
+    // A kvm-profile PHB whose windows are all removed has no table left to be found by.
+    for (const phb of vm.phbs) {
+      if (phbs.includes(phb)) continue;
+      phbs.push(phb);
+      phb.dropMappings();
     }
     for (const phb of phbs) phb.resetWindows();
     vm.bypass.clear();

@@ -3,11 +3,18 @@
 // §8.1 PHB defaults, §8.4). The whole PHB is one PE with two DMA windows, whose
 // tables exist from the start at LIOBNs 0x80000000 | index << 8 | win.
 // A window is one of the Vm's guest tables: enabled = the geometry QEMU's
-// spapr_tce_table_enable gives it; disabled (spapr_tce_table_disable) = size
-// 0, bus offset 0, page shift 0 and no pages, but still found by LIOBN, so
-// every hypercall on it answers H_PARAMETER and translate() 'no-window'.
-// Each change replaces the GuestTable object in vm.tables: read the geometry
-// from there, not from an object kept from before. Enabling a window is a
+// spapr_tce_table_enable gives it. In the qemu profile (QEMU's own table) a
+// disabled window (spapr_tce_table_disable) is a table of size 0, bus offset
+// 0, page shift 0 and no pages, still found by LIOBN, so every hypercall on
+// it answers H_PARAMETER and translate() 'no-window'. In the kvm profile
+// (QEMU with KVM) the table an enabled window holds is KVM's
+// (spapr_tce_alloc_table → kvmppc_create_spapr_tce: KVM_CREATE_SPAPR_TCE_64,
+// charged to locked_vm like vm.createTceTable), and disabling it closes the
+// table's fd (spapr_tce_free_table → kvm_spapr_tce_release: the table and its
+// VFIO links gone), so a disabled window has no table in vm.tables and a
+// hypercall on its LIOBN exits (H_TOO_HARD) as KVM finds nothing; QEMU
+// answers it H_PARAMETER. Each change replaces the GuestTable object in
+// vm.tables: read the geometry from there, not from an object kept from before. Enabling a window is a
 // 'window-add' event; disabling one delivers an unmap for every mapping it
 // drops, then 'window-remove' (QEMU's memory_region_del_subregion of the
 // IOMMU region, which the VFIO listener answers with one UNMAP over it and
@@ -15,7 +22,7 @@
 import type { Vm } from './vm.js';
 import { createTceTable, freeTcePages, type GuestTable } from '../kvm/guest-table.js';
 import { droppedMappings, windowEvent } from './events.js';
-import { fail } from '../core/errors.js';
+import { fail, TceError } from '../core/errors.js';
 import { hex } from '../core/format.js';
 import * as v from '../core/validate.js';
 import { SttView } from '../generated/views.js';
@@ -79,7 +86,7 @@ const QUERY_BITS: readonly (readonly [number, number])[] = [
   [12, 0x01], [16, 0x02], [21, 0x100], [24, 0x04], [25, 0x08], [26, 0x10], [27, 0x20], [28, 0x40], [34, 0x80],
 ];
 
-/** A PCI host bridge of a qemu-profile VM: one PE, two DMA windows (create with vm.addPhb()). */
+/** A PCI host bridge: one PE, two DMA windows (create with vm.addPhb()). */
 export class Phb {
   readonly vm: Vm;
   readonly buid: bigint;
@@ -101,7 +108,6 @@ export class Phb {
    */
   constructor(vm: Vm, opts: PhbOptions, others: readonly Phb[], restored?: { defWin: readonly boolean[] }) {
     const o = v.options('opts', opts, PHB_OPTIONS);
-    if (vm.profile !== 'qemu') fail('ENODEV', 'addPhb: the DDW RTAS calls are QEMU\'s; create the VM with profile \'qemu\'');
     this.vm = vm;
     this.buid = v.u64('opts.buid', o.buid);
     this.index = v.int('opts.index', o.index, 0, 0x7fffff);
@@ -133,10 +139,13 @@ export class Phb {
     for (const p of others) if (p.buid === this.buid) fail('EBUSY', `addPhb: BUID ${hex(this.buid)} exists`);
     for (const l of this.liobns) if (vm.tables.has(l)) fail('EBUSY', `addPhb: LIOBN ${hex(l)} exists`);
     // spapr_phb_realize creates both tables disabled (spapr_tce_new_table: no window yet, so
-    // no event); the PHB reset then runs the DMA reset, whose default window is the first event.
-    for (const l of this.liobns) {
-      createTceTable(vm, { liobn: l, pageShift: SPAPR_TCE_PAGE_SHIFT, offset: 0n, size: 1n });
-      disableTable(vm, l, false);
+    // no event; in the kvm profile no KVM table either); the PHB reset then runs the DMA reset,
+    // whose default window is the first event.
+    if (vm.profile === 'qemu') {
+      for (const l of this.liobns) {
+        createTceTable(vm, { liobn: l, pageShift: SPAPR_TCE_PAGE_SHIFT, offset: 0n, size: 1n });
+        disableTable(vm, l, false);
+      }
     }
     this.dmaReset();
   }
@@ -145,15 +154,15 @@ export class Phb {
   windows(): PhbWindow[] {
     const out: PhbWindow[] = [];
     this.liobns.forEach((l, win) => {
-      const t = this.vm.tables.get(l)!;
-      if (t.size !== 0n) out.push({ liobn: l, busOffset: t.offset << BigInt(t.pageShift), pageShift: t.pageShift, entries: t.size, isDefault: this.defWin[win]! });
+      const t = enabledTable(this.vm, l);
+      if (t) out.push({ liobn: l, busOffset: t.offset << BigInt(t.pageShift), pageShift: t.pageShift, entries: t.size, isDefault: this.defWin[win]! });
     });
     return out;
   }
 
   /** spapr_phb_get_active_win_num. */
   private active(): number {
-    return this.liobns.filter((l) => this.vm.tables.get(l)!.size !== 0n).length;
+    return this.liobns.filter((l) => enabledTable(this.vm, l)).length;
   }
 
   /**
@@ -171,15 +180,18 @@ export class Phb {
   /** @internal the unmap events of every mapping of this PHB's windows (the first half of dmaReset). */
   dropMappings(): void {
     if (!this.vm.events.active) return;
-    for (const l of this.liobns) for (const ev of droppedMappings(this.vm, this.vm.tables.get(l)!)) this.vm.events.emit(ev);
+    for (const l of this.liobns) {
+      const t = enabledTable(this.vm, l);
+      if (t) for (const ev of droppedMappings(this.vm, t)) this.vm.events.emit(ev);
+    }
   }
 
   /** @internal the window half of dmaReset, once the unmaps are out. */
   resetWindows(): void {
     for (const l of this.liobns) disableTable(this.vm, l, true);
     if (!enableTable(this.vm, this.liobns[0], SPAPR_TCE_PAGE_SHIFT, this.dma32Addr, this.dma32Size >> 12n)) {
-      // QEMU would abort on the failed allocation; the VMM gets the error instead.
-      fail('ENOMEM', `the default DMA window of PHB ${hex(this.buid)} does not fit in linear memory; raise maxMemory`);
+      // QEMU would abort on the failed allocation (or, in the kvm profile, fall back to a table of its own); the VMM gets the error instead.
+      fail('ENOMEM', `the default DMA window of PHB ${hex(this.buid)} does not fit in linear memory${this.vm.profile === 'kvm' ? ' or the locked_vm limit' : ''}; raise maxMemory${this.vm.profile === 'kvm' ? ' or the memlock limit' : ''}`);
     }
     this.defWin[0] = true;
   }
@@ -200,9 +212,10 @@ export class Phb {
       case 'ibm,remove-pe-dma-window': {
         // rtas_ibm_remove_pe_dma_window: an inactive window is a parameter error.
         const win = this.liobns.indexOf(BigInt(args[0]!));
-        if (this.vm.tables.get(this.liobns[win]!)!.size === 0n) return [RTAS_OUT.PARAM_ERROR];
+        const t = enabledTable(this.vm, this.liobns[win]!);
+        if (!t) return [RTAS_OUT.PARAM_ERROR];
         const defRemoved = this.defWin[win]!;
-        if (this.vm.events.active) for (const ev of droppedMappings(this.vm, this.vm.tables.get(this.liobns[win]!)!)) this.vm.events.emit(ev);
+        if (this.vm.events.active) for (const ev of droppedMappings(this.vm, t)) this.vm.events.emit(ev);
         disableTable(this.vm, this.liobns[win]!, true);
         // LoPAPR: removing the last window, when it is not the default one, restores the default window (QEMU ≥ 7.1).
         if (this.active() === 0 && !defRemoved) this.dmaReset();
@@ -219,7 +232,7 @@ export class Phb {
     // The page size and window checks come before the capacity checks: a bad request is -3 even with both windows active.
     if (pageShift > 63 || !(this.pageSizeMask & (1n << BigInt(pageShift))) || windowShift < pageShift) return [RTAS_OUT.PARAM_ERROR];
     // spapr_phb_get_free_liobn keeps the last disabled table it iterates over; here the iteration is in window order.
-    const free = [...this.liobns].reverse().find((l) => this.vm.tables.get(l)!.size === 0n);
+    const free = [...this.liobns].reverse().find((l) => !enabledTable(this.vm, l));
     const windows = this.active();
     if (free === undefined || windows === MAX_WINDOWS) return [RTAS_OUT.HW_ERROR];
     const bus = windows === 0 ? this.dma32Addr : this.dma64Addr;
@@ -293,14 +306,27 @@ export function isVioTable(vm: Vm, liobn: bigint): boolean {
   return liobn >> 32n === 0n && vm.tables.has(liobn) && !vm.phbs.some((p) => p.liobns.includes(liobn));
 }
 
+/** The window's table when it is enabled (a disabled one has size 0, or in the kvm profile no table). */
+function enabledTable(vm: Vm, liobn: bigint): GuestTable | undefined {
+  const t = vm.tables.get(liobn);
+  return t && t.size !== 0n ? t : undefined;
+}
+
 /**
- * spapr_tce_table_disable: the table stays (found by LIOBN) with size 0; its
- * TCE pages and page array are freed. With `notify`, a 'window-remove'
- * event (the caller has sent the unmaps of its mappings before).
+ * spapr_tce_table_disable: in the qemu profile the table stays (found by
+ * LIOBN) with size 0, its TCE pages and page array freed; in the kvm
+ * profile KVM's table is released (its fd closed: vm.releaseTable, links
+ * and all). With `notify`, a 'window-remove' event (the caller has sent the
+ * unmaps of its mappings before).
  */
 function disableTable(vm: Vm, liobn: bigint, notify: boolean): void {
-  const t = vm.tables.get(liobn)!;
-  if (t.size === 0n) return;
+  const t = enabledTable(vm, liobn);
+  if (!t) return;
+  if (vm.profile === 'kvm') {
+    vm.releaseTable(liobn);
+    if (notify) vm.events.emit(windowEvent(t, 'window-remove'));
+    return;
+  }
   const stt = new SttView(vm.host.mem, t.desc);
   // Size first, so every lookup fails before the pages go.
   stt.size = 0n;
@@ -321,6 +347,20 @@ function disableTable(vm: Vm, liobn: bigint, notify: boolean): void {
  * room for the page array (the platform cannot provide the window).
  */
 function enableTable(vm: Vm, liobn: bigint, pageShift: number, bus: bigint, entries: bigint): boolean {
+  if (vm.profile === 'kvm') {
+    // kvmppc_create_spapr_tce: KVM_CREATE_SPAPR_TCE_64 {liobn, page_shift, bus >> page_shift, entries}.
+    // Refused (locked_vm, linear memory): QEMU falls back to a table of its own whose hypercalls all
+    // exit; that table is not modelled, so the window is not provided (docs/semantics.md §9).
+    let t: GuestTable;
+    try {
+      t = createTceTable(vm, { liobn, pageShift, offset: bus >> BigInt(pageShift), size: entries });
+    } catch (e) {
+      if (e instanceof TceError) return false;
+      throw e;
+    }
+    vm.events.emit(windowEvent(t, 'window-add'));
+    return true;
+  }
   const t = vm.tables.get(liobn)!;
   const per = BigInt((1 << vm.host.pageShift) / 8);
   const npages = (entries + per - 1n) / per;

@@ -21,7 +21,7 @@ import type { ContainerFd } from '../vfio/fd.js';
 
 /** A virtual machine. */
 export class Vm extends KvmVm {
-  /** PCI host bridges added with addPhb() (qemu profile). */
+  /** PCI host bridges added with addPhb(). */
   readonly phbs: Phb[] = [];
   /** @internal map/unmap and window subscribers; Vcpu checks `events.active`. */
   declare readonly events: EventHub;
@@ -97,8 +97,16 @@ export class Vm extends KvmVm {
     if (threw) throw error;
   }
 
-  /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts); the new window is a 'window-add' event. */
+  /**
+   * KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts); the new window is a
+   * 'window-add' event. A PHB's LIOBN is EBUSY even while its window is
+   * disabled (in the kvm profile it has no table then): QEMU's TCE table
+   * device holds it.
+   */
   override createTceTable(args: CreateTceTable): GuestTable {
+    const l: unknown = typeof args === 'object' && args !== null ? (args as { liobn?: unknown }).liobn : undefined;
+    const liobn = typeof l === 'bigint' ? l : typeof l === 'number' && Number.isSafeInteger(l) ? BigInt(l) : undefined;
+    if (liobn !== undefined && this.phbs.some((p) => p.liobns.includes(liobn))) fail('EBUSY', `createTceTable: LIOBN ${hex(liobn)} is a window of PHB ${hex(this.phbs.find((p) => p.liobns.includes(liobn))!.buid)}`);
     const t = super.createTceTable(args);
     this.events.emit(windowEvent(t, 'window-add'));
     return t;
@@ -189,7 +197,7 @@ export class Vm extends KvmVm {
     replayMappings(this, liobn, fn);
   }
 
-  /** Adds a PCI host bridge with its two DMA windows, the default one enabled (qemu profile; see PhbOptions). */
+  /** Adds a PCI host bridge with its two DMA windows, the default one enabled (see PhbOptions; in the kvm profile each enabled window is a KVM table, see rtas.ts). */
   addPhb(opts: PhbOptions): Phb {
     return this.events.batch(() => {
       const p = new Phb(this, opts, this.phbs);

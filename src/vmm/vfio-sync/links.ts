@@ -11,10 +11,12 @@
 // leaves the window to be mirrored by MAP_DMA as in the qemu profile.
 //
 // QEMU never drops a link itself: the kernel does when the guest table's fd
-// closes (kvm_spapr_tce_release) or the group leaves the KVM VFIO device
+// closes (kvm_spapr_tce_release: a PHB window disabled by a DDW removal or
+// reset) or the group leaves the KVM VFIO device
 // (kvm_spapr_tce_release_iommu_group). A sync drops the reference of each
 // link it made when the window goes and at detach, so that no link holds a
-// host window the sync removed.
+// host window the sync removed; a link whose guest table was released is
+// only forgotten, the kernel having dropped it already.
 import { fail } from '../../core/errors.js';
 import { hex } from '../../core/format.js';
 import { call, type Mirror, type SyncState } from './state.js';
@@ -31,15 +33,17 @@ export function linkWindow(s: SyncState, m: Mirror): void {
   const w = c.windows.find((x) => x?.startAddr === startAddr);
   if (!w) return;
   const desc = w.table.desc;
+  const guest = s.vm.tables.get(m.liobn);
+  if (!guest) return;
   let adoptable = m.host.adopted ? (s.vm.links(m.liobn).find((l) => l.tableDesc === desc)?.refs ?? 0) : 0;
   let all = c.groups.length > 0;
   for (const g of c.groups) {
     if (adoptable > 0) {
       adoptable--;
-      m.links.push({ group: g.id, tableDesc: desc });
+      m.links.push({ group: g.id, tableDesc: desc, guest });
       continue;
     }
-    if (call(s, { op: 'linkGroup', liobn: m.liobn, group: g.id }, () => s.vm.attachGroup(g, m.liobn))) m.links.push({ group: g.id, tableDesc: desc });
+    if (call(s, { op: 'linkGroup', liobn: m.liobn, group: g.id }, () => s.vm.attachGroup(g, m.liobn))) m.links.push({ group: g.id, tableDesc: desc, guest });
     else all = false;
   }
   m.inKernel = all;
@@ -49,6 +53,8 @@ export function linkWindow(s: SyncState, m: Mirror): void {
 export function unlinkWindow(s: SyncState, m: Mirror): void {
   m.inKernel = false;
   for (const l of m.links.splice(0)) {
+    // The guest table's fd was closed (a PHB window disabled): kvm_spapr_tce_release dropped every link of it.
+    if (s.vm.tables.get(m.liobn) !== l.guest) continue;
     call(s, { op: 'unlinkGroup', liobn: m.liobn, group: l.group }, () => {
       if (!s.vm.unlinkTable(m.liobn, l.tableDesc)) fail('ENOENT', `LIOBN ${hex(m.liobn)} has no link to the host window of group ${l.group} any more`);
     });

@@ -4,6 +4,7 @@
 // QEMU's VFIO code calls ioctl(2) and error_report()s a failure it cannot
 // return to the guest.
 import type { Vm } from '../vm.js';
+import type { GuestTable } from '../../kvm/guest-table.js';
 import type { ContainerFd } from '../../vfio/fd.js';
 import type { TceInfo } from '../../vfio/types.js';
 import { TceError } from '../../core/errors.js';
@@ -18,8 +19,13 @@ export interface Mirror {
   guestShift: number;
   /** The host window; undefined when none could be made. */
   host: { startAddr: bigint; pageShift: number; levels: number; adopted: boolean; own: boolean } | undefined;
-  /** kvm profile: the links the sync holds a reference of (made or adopted), by group id → hardware table. */
-  links: { group: number; tableDesc: number }[];
+  /**
+   * kvm profile: the links the sync holds a reference of (made or adopted),
+   * by group id → hardware table, and the guest table they link: once it is
+   * no longer the LIOBN's table, its fd was closed and the kernel dropped
+   * them (kvm_spapr_tce_release).
+   */
+  links: { group: number; tableDesc: number; guest: GuestTable }[];
   /**
    * kvm profile: every group of the container is linked, so the kernel
    * updates the host window itself on each guest hypercall it completes and
