@@ -141,6 +141,8 @@ async function pool(tasks, n) {
  * that lands between K1 and K2 (a collection or a compilation in one run
  * only) makes the slopes differ; the result says so instead of passing it
  * off as a cost per call.
+ * @param {number} [k3] K of the cell's K3 run (k3Of)
+ * @param {number} [k3PerCall] that run's slope, (Ir(K3) − Ir(K2)) / (K3 − K2)
  */
 export function linearity(runs, perCall, k3 = undefined, k3PerCall = undefined) {
   const slopes = k3PerCall === undefined ? runs : [...runs, k3PerCall];

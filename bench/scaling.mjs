@@ -146,6 +146,9 @@ export function roundOrder(round, count) {
  * second, which the machine's load does not move. The two-vCPU disjoint row also gets `control`: the separate
  * hosts' paired ratio over the same rounds, and `vsSeparate`: disjoint /
  * separate per round (1 when the shared memory costs nothing).
+ * @param configs [tables, vcpus] of each configuration
+ * @param rounds rounds[r][i], configuration i's interval in round r
+ * @param {{ engine?: string, check?: string, intervalMs?: number | null }} [options] what the rows record of the run
  */
 export function scalingRows(configs, rounds, { engine = 'wasm', check = 'none', intervalMs = null } = {}) {
   const base = configs.findIndex(([t, n]) => t === BASELINE[0] && n === BASELINE[1]);

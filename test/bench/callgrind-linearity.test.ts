@@ -1,7 +1,6 @@
 // bench/callgrind.mjs: the probe runs of one cell differ only in K, and a
 // per-call count that is not linear in K is reported as such.
 import { describe, expect, it } from 'vitest';
-// @ts-expect-error: plain JavaScript module without types
 import { CG_TOLERANCE, counts, k3Of, linearity, NODE_FLAGS, probeArgv } from '../../bench/callgrind.mjs';
 
 const OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'H_PUT_TCE_64K_OVER_4K'];

@@ -1,9 +1,7 @@
 // bench/cfloor.mjs#headToHead: the c-floor ≤ native verdict compares samples
 // taken alternately in the same rounds, not the two cells' own samples.
 import { describe, expect, it } from 'vitest';
-// @ts-expect-error: plain JavaScript module without types
 import { headToHead, versusNative } from '../../bench/cfloor.mjs';
-// @ts-expect-error: plain JavaScript module without types
 import { PROFILES } from '../../bench/harness.mjs';
 
 describe('c-floor head to head with native', () => {

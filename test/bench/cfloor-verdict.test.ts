@@ -2,7 +2,6 @@
 // time decides through the bootstrap interval of c-floor − native
 // (`vsNative`), callgrind's counts decide where time cannot.
 import { describe, expect, it } from 'vitest';
-// @ts-expect-error: plain JavaScript module without types
 import { cFloorVerdict, targets } from '../../bench/summary.mjs';
 
 const OP = 'H_PUT_TCE_INDIRECT_512';

@@ -1,7 +1,6 @@
 // bench/dma.mjs#dmaTargets: each 64 KiB target line beside its bound; the
 // allocating read beside a fresh buffer and a copy when that cell ran.
 import { describe, expect, it } from 'vitest';
-// @ts-expect-error: plain JavaScript module without types
 import { dmaPlan, dmaTargets } from '../../bench/dma.mjs';
 
 const cell = (kind: string, size: number, ns: number) => ({ kind, size, nsPerCall: { median: ns, lo: ns, hi: ns }, gbPerSecond: { median: size / ns, lo: size / ns, hi: size / ns } });

@@ -5,7 +5,6 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-// @ts-expect-error: plain JavaScript module without types
 import { main } from '../../bench/run.mjs';
 
 const OPS = ['H_PUT_TCE', 'H_PUT_TCE_INDIRECT_512', 'H_STUFF_TCE_512', 'MAP_UNMAP_1', 'MAP_UNMAP_512', 'H_PUT_TCE_64K_OVER_4K'];

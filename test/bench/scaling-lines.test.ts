@@ -7,21 +7,18 @@
 // ratio below target on disjoint tables is then not a line the library
 // makes them share.
 import { describe, expect, it } from 'vitest';
-// @ts-expect-error: plain JavaScript module without types
 import { setup } from '../../bench/scaling.mjs';
 import * as L from '../../dist/generated/layout.js';
-import { H } from '../../dist/index.js';
+import { H, type Vcpu } from '../../dist/index.js';
 
 const PAGE = 0x10000n;
 const pair = (a: number) => Math.floor(a / 128);
 
-interface Vc { regs: BigUint64Array; hcall(): number; lastLevel: string; workerData(): { vcpu: number } }
-
 /** The 64-byte lines one real-mode H_PUT_TCE of `v` writes, remapping its entry to the page after its own and back. */
-function writtenLines(mem: WebAssembly.Memory, v: Vc): Set<number> {
+function writtenLines(mem: WebAssembly.Memory, v: Vcpu): Set<number> {
   const bytes = new Uint8Array(mem.buffer);
   const r = v.regs;
-  const [liobn, ioba, tce] = [r[4], r[5], r[6]];
+  const [liobn, ioba, tce] = [r[4]!, r[5]!, r[6]!];
   const before = bytes.slice();
   r[3] = BigInt(H.PUT_TCE);
   r[6] = tce + PAGE;
@@ -35,12 +32,12 @@ function writtenLines(mem: WebAssembly.Memory, v: Vc): Set<number> {
 }
 
 /** The descriptors vCPU `v`'s H_PUT_TCE reads that belong to its own table: its guest table, hardware table, region and memslot. */
-function ownDescriptors(mem: WebAssembly.Memory, v: Vc): number[] {
+function ownDescriptors(mem: WebAssembly.Memory, v: Vcpu): number[] {
   const dv = new DataView(mem.buffer);
   const u32 = (a: number) => dv.getUint32(a, true);
   const u64 = (a: number) => dv.getBigUint64(a, true);
   const vm = u32(v.workerData().vcpu + L.VCPU_VM);
-  const [liobn, tce] = [v.regs[4], v.regs[6]];
+  const [liobn, tce] = [v.regs[4]!, v.regs[6]!];
   let stt = u32(vm + L.VM_STTS);
   while (stt && u64(stt + L.STT_LIOBN) !== liobn) stt = u32(stt + L.STT_NEXT);
   const gpa = tce & ~3n;
@@ -53,25 +50,28 @@ function ownDescriptors(mem: WebAssembly.Memory, v: Vc): number[] {
   const tbl = u32(stt + L.STT_STITS);
   expect([stt, slot, reg, tbl].every((x) => x !== 0)).toBe(true);
   const out = [];
-  for (const [d, n] of [[stt, L.STT_BYTES], [tbl, L.TBL_BYTES], [reg, L.REG_BYTES], [slot, L.SLOT_BYTES]]) for (let o = 0; o < n; o += 64) out.push(d + o);
+  const descriptors: [number, number][] = [[stt, L.STT_BYTES], [tbl, L.TBL_BYTES], [reg, L.REG_BYTES], [slot, L.SLOT_BYTES]];
+  for (const [d, n] of descriptors) for (let o = 0; o < n; o += 64) out.push(d + o);
   return out;
 }
 
 describe('vCPU scaling setups: no shared written line', () => {
   for (const shared of [false, true]) {
     it(`${shared ? 'one shared table' : 'disjoint tables'}: a line one vCPU writes pairs with nothing the other touches`, async () => {
-      const { host, vcpus } = (await setup('wasm', 'none', 2, shared)) as { host: { memory: WebAssembly.Memory; checkInvariants(): void }; vcpus: Vc[] };
+      const { host, vcpus } = await setup('wasm', 'none', 2, shared);
+      expect(vcpus).toHaveLength(2);
       const mem = host.memory;
       const writes = vcpus.map((v) => writtenLines(mem, v));
       // The VCPU block (r3, level, stats, rcuSeq), the view and TCE slots, the guest TCE: at least four lines each.
       for (const w of writes) expect(w.size).toBeGreaterThanOrEqual(4);
       const dv = new DataView(mem.buffer);
-      const vm = dv.getUint32(vcpus[0].workerData().vcpu + L.VCPU_VM, true);
+      const vm = dv.getUint32(vcpus[0]!.workerData().vcpu + L.VCPU_VM, true);
       const common: number[] = [vm, dv.getUint32(vm + L.VM_MM, true)];
       for (let o = 0; o < L.HDR_BYTES; o += 64) common.push(L.HEADER_BASE + o);
-      for (const [a, b] of [[0, 1], [1, 0]]) {
-        const theirs = new Set([...[...writes[b]].map((l) => pair(l * 64)), ...[...common, ...(shared ? [] : ownDescriptors(mem, vcpus[b]))].map(pair)]);
-        const clash = [...writes[a]].filter((l) => theirs.has(pair(l * 64))).map((l) => `0x${(l * 64).toString(16)}`);
+      const pairs: [number, number][] = [[0, 1], [1, 0]];
+      for (const [a, b] of pairs) {
+        const theirs = new Set([...[...writes[b]!].map((l) => pair(l * 64)), ...[...common, ...(shared ? [] : ownDescriptors(mem, vcpus[b]!))].map(pair)]);
+        const clash = [...writes[a]!].filter((l) => theirs.has(pair(l * 64))).map((l) => `0x${(l * 64).toString(16)}`);
         expect(clash, `vCPU ${a} writes lines in a 128-byte pair vCPU ${b} touches`).toEqual([]);
       }
       host.checkInvariants();

@@ -5,23 +5,27 @@
 // after another, up to 2.55× for two vCPUs on two cores); and the verdict
 // text of bench/summary.mjs built from them.
 import { describe, expect, it } from 'vitest';
-// @ts-expect-error: plain JavaScript module without types
 import { roundOrder, scalingRows, scalingPlan, selectedConfigs, scalingIntervals } from '../../bench/scaling.mjs';
-// @ts-expect-error: plain JavaScript module without types
 import { targets } from '../../bench/summary.mjs';
 
 type Cfg = [string, number];
 const CONFIGS: Cfg[] = [['single', 1], ['shared', 2], ['disjoint', 2], ['separate', 2]];
 
+/** One configuration's interval in a round, as bench/scaling.mjs measures it; cpuShare is null without schedstat. */
+interface Interval { rate: number; cpuShare: number | null; cpuRate: number; perVcpu: number[] }
+
 /** Round r of a machine whose speed is speeds[r]: each configuration's rate is base × its true factor × that speed. */
-function rounds(speeds: number[], factors: number[], share = 0.99) {
-  return speeds.map((sp) => factors.map((k, i) => ({
-    rate: 1e7 * k * sp,
-    cpuShare: share,
-    // Calls per on-CPU second: the speed of the machine, times what the vCPUs cost each other (k / vCPUs).
-    cpuRate: (1e7 * sp * k) / CONFIGS[i][1],
-    perVcpu: new Array(CONFIGS[i][1]).fill((1e7 * k * sp) / CONFIGS[i][1]),
-  })));
+function rounds(speeds: number[], factors: number[], share = 0.99): Interval[][] {
+  return speeds.map((sp) => factors.map((k, i) => {
+    const vcpus = CONFIGS[i]![1];
+    return {
+      rate: 1e7 * k * sp,
+      cpuShare: share,
+      // Calls per on-CPU second: the speed of the machine, times what the vCPUs cost each other (k / vCPUs).
+      cpuRate: (1e7 * sp * k) / vcpus,
+      perVcpu: new Array(vcpus).fill((1e7 * k * sp) / vcpus),
+    };
+  }));
 }
 
 describe('vCPU scaling rounds', () => {
@@ -33,7 +37,7 @@ describe('vCPU scaling rounds', () => {
       for (let r = 0; r < cycle; r++) {
         const order = roundOrder(r, n) as number[];
         expect([...order].sort((a, b) => a - b)).toEqual([...Array(n).keys()]);
-        order.forEach((c, p) => pos[c][p]++);
+        order.forEach((c, p) => pos[c]![p]++);
         for (let p = 1; p < n; p++) after.set(`${order[p - 1]}>${order[p]}`, (after.get(`${order[p - 1]}>${order[p]}`) ?? 0) + 1);
       }
       for (const row of pos) expect(new Set(row)).toEqual(new Set([cycle / n]));
@@ -79,9 +83,9 @@ describe('vCPU scaling rounds', () => {
     const speeds = new Array(15).fill(1);
     const data = rounds(speeds, [1, 1.5, 1.9, 2]);
     // Round 3: the machine stalled during the shared interval only.
-    data[3][1].rate /= 4;
+    data[3]![1]!.rate /= 4;
     // The disjoint ratios spread ±10% around 1.9, round by round.
-    data.forEach((r, i) => (r[2].rate *= 1 + 0.1 * Math.sin(i)));
+    data.forEach((r, i) => (r[2]!.rate *= 1 + 0.1 * Math.sin(i)));
     const rows = scalingRows(CONFIGS, data);
     const shared = rows[1];
     expect(shared.ratioToOne).toBeCloseTo(1.5, 12);
@@ -98,7 +102,7 @@ describe('vCPU scaling rounds', () => {
     const rows = scalingRows(CONFIGS.slice(1), data);
     expect(rows.every((r: { ratioToOne: unknown }) => r.ratioToOne === null)).toBe(true);
     const noSched = rounds([1, 1, 1], [1, 1.5, 1.9, 2]);
-    noSched[1][1].cpuShare = null as unknown as number;
+    noSched[1]![1]!.cpuShare = null;
     expect(scalingRows(CONFIGS, noSched)[1].cpuShare).toBeNull();
   });
 
@@ -106,7 +110,7 @@ describe('vCPU scaling rounds', () => {
     const speeds = new Array(12).fill(1);
     const data = rounds(speeds, [1, 1.4, 1.75, 1.95]);
     // The disjoint ratios spread 1.6..1.9: the interval includes 1.8 while the median stays below it.
-    data.forEach((r, i) => (r[2].rate = 1e7 * (1.6 + (0.3 * (i % 4)) / 3)));
+    data.forEach((r, i) => (r[2]!.rate = 1e7 * (1.6 + (0.3 * (i % 4)) / 3)));
     const doc = { results: [], scaling: scalingRows(CONFIGS, data) };
     const t = targets(doc);
     const shared = t.find((x: { what: string }) => /shared table/.test(x.what));

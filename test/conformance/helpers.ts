@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { expect } from 'vitest';
 import { Host, TceError, ERRNO, type OwnerCheck } from '../../src/index.js';
-import type { ContainerFd, Group, Process, Vcpu } from '../../src/index.js';
+import type { ContainerFd, Group, IommuEvent, Process, Vcpu, VmEvent } from '../../src/index.js';
 import { HEAP_BASE, HEADER_BASE, HDR_ALLOC_TOP, VCPU_BYTES } from '../../src/generated/layout.js';
 
 export const KiB = 1n << 10n;
@@ -168,3 +168,8 @@ export async function guestSetup(profile: 'qemu' | 'kvm', liobn = 0x80000000n) {
   return { host, qemu, ram, vm, vcpu, dv, list, run };
 }
 
+
+/** Whether a VM event is a map/unmap, not a window event: each member's `kind` has two values, so `===` on one of them does not narrow the union. */
+export function isIommuEvent(e: VmEvent): e is IommuEvent {
+  return e.kind === 'map' || e.kind === 'unmap';
+}

@@ -143,6 +143,8 @@ function predict(m: Model, o: Op): string {
     m.count.set(mm, 0);
     return 'ok';
   }
+  // Only map and unmap are left; `===` on 'map' alone would not narrow o, as 'unmap' shares its member.
+  if (!('s' in o)) throw new Error(`predict: ${o.op} has no slot`);
   const old = m.slots[o.s];
   if (o.op === 'map') {
     // the page must be in a region of the caller's mm (lookups use current->mm)

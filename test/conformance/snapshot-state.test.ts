@@ -10,7 +10,7 @@ import { Host, H, type Process, type Vm, type ContainerFd, type KernelEra, type 
 import { describeHost } from '../../src/snapshot/state.js';
 import { encodeBody } from '../../src/snapshot/body.js';
 import { HEADER_BASE, HDR_KERNEL, KERNEL_4_12, KERNEL_4_19, KERNEL_5_19 } from '../../src/generated/layout.js';
-import { expectErr, MiB } from './helpers.js';
+import { MiB } from './helpers.js';
 
 const LIOBN = 0x80000000n;
 const VIO = 0x71000002n;

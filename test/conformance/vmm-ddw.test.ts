@@ -148,11 +148,11 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile qemu', () => {
   });
 
   it('row 28: reset-pe-dma-window → only the default window, empty; query avail = 1', async () => {
-    const { vm, create, reset, geometry, DEFAULT, query } = await setup();
+    const { host, vm, create, reset, geometry, DEFAULT, query } = await setup();
     expect(vm.hcall(H.PUT_TCE, L0, 0x1000n, G | 3n).ret).toBe(H.SUCCESS);
     expect(create(16, 32)[0]).toBe(0);
     expect(vm.hcall(H.PUT_TCE, L1, DDW, G | 3n).ret).toBe(H.SUCCESS);
-    const before = vm.host.stats().memory.heapUsedBytes;
+    const before = host.stats().memory.heapUsedBytes;
     expect(reset()).toEqual([0]);
     expect(geometry()).toEqual([DEFAULT]);
     expect(query()[1]).toBe(1);
@@ -162,7 +162,7 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile qemu', () => {
     vm.replay(L0, (e) => replayed.push(e));
     expect(replayed).toEqual([]);
     // the windows' pages went back to the allocator
-    expect(vm.host.stats().memory.heapUsedBytes).toBeLessThan(before);
+    expect(host.stats().memory.heapUsedBytes).toBeLessThan(before);
   });
 
   it('row 29: wrong nargs/nret, an unknown BUID, or ddw=off (any DDW call) → -3', async () => {

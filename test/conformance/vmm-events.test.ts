@@ -1,7 +1,7 @@
 // Spec: docs/semantics.md §8.2 (PUT notifies before returning), §8.5 (per-entry events, absolute IOVAs, replay), §9 V17–V18, in both profiles.
 import { describe, expect, it, vi } from 'vitest';
-import { H, type IommuEvent } from '../../src/index.js';
-import { MiB, guestSetup } from './helpers.js';
+import { H, type IommuEvent, type VmEvent } from '../../src/index.js';
+import { MiB, guestSetup, isIommuEvent } from './helpers.js';
 
 const L0 = 0x80000000n;
 const L1 = 0x80000001n;
@@ -11,7 +11,7 @@ const DDW = 1n << 59n;
 
 async function setup(profile: 'qemu' | 'kvm') {
   const { host, vm, vcpu, list, run: hc } = await guestSetup(profile, L0);
-  const events: IommuEvent[] = [];
+  const events: VmEvent[] = [];
   const record = (liobn: bigint | '*' = '*') => vm.subscribe(liobn, (e) => events.push(e));
   return { host, vm, vcpu, list, hc, events, record };
 }
@@ -107,7 +107,7 @@ for (const profile of ['qemu', 'kvm'] as const) {
       vm.createTceTable({ liobn: L1, pageShift: 12, offset: 0n, size: 1024n });
       const seen: string[] = [];
       const offAll = vm.subscribe('*', (e) => seen.push(`all ${e.liobn.toString(16)}`));
-      const off0 = vm.subscribe(L0, (e) => seen.push(`L0 ${e.iova.toString(16)}`));
+      const off0 = vm.subscribe(L0, (e) => seen.push(`L0 ${isIommuEvent(e) ? e.iova.toString(16) : e.kind}`));
       vm.subscribe(0x12345n, () => seen.push('never'));
       expect(vm.events.active).toBe(true);
       hc(H.PUT_TCE, L0, 0x1000n, G | 3n);
@@ -134,11 +134,11 @@ for (const profile of ['qemu', 'kvm'] as const) {
 
     it('a subscriber that throws does not stop the others; the call is complete and the first error is rethrown', async () => {
       const { vm, vcpu, hc } = await setup(profile);
-      const seen: bigint[] = [];
+      const seen: (bigint | string)[] = [];
       vm.subscribe('*', () => {
         throw new Error('listener failed');
       });
-      vm.subscribe('*', (e) => seen.push(e.iova));
+      vm.subscribe('*', (e) => seen.push(isIommuEvent(e) ? e.iova : e.kind));
       expect(() => hc(H.STUFF_TCE, L0, 0x1000n, 0n, 2n)).toThrow('listener failed');
       expect(seen).toEqual([0x1000n, 0x2000n]);
       expect(vcpu.regs[3]).toBe(0n);

@@ -5,7 +5,7 @@
 // spapr_vio_busdev_reset) and the VIO TCE bypass (rtas_set_tce_bypass, spapr_vio_set_bypass).
 import { describe, expect, it } from 'vitest';
 import { Host, H, RTAS_OUT, DmaFault, type VmEvent } from '../../src/index.js';
-import { MiB, expectErr, guestSetup } from './helpers.js';
+import { MiB, expectErr, guestSetup, isIommuEvent } from './helpers.js';
 
 const BUID = 0x800000020000000n;
 const HI = Number(BUID >> 32n);
@@ -26,7 +26,7 @@ async function qemuGuest() {
   const hc = (nr: number, ...args: bigint[]): number => vm.hcall(nr, ...args).ret;
   const rtas = (name: string, args: number[], nret: number) => vm.rtas(name, args, nret);
   const create = (pageShift: number, windowShift: number) => rtas('ibm,create-pe-dma-window', [0, HI, LO, pageShift, windowShift], 4);
-  const show = (e: VmEvent): string => (e.kind === 'window-add' || e.kind === 'window-remove'
+  const show = (e: VmEvent): string => (!isIommuEvent(e)
     ? `${e.kind} ${e.liobn.toString(16)} @${e.busOffset.toString(16)} ${e.pageSize.toString(16)} ${e.windowSize.toString(16)}`
     : `${e.kind} ${e.liobn.toString(16)} ${e.iova.toString(16)} ${e.gpa.toString(16)} ${e.perm}`);
   const seen = (): string[] => events.splice(0).map(show);

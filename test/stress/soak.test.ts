@@ -9,7 +9,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { nativeAvailable } from '../differential/support.js';
-// @ts-expect-error a plain ES module shared with scripts/soak.mjs
 import { soak } from './soak.mjs';
 
 const ENGINES = nativeAvailable ? (['wasm', 'native'] as const) : (['wasm'] as const);

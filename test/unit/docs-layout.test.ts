@@ -5,7 +5,6 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import * as def from '../../src/layout/layout.def.mjs';
 import { STRUCTS } from '../../src/generated/layout.js';
-// @ts-expect-error: plain JavaScript module without types
 import { structTables, withTables } from '../../scripts/gen-layout-doc.mjs';
 
 describe('docs/layout.md', () => {

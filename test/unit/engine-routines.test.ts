@@ -6,9 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { wasmModule } from '../../src/engine/wasm.js';
 import { loadNative } from '../../src/engine/native.js';
 import { ENGINE_ROUTINES, ENGINE_ARITY, wasmRoutines, missingRoutines } from '../../src/generated/engine.js';
-// @ts-expect-error: plain JavaScript modules without types
 import { parseRoutines } from '../../scripts/gen-engine.mjs';
-// @ts-expect-error: plain JavaScript modules without types
 import * as def from '../../src/layout/engine.def.mjs';
 
 describe('engine routines, declared once', () => {

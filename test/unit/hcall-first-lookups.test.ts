@@ -23,7 +23,8 @@ async function setup(engine: 'wasm' | 'native', reversed: boolean) {
   const qemu = host.spawn();
   // Adjacent parts: the address just past slot A's memory, or past region A, is another region's.
   const ram = qemu.mmap(6n * MiB);
-  const [a, m, b] = [0n, 1n, 2n].map((i) => ({ ua: ram.ua + i * 2n * MiB }));
+  const part = (i: bigint) => ({ ua: ram.ua + i * 2n * MiB });
+  const [a, m, b] = [part(0n), part(1n), part(2n)];
   const g = host.addGroup();
   const fd = qemu.openContainer();
   fd.attachGroup(g);

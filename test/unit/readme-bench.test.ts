@@ -10,7 +10,6 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-// @ts-expect-error: plain JavaScript module without types
 import { namedFile, readResults, withSection, readmeTables, newestFullRun, END, BLOCKS, dmaParagraph, readSideParagraph, snapshotTable } from '../../bench/readme.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
