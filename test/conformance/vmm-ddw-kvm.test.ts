@@ -77,7 +77,7 @@ function expectRegionCounts(fd: ContainerFd): void {
 describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
   for (const engine of ['wasm', 'native'] as const) {
     it(`${engine}: each enabled window is a KVM table (charged to locked_vm), a disabled one has none; a hypercall on it exits`, async () => {
-      const { vm, qemu, create, remove, reset, query, geometry, DEFAULT, hc, lockedNoPhb } = await setup(engine, '4.19');
+      const { host, vm, qemu, create, remove, reset, query, geometry, DEFAULT, hc, lockedNoPhb } = await setup(engine, '4.19');
       expect(geometry()).toEqual([DEFAULT]);
       expect([...vm.tables.keys()]).toEqual([L0]);
       const lockedDefault = qemu.mm.lockedPages;
@@ -122,7 +122,7 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
       expect(query()[1]).toBe(2);
       vm.reset();
       expect(geometry()).toEqual([DEFAULT]);
-      vm.host.checkInvariants();
+      host.checkInvariants();
     });
   }
 
