@@ -1,4 +1,4 @@
-// Spec: docs/semantics.md §3 (invariant 9, table references). A hardware table's it_kref
+// Spec: docs/semantics.md §3.8 (table references). A hardware table's it_kref
 // (iommu_tce_table_get/put) equals its holders: the container window that created it
 // (tce_iommu_create_table) or its legacy group, one per KVM link (kvm_spapr_tce_attach_iommu_group,
 // put by kvm_spapr_tce_iommu_table_free), and the references taken through the kernel-layer API
@@ -60,7 +60,7 @@ function refusal(s: Snap): SnapshotError {
   throw new Error('the restore was accepted');
 }
 
-describe('table references = holders (invariant 9)', () => {
+describe('table references = holders (§3.8)', () => {
   for (const engine of ['wasm', 'native'] as const) {
     it(`${engine}, kvm profile: links, a second link, window removed under a link, the guest table released, VM destroyed`, async () => {
       const { h, p, ram, g, fd } = await kvmHost(engine);
