@@ -16,7 +16,7 @@ export type InvariantSubject = StateSource & HostContext;
 export function checkInvariants(host: InvariantSubject): void {
   let graph;
   try {
-    graph = fsck(describeHost(host), { mem: host.mem, heapCheck: () => host.engine.heapCheck(), root: 'host' });
+    graph = fsck(describeHost(host), { mem: host.mem, heapCheck: () => host.engine.heapCheck(), root: 'host', graceInProgress: host.reclaim.pendingCount() > 0 });
   } catch (e) {
     if (e instanceof SnapshotError) throw new InvariantError([`${e.field}: ${e.reason}`]);
     throw e;

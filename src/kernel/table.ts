@@ -48,10 +48,12 @@ export class IommuTable {
 
   private readonly d: TblView;
   private freed = false;
+  private held: number;
 
-  /** @internal the table of descriptor `desc`, as create() made it (or a snapshot saved it). */
-  constructor(host: HostContext, desc: number, busOffset: bigint, kernelBytes: bigint, v2: boolean, viewMm?: Mm) {
+  /** @internal the table of descriptor `desc`, as create() made it (or a snapshot saved it), `callerRefs` of its references the caller's. */
+  constructor(host: HostContext, desc: number, busOffset: bigint, kernelBytes: bigint, v2: boolean, viewMm?: Mm, callerRefs = 0) {
     this.host = host;
+    this.held = callerRefs;
     this.desc = desc;
     this.busOffset = busOffset;
     this.kernelBytes = kernelBytes;
@@ -65,8 +67,20 @@ export class IommuTable {
    * it_size = max(entries, one system page of TCEs) [the kernel pads tiny
    * windows], index split ceil(log2(it_size)/levels) bits per level, root
    * allocated now, everything else on demand. ENOMEM when memory is full.
+   * The first reference (kref_init) is the caller's: release() drops it.
    */
   static create(host: HostContext, geometry: TableGeometry, v2: boolean): IommuTable {
+    const t = IommuTable.createHeld(host, geometry, v2);
+    t.held = 1;
+    return t;
+  }
+
+  /**
+   * @internal create() for VFIO: the first reference belongs to the holder
+   * that stores the table (tce_iommu_create_table's, kept in the
+   * container's tables[]; a legacy group's own table), not to the caller.
+   */
+  static createHeld(host: HostContext, geometry: TableGeometry, v2: boolean): IommuTable {
     const g = geometryOf(geometry, 12, 40, 64);
     v.bool('v2', v2, false);
     checkGeometry(g, host.pageShift);
@@ -223,18 +237,45 @@ export class IommuTable {
     }
   }
 
-  /** References held on the table (its creator's, plus one per KVM link: iommu_tce_table_get). */
+  /** References held on the table (it_kref): its window's or legacy group's, one per KVM link, and the callerRefs. */
   get refs(): number { return this.d.refs; }
 
-  /** Takes a reference (iommu_tce_table_get). */
+  /** Of refs, those taken through this API (create, hold) and not yet released: the invariants count them as holders. */
+  get callerRefs(): number { return this.held; }
+
+  /** Takes a reference for the caller (iommu_tce_table_get). */
   hold(): void {
+    this.live();
+    this.held++;
+    this.d.refs = this.refs + 1;
+  }
+
+  /**
+   * Drops one of the caller's references (iommu_tce_table_put); the last
+   * reference frees the table. EINVAL when the caller holds none: the
+   * others belong to a window, a legacy group or a KVM link, which would be
+   * left holding a freed table.
+   */
+  release(): void {
+    this.live();
+    if (this.held === 0) fail('EINVAL', `table ${this.id}: release() without a reference taken by create() or hold()`);
+    this.held--;
+    this.put();
+  }
+
+  /** @internal drops a VFIO holder's reference (its window's: tce_iommu_free_table → iommu_tce_table_put). */
+  releaseHolder(): void {
+    this.live();
+    this.put();
+  }
+
+  /** @internal takes a KVM link's reference (kvm_spapr_tce_attach_iommu_group → iommu_tce_table_get). */
+  holdLink(): void {
     this.live();
     this.d.refs = this.refs + 1;
   }
 
-  /** Drops a reference; the last one frees the table (iommu_tce_table_put). */
-  release(): void {
-    this.live();
+  private put(): void {
     const n = this.refs - 1;
     this.d.refs = n;
     if (n === 0) this.free();

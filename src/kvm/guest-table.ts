@@ -116,7 +116,7 @@ export function attachGroup(vm: KvmVm, group: Group, liobn: bigint | number): vo
     }
   }
   if (n >= MAX_STITS) fail('ENOSPC', `attachGroup: LIOBN ${hex(liobn)} already links ${MAX_STITS} hardware tables`);
-  hw.hold();
+  hw.holdLink();
   stt.setStitsAt(n, hw.desc);
   stt.setStitRefsAt(n, 1);
   stt.stitCount = n + 1;

@@ -15,7 +15,10 @@
 // kernel era; absent: '4.12', whose behaviour the library had, with 0 in
 // HDR.kernel), `fdTables` with `processes[].files` (the descriptor tables;
 // absent: one table per pid, none copied from another) and `vms[].bypass`
-// (the VIO LIOBNs in TCE bypass, absent when none).
+// (the VIO LIOBNs in TCE bypass, absent when none). `tables[].callerRefs`
+// (references taken through the kernel-layer API) is written only when
+// non-zero; absent, the table's count is its window's, legacy group's and
+// KVM links' alone.
 import { hex } from '../core/format.js';
 import { arr, bool, has, hex64, int, nullable, obj, oneOf, pair, refuse, str, u32 } from './fsck/read.js';
 import { frameRuns, type ContainerState, type FrameRun, type GroupState, type HostState, type MappingState, type MmState, type PhbState, type ProcessState, type VmState, type WindowState } from './state.js';
@@ -42,7 +45,8 @@ export interface SnapshotBody {
   processes: { pid: number; tid: number; mm: number; memlockLimit: string | null; files?: number }[];
   /** Descriptor tables, numbered as processes[].files names them: the number of the table each was copied from by fork(), or null. */
   fdTables?: (number | null)[];
-  tables: { desc: number; busOffset: string; kernelBytes: string; v2: boolean; viewMm: number | null }[];
+  /** callerRefs: references taken through the kernel-layer API (IommuTable.create, hold); absent when none. */
+  tables: { desc: number; busOffset: string; kernelBytes: string; v2: boolean; viewMm: number | null; callerRefs?: number }[];
   groups: {
     id: number; tce32Start: string; tce32Size: string; pageShifts: number[]; maxWindows: number; maxLevels: number; ddw: boolean;
     hostDmaMappings: number; owned: boolean; hostWindow: boolean; slots: number[]; legacyTable: number;
@@ -81,7 +85,7 @@ export function encodeBody(s: HostState, pages: [number, string][]): SnapshotBod
     })),
     processes: s.processes.map((p) => ({ pid: p.pid, tid: p.tid, mm: p.mm, memlockLimit: hexOrNull(p.memlockLimit), files: p.files })),
     fdTables: [...s.fdTables],
-    tables: s.tables.map((t) => ({ desc: t.desc, busOffset: hex(t.busOffset), kernelBytes: hex(t.kernelBytes), v2: t.v2, viewMm: t.viewMm })),
+    tables: s.tables.map((t) => ({ desc: t.desc, busOffset: hex(t.busOffset), kernelBytes: hex(t.kernelBytes), v2: t.v2, viewMm: t.viewMm, ...(t.callerRefs ? { callerRefs: t.callerRefs } : {}) })),
     groups: s.groups.map((g) => ({ ...g, tce32Start: hex(g.tce32Start), tce32Size: hex(g.tce32Size), pageShifts: [...g.pageShifts], slots: [...g.slots] })),
     containers: s.containers.map((c) => ({
       ...c, lockedPages: hex(c.lockedPages),
@@ -163,8 +167,9 @@ export function decodeBody(raw: unknown, version: number, root = 'body'): Decode
     fdTables,
     tables: arr(b.tables, `${root}.tables`, MAX_OBJECTS).map((x, i) => {
       const f = `${root}.tables[${i}]`;
-      const t = obj(x, f, ['desc', 'busOffset', 'kernelBytes', 'v2', 'viewMm']);
-      return { desc: ptr(t.desc, `${f}.desc`), busOffset: hex64(t.busOffset, `${f}.busOffset`), kernelBytes: hex64(t.kernelBytes, `${f}.kernelBytes`), v2: bool(t.v2, `${f}.v2`), viewMm: nullable(t.viewMm, (v) => id(v, `${f}.viewMm`)) };
+      const t = obj(x, f, ['desc', 'busOffset', 'kernelBytes', 'v2', 'viewMm'], ['callerRefs']);
+      const callerRefs = has(t, 'callerRefs') ? int(t.callerRefs, `${f}.callerRefs`, 1, 0xffffffff) : 0;
+      return { desc: ptr(t.desc, `${f}.desc`), busOffset: hex64(t.busOffset, `${f}.busOffset`), kernelBytes: hex64(t.kernelBytes, `${f}.kernelBytes`), v2: bool(t.v2, `${f}.v2`), viewMm: nullable(t.viewMm, (v) => id(v, `${f}.viewMm`)), callerRefs };
     }),
     groups: arr(b.groups, `${root}.groups`, MAX_OBJECTS).map((x, i) => decodeGroup(x, `${root}.groups[${i}]`)),
     containers: arr(b.containers, `${root}.containers`, MAX_OBJECTS).map((x, i) => decodeContainer(x, `${root}.containers[${i}]`)),

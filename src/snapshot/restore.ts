@@ -75,7 +75,7 @@ function restoreMm(host: HostContext, s: MmState): Mm {
 
 /** The table over a memory already holding its descriptor and trees; listed live again. */
 function restoreTable(host: HostContext, s: TableState, mms: Map<number, Mm>): IommuTable {
-  const t = new IommuTable(host, s.desc, s.busOffset, s.kernelBytes, s.v2, s.viewMm === null ? undefined : mms.get(s.viewMm));
+  const t = new IommuTable(host, s.desc, s.busOffset, s.kernelBytes, s.v2, s.viewMm === null ? undefined : mms.get(s.viewMm), s.callerRefs);
   liveTables(host).add(t);
   return t;
 }

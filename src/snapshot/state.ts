@@ -53,6 +53,8 @@ export interface TableState {
   kernelBytes: bigint;
   v2: boolean;
   viewMm: number | null;
+  /** References taken through the kernel-layer API (IommuTable.create, hold) and not yet released. */
+  callerRefs: number;
 }
 
 /** An IOMMU group (tables by descriptor, 0 for none). */
@@ -284,7 +286,7 @@ function describeMm(mm: Mm): MmState {
 }
 
 function describeTable(t: IommuTable): TableState {
-  return { desc: t.desc, busOffset: t.busOffset, kernelBytes: t.kernelBytes, v2: t.v2, viewMm: t.viewMm?.id ?? null };
+  return { desc: t.desc, busOffset: t.busOffset, kernelBytes: t.kernelBytes, v2: t.v2, viewMm: t.viewMm?.id ?? null, callerRefs: t.callerRefs };
 }
 
 function describeGroup(g: Group): GroupState {

@@ -89,7 +89,7 @@ export class Group {
     this.maxLevels = o.maxLevels;
     this.ddw = o.ddw;
     if (!this.ddw) {
-      this.legacyTable = legacyTable ?? IommuTable.create(host, { pageShift: 12, windowSize: this.tce32Size, levels: 1, busOffset: this.tce32Start }, false);
+      this.legacyTable = legacyTable ?? IommuTable.createHeld(host, { pageShift: 12, windowSize: this.tce32Size, levels: 1, busOffset: this.tce32Start }, false);
     }
   }
 

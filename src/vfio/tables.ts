@@ -44,6 +44,6 @@ export function freeWindow(c: Container, slot: number): void {
   c.windows[slot] = undefined;
   if (!w.chargedMm) return;
   // A KVM link may still hold the table; the last reference frees it.
-  w.table.release();
+  w.table.releaseHolder();
   w.chargedMm.unaccount(chargeKey.window(c.id, slot), w.tablePages);
 }

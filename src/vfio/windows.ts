@@ -54,7 +54,7 @@ function createWindowIn(c: Container, caller: Task, pageShift: number, windowSiz
   try {
     const busOffset = slot === 0 ? g.tce32Start : DDW_BUS_OFFSET;
     checkGeometry({ pageShift, windowSize, levels, busOffset }, c.host.pageShift);
-    table = IommuTable.create(c.host, { pageShift, windowSize, levels, busOffset }, true);
+    table = IommuTable.createHeld(c.host, { pageShift, windowSize, levels, busOffset }, true);
     if (c.host.kernel !== '4.12') table.allocView();
   } catch (e) {
     table?.free();

@@ -165,17 +165,27 @@ export function accountingProblems(g: Graph): Problem[] {
     if (n < want) add(`${g.root}.hostmem.pins`, `system page ${hex(BigInt(page))}: ${n} pin(s), but regions and v1 TCEs hold ${want}`);
   }
 
-  // 6. Table references (iommu_tce_table_get/put): its creator (a container window it was charged for, or
-  // its legacy group) and one per KVM link. Fewer would free the table under a holder; more are held through
-  // the kernel-layer API (IommuTable.create, hold) and only keep it.
-  const holders = new Map<number, number>();
-  const hold = (desc: number): void => void holders.set(desc, (holders.get(desc) ?? 0) + 1);
-  for (const { s: c } of g.containers.values()) for (const w of c.windows) if (w?.chargedMm != null) hold(w.table);
-  for (const { s: gr } of g.groups.values()) if (gr.legacyTable) hold(gr.legacyTable);
-  for (const vm of g.vms.values()) for (const stt of vm.stts) for (const l of stt.stits) hold(l.table);
+  // 6. Table references (it_kref: iommu_tce_table_get/put) equal their holders: a container window that
+  // created it (tce_iommu_create_table's reference; the groups' slots that window programmed take none of
+  // their own here, set_window's per-group get folded into it), or its legacy group; one per KVM link
+  // (kvm_spapr_tce_attach_iommu_group's get, whatever the link's own count); and the references taken
+  // through the kernel-layer API (callerRefs). A link dropped in a grace period holds nothing: its put
+  // is done at the unlink, only the free waits (IommuTable.releaseLink). Fewer would free the table under
+  // a holder; more is a leak (the table outlives its last holder); a live table with none was never freed.
+  const holders = new Map<number, { vfio: number; links: number }>();
+  const holderOf = (desc: number): { vfio: number; links: number } => {
+    let h = holders.get(desc);
+    if (!h) holders.set(desc, (h = { vfio: 0, links: 0 }));
+    return h;
+  };
+  for (const { s: c } of g.containers.values()) for (const w of c.windows) if (w?.chargedMm != null) holderOf(w.table).vfio++;
+  for (const { s: gr } of g.groups.values()) if (gr.legacyTable) holderOf(gr.legacyTable).vfio++;
+  for (const vm of g.vms.values()) for (const stt of vm.stts) for (const l of stt.stits) holderOf(l.table).links++;
   for (const t of g.tables.values()) {
-    const n = holders.get(t.s.desc) ?? 0;
-    if (t.refs < Math.max(n, 1)) add(`${t.field}.desc`, `table ${t.id}: refs = ${t.refs}, but ${n} hold it (its window or legacy group, and each KVM link)`);
+    const h = holders.get(t.s.desc) ?? { vfio: 0, links: 0 };
+    const n = h.vfio + h.links + t.s.callerRefs;
+    if (t.refs === 0) add(`${t.field}.desc`, `table ${t.id}: refs = 0, but it is live (the last put frees it)`);
+    else if (t.refs !== n) add(`${t.field}.desc`, `table ${t.id}: refs = ${t.refs}, but ${n} hold it (window or legacy group ${h.vfio}, KVM links ${h.links}, kernel-layer API ${t.s.callerRefs})`);
   }
   return problems;
 }

@@ -79,6 +79,8 @@ export interface Graph {
   state: HostState;
   root: string;
   sysShift: number;
+  /** Frees are waiting for a grace period: a link's vacated slot may not be emptied yet (unlinkTable). */
+  graceInProgress: boolean;
   mms: Map<number, MmInfo>;
   regions: Map<number, RegionInfo>;
   tables: Map<number, TableInfo>;

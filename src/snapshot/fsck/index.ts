@@ -35,6 +35,8 @@ export interface FsckTarget {
   root: string;
   /** The heap's blocks when already known (a RAM-less restore wrote them); else read from the bitmaps. */
   heap?: Heap;
+  /** A live host's frees still waiting for a grace period (a snapshot has none: it synchronizes first). */
+  graceInProgress?: boolean;
 }
 
 /** heapCheck()'s failure codes (assembly/alloc.ts CHECK_*). */
@@ -66,7 +68,7 @@ export function fsck(state: HostState, t: FsckTarget): Graph {
   const heap = t.heap ?? walkHeap(m, state.memoryBytes);
   const claims = new Claims(heap);
   const g: Graph = {
-    state, root, sysShift: state.options.pageShift,
+    state, root, sysShift: state.options.pageShift, graceInProgress: t.graceInProgress ?? false,
     mms: new Map(), regions: new Map(), tables: new Map(), processes: new Map(), groups: new Map(), containers: new Map(), vms: new Map(),
   };
   checkMms(g, m, claims, root);
