@@ -120,6 +120,13 @@ export function regionAt(fd: ContainerFd, ua: bigint) {
   return r;
 }
 
+/** §3: every region's `mapped` is its registration (1) plus the live host TCEs pointing into it. */
+export function expectRegionCounts(fd: ContainerFd): void {
+  const c = fd.container;
+  const uas = c.windows.flatMap((w) => (w ? [...w.table.entries()].map(([, , ua]) => ua) : []));
+  for (const r of c.regions) expect(r.mapped, `region at 0x${r.ua.toString(16)}`).toBe(1n + BigInt(uas.filter((ua) => ua >= r.ua && ua < r.ua + r.size).length));
+}
+
 /** §3.6: every window of the container is programmed in every attached DDW group at its slot. */
 export function expectProgrammed(fd: ContainerFd, groups: Group[]): void {
   for (const g of groups) {

@@ -6,7 +6,7 @@
 // engines, kernel eras 4.19 (real mode) and 5.19 (virtual mode only).
 import { describe, expect, it } from 'vitest';
 import { Host, H, RTAS_OUT, type VfioCall, type VfioSyncError, type VmEvent, type ContainerFd, type Vm, type KernelEra } from '../../src/index.js';
-import { MiB } from './helpers.js';
+import { MiB, expectRegionCounts } from './helpers.js';
 
 const BUID = 0x800000020000000n;
 const HI = Number(BUID >> 32n);
@@ -65,13 +65,6 @@ function expectedEntries(vm: Vm, liobn: bigint, hostShift: number): string[] {
     for (let off = 0n; off < e.size; off += hp) out.push(`${(e.iova + off).toString(16)} ${(s.ua + e.gpa - s.gpa + off).toString(16)} ${e.perm & 2 ? 'RW' : 'R'}`);
   });
   return out;
-}
-
-/** Every region's `mapped` is its registration plus the host TCEs pointing into it. */
-function expectRegionCounts(fd: ContainerFd): void {
-  const c = fd.container;
-  const uas = c.windows.flatMap((w) => (w ? [...w.table.entries()].map(([, , ua]) => ua) : []));
-  for (const r of c.regions) expect(r.mapped).toBe(1n + BigInt(uas.filter((ua) => ua >= r.ua && ua < r.ua + r.size).length));
 }
 
 describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
@@ -171,7 +164,15 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
         const calls: VfioCall[] = [];
         const errors: VfioSyncError[] = [];
         const events: VmEvent[] = [];
-        const sync = vm.attachContainer(fd, { onCall: (c) => calls.push(c), onError: (e) => errors.push(e) });
+        // what the host windows hold when each call has returned ('-': no window in that slot), and L1's links then
+        const seen: string[] = [];
+        const sync = vm.attachContainer(fd, {
+          onCall: (c) => {
+            calls.push(c);
+            seen.push(`${c.op} ${fd.container.windows.map((w) => (w ? [...w.table.entries()].length : '-')).join(',')} links ${vm.links(L1).length}`);
+          },
+          onError: (e) => errors.push(e),
+        });
         vm.subscribe('*', (e) => events.push(e));
         const ops = () => calls.map((c) => `${c.op}${c.error ? ` ${c.error.code}` : ''}`);
         expect(ops()).toEqual(['registerMemory', 'removeWindow', 'createWindow', 'linkGroup']);
@@ -198,12 +199,18 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
         expect(sync.stats()).toMatchObject({ mapDma: 0, unmapDma: 0, errors: 0 });
         expectRegionCounts(fd);
         host.checkInvariants();
-        // remove: an unmap for each of the 64 mappings, then window-remove; the kernel dropped the link, the sync removes the host window
+        // remove: an unmap for each of the 64 mappings, then window-remove; the kernel dropped the link (the KVM table's
+        // fd closed), the sync's region_del makes one UNMAP over the window (the unmaps make no call), then TCE_REMOVE
         events.length = 0;
+        seen.length = 0;
+        let before = sync.stats();
         expect(remove(L1)).toEqual([0]);
         expect(events.map((e) => e.kind)).toEqual([...Array<string>(64).fill('unmap'), 'window-remove']);
         expect(events.slice(0, 64).map((e) => ('iova' in e ? e.iova : 0n))).toEqual(tces.map((_, i) => DDW + 0x100000n + BigInt(i) * 0x10000n));
-        expect(ops()).toEqual(['removeWindow']);
+        expect(calls).toEqual([{ op: 'unmapDma', liobn: L1, iova: DDW, size: 1n << 30n }, { op: 'removeWindow', liobn: L1, iova: DDW }]);
+        // the link was gone before the UNMAP (the RTAS call's events come after it), the UNMAP emptied the window, TCE_REMOVE removed it
+        expect(seen).toEqual(['unmapDma 1,0 links 0', 'removeWindow 1,- links 0']);
+        expect(sync.stats()).toEqual({ ...before, unmapDma: before.unmapDma + 1, removeWindow: before.removeWindow + 1 });
         expect(vm.tables.has(L1)).toBe(false);
         expect(vm.links(L1)).toEqual([]);
         expect(fd.container.windows.find((w) => w?.startAddr === DDW)).toBeUndefined();
@@ -220,10 +227,19 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
         const oldDdw = fd.container.windows.find((w) => w?.startAddr === DDW)!.table;
         calls.length = 0;
         events.length = 0;
+        seen.length = 0;
+        before = sync.stats();
         expect(reset()).toEqual([0]);
         expect(host.tables.has(oldDef) || host.tables.has(oldDdw)).toBe(false);
         expect(events.map((e) => `${e.kind} ${e.liobn.toString(16)}`)).toEqual(['unmap 80000000', 'unmap 80000001', 'window-remove 80000000', 'window-remove 80000001', 'window-add 80000000']);
-        expect(ops()).toEqual(['removeWindow', 'removeWindow', 'createWindow', 'linkGroup']);
+        // spapr_phb_dma_reset: each window's region_del in window order (UNMAP over it, TCE_REMOVE), then the default window's region_add
+        expect(calls.map((c) => [c.op, c.liobn, c.iova, c.size])).toEqual([
+          ['unmapDma', L0, 0n, 1n << 30n], ['removeWindow', L0, 0n, undefined],
+          ['unmapDma', L1, DDW, 1n << 30n], ['removeWindow', L1, DDW, undefined],
+          ['createWindow', L0, undefined, undefined], ['linkGroup', L0, undefined, undefined],
+        ]);
+        expect(seen).toEqual(['unmapDma 0,1 links 0', 'removeWindow -,1 links 0', 'unmapDma -,0 links 0', 'removeWindow -,- links 0', 'createWindow 0,- links 0', 'linkGroup 0,- links 0']);
+        expect(sync.stats()).toEqual({ ...before, unmapDma: before.unmapDma + 2, removeWindow: before.removeWindow + 2, createWindow: before.createWindow + 1, linkGroup: before.linkGroup + 1 });
         const def = fd.container.windows.find((w) => w?.startAddr === 0n)!.table;
         expect(vm.links(L0)).toEqual([{ tableDesc: def.desc, refs: 1 }]);
         expect(fd.container.windows.filter((w) => w)).toHaveLength(1);
@@ -236,9 +252,17 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
         expect(hostEntries(fd, 0n)).toEqual(expectedEntries(vm, L0, 12));
         expectRegionCounts(fd);
         // vm.reset() likewise
+        calls.length = 0;
+        before = sync.stats();
         vm.reset();
-        expect(ops()).toEqual(['removeWindow', 'createWindow', 'linkGroup']);
+        expect(calls.map((c) => [c.op, c.liobn, c.iova, c.size])).toEqual([
+          ['unmapDma', L0, 0n, 1n << 30n], ['removeWindow', L0, 0n, undefined],
+          ['createWindow', L0, undefined, undefined], ['linkGroup', L0, undefined, undefined],
+        ]);
+        expect(sync.stats()).toEqual({ ...before, unmapDma: before.unmapDma + 1, removeWindow: before.removeWindow + 1, createWindow: before.createWindow + 1, linkGroup: before.linkGroup + 1 });
         expect(hostEntries(fd, 0n)).toEqual([]);
+        expect(fd.container.regions[0]!.mapped).toBe(1n);
+        expectRegionCounts(fd);
         expect(errors).toEqual([]);
         host.checkInvariants();
         sync.detach();
@@ -250,7 +274,7 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
     }
   }
 
-  it('vm.destroy() with a PHB and a DDW in sync: each window unlinked by the sync, then TCE_REMOVE; nothing left', async () => {
+  it('vm.destroy() with a PHB and a DDW in sync: each window unlinked by the sync, then its region_del (UNMAP over it, TCE_REMOVE); then UNREGISTER; nothing left', async () => {
     const { host, qemu, vm, create, hc } = await setup('wasm', '4.19');
     const group = host.addGroup();
     const fd = qemu.openContainer();
@@ -264,7 +288,11 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
     expect(hc(H.PUT_TCE, L1, DDW, G | 3n)[0]).toBe(H.SUCCESS);
     calls.length = 0;
     vm.destroy();
-    expect(calls.map((c) => c.op)).toEqual(['unlinkGroup', 'removeWindow', 'unlinkGroup', 'removeWindow', 'unregisterMemory']);
+    expect(calls.map((c) => [c.op, c.liobn, c.iova, c.size])).toEqual([
+      ['unlinkGroup', L0, undefined, undefined], ['unmapDma', L0, 0n, 1n << 30n], ['removeWindow', L0, 0n, undefined],
+      ['unlinkGroup', L1, undefined, undefined], ['unmapDma', L1, DDW, 1n << 30n], ['removeWindow', L1, DDW, undefined],
+      ['unregisterMemory', undefined, undefined, 16n * MiB],
+    ]);
     expect(fd.container.windows).toEqual([undefined, undefined]);
     expect(fd.container.regions).toEqual([]);
     expect(errors).toEqual([]);

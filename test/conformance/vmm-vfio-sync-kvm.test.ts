@@ -165,10 +165,17 @@ describe('vm.attachContainer in the kvm profile: the listeners plus the KVM link
       vm.addMemslot({ gpa: 0x4000000n, size: MiB, ua: more.ua });
       vm.removeMemslot(0x4000000n);
       expect(ops()).toEqual(['registerMemory', 'unregisterMemory']);
-      // destroy: each window's link dropped, then TCE_REMOVE; the region unregistered
+      // destroy: each window's link dropped, then its region_del (one UNMAP over it, TCE_REMOVE); then the region unregistered
+      expect(hc(H.PUT_TCE, L2, DDW + 0x10000n, (G + 0x10000n) | 3n)[0]).toBe(H.SUCCESS);
       calls.length = 0;
+      const before = sync.stats();
       vm.destroy();
-      expect(ops()).toEqual(['unlinkGroup', 'removeWindow', 'unlinkGroup', 'removeWindow', 'unregisterMemory']);
+      expect(calls.map((c) => [c.op, c.liobn, c.iova, c.size])).toEqual([
+        ['unlinkGroup', L, undefined, undefined], ['unmapDma', L, 0n, 1n << 30n], ['removeWindow', L, 0n, undefined],
+        ['unlinkGroup', L2, undefined, undefined], ['unmapDma', L2, DDW, 1n << 30n], ['removeWindow', L2, DDW, undefined],
+        ['unregisterMemory', undefined, undefined, 16n * MiB],
+      ]);
+      expect(sync.stats()).toEqual({ ...before, unlinkGroup: before.unlinkGroup + 2, unmapDma: before.unmapDma + 2, removeWindow: before.removeWindow + 2, unregisterMemory: before.unregisterMemory + 1 });
       expect(fd.container.windows).toEqual([undefined, undefined]);
       expect(fd.container.regions).toEqual([]);
       expect(errors).toEqual([]);

@@ -1,10 +1,10 @@
-// Spec: docs/semantics.md §8.5 (host VFIO kept in sync by vm.attachContainer), §9 V35–V39, V42–V45:
+// Spec: docs/semantics.md §8.5 (host VFIO kept in sync by vm.attachContainer), §9 V35–V39, V42–V45, V50:
 // QEMU's prereg listener and sPAPR VFIO listener (vfio_prereg_listener_region_add/del,
 // vfio_spapr_create_window/remove_window, vfio_iommu_map_notify, replay on attach), with
 // contiguous runs of one operation coalesced into one MAP_DMA/UNMAP_DMA.
 import { describe, expect, it } from 'vitest';
 import { Host, H, TceError, VfioSyncError, type VfioCall, type ContainerFd, type Vm, type GroupOptions } from '../../src/index.js';
-import { MiB, expectErr, containerView } from './helpers.js';
+import { MiB, expectErr, containerView, expectRegionCounts } from './helpers.js';
 
 const BUID = 0x800000020000000n;
 const HI = Number(BUID >> 32n);
@@ -17,8 +17,8 @@ const G = 0x400000n; // guest RAM at 4 MiB
 const LIST = 0x100000; // where the guest writes TCE lists
 
 /** A qemu-profile guest (16 MiB RAM at gpa 0, a PHB with its default 1 GiB window of 4K pages) and a v2 container of the VMM. */
-async function setup(o: { group?: GroupOptions; ramMiB?: bigint; phb?: boolean; maxMemory?: number; memlockLimit?: bigint } = {}) {
-  const host = await Host.create({ maxMemory: o.maxMemory ?? 96 << 20 });
+async function setup(o: { group?: GroupOptions; ramMiB?: bigint; phb?: boolean; maxMemory?: number; memlockLimit?: bigint; engine?: 'wasm' | 'native' } = {}) {
+  const host = await Host.create({ engine: o.engine, maxMemory: o.maxMemory ?? 96 << 20 });
   const qemu = host.spawn(o.memlockLimit === undefined ? undefined : { memlockLimit: o.memlockLimit });
   const ram = qemu.mmap((o.ramMiB ?? 16n) * MiB);
   const vm = qemu.createVm({ profile: 'qemu' });
@@ -172,23 +172,52 @@ describe('vm.attachContainer: QEMU\'s sPAPR VFIO and prereg listeners', () => {
     expect(hostEntries(fd, 0n)).toEqual(expectedEntries(vm, L0, 12));
   });
 
-  it('DDW: create → a host window at 1<<59; remove → the unmaps (coalesced), then TCE_REMOVE', async () => {
-    const { vm, fd, attach, list, hc, rtas, calls } = await setup();
-    const sync = attach();
-    calls.length = 0;
-    expect(rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4)).toEqual([0, Number(L1), 0x08000000, 0]);
-    expect(calls).toEqual([{ op: 'createWindow', liobn: L1, pageShift: 16, levels: 1, windowSize: 1n << 36n, startAddr: DDW }]);
-    const tces = Array.from({ length: 8 }, (_, i) => (BigInt(i) * 0x10000n) | 3n);
-    expect(hc(H.PUT_TCE_INDIRECT, L1, DDW + 0x100000n, list(tces), 8n)).toBe(H.SUCCESS);
-    expect(hc(H.PUT_TCE, L1, DDW + 0x200000n, 0x80000n | 1n)).toBe(H.SUCCESS);
-    expect(hostEntries(fd, DDW)).toEqual(expectedEntries(vm, L1, 16));
-    calls.length = 0;
-    expect(rtas('ibm,remove-pe-dma-window', [Number(L1)], 1)).toEqual([0]);
-    expect(calls.map((c) => [c.op, c.iova, c.size])).toEqual([['unmapDma', DDW + 0x100000n, 0x80000n], ['unmapDma', DDW + 0x200000n, 0x10000n], ['removeWindow', DDW, undefined]]);
-    expect(fd.container.windows.map((w) => w?.startAddr)).toEqual([0n, undefined]);
-    expect(sync.windows().map((w) => w.liobn)).toEqual([L0]);
-    expect(sync.stats()).toMatchObject({ createWindow: 2, removeWindow: 2, mapDma: 2, unmapDma: 2, errors: 0 });
-  });
+  for (const engine of ['wasm', 'native'] as const) {
+    it(`${engine}: DDW: create → a host window at 1<<59; remove → vfio_listener_region_del: one UNMAP over the whole window (the dropped mappings make no call), then TCE_REMOVE`, async () => {
+      const { host, vm, fd, attach, list, hc, rtas, calls } = await setup({ engine });
+      // what the host window holds when each call has returned
+      const seen: string[] = [];
+      const sync = attach({
+        onCall: (c) => {
+          calls.push(c);
+          const w = fd.container.windows.find((x) => x?.startAddr === DDW);
+          seen.push(`${c.op} ${w ? `${[...w.table.entries()].length} entries` : 'no window'}`);
+        },
+      });
+      calls.length = 0;
+      expect(rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4)).toEqual([0, Number(L1), 0x08000000, 0]);
+      expect(calls).toEqual([{ op: 'createWindow', liobn: L1, pageShift: 16, levels: 1, windowSize: 1n << 36n, startAddr: DDW }]);
+      const tces = Array.from({ length: 8 }, (_, i) => (BigInt(i) * 0x10000n) | 3n);
+      expect(hc(H.PUT_TCE_INDIRECT, L1, DDW + 0x100000n, list(tces), 8n)).toBe(H.SUCCESS);
+      expect(hc(H.PUT_TCE, L1, DDW + 0x200000n, 0x80000n | 1n)).toBe(H.SUCCESS);
+      expect(hc(H.PUT_TCE, L0, 0x3000n, G | 3n)).toBe(H.SUCCESS);
+      expect(hostEntries(fd, DDW)).toEqual(expectedEntries(vm, L1, 16));
+      expectRegionCounts(fd);
+      const before = sync.stats();
+      calls.length = 0;
+      seen.length = 0;
+      expect(rtas('ibm,remove-pe-dma-window', [Number(L1)], 1)).toEqual([0]);
+      // QEMU hears no unmap for the 9 mappings (spapr_tce_table_disable notifies nothing): one UNMAP over the window, then TCE_REMOVE
+      expect(calls).toEqual([{ op: 'unmapDma', liobn: L1, iova: DDW, size: 1n << 36n }, { op: 'removeWindow', liobn: L1, iova: DDW }]);
+      expect(seen).toEqual(['unmapDma 0 entries', 'removeWindow no window']);
+      expect(sync.stats()).toEqual({ ...before, unmapDma: before.unmapDma + 1, removeWindow: before.removeWindow + 1 });
+      expect(fd.container.windows.map((w) => w?.startAddr)).toEqual([0n, undefined]);
+      expect(sync.windows().map((w) => w.liobn)).toEqual([L0]);
+      // the other window keeps its mapping; the region counts it and its registration only
+      expect(hostEntries(fd, 0n)).toEqual(expectedEntries(vm, L0, 12));
+      expect(fd.container.regions[0]!.mapped).toBe(2n);
+      expectRegionCounts(fd);
+      host.checkInvariants();
+      // an empty window: the kernel's UNMAP over it clears nothing and succeeds (tce_iommu_clear returns 0)
+      expect(rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4)[0]).toBe(0);
+      calls.length = 0;
+      expect(rtas('ibm,remove-pe-dma-window', [Number(L1)], 1)).toEqual([0]);
+      expect(calls).toEqual([{ op: 'unmapDma', liobn: L1, iova: DDW, size: 1n << 36n }, { op: 'removeWindow', liobn: L1, iova: DDW }]);
+      expect(sync.stats()).toMatchObject({ createWindow: 3, removeWindow: 3, mapDma: 3, unmapDma: 2, errors: 0 });
+      expectRegionCounts(fd);
+      host.checkInvariants();
+    });
+  }
 
   it('row 36: a 16M-page DDW with host page sizes 4K|64K → host window of 64K pages; one 16M MAP_DMA per TCE, contiguous ones coalesced', async () => {
     const { vm, fd, attach, list, hc, rtas, calls } = await setup({ group: { pageShifts: [12, 16] }, ramMiB: 64n, maxMemory: 160 << 20 });
@@ -316,25 +345,82 @@ describe('vm.attachContainer: QEMU\'s sPAPR VFIO and prereg listeners', () => {
     again.detach();
   });
 
-  it('reset-pe-dma-window and vm.reset(): the mappings unmapped, the host windows follow the guest\'s', async () => {
-    const { vm, fd, attach, list, hc, rtas, calls } = await setup();
-    const sync = attach();
-    rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4);
-    hc(H.PUT_TCE_INDIRECT, L0, 0x1000n, list([G | 3n, (G + 0x1000n) | 3n]), 2n);
-    hc(H.PUT_TCE, L1, DDW, 0x10000n | 3n);
-    calls.length = 0;
-    expect(rtas('ibm,reset-pe-dma-window', [0, HI, LO], 1)).toEqual([0]);
-    expect(calls.map((c) => [c.op, c.iova])).toEqual([['unmapDma', 0x1000n], ['unmapDma', DDW], ['removeWindow', 0n], ['removeWindow', DDW], ['createWindow', undefined]]);
-    expect(calls[4]).toMatchObject({ startAddr: 0n, pageShift: 12 });
-    expect(fd.container.windows.map((w) => w?.startAddr)).toEqual([0n, undefined]);
-    expect(hostEntries(fd, 0n)).toEqual([]);
-    hc(H.PUT_TCE, L0, 0x5000n, G | 3n);
-    calls.length = 0;
-    vm.reset();
-    expect(calls.map((c) => [c.op, c.iova])).toEqual([['unmapDma', 0x5000n], ['removeWindow', 0n], ['createWindow', undefined]]);
-    expect(hostEntries(fd, 0n)).toEqual([]);
-    expect(sync.stats().errors).toBe(0);
-  });
+  for (const engine of ['wasm', 'native'] as const) {
+    it(`${engine}: reset-pe-dma-window and vm.reset(): each PHB window's region_del (one UNMAP over it, TCE_REMOVE) in window order, then the default window's region_add; a non-PHB table's unmaps are mirrored`, async () => {
+      const { host, vm, fd, attach, list, hc, rtas, calls } = await setup({ engine });
+      const seen: string[] = [];
+      const sync = attach({
+        onCall: (c) => {
+          calls.push(c);
+          seen.push(`${c.op} ${fd.container.windows.map((w) => (w ? [...w.table.entries()].length : '-')).join(',')}`);
+        },
+      });
+      rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4);
+      hc(H.PUT_TCE_INDIRECT, L0, 0x1000n, list([G | 3n, (G + 0x1000n) | 3n]), 2n);
+      hc(H.PUT_TCE, L1, DDW, 0x10000n | 3n);
+      expectRegionCounts(fd);
+      let before = sync.stats();
+      calls.length = 0;
+      seen.length = 0;
+      expect(rtas('ibm,reset-pe-dma-window', [0, HI, LO], 1)).toEqual([0]);
+      expect(calls.map((c) => [c.op, c.liobn, c.iova, c.size])).toEqual([
+        ['unmapDma', L0, 0n, 1n << 30n], ['removeWindow', L0, 0n, undefined],
+        ['unmapDma', L1, DDW, 1n << 36n], ['removeWindow', L1, DDW, undefined],
+        ['createWindow', L0, undefined, undefined],
+      ]);
+      // after each call, the entries of the container's two windows ('-': none)
+      expect(seen).toEqual(['unmapDma 0,1', 'removeWindow -,1', 'unmapDma -,0', 'removeWindow -,-', 'createWindow 0,-']);
+      expect(calls[4]).toMatchObject({ startAddr: 0n, pageShift: 12 });
+      expect(sync.stats()).toEqual({ ...before, unmapDma: before.unmapDma + 2, removeWindow: before.removeWindow + 2, createWindow: before.createWindow + 1 });
+      expect(fd.container.windows.map((w) => w?.startAddr)).toEqual([0n, undefined]);
+      expect(hostEntries(fd, 0n)).toEqual([]);
+      expect(fd.container.regions[0]!.mapped).toBe(1n);
+      host.checkInvariants();
+      // vm.reset() with a table no PHB owns: spapr_tce_reset's unmaps (a divergence: QEMU notifies none) are mirrored; the PHB's window goes by region_del
+      // (its host window goes in the second slot, at 1<<59, where the kernel places it)
+      vm.createTceTable({ liobn: VIO, pageShift: 12, offset: DDW >> 12n, size: 16n });
+      hc(H.PUT_TCE, VIO, DDW + 0x2000n, G | 3n);
+      hc(H.PUT_TCE, L0, 0x5000n, G | 3n);
+      expect(hostEntries(fd, DDW)).toHaveLength(1);
+      before = sync.stats();
+      calls.length = 0;
+      vm.reset();
+      expect(calls.map((c) => [c.op, c.liobn, c.iova, c.size])).toEqual([
+        ['unmapDma', VIO, DDW + 0x2000n, 0x1000n],
+        ['unmapDma', L0, 0n, 1n << 30n], ['removeWindow', L0, 0n, undefined],
+        ['createWindow', L0, undefined, undefined],
+      ]);
+      expect(sync.stats()).toEqual({ ...before, unmapDma: before.unmapDma + 2, removeWindow: before.removeWindow + 1, createWindow: before.createWindow + 1 });
+      expect(hostEntries(fd, 0n)).toEqual([]);
+      expect(hostEntries(fd, DDW)).toEqual([]);
+      expect(fd.container.regions[0]!.mapped).toBe(1n);
+      expectRegionCounts(fd);
+      expect(sync.stats().errors).toBe(0);
+      host.checkInvariants();
+    });
+  }
+
+  for (const engine of ['wasm', 'native'] as const) {
+    it(`${engine}: vm.destroy(): every window's region_del (one UNMAP over it, TCE_REMOVE), then the prereg listener's UNREGISTER (vfio_disconnect_container, then vfio_spapr_container_release)`, async () => {
+      const { host, vm, fd, attach, hc, rtas, calls, errors } = await setup({ engine });
+      const sync = attach();
+      rtas('ibm,create-pe-dma-window', [0, HI, LO, 16, 36], 4);
+      hc(H.PUT_TCE, L0, 0x2000n, G | 3n);
+      hc(H.PUT_TCE, L1, DDW + 0x10000n, G | 1n);
+      calls.length = 0;
+      vm.destroy();
+      expect(calls.map((c) => [c.op, c.liobn, c.iova, c.size])).toEqual([
+        ['unmapDma', L0, 0n, 1n << 30n], ['removeWindow', L0, 0n, undefined],
+        ['unmapDma', L1, DDW, 1n << 36n], ['removeWindow', L1, DDW, undefined],
+        ['unregisterMemory', undefined, undefined, 16n * MiB],
+      ]);
+      expect(fd.container.windows).toEqual([undefined, undefined]);
+      expect(fd.container.regions).toEqual([]);
+      expect(errors).toEqual([]);
+      sync.detach();
+      host.checkInvariants();
+    });
+  }
 
   it('row 45: after Host.restore, re-attaching adopts the registered region and the mirroring window, empties it and replays: host = guest', async () => {
     const { host, qemu, vm, fd, attach, list, hc } = await setup();
@@ -401,6 +487,37 @@ describe('vm.attachContainer: QEMU\'s sPAPR VFIO and prereg listeners', () => {
     expect(fd.container.enabled).toBe(false);
     host.checkInvariants();
   });
+
+  for (const engine of ['wasm', 'native'] as const) {
+    it(`${engine}: a v1 container: a window's region_del is one UNMAP over the guest window and no TCE_REMOVE (vfio_spapr_container_del_section_window is v2 only)`, async () => {
+      const host = await Host.create({ engine, maxMemory: 96 << 20 });
+      const qemu = host.spawn();
+      const ram = qemu.mmap(16n * MiB);
+      const vm = qemu.createVm({ profile: 'qemu' });
+      vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+      vm.createTceTable({ liobn: VIO, pageShift: 12, offset: 0x1000n, size: 1n << 12n }); // 16 MiB at 16 MiB
+      const fd = qemu.openContainer();
+      fd.attachGroup(host.addGroup({ ddw: false, tce32Size: 256n * MiB }));
+      fd.setIommu('v1');
+      const calls: VfioCall[] = [];
+      const errors: VfioSyncError[] = [];
+      const sync = vm.attachContainer(fd, { onCall: (c) => calls.push(c), onError: (e) => errors.push(e) });
+      expect(vm.hcall(H.PUT_TCE, VIO, 0x1002000n, 0x30000n | 3n).ret).toBe(H.SUCCESS);
+      expect(vm.hcall(H.PUT_TCE, VIO, 0x1005000n, 0x40000n | 1n).ret).toBe(H.SUCCESS);
+      // a mapping the VMM made itself elsewhere in the host window, outside the guest window: not the sync's to clear
+      fd.mapDma({ iova: 0x8000000n, vaddr: ram.ua, size: 0x1000n, read: true });
+      const before = sync.stats();
+      calls.length = 0;
+      vm.destroy();
+      expect(calls).toEqual([{ op: 'unmapDma', liobn: VIO, iova: 0x1000000n, size: 16n * MiB }]);
+      expect(sync.stats()).toEqual({ ...before, unmapDma: before.unmapDma + 1 });
+      expect(hostEntries(fd, 0n)).toEqual(['8000000 0 R']);
+      expect(errors).toEqual([]);
+      sync.detach();
+      expect(fd.container.enabled).toBe(false);
+      host.checkInvariants();
+    });
+  }
 
   it('row 44: refused: a second sync, another mm, a closed or unset container, bad options (the kvm profile: vmm-vfio-sync-kvm.test.ts)', async () => {
     const { host, qemu, vm, fd, group, attach } = await setup();

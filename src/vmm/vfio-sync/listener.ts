@@ -8,7 +8,10 @@
 // are one MAP_DMA, consecutive unmaps of contiguous IOVAs one UNMAP_DMA (a
 // contiguous 512-entry H_PUT_TCE_INDIRECT is one call). Nothing is deferred
 // past the operation, so the host is in step before the hypercall returns,
-// as in QEMU.
+// as in QEMU. The unmap events a window's removal delivers before its
+// 'window-remove' make no call: QEMU hears none (spapr_tce_table_disable
+// removes the region, vfio_listener_region_del unregisters the notifier and
+// makes one UNMAP over the whole window, windows.ts).
 import type { VmEvent, IommuEvent } from '../events.js';
 import { hex } from '../../core/format.js';
 import { VfioSyncError } from './types.js';
@@ -37,9 +40,11 @@ export function replay(s: SyncState, liobn: bigint): void {
  * One operation's events, in order, with contiguous runs coalesced into
  * single calls. The map/unmap events of a window linked in the kvm profile
  * are the kernel's work, already done on the host window (a hypercall it
- * completed, a reset that cleared the linked tables, a destroy whose
- * TCE_REMOVE clears the window), except in a `replay`: the entries a
+ * completed, a reset that cleared the linked tables, a removal whose
+ * UNMAP over the window clears it), except in a `replay`: the entries a
  * guest made before the window existed, which only MAP_DMA puts there.
+ * An unmap of a LIOBN whose 'window-remove' comes later in the batch makes
+ * no call either: the removal's UNMAP over the window covers it.
  */
 export function apply(s: SyncState, events: readonly VmEvent[], replaying = false): void {
   let run: Run | undefined;
@@ -47,7 +52,9 @@ export function apply(s: SyncState, events: readonly VmEvent[], replaying = fals
     if (run) flushRun(s, run);
     run = undefined;
   };
-  for (const e of events) {
+  const removedAt = lastRemovals(events);
+  for (let i = 0; i < events.length; i++) {
+    const e = events[i]!;
     if (!follows(s, e.liobn)) continue;
     if (e.kind === 'window-add' || e.kind === 'window-remove') {
       flush();
@@ -61,6 +68,9 @@ export function apply(s: SyncState, events: readonly VmEvent[], replaying = fals
     if (ev.kind === 'unmap') {
       // Nothing was mapped in a window the host could not provide.
       if (!m?.host) continue;
+      // A mapping dropped with its window: QEMU hears no unmap for it (spapr_tce_table_disable notifies
+      // nothing, and region_del unregisters the notifier); the window's one UNMAP clears it.
+      if ((removedAt.get(ev.liobn) ?? -1) > i) continue;
       if (run && run.kind === 'unmap' && run.liobn === ev.liobn && run.iova + run.size === ev.iova) {
         run.size += ev.size;
         run.entries++;
@@ -94,6 +104,15 @@ export function apply(s: SyncState, events: readonly VmEvent[], replaying = fals
     }
   }
   flush();
+}
+
+/** By LIOBN, the index of its last 'window-remove' in the batch. */
+function lastRemovals(events: readonly VmEvent[]): Map<bigint, number> {
+  const at = new Map<bigint, number>();
+  events.forEach((e, i) => {
+    if (e.kind === 'window-remove') at.set(e.liobn, i);
+  });
+  return at;
 }
 
 /** One MAP_DMA or UNMAP_DMA for a run. */

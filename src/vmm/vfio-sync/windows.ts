@@ -132,28 +132,45 @@ export function addWindow(s: SyncState, ev: WindowEvent): void {
   linkWindow(s, m);
 }
 
-/** A guest window went away (vfio_listener_region_del → vfio_spapr_remove_window); its mappings' unmaps came first. */
+/**
+ * A guest window went away (vfio_listener_region_del of an IOMMU region):
+ * the notifier unregistered (the unmap events that came with the removal
+ * make no call, listener.ts), one UNMAP over the whole window, then
+ * TCE_REMOVE (vfio_spapr_container_del_section_window, v2 only).
+ */
 export function removeWindow(s: SyncState, ev: WindowEvent): void {
   const m = s.mirrors.get(ev.liobn);
   if (!m) return;
   s.mirrors.delete(ev.liobn);
-  unlinkWindow(s, m);
-  if (m.host?.own) call(s, { op: 'removeWindow', liobn: ev.liobn, iova: m.host.startAddr }, () => s.fd.removeWindow(m.host!.startAddr));
+  dropMirror(s, m);
 }
 
 /** At detach (`all`) or a failed attach (only what the sync made itself): each host window emptied, and removed if the sync owns it. */
 export function removeWindows(s: SyncState, all: boolean): void {
   for (const m of s.mirrors.values()) {
-    const h = m.host;
-    if (!h || (!all && h.adopted)) continue;
-    // The links first, so that no guest hypercall reaches the window once it is emptied.
-    unlinkWindow(s, m);
-    // vfio_listener_region_del: one UNMAP over the window, then TCE_REMOVE (v2).
-    const iova = s.v2 ? h.startAddr : m.busOffset;
-    call(s, { op: 'unmapDma', liobn: m.liobn, iova, size: m.windowSize }, () => s.fd.unmapDma({ iova, size: m.windowSize }));
-    if (h.own) call(s, { op: 'removeWindow', liobn: m.liobn, iova: h.startAddr }, () => s.fd.removeWindow(h.startAddr));
+    if (!m.host || (!all && m.host.adopted)) continue;
+    dropMirror(s, m);
   }
   s.mirrors.clear();
+}
+
+/**
+ * vfio_listener_region_del's calls for one mirror: the links' references
+ * first (kvm profile; a divergence, QEMU leaves them to the kernel), so no
+ * guest hypercall reaches the window once it is emptied; then one UNMAP
+ * over the window (vfio_container_dma_unmap of the whole section: over an
+ * empty range the kernel's tce_iommu_clear finds nothing and returns 0);
+ * then TCE_REMOVE of a window the sync owns (v2). A window the host could
+ * not provide makes no call.
+ */
+function dropMirror(s: SyncState, m: Mirror): void {
+  const h = m.host;
+  if (!h) return;
+  unlinkWindow(s, m);
+  // v1: the section is the guest window inside the one 32-bit host window.
+  const iova = s.v2 ? h.startAddr : m.busOffset;
+  call(s, { op: 'unmapDma', liobn: m.liobn, iova, size: m.windowSize }, () => s.fd.unmapDma({ iova, size: m.windowSize }));
+  if (h.own) call(s, { op: 'removeWindow', liobn: m.liobn, iova: h.startAddr }, () => s.fd.removeWindow(h.startAddr));
 }
 
 /** v1: DISABLE, when the sync enabled the container. */
