@@ -257,8 +257,7 @@ export function freeTcePages(host: HostContext, pages: number, npages: number): 
 export function releaseTable(vm: KvmVm, liobn: bigint, tableOf: (desc: number) => IommuTable | undefined): boolean {
   const t = vm.tables.get(liobn);
   if (!t) return false;
-  const host = vm.host;
-  const mem = host.mem;
+  const mem = vm.host.mem;
   const vmd = new VmView(mem, vm.desc);
   const stt = new SttView(mem, t.desc);
   // Unlinked from the list first; a vCPU already past the predecessor still follows `next`, intact until the grace period ends.
@@ -274,16 +273,7 @@ export function releaseTable(vm: KvmVm, liobn: bigint, tableOf: (desc: number) =
     }
   }
   vm.tables.delete(liobn);
-  const n = stt.stitCount;
-  const held: number[] = [];
-  for (let i = 0; i < n; i++) held.push(stt.stitsAt(i));
-  const pages = stt.pages;
-  const npages = stt.npages;
-  const desc = t.desc;
-  for (const d of held) tableOf(d)?.releaseLink();
-  if (pages !== 0) freeTcePages(host, pages, npages);
-  host.deferFree(() => host.free(desc, SttView.BYTES));
-  vm.mm.unaccount(chargeKey.stt(vm.desc, liobn), t.chargedPages);
+  dropUnlisted(vm, t, tableOf);
   return true;
 }
 
@@ -298,17 +288,22 @@ export function releaseTable(vm: KvmVm, liobn: bigint, tableOf: (desc: number) =
 export function releaseTables(vm: KvmVm, tableOf: (desc: number) => IommuTable | undefined): void {
   const host = vm.host;
   new VmView(host.mem, vm.desc).stts = 0;
-  for (const t of vm.tables.values()) {
-    const stt = new SttView(host.mem, t.desc);
-    const n = stt.stitCount;
-    for (let i = 0; i < n; i++) {
-      const hw = tableOf(stt.stitsAt(i));
-      // One reference per link (attachGroup's hold), whatever its KVM-side count.
-      if (hw) hw.releaseLink();
-    }
-    if (stt.pages !== 0) freeTcePages(host, stt.pages, stt.npages);
-    host.free(t.desc, SttView.BYTES);
-    vm.mm.unaccount(chargeKey.stt(vm.desc, t.liobn), t.chargedPages);
-  }
+  for (const t of vm.tables.values()) dropUnlisted(vm, t, tableOf);
   vm.tables.clear();
+}
+
+/**
+ * What release_spapr_tce_table and the kref_put loop do to a guest table
+ * already off the VM's list: each link drops its one reference (attachGroup's
+ * hold, whatever its KVM-side count), the charge goes back, and the pages,
+ * page array and descriptor go through free(), which waits for a grace period.
+ */
+function dropUnlisted(vm: KvmVm, t: GuestTable, tableOf: (desc: number) => IommuTable | undefined): void {
+  const host = vm.host;
+  const stt = new SttView(host.mem, t.desc);
+  const n = stt.stitCount;
+  for (let i = 0; i < n; i++) tableOf(stt.stitsAt(i))?.releaseLink();
+  if (stt.pages !== 0) freeTcePages(host, stt.pages, stt.npages);
+  host.free(t.desc, SttView.BYTES);
+  vm.mm.unaccount(chargeKey.stt(vm.desc, t.liobn), t.chargedPages);
 }

@@ -10,7 +10,7 @@ import type { Group } from '../vfio/group.js';
 import { Vcpu, type HcallStats, type Level } from './vcpu.js';
 import { addMemslot, removeMemslot, freeDirtyLog, type Memslot, type MemslotArgs } from './memslot.js';
 import * as guest from './guest-table.js';
-import { liveTables } from '../kernel/table.js';
+import { liveTables, type IommuTable } from '../kernel/table.js';
 import { fail } from '../core/errors.js';
 import { hex } from '../core/format.js';
 import type { GuestTable, Translation } from './guest-table.js';
@@ -171,13 +171,19 @@ export class KvmVm {
   /** @internal drops one reference of the link between `liobn` and hardware table `tableDesc` (see guest-table.ts unlinkTable); false when there is none. */
   unlinkTable(liobn: bigint, tableDesc: number): boolean {
     this.alive();
-    return guest.unlinkTable(this, liobn, tableDesc, (d) => [...liveTables(this.host)].find((t) => t.desc === d));
+    return guest.unlinkTable(this, liobn, tableDesc, (d) => this.hardwareTable(d));
   }
 
   /** @internal closes the fd of the guest table of `liobn` (kvm_spapr_tce_release, see guest-table.ts releaseTable); false when there is none. */
   releaseTable(liobn: bigint): boolean {
     this.alive();
-    return guest.releaseTable(this, liobn, (d) => [...liveTables(this.host)].find((t) => t.desc === d));
+    return guest.releaseTable(this, liobn, (d) => this.hardwareTable(d));
+  }
+
+  /** The live hardware table of descriptor `desc`, if any (what a link's descriptor names). */
+  private hardwareTable(desc: number): IommuTable | undefined {
+    for (const t of liveTables(this.host)) if (t.desc === desc) return t;
+    return undefined;
   }
 
   /** The hardware tables linked to a LIOBN, with their reference counts. */
@@ -262,7 +268,7 @@ export class KvmVm {
     if (this.destroyed) return;
     this.destroyed = true;
     const host = this.host;
-    guest.releaseTables(this, (d) => [...liveTables(host)].find((t) => t.desc === d));
+    guest.releaseTables(this, (d) => this.hardwareTable(d));
     const vmd = new VmView(host.mem, this.desc);
     let at = vmd.slots;
     vmd.slots = 0;
