@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { expect } from 'vitest';
 import { Host, TceError, ERRNO, type OwnerCheck } from '../../src/index.js';
-import type { ContainerFd, Group, IommuEvent, Process, Vcpu, VmEvent } from '../../src/index.js';
+import type { ContainerFd, Group, IommuEvent, Process, Vcpu, Vm, VmEvent } from '../../src/index.js';
 import { HEAP_BASE, HEADER_BASE, HDR_ALLOC_TOP, VCPU_BYTES } from '../../src/generated/layout.js';
 
 export const KiB = 1n << 10n;
@@ -179,4 +179,22 @@ export async function guestSetup(profile: 'qemu' | 'kvm', liobn = 0x80000000n) {
 /** Whether a VM event is a map/unmap, not a window event: each member's `kind` has two values, so `===` on one of them does not narrow the union. */
 export function isIommuEvent(e: VmEvent): e is IommuEvent {
   return e.kind === 'map' || e.kind === 'unmap';
+}
+
+/** The host window at `start`: 'iova ua R|RW' for every entry. */
+export function hostEntries(fd: ContainerFd, start: bigint): string[] {
+  const w = fd.container.windows.find((x) => x?.startAddr === start);
+  if (!w) return [];
+  return [...w.table.entries()].map(([e, tce, ua]) => `${(e << BigInt(w.pageShift)).toString(16)} ${ua.toString(16)} ${tce & 2n ? 'RW' : 'R'}`);
+}
+
+/** What a host window of 2^hostShift pages must hold for the guest's mappings of `liobn`, in hostEntries' form. */
+export function expectedEntries(vm: Vm, liobn: bigint, hostShift = 12): string[] {
+  const out: string[] = [];
+  const hp = 1n << BigInt(hostShift);
+  vm.replay(liobn, (e) => {
+    const s = vm.memslots.find((m) => e.gpa >= m.gpa && e.gpa < m.gpa + m.size)!;
+    for (let off = 0n; off < e.size; off += hp) out.push(`${(e.iova + off).toString(16)} ${(s.ua + e.gpa - s.gpa + off).toString(16)} ${e.perm & 2 ? 'RW' : 'R'}`);
+  });
+  return out;
 }

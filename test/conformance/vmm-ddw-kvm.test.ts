@@ -5,8 +5,8 @@
 // (spapr_tce_free_table → kvm_spapr_tce_release: the table and its VFIO links dropped). Both
 // engines, kernel eras 4.19 (real mode) and 5.19 (virtual mode only).
 import { describe, expect, it } from 'vitest';
-import { Host, H, RTAS_OUT, type VfioCall, type VfioSyncError, type VmEvent, type ContainerFd, type Vm, type KernelEra } from '../../src/index.js';
-import { MiB, expectRegionCounts } from './helpers.js';
+import { Host, H, RTAS_OUT, type VfioCall, type VfioSyncError, type VmEvent, type Vm, type KernelEra } from '../../src/index.js';
+import { MiB, expectRegionCounts, hostEntries, expectedEntries } from './helpers.js';
 
 const BUID = 0x800000020000000n;
 const HI = Number(BUID >> 32n);
@@ -47,24 +47,6 @@ async function setup(engine: 'wasm' | 'native', kernel: KernelEra) {
     return [rc, vcpu.lastLevel];
   };
   return { host, qemu, ram, vm, phb, create, remove, reset, query, geometry, DEFAULT, list, hc, lockedNoPhb };
-}
-
-/** The host window at `start`: 'iova ua R|RW' for every entry. */
-function hostEntries(fd: ContainerFd, start: bigint): string[] {
-  const w = fd.container.windows.find((x) => x?.startAddr === start);
-  if (!w) return [];
-  return [...w.table.entries()].map(([e, tce, ua]) => `${(e << BigInt(w.pageShift)).toString(16)} ${ua.toString(16)} ${tce & 2n ? 'RW' : 'R'}`);
-}
-
-/** What a host window of 2^hostShift pages must hold for the guest's mappings of `liobn`. */
-function expectedEntries(vm: Vm, liobn: bigint, hostShift: number): string[] {
-  const out: string[] = [];
-  const hp = 1n << BigInt(hostShift);
-  vm.replay(liobn, (e) => {
-    const s = vm.memslots.find((m) => e.gpa >= m.gpa && e.gpa < m.gpa + m.size)!;
-    for (let off = 0n; off < e.size; off += hp) out.push(`${(e.iova + off).toString(16)} ${(s.ua + e.gpa - s.gpa + off).toString(16)} ${e.perm & 2 ? 'RW' : 'R'}`);
-  });
-  return out;
 }
 
 describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {

@@ -5,9 +5,9 @@
 // host window itself (kvmppc_h_put_tce → kvmppc_tce_iommu_map), so no MAP_DMA is made for the
 // hypercalls it completes. Both engines, kernel eras 4.19 (real mode) and 5.19 (virtual mode only).
 import { describe, expect, it } from 'vitest';
-import { Host, H, VfioSyncError, type VfioCall, type ContainerFd, type Vm, type KernelEra } from '../../src/index.js';
+import { Host, H, VfioSyncError, type VfioCall, type KernelEra } from '../../src/index.js';
 import { WorkerVcpu } from '../../src/worker.js';
-import { MiB, GiB, expectErr } from './helpers.js';
+import { MiB, GiB, expectErr, hostEntries, expectedEntries } from './helpers.js';
 
 const L = 0x80000000n;
 const L2 = 0x80000001n;
@@ -45,24 +45,6 @@ async function setup(engine: 'wasm' | 'native', kernel: KernelEra) {
   };
   const ops = () => calls.map((c) => `${c.op}${c.error ? ` ${c.error.code}` : ''}`);
   return { host, qemu, ram, vm, group, fd, calls, errors, attach, list, hc, ops, vcpu };
-}
-
-/** The host window at `start`: 'iova ua R|RW' for every entry. */
-function hostEntries(fd: ContainerFd, start: bigint): string[] {
-  const w = fd.container.windows.find((x) => x?.startAddr === start);
-  if (!w) return [];
-  return [...w.table.entries()].map(([e, tce, ua]) => `${(e << BigInt(w.pageShift)).toString(16)} ${ua.toString(16)} ${tce & 2n ? 'RW' : 'R'}`);
-}
-
-/** What a host window of 2^hostShift pages must hold for the guest's mappings of `liobn`. */
-function expectedEntries(vm: Vm, liobn: bigint, hostShift = 12): string[] {
-  const out: string[] = [];
-  const hp = 1n << BigInt(hostShift);
-  vm.replay(liobn, (e) => {
-    const s = vm.memslots.find((m) => e.gpa >= m.gpa && e.gpa < m.gpa + m.size)!;
-    for (let off = 0n; off < e.size; off += hp) out.push(`${(e.iova + off).toString(16)} ${(s.ua + e.gpa - s.gpa + off).toString(16)} ${e.perm & 2 ? 'RW' : 'R'}`);
-  });
-  return out;
 }
 
 const ZERO = { mapDma: 0, unmapDma: 0, registerMemory: 0, unregisterMemory: 0, createWindow: 0, removeWindow: 0, linkGroup: 0, unlinkGroup: 0, errors: 0 };

@@ -4,7 +4,7 @@
 // contiguous runs of one operation coalesced into one MAP_DMA/UNMAP_DMA.
 import { describe, expect, it } from 'vitest';
 import { Host, H, TceError, VfioSyncError, type VfioCall, type ContainerFd, type Vm, type GroupOptions } from '../../src/index.js';
-import { MiB, expectErr, containerView, expectRegionCounts } from './helpers.js';
+import { MiB, expectErr, containerView, expectRegionCounts, hostEntries } from './helpers.js';
 
 const BUID = 0x800000020000000n;
 const HI = Number(BUID >> 32n);
@@ -41,13 +41,6 @@ async function setup(o: { group?: GroupOptions; ramMiB?: bigint; phb?: boolean; 
   const rtas = (name: string, args: number[], nret: number) => vm.rtas(name, args, nret);
   const ops = () => calls.map((c) => `${c.op}${c.error ? ` ${c.error.code}` : ''}`);
   return { host, qemu, ram, vm, group, fd, calls, errors, attach, list, hc, rtas, ops };
-}
-
-/** The host window at `start`: [iova, ua, 'R' | 'RW'] for every entry. */
-function hostEntries(fd: ContainerFd, start: bigint): string[] {
-  const w = fd.container.windows.find((x) => x?.startAddr === start);
-  if (!w) return [];
-  return [...w.table.entries()].map(([e, tce, ua]) => `${(e << BigInt(w.pageShift)).toString(16)} ${ua.toString(16)} ${tce & 2n ? 'RW' : 'R'}`);
 }
 
 /** What the host window at `start` must hold for the guest's mappings of `liobn` (host pages of 2^hostShift). */

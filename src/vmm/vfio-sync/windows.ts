@@ -6,7 +6,7 @@
 // upward; a start address other than the guest's bus offset is removed
 // again and reported. A v1 container has one host window, the 32-bit one,
 // which every guest window must lie in (vfio_find_hostwin).
-import type { WindowEvent } from '../events.js';
+import { windowEvent, type WindowEvent } from '../events.js';
 import { TceError } from '../../core/errors.js';
 import { hex } from '../../core/format.js';
 import { VfioSyncError } from './types.js';
@@ -52,7 +52,7 @@ export function setupV1(s: SyncState): void {
 function addWindows(s: SyncState): void {
   for (const t of s.vm.tables.values()) {
     if (t.size === 0n || !follows(s, t.liobn) || s.mirrors.get(t.liobn)?.host) continue;
-    addWindow(s, { liobn: t.liobn, kind: 'window-add', busOffset: t.offset << BigInt(t.pageShift), pageSize: 1n << BigInt(t.pageShift), windowSize: t.size << BigInt(t.pageShift) });
+    addWindow(s, windowEvent(t, 'window-add'));
   }
 }
 
