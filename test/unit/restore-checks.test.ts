@@ -2,9 +2,8 @@
 // was accepted before and is now refused with a SnapshotError naming the field, before any object
 // is built; and checkInvariants() terminates on the same corruptions in a live host's memory.
 import { describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
 import { Host, H, InvariantError } from '../../src/index.js';
-import { SnapshotError } from '../../src/snapshot/fsck/read.js';
+import { snapOf, reseal, poke, refusal, type Snap } from './snapshot-edit.js';
 import { MmView, RegView, TblView, SttView, SlotView, VmView, VcpuView } from '../../src/generated/views.js';
 import { HEADER_BASE, HEAP_BASE, HDR_ALLOC_TOP, HDR_ALLOC_BLOCKS, HDR_KERNEL, HDR_ABLATE, HDR_LOCK_TAGS, ABLATE_VIEW_LOCK, KERNEL_4_12, KERNEL_4_19 } from '../../src/generated/layout.js';
 
@@ -35,34 +34,6 @@ async function host() {
   return { h, p, ram, fd, vm, table, mm, region };
 }
 
-type Snap = { format: string; version: number; checksum: string; body: { memory: { pages: [number, string][] } } & Record<string, unknown> };
-const snapOf = (h: Host): Snap => JSON.parse(JSON.stringify(h.snapshot()));
-const reseal = (s: Snap): Snap => ({ ...s, checksum: createHash('sha256').update(JSON.stringify(s.body)).digest('hex') });
-
-/** Writes a u32 into a snapshot's saved memory at `addr`. */
-function poke(s: Snap, addr: number, v: number): void {
-  const page = addr & ~4095;
-  let e = s.body.memory.pages.find(([off]) => off === page);
-  if (!e) {
-    e = [page, Buffer.alloc(4096).toString('base64')];
-    s.body.memory.pages.push(e);
-    s.body.memory.pages.sort((a, b) => a[0] - b[0]);
-  }
-  const b = Buffer.from(e[1], 'base64');
-  b.writeUInt32LE(v >>> 0, addr & 4095);
-  e[1] = b.toString('base64');
-}
-
-/** The SnapshotError a restore of `s` throws. */
-function refusal(s: Snap): SnapshotError {
-  try {
-    Host.restore(reseal(s));
-  } catch (e) {
-    if (e instanceof SnapshotError) return e;
-    throw e;
-  }
-  throw new Error('the snapshot was accepted');
-}
 
 describe('Host.restore checks every field', () => {
   it('the issue\'s cases: a deleted descriptor, a page shift the memory was not made with, an owner check outside its set', async () => {

@@ -6,9 +6,8 @@
 // both engines and profiles; a count one too high (a put skipped: the leak the old lower bound let
 // through), one too low or 0 makes checkInvariants() throw naming the table, and a restore refuse.
 import { describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
 import { Host, H, IommuTable, InvariantError, RTAS_OUT, type Process, type KernelEra } from '../../src/index.js';
-import { SnapshotError } from '../../src/snapshot/fsck/read.js';
+import { snapOf, poke, refusal } from './snapshot-edit.js';
 import { TblView, VcpuView } from '../../src/generated/views.js';
 import { v2Container, linkedVm } from '../fixtures.js';
 
@@ -37,28 +36,6 @@ async function kvmHost(engine: 'wasm' | 'native', kernel: KernelEra = '4.19') {
   return { h, p, ram, g, fd };
 }
 
-type Snap = { format: string; version: number; checksum: string; body: { memory: { pages: [number, string][] }; tables: Record<string, unknown>[] } & Record<string, unknown> };
-const snapOf = (h: Host): Snap => JSON.parse(JSON.stringify(h.snapshot()));
-const reseal = (s: Snap): Snap => ({ ...s, checksum: createHash('sha256').update(JSON.stringify(s.body)).digest('hex') });
-
-/** Writes a u32 into a snapshot's saved memory at `addr` (a page the table descriptor is on: saved). */
-function poke(s: Snap, addr: number, v: number): void {
-  const e = s.body.memory.pages.find(([off]) => off === (addr & ~4095))!;
-  const b = Buffer.from(e[1], 'base64');
-  b.writeUInt32LE(v >>> 0, addr & 4095);
-  e[1] = b.toString('base64');
-}
-
-/** The SnapshotError a restore of `s` throws. */
-function refusal(s: Snap): SnapshotError {
-  try {
-    Host.restore(reseal(s));
-  } catch (e) {
-    if (e instanceof SnapshotError) return e;
-    throw e;
-  }
-  throw new Error('the restore was accepted');
-}
 
 describe('table references = holders (§3.8)', () => {
   for (const engine of ['wasm', 'native'] as const) {
