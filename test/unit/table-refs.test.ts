@@ -37,6 +37,22 @@ async function kvmHost(engine: 'wasm' | 'native', kernel: KernelEra = '4.19') {
 }
 
 
+/** A VM with one PHB and a v2 container kept in sync with it (attachContainer); `args` are the PHB's config address words for the DDW RTAS calls. */
+async function syncedPhb(engine: 'wasm' | 'native', kernel: KernelEra, profile: 'kvm' | 'qemu') {
+  const h = await Host.create({ engine, kernel, maxMemory: 96 << 20 });
+  const q = h.spawn();
+  const ram = q.mmap(16n * MiB);
+  const vm = q.createVm({ profile });
+  vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
+  vm.addPhb({ buid: 0x800000020000000n, index: 0 });
+  const g = h.addGroup();
+  const fd = q.openContainer();
+  fd.attachGroup(g);
+  fd.setIommu('v2');
+  const sync = vm.attachContainer(fd);
+  return { h, q, vm, fd, sync, args: [0x10000, 0x8000000, 0x20000000] };
+}
+
 describe('table references = holders (§3.8)', () => {
   for (const engine of ['wasm', 'native'] as const) {
     it(`${engine}, kvm profile: links, a second link, window removed under a link, the guest table released, VM destroyed`, async () => {
@@ -88,18 +104,7 @@ describe('table references = holders (§3.8)', () => {
     });
 
     it(`${engine}, kvm profile: attachContainer and the DDW RTAS calls — each host window held by its window and its link`, async () => {
-      const h = await Host.create({ engine, kernel: '5.19', maxMemory: 96 << 20 });
-      const q = h.spawn();
-      const ram = q.mmap(16n * MiB);
-      const vm = q.createVm({ profile: 'kvm' });
-      vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-      vm.addPhb({ buid: 0x800000020000000n, index: 0 });
-      const g = h.addGroup();
-      const fd = q.openContainer();
-      fd.attachGroup(g);
-      fd.setIommu('v2');
-      const sync = vm.attachContainer(fd);
-      const args = [0x10000, 0x8000000, 0x20000000];
+      const { h, vm, fd, sync, args } = await syncedPhb(engine, '5.19', 'kvm');
       const linked = () => fd.container.windows.filter((w) => w).map((w) => w!.table.refs);
       expect(linked()).toEqual([2]);
       h.checkInvariants();
@@ -125,18 +130,7 @@ describe('table references = holders (§3.8)', () => {
     });
 
     it(`${engine}, qemu profile: attachContainer and the DDW RTAS calls — no links, each table its window's alone; a legacy group's`, async () => {
-      const h = await Host.create({ engine, kernel: '4.19', maxMemory: 96 << 20 });
-      const q = h.spawn();
-      const ram = q.mmap(16n * MiB);
-      const vm = q.createVm({ profile: 'qemu' });
-      vm.addMemslot({ gpa: 0n, size: ram.size, ua: ram.ua });
-      vm.addPhb({ buid: 0x800000020000000n, index: 0 });
-      const g = h.addGroup();
-      const fd = q.openContainer();
-      fd.attachGroup(g);
-      fd.setIommu('v2');
-      const sync = vm.attachContainer(fd);
-      const args = [0x10000, 0x8000000, 0x20000000];
+      const { h, q, vm, fd, sync, args } = await syncedPhb(engine, '4.19', 'qemu');
       const created = vm.rtas('ibm,create-pe-dma-window', [...args, 16, 30], 4);
       expect(created[0]).toBe(0);
       expect(fd.container.windows.filter((w) => w).map((w) => w!.table.refs)).toEqual([1, 1]);
