@@ -37,9 +37,11 @@ const CREATE_TCE_TABLE = v.keys<CreateTceTable>('vm.createTceTable', { liobn: tr
  * KVM_CREATE_SPAPR_TCE_64 {liobn, page_shift, offset, size} (offset and size
  * in IOMMU pages): size 0, page shift outside [12, 34] or an end past 2^64
  * → EINVAL; pages charged to the creator (ENOMEM); duplicate LIOBN → EBUSY.
- * In the qemu profile this is QEMU's table: nothing is charged.
+ * In the qemu profile this is QEMU's table: nothing is charged. `held`
+ * refuses a LIOBN the VMM holds otherwise (it throws), checked with the
+ * duplicate one.
  */
-export function createTceTable(vm: KvmVm, args: CreateTceTable): GuestTable {
+export function createTceTable(vm: KvmVm, args: CreateTceTable, held?: (liobn: bigint) => void): GuestTable {
   const o = v.options('args', args, CREATE_TCE_TABLE);
   const liobn = v.liobn('liobn', o.liobn);
   const pageShift = v.int('pageShift', o.pageShift, 0, 63);
@@ -61,6 +63,7 @@ export function createTceTable(vm: KvmVm, args: CreateTceTable): GuestTable {
   let pages = 0;
   try {
     if (vm.tables.has(liobn)) fail('EBUSY', `createTceTable: LIOBN ${hex(liobn)} exists`);
+    held?.(liobn);
     d = host.alloc(SttView.BYTES, 'guest TCE table');
     pages = host.alloc(Number(npages) * 4, 'guest TCE page array');
   } catch (e) {

@@ -159,8 +159,11 @@ export class KvmVm {
   /** KVM_CREATE_SPAPR_TCE_64 (see guest-table.ts). */
   createTceTable(args: CreateTceTable): GuestTable {
     this.alive();
-    return guest.createTceTable(this, args);
+    return guest.createTceTable(this, args, (liobn) => this.liobnHeld(liobn));
   }
+
+  /** Throws when the VMM holds `liobn` for something else than a table createTceTable may make (none here). */
+  protected liobnHeld(_liobn: bigint): void {}
 
   /** KVM_DEV_VFIO_GROUP_SET_SPAPR_TCE: links a hardware table of `group` to the LIOBN (see guest-table.ts). */
   attachGroup(group: Group, liobn: bigint | number): void {

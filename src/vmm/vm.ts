@@ -104,12 +104,15 @@ export class Vm extends KvmVm {
    * device holds it.
    */
   override createTceTable(args: CreateTceTable): GuestTable {
-    const l: unknown = typeof args === 'object' && args !== null ? (args as { liobn?: unknown }).liobn : undefined;
-    const liobn = typeof l === 'bigint' ? l : typeof l === 'number' && Number.isSafeInteger(l) ? BigInt(l) : undefined;
-    if (liobn !== undefined && this.phbs.some((p) => p.liobns.includes(liobn))) fail('EBUSY', `createTceTable: LIOBN ${hex(liobn)} is a window of PHB ${hex(this.phbs.find((p) => p.liobns.includes(liobn))!.buid)}`);
     const t = super.createTceTable(args);
     this.events.emit(windowEvent(t, 'window-add'));
     return t;
+  }
+
+  /** A PHB's window LIOBN: EBUSY (see createTceTable). */
+  protected override liobnHeld(liobn: bigint): void {
+    const phb = this.phbs.find((p) => p.liobns.includes(liobn));
+    if (phb) fail('EBUSY', `createTceTable: LIOBN ${hex(liobn)} is a window of PHB ${hex(phb.buid)}`);
   }
 
   /**

@@ -118,7 +118,9 @@ describe('vmm §4 dynamic DMA windows (RTAS), profile kvm', () => {
     expect(remove(L1)).toEqual([0]);
     expect(remove(L1)).toEqual([PARAM]); // inactive
     // the disabled window's LIOBN has no KVM table, but QEMU's table device holds it
-    expect(() => vm.createTceTable({ liobn: L1, pageShift: 12, offset: 0n, size: 16n })).toThrow(/EBUSY/);
+    const lockedAtL1 = qemu.mm.lockedPages;
+    expect(() => vm.createTceTable({ liobn: L1, pageShift: 12, offset: 0n, size: 16n })).toThrow(/EBUSY.*window of PHB/);
+    expect(qemu.mm.lockedPages).toBe(lockedAtL1);
     expect(vm.tables.has(L1)).toBe(false);
     expect(geometry()).toEqual([DEFAULT]);
     // 2^32 entries or more (u32 nb_table) → -1; a window over the locked_vm limit: KVM refuses the table → -1
